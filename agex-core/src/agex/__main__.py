@@ -1,0 +1,3 @@
+from agex.cli import main
+
+main()

@@ -1,0 +1,31 @@
+"""Providers that our own distributions supply, and the command that installs each.
+
+When one of these is asked for and its distribution is absent, the error says exactly
+what to install instead of only "unknown provider".
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Supplier(NamedTuple):
+    distribution: str
+    extra: str
+
+    @property
+    def install(self) -> str:
+        return f'pip install "agex-core[{self.extra}]"'
+
+
+HTTP = Supplier("agex-host-http", "http")
+MODAL = Supplier("agex-host-modal", "modal")
+DISK = Supplier("agex-state-disk", "disk")
+
+#: (kind, provider name) -> the distribution that supplies it.
+SUPPLIERS: dict[tuple[str, str], Supplier] = {
+    ("host", "http"): HTTP,
+    ("command", "serve"): HTTP,
+    ("host", "modal"): MODAL,
+    ("storage", "disk"): DISK,
+}

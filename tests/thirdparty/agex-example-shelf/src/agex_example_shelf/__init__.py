@@ -1,0 +1,1 @@
+"""A third-party agex storage, written the way docs/plugins.md describes."""
