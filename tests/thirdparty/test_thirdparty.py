@@ -15,7 +15,7 @@ from agex.testing import StorageContract
 
 class TestShelfStorage(StorageContract):
     provider = "shelf"
-    persistent = True
+    persistent = True  # a second storage with the same options sees the data
 
     def options(self, tmp_path: Path) -> dict:
         return {"path": str(tmp_path / "shelf.json")}

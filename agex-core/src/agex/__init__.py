@@ -7,7 +7,8 @@ plugin and no SDK.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 
 __version__ = "0.1.0"
 
@@ -28,6 +29,8 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from agex.connect import connect_host, connect_llm, connect_state
     from agex.errors import (
         AgexError,

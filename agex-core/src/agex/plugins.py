@@ -10,21 +10,17 @@ providers register through the same hooks and are always on.
 
 from __future__ import annotations
 
-import difflib
 import os
-import re
 import sys
 import threading
-import traceback
 import warnings
-from dataclasses import dataclass
-from importlib import metadata
-from typing import Any
+from typing import Any, NamedTuple
 
 import pluggy
 
 from agex import __version__, hookspecs
 from agex.catalog import SUPPLIERS
+from agex.entry_points import EntryPoint, canonical, entry_points
 from agex.errors import (
     DuplicateProviderError,
     PluginWarning,
@@ -39,25 +35,38 @@ LOAD_ENV = "AGEX_LOAD_PLUGINS"
 DISABLE_ENV = "AGEX_DISABLE_PLUGINS"
 
 
-def canonical(distribution: str) -> str:
-    """A distribution's name as pip compares it: lower case, runs of ``-_.`` as one ``-``."""
-    return re.sub(r"[-_.]+", "-", distribution).lower()
-
-
-@dataclass
 class _Plugin:
-    name: str
-    distribution: str
-    version: str | None
-    origin: str  # "builtin", "entry point" or "in-process"
-    entry_point: metadata.EntryPoint | None = None
-    loaded: bool = False
-    error: str | None = None
-    traceback: str | None = None
+    __slots__ = (
+        "distribution",
+        "entry_point",
+        "error",
+        "loaded",
+        "name",
+        "origin",
+        "traceback",
+        "version",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        distribution: str,
+        version: str | None,
+        origin: str,  # "builtin", "entry point" or "in-process"
+        entry_point: EntryPoint | None = None,
+        loaded: bool = False,
+    ) -> None:
+        self.name = name
+        self.distribution = distribution
+        self.version = version
+        self.origin = origin
+        self.entry_point = entry_point
+        self.loaded = loaded
+        self.error: str | None = None
+        self.traceback: str | None = None
 
 
-@dataclass(frozen=True)
-class PluginState:
+class PluginState(NamedTuple):
     """One plugin as ``agex plugins`` shows it."""
 
     name: str
@@ -87,11 +96,10 @@ class _Manager:
 
         self.plugins[CORE] = _Plugin(CORE, CORE, __version__, "builtin", loaded=True)
         self.pm.register(core_plugin, name=CORE)
-        found = []
-        for ep in metadata.entry_points(group=GROUP):
-            dist = canonical(ep.dist.name) if ep.dist else "unknown"
-            version = ep.dist.version if ep.dist else None
-            found.append(_Plugin(f"{dist}:{ep.name}", dist, version, "entry point", ep))
+        found = [
+            _Plugin(f"{ep.distribution}:{ep.name}", ep.distribution, ep.version, "entry point", ep)
+            for ep in entry_points(GROUP)
+        ]
         for plugin in sorted(found, key=lambda p: p.name):
             self.plugins.setdefault(plugin.name, plugin)
 
@@ -151,6 +159,8 @@ class _Manager:
 
     def _fail(self, plugin: _Plugin, exc: Exception, what: str) -> None:
         plugin.error = f"{type(exc).__name__}: {exc}"
+        import traceback
+
         plugin.traceback = "".join(traceback.format_exception(exc))
         self.generation += 1
         self._warn_once(
@@ -228,6 +238,8 @@ class _Manager:
             f"No {kind} provider named {name!r}. "
             f"Installed {kind} providers: {', '.join(names) or '(none)'}."
         ]
+        import difflib
+
         close = difflib.get_close_matches(name, names, n=1)
         if close:
             lines.append(f"Did you mean {close[0]!r}?")

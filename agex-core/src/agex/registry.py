@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 #: Provider kinds, each with the hook that collects it.
 HOOKS = {
@@ -19,8 +18,7 @@ HOOKS = {
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
 
-@dataclass(frozen=True)
-class Provider:
+class Provider(NamedTuple):
     """One registered provider: ``factory(**options)`` builds it."""
 
     kind: str

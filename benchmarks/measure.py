@@ -1,0 +1,43 @@
+"""How every benchmark here times things: interleaved runs, medians, ratios."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+#: agex 0.12.4's interpreter, in its own virtual environment (set by `nox -s bench`).
+PEER = os.environ.get("AGEX_PEER_PYTHON")
+
+
+def process_seconds(python: str, code: str) -> float:
+    """Wall time of a whole `python -c code` process."""
+    start = time.perf_counter()
+    subprocess.run([python, "-c", code], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def interleaved(runs: int, cases: dict[str, Callable[[], float]]) -> dict[str, float]:
+    """Median of each case, the cases taking turns so that machine noise hits all alike."""
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(runs):
+        for name, case in cases.items():
+            samples[name].append(case())
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def report(title: str, lines: list[tuple[str, str]]) -> None:
+    print(f"\n{title}")
+    width = max(len(label) for label, _ in lines)
+    for label, value in lines:
+        print(f"  {label.ljust(width)}  {value}")
+
+
+ME = sys.executable
