@@ -48,7 +48,7 @@ def test_contract_example_is_the_one_we_run() -> None:
 
 def test_entry_point_example_matches_the_example_distribution() -> None:
     (block,) = [b for b in code_blocks("toml") if "[project.entry-points.agex]" in b]
-    assert "[project.entry-points.agex]\nshelf = \"agex_example_shelf.plugin\"" in block
+    assert '[project.entry-points.agex]\nshelf = "agex_example_shelf.plugin"' in block
     assert 'shelf = "agex_example_shelf.plugin"' in (EXAMPLE / "pyproject.toml").read_text()
 
 

@@ -17,8 +17,9 @@ def by_metadata(group: str, path: list[str]) -> set[tuple[str, str, str, str]]:
         if name in seen:
             continue
         seen.add(name)
-        out |= {(name, dist.version, ep.name, ep.value) for ep in dist.entry_points
-                if ep.group == group}
+        out |= {
+            (name, dist.version, ep.name, ep.value) for ep in dist.entry_points if ep.group == group
+        }
     return out
 
 

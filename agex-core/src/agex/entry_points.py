@@ -59,7 +59,7 @@ _Candidate = tuple[str, str | None, list[tuple[str, str]]]
 
 
 def _from_directory(directory: str, group: str) -> list[_Candidate]:
-    out = []
+    out: list[_Candidate] = []
     with os.scandir(directory) as listing:
         for item in listing:
             stem, suffix = os.path.splitext(item.name)
@@ -70,9 +70,9 @@ def _from_directory(directory: str, group: str) -> list[_Candidate]:
                     text = f.read()
             except OSError:
                 text = ""
-            name, _, version = stem.partition("-")
+            name, _, rest = stem.partition("-")
             # An egg-info name may carry a Python tag after the version: drop it.
-            version = version.split("-")[0] or None
+            version = rest.split("-")[0] or None
             out.append((canonical(name), version, _section(text, group)))
     return out
 
