@@ -191,6 +191,13 @@ def test_env_naming_nothing_installed_warns(monkeypatch) -> None:
         plugins.providers("host")
 
 
+def test_providers_cannot_be_changed_by_callers() -> None:
+    found = plugins.providers("storage")
+    with pytest.raises(TypeError):
+        found["mine"] = ()  # type: ignore[index]
+    assert isinstance(found["memory"], tuple)
+
+
 def test_cached_until_something_changes(register_plugin) -> None:
     first = plugins.providers("storage")
     assert plugins.providers("storage") is first

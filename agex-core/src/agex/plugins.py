@@ -14,11 +14,13 @@ import os
 import sys
 import threading
 import warnings
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import pluggy
 
-from agex import __version__, hookspecs
+from agex import __version__, core_plugin, hookspecs
 from agex.catalog import SUPPLIERS
 from agex.entry_points import EntryPoint, canonical, entry_points
 from agex.errors import (
@@ -84,14 +86,12 @@ _Key = tuple[frozenset[str] | None, frozenset[str], int]
 
 class _Manager:
     def __init__(self) -> None:
-        from agex import core_plugin
-
         self.pm = pluggy.PluginManager(GROUP)
         self.pm.add_hookspecs(hookspecs)
         self.plugins: dict[str, _Plugin] = {}
         self.generation = 0
         self.lock = threading.RLock()
-        self._collected: dict[str, tuple[_Key, dict[str, list[Provider]]]] = {}
+        self._collected: dict[str, tuple[_Key, Mapping[str, tuple[Provider, ...]]]] = {}
         self._warned: set[str] = set()
 
         self.plugins[CORE] = _Plugin(CORE, CORE, __version__, "builtin", loaded=True)
@@ -158,9 +158,9 @@ class _Manager:
             plugin.loaded = True
 
     def _fail(self, plugin: _Plugin, exc: Exception, what: str) -> None:
-        plugin.error = f"{type(exc).__name__}: {exc}"
         import traceback
 
+        plugin.error = f"{type(exc).__name__}: {exc}"
         plugin.traceback = "".join(traceback.format_exception(exc))
         self.generation += 1
         self._warn_once(
@@ -175,7 +175,7 @@ class _Manager:
 
     # -- asking ----------------------------------------------------------------------------
 
-    def providers(self, kind: str) -> dict[str, list[Provider]]:
+    def providers(self, kind: str) -> Mapping[str, tuple[Provider, ...]]:
         allow, block = self._switches()
         cached = self._collected.get(kind)
         if cached is not None and cached[0] == (allow, block, self.generation):
@@ -197,8 +197,9 @@ class _Manager:
                     continue
                 for provider in registry.providers:
                     found.setdefault(provider.name, []).append(provider)
-            self._collected[kind] = ((allow, block, self.generation), found)
-            return found
+            frozen = MappingProxyType({name: tuple(ps) for name, ps in found.items()})
+            self._collected[kind] = ((allow, block, self.generation), frozen)
+            return frozen
 
     def states(self) -> list[PluginState]:
         everything = [p for kind in HOOKS for ps in self.providers(kind).values() for p in ps]
@@ -305,8 +306,8 @@ def manager() -> _Manager:
     return _manager
 
 
-def providers(kind: str) -> dict[str, list[Provider]]:
-    """Every provider of ``kind`` that the switched-on plugins register, by name."""
+def providers(kind: str) -> Mapping[str, tuple[Provider, ...]]:
+    """Every provider of ``kind`` that the switched-on plugins register, by name (read-only)."""
     if kind not in HOOKS:
         raise ValueError(f"unknown provider kind {kind!r}; kinds are {', '.join(HOOKS)}")
     return manager().providers(kind)
@@ -314,7 +315,7 @@ def providers(kind: str) -> dict[str, list[Provider]]:
 
 def resolve(kind: str, name: str) -> Provider:
     """The one provider of ``kind`` called ``name``, or an error that says what to do."""
-    found = providers(kind).get(name, [])
+    found = providers(kind).get(name, ())
     if len(found) == 1:
         return found[0]
     if found:

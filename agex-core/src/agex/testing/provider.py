@@ -26,7 +26,7 @@ class ProviderContract:
         return plugins.create(self.kind, self.provider, **{**self.options(tmp_path), **overrides})
 
     def test_resolves_to_exactly_one_provider(self) -> None:
-        found = plugins.providers(self.kind).get(self.provider, [])
+        found = plugins.providers(self.kind).get(self.provider, ())
         sources = [p.source for p in found]
         assert len(found) == 1, f"{self.kind} {self.provider!r} registered by {sources}"
 
