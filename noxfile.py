@@ -8,6 +8,7 @@ user gets them, so a missing file or dependency fails here rather than after a r
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import nox
@@ -98,9 +99,13 @@ def bench(session: nox.Session) -> None:
     # that compile from source would measure the compiler.
     session.env["UV_COMPILE_BYTECODE"] = "1"
     _install_agex(session, ["all"])
-    peer = _peer_python(session)
-    if peer:
-        session.env["AGEX_PEER_PYTHON"] = peer
+    peers = {
+        # agex 0.12.4 shares our import name, so it gets an environment of its own. Offline
+        # it would try to download tokenizer data; without tiktoken it counts approximately.
+        "AGEX_PEER_PYTHON": _peer_python(session, "agex-0.12.4", ["agex==0.12.4"], ["tiktoken"]),
+        "AGEX_SMOLAGENTS_PYTHON": _peer_python(session, "smolagents", ["smolagents"], []),
+    }
+    session.env.update({var: python for var, python in peers.items() if python})
     scripts = sorted((ROOT / "benchmarks").glob("bench_*.py"))
     wanted = set(session.posargs)
     for script in scripts:
@@ -108,36 +113,21 @@ def bench(session: nox.Session) -> None:
             session.run("python", str(script))
 
 
-def _peer_python(session: nox.Session) -> str | None:
-    """agex 0.12.4 in a virtual environment of its own (it shares our import name)."""
-    venv = Path(session.cache_dir) / "agex-0.12.4"
+def _peer_python(
+    session: nox.Session, name: str, requirements: list[str], without: list[str]
+) -> str | None:
+    """A peer project in a virtual environment of its own, for side-by-side figures."""
+    venv = Path(session.cache_dir) / name
     python = venv / "bin" / "python"
     if not python.exists():
         try:
             session.run("uv", "venv", "--quiet", str(venv), external=True)
-            session.run(
-                "uv",
-                "pip",
-                "install",
-                "--quiet",
-                "--python",
-                str(python),
-                "agex==0.12.4",
-                external=True,
-            )
-            # Offline it would try to download tokenizer data; without tiktoken it falls
-            # back to an approximate count.
-            session.run(
-                "uv",
-                "pip",
-                "uninstall",
-                "--quiet",
-                "--python",
-                str(python),
-                "tiktoken",
-                external=True,
-            )
+            pip = ["uv", "pip", "--quiet"]
+            session.run(*pip, "install", "--python", str(python), *requirements, external=True)
+            if without:
+                session.run(*pip, "uninstall", "--python", str(python), *without, external=True)
         except nox.command.CommandFailed:
-            session.warn("agex 0.12.4 could not be installed; its figures are left out")
+            shutil.rmtree(venv, ignore_errors=True)
+            session.warn(f"{name} could not be installed; its figures are left out")
             return None
     return str(python) if os.access(python, os.X_OK) else None

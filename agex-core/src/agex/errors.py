@@ -56,3 +56,51 @@ class DuplicateProviderError(ProviderError):
         self.kind = kind
         self.provider = name
         self.sources = tuple(sources)
+
+
+class SandboxError(AgexError):
+    """Agent code was refused, or could not finish."""
+
+
+class CodeRejected(SandboxError):
+    """Agent code was refused before it ran: it reaches for something the sandbox forbids."""
+
+    def __init__(self, message: str, lineno: int | None = None, line: str | None = None) -> None:
+        where = f"line {lineno}: " if lineno else ""
+        shown = f"\n    {line.strip()}" if line and line.strip() else ""
+        super().__init__(f"{where}{message}{shown}")
+        self.lineno = lineno
+        self.reason = message
+
+
+class AccessDenied(SandboxError, AttributeError):
+    """Agent code asked for an attribute the policy does not expose.
+
+    It is an AttributeError, so ``hasattr`` and ``getattr(obj, name, default)`` behave as if
+    the attribute were not there.
+    """
+
+
+class ImportDenied(SandboxError, ImportError):
+    """Agent code imported a module that is neither registered nor in the safe set."""
+
+
+class CallDenied(SandboxError, TypeError):
+    """Agent code called something in a way the sandbox forbids (three-argument ``type``,
+    constructing a class registered with ``constructable=False``, ...)."""
+
+
+class SandboxTimeout(SandboxError, TimeoutError):
+    """Agent code ran past its time limit and was stopped."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
+
+
+class SandboxCancelled(SandboxError):
+    """Agent code was cancelled while it ran."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output

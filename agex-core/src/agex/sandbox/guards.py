@@ -1,0 +1,389 @@
+"""The checks agent code pays for at run time.
+
+Arithmetic, loops, calls, subscripts and comprehensions run as plain bytecode. What is
+checked: attribute access (a set lookup for the builtin types and the agent's own classes,
+the full policy for everything else), ``getattr``/``setattr``/``hasattr``/``dir`` with names
+computed at run time, imports, class creation, ``type`` and ``str.format``.
+"""
+
+from __future__ import annotations
+
+import _string
+import builtins
+import operator
+import string
+import sys
+from collections.abc import Callable
+from types import BuiltinFunctionType, FunctionType, MethodType, ModuleType
+from typing import Any
+
+from agex.errors import AccessDenied, CallDenied, ImportDenied
+from agex.sandbox.policy import NEVER, SAFE_BUILTINS, Policy
+from agex.sandbox.signals import current_run, exits_cannot_swallow_signals, reraise_signals
+
+#: Instances of these never hide anything behind a public attribute name.
+FAST_TYPES = frozenset(
+    {int, float, complex, bool, str, bytes, bytearray, list, tuple, dict, set, frozenset}
+    | {range, slice, type(None)}
+)
+#: Public names that lead into the interpreter's frames and code objects.
+FRAME_NAMES = frozenset(
+    [
+        "gi_frame",
+        "gi_code",
+        "gi_yieldfrom",
+        "cr_frame",
+        "cr_code",
+        "cr_await",
+        "cr_origin",
+        "ag_frame",
+        "ag_code",
+        "ag_await",
+        "tb_frame",
+        "tb_next",
+        "f_back",
+        "f_globals",
+        "f_locals",
+        "f_builtins",
+        "f_code",
+        "f_trace",
+    ]
+)
+#: Dunder attributes agent code may read: plain strings.
+READABLE_DUNDERS = frozenset({"__name__", "__qualname__", "__doc__"})
+#: Attribute names whose value for strings is replaced by a checked version.
+FORMAT_NAMES = frozenset({"format", "format_map"})
+#: Builtin classes an agent class may derive from and still count as the agent's own.
+SAFE_BASES = frozenset(
+    {object}
+    | FAST_TYPES
+    | {v for v in vars(builtins).values() if isinstance(v, type) and issubclass(v, BaseException)}
+)
+AGENT_FILENAME = "<agent>"
+
+_INPLACE: dict[str, Callable[[Any, Any], Any]] = {
+    "Add": operator.iadd,
+    "Sub": operator.isub,
+    "Mult": operator.imul,
+    "MatMult": operator.imatmul,
+    "Div": operator.itruediv,
+    "FloorDiv": operator.ifloordiv,
+    "Mod": operator.imod,
+    "Pow": operator.ipow,
+    "LShift": operator.ilshift,
+    "RShift": operator.irshift,
+    "BitAnd": operator.iand,
+    "BitOr": operator.ior,
+    "BitXor": operator.ixor,
+}
+_MISSING = object()
+
+
+def forbidden_attribute(name: str) -> str | None:
+    """Why agent code may never touch attribute ``name`` on anything, or None."""
+    if name in FRAME_NAMES:
+        return f"attribute {name!r} leads into interpreter internals and is not accessible"
+    if name.startswith("__") and name.endswith("__") and name not in READABLE_DUNDERS:
+        return f"dunder attribute {name!r} is not accessible in agent code"
+    return None
+
+
+def _kind(obj: Any) -> str:
+    if isinstance(obj, ModuleType):
+        return f"module {obj.__name__!r}"
+    if isinstance(obj, type):
+        return f"class {obj.__name__}"
+    return f"{type(obj).__name__} object"
+
+
+def _agent_class(cls: Any) -> bool:
+    return isinstance(cls, type) and bool(cls.__dict__.get("__agex_agent__"))
+
+
+def _agent_function(obj: Any) -> bool:
+    code = getattr(obj, "__code__", None)
+    return code is not None and code.co_filename == AGENT_FILENAME
+
+
+class Guards:
+    """The run-time checks for one policy, and the builtins agent code sees."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.formatter = _CheckedFormatter(self.get)
+        self.fast = self._make_fast()
+
+    # -- attribute access ------------------------------------------------------------
+
+    def _make_fast(self) -> Callable[[Any, str], Any]:
+        """``obj.name`` for a public name checked when the code was compiled."""
+        fast_types, slow, get = FAST_TYPES, self.get, getattr
+
+        def attribute(obj: Any, name: str) -> Any:
+            cls = type(obj)
+            if cls in fast_types or cls.__dict__.get("__agex_pure__"):
+                return get(obj, name)
+            return slow(obj, name)
+
+        return attribute
+
+    def get(self, obj: Any, name: str) -> Any:
+        """Any attribute read, checked against everything the policy says."""
+        problem = forbidden_attribute(name)
+        if problem:
+            raise AccessDenied(f"{problem} ({_kind(obj)})")
+        if name in READABLE_DUNDERS:
+            value = getattr(obj, name)
+            if value is None or isinstance(value, str):
+                return value
+            raise AccessDenied(f"{name} of {_kind(obj)} is not a string and is not accessible")
+        if name.startswith("_") and not self._owned_by_agent(obj, name):
+            raise AccessDenied(f"private attribute {name!r} of {_kind(obj)} is not accessible")
+        if name in FORMAT_NAMES and (obj is str or isinstance(obj, str)):
+            return self._checked_format(obj, name)
+        if isinstance(obj, ModuleType):
+            return self._module_member(obj, name)
+        rule = self.policy.class_rule(obj)
+        if rule is not None and not rule.allows(name):
+            raise AccessDenied(f"{rule.cls.__name__}.{name} is not exposed to agent code")
+        return self.screen(getattr(obj, name), obj, name)
+
+    def screen(self, value: Any, owner: Any, name: str) -> Any:
+        """Keep what must never reach agent code from leaving through an attribute."""
+        if isinstance(value, ModuleType):
+            if self.policy.importable(value.__name__):
+                return self.policy.view(value.__name__)
+            raise AccessDenied(
+                f"{_kind(owner)}.{name} is module {value.__name__!r}, which is not available "
+                "in agent code"
+            )
+        if id(value) in NEVER:
+            raise AccessDenied(f"{_kind(owner)}.{name} is a builtin agent code may not use")
+        return value
+
+    def _module_member(self, module: ModuleType, name: str) -> Any:
+        view = (
+            self.policy.view(module.__name__) if self.policy.importable(module.__name__) else None
+        )
+        if view is None:
+            raise AccessDenied(f"{_kind(module)} is not available in agent code")
+        try:
+            return getattr(view, name)
+        except AttributeError:
+            raise AccessDenied(
+                f"module {module.__name__!r} has no attribute {name!r} available to agent code"
+            ) from None
+
+    def _owned_by_agent(self, obj: Any, name: str) -> bool:
+        """Private names are the agent's own business on the agent's own objects only."""
+        cls = obj if isinstance(obj, type) else type(obj)
+        if not _agent_class(cls):
+            return False
+        for klass in cls.__mro__:
+            if name in klass.__dict__:
+                return _agent_class(klass)
+        return True
+
+    def set(self, obj: Any, name: str, value: Any) -> None:
+        self._check_write(obj, name, "set")
+        setattr(obj, name, value)
+
+    def delete(self, obj: Any, name: str) -> None:
+        self._check_write(obj, name, "delete")
+        delattr(obj, name)
+
+    def augment(self, obj: Any, name: str, op: str, value: Any) -> None:
+        self.set(obj, name, _INPLACE[op](self.get(obj, name), value))
+
+    def _check_write(self, obj: Any, name: str, verb: str) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"attribute name must be a string, not {type(name).__name__}")
+        if (name.startswith("__") and name.endswith("__")) or name in FRAME_NAMES:
+            raise AccessDenied(f"agent code cannot {verb} attribute {name!r}")
+        if isinstance(obj, ModuleType):
+            raise AccessDenied(f"agent code cannot {verb} attributes of {_kind(obj)}")
+        if isinstance(obj, type) and not _agent_class(obj):
+            raise AccessDenied(f"agent code cannot {verb} attributes of {_kind(obj)}")
+        if isinstance(obj, FunctionType | BuiltinFunctionType | MethodType) and not (
+            _agent_function(obj)
+        ):
+            raise AccessDenied(f"agent code cannot {verb} attributes of host functions")
+        if name.startswith("_") and not self._owned_by_agent(obj, name):
+            raise AccessDenied(f"private attribute {name!r} of {_kind(obj)} is not accessible")
+        rule = self.policy.class_rule(obj)
+        if rule is not None and not rule.allows(name):
+            raise AccessDenied(f"{rule.cls.__name__}.{name} is not exposed to agent code")
+
+    def _checked_format(self, obj: Any, name: str) -> Callable[..., str]:
+        vformat = self.formatter.vformat
+        if obj is str:  # str.format(template, ...)
+            if name == "format":
+                return lambda template, /, *args, **kwargs: vformat(template, args, kwargs)
+            return lambda template, mapping, /: vformat(template, (), mapping)
+        if name == "format":
+            return lambda *args, **kwargs: vformat(obj, args, kwargs)
+        return lambda mapping, /: vformat(obj, (), mapping)
+
+    # -- builtins ----------------------------------------------------------------------
+
+    def builtins(self) -> dict[str, Any]:
+        """Everything agent code can name without defining or importing it."""
+        table: dict[str, Any] = {name: getattr(builtins, name) for name in SAFE_BUILTINS}
+        table.update(
+            getattr=self._getattr,
+            setattr=self._setattr,
+            delattr=self._delattr,
+            hasattr=self._hasattr,
+            dir=self._dir,
+            type=_SandboxType,
+            format=_format,
+            print=_print,
+            __import__=self._import,
+            __build_class__=_build_class,
+            # Called by rewritten code only; agent code cannot name anything "_agex_...".
+            _agex_attr=self.fast,
+            _agex_getattr=self.get,
+            _agex_setattr=self.set,
+            _agex_delattr=self.delete,
+            _agex_augattr=self.augment,
+            _agex_reraise=reraise_signals,
+            _agex_with=exits_cannot_swallow_signals,
+        )
+        return table
+
+    def _getattr(self, obj: Any, name: str, default: Any = _MISSING, /) -> Any:
+        if not isinstance(name, str):
+            raise TypeError(f"attribute name must be a string, not {type(name).__name__}")
+        try:
+            return self.get(obj, name)
+        except AttributeError:
+            if default is _MISSING:
+                raise
+            return default
+
+    def _setattr(self, obj: Any, name: str, value: Any, /) -> None:
+        self.set(obj, name, value)
+
+    def _delattr(self, obj: Any, name: str, /) -> None:
+        self.delete(obj, name)
+
+    def _hasattr(self, obj: Any, name: str, /) -> bool:
+        try:
+            self._getattr(obj, name)
+        except AttributeError:
+            return False
+        return True
+
+    def _dir(self, obj: Any = _MISSING, /) -> list[str]:
+        if obj is _MISSING:
+            raise TypeError("dir() needs an object in agent code")
+        names = []
+        for name in dir(obj):
+            if name.startswith("__"):
+                continue
+            try:
+                self.get(obj, name)
+            except Exception:
+                continue
+            names.append(name)
+        return names
+
+    def _import(
+        self,
+        name: str,
+        globals: Any = None,
+        locals: Any = None,
+        fromlist: Any = (),
+        level: int = 0,
+    ) -> ModuleType:
+        if level:
+            raise ImportDenied("relative imports are not available in agent code")
+        if not self.policy.importable(name):
+            available = ", ".join(self.policy.importable_names())
+            raise ImportDenied(
+                f"module {name!r} is not available in agent code. Available: {available}",
+                name=name,
+            )
+        if fromlist:
+            return self.policy.view(name)
+        return self.policy.view(name.partition(".")[0])
+
+
+class _SandboxTypeMeta(type):
+    def __call__(cls, *args: Any) -> Any:
+        if len(args) != 1:
+            raise CallDenied(
+                "type() with three arguments is not available in agent code; use a class statement"
+            )
+        found = type(args[0])
+        return cls if issubclass(found, type) else found
+
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return isinstance(obj, type)
+
+    def __subclasscheck__(cls, sub: type) -> bool:
+        return issubclass(sub, type)
+
+
+class _SandboxType(metaclass=_SandboxTypeMeta):
+    """``type`` in agent code: ``type(x)`` works, ``isinstance(C, type)`` works, creating
+    classes from a name, bases and a dict does not (it would skip the class checks)."""
+
+
+def _format(value: Any, spec: str = "", /) -> str:
+    if not isinstance(spec, str):
+        raise TypeError(f"format spec must be a string, not {type(spec).__name__}")
+    return format(value, spec)
+
+
+def _print(
+    *args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None, flush: bool = False
+) -> None:
+    if file is not None:
+        raise CallDenied(
+            "print(file=...) is not available in agent code; printed text is "
+            "captured and shown to you"
+        )
+    run = current_run()
+    text = (" " if sep is None else sep).join(map(str, args)) + ("\n" if end is None else end)
+    if run is None:
+        sys.stdout.write(text)
+    else:
+        run.output.write(text)
+
+
+_real_build_class = builtins.__build_class__
+
+
+def _build_class(func: Any, name: str, *bases: Any, **keywords: Any) -> type:
+    if keywords:
+        raise CallDenied(
+            f"class {name}: keywords such as metaclass= are not available in agent code"
+        )
+    for base in bases:
+        if base is _SandboxType or (isinstance(base, type) and issubclass(base, type)):
+            raise CallDenied(f"class {name}: classes cannot derive from type in agent code")
+        if isinstance(base, type) and "__agex_sealed__" in base.__dict__:
+            raise CallDenied(
+                f"class {name}: {base.__name__} is registered as not constructable, so it "
+                "cannot be subclassed either"
+            )
+    cls: type = _real_build_class(func, name, *bases)
+    pure = all(k.__dict__.get("__agex_pure__") or k in SAFE_BASES for k in cls.__mro__[1:])
+    type.__setattr__(cls, "__agex_agent__", True)
+    type.__setattr__(cls, "__agex_pure__", pure)
+    return cls
+
+
+class _CheckedFormatter(string.Formatter):
+    """``str.format`` whose ``{0.attr}`` and ``{0[key]}`` fields go through the guards."""
+
+    def __init__(self, get: Callable[[Any, str], Any]) -> None:
+        self._get = get
+
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> tuple[Any, Any]:
+        first, rest = _string.formatter_field_name_split(field_name)
+        obj = self.get_value(first, args, kwargs)
+        for is_attribute, key in rest:
+            obj = self._get(obj, key) if is_attribute else obj[key]
+        return obj, first

@@ -1,0 +1,329 @@
+"""What agent code may reach: the functions, classes and modules a developer registered,
+harmless builtins, and a small safe part of the standard library.
+
+Modules reach agent code as *views*: fresh module objects holding only the members the
+policy allows, so a registered module's own imports (its ``os``, its ``sys``) are simply not
+there. A view is built once per policy and module.
+"""
+
+from __future__ import annotations
+
+import builtins
+import fnmatch
+import importlib
+from collections.abc import Callable, Iterable
+from types import ModuleType
+from typing import Any
+
+#: Builtins agent code gets as they are.
+SAFE_BUILTINS = [
+    "abs",
+    "all",
+    "any",
+    "ascii",
+    "bin",
+    "bool",
+    "bytearray",
+    "bytes",
+    "callable",
+    "chr",
+    "classmethod",
+    "complex",
+    "dict",
+    "divmod",
+    "enumerate",
+    "filter",
+    "float",
+    "frozenset",
+    "hash",
+    "hex",
+    "id",
+    "int",
+    "isinstance",
+    "issubclass",
+    "iter",
+    "len",
+    "list",
+    "map",
+    "max",
+    "min",
+    "next",
+    "object",
+    "oct",
+    "ord",
+    "pow",
+    "property",
+    "range",
+    "repr",
+    "reversed",
+    "round",
+    "set",
+    "slice",
+    "sorted",
+    "staticmethod",
+    "str",
+    "sum",
+    "super",
+    "tuple",
+    "zip",
+    "aiter",
+    "anext",
+    "NotImplemented",
+    "Ellipsis",
+    "BaseException",
+    "Exception",
+    "ArithmeticError",
+    "AssertionError",
+    "AttributeError",
+    "BufferError",
+    "EOFError",
+    "FloatingPointError",
+    "ImportError",
+    "IndexError",
+    "KeyError",
+    "LookupError",
+    "MemoryError",
+    "ModuleNotFoundError",
+    "NameError",
+    "NotImplementedError",
+    "OSError",
+    "OverflowError",
+    "RecursionError",
+    "ReferenceError",
+    "RuntimeError",
+    "StopAsyncIteration",
+    "StopIteration",
+    "SyntaxError",
+    "TimeoutError",
+    "TypeError",
+    "UnboundLocalError",
+    "UnicodeDecodeError",
+    "UnicodeEncodeError",
+    "UnicodeError",
+    "ValueError",
+    "ZeroDivisionError",
+    "ExceptionGroup",
+    "BaseExceptionGroup",
+    "Warning",
+    "UserWarning",
+    "DeprecationWarning",
+    "RuntimeWarning",
+]
+
+#: Names agent code may not use, with what to do instead.
+FORBIDDEN_NAMES = {
+    "eval": "run code directly instead",
+    "exec": "run code directly instead",
+    "compile": "run code directly instead",
+    "open": "files are not reachable; use the registered functions",
+    "input": "there is no one to answer; return task_clarify(...) to ask",
+    "breakpoint": "there is no debugger",
+    "help": "read the documentation in your instructions",
+    "globals": "name the variables directly",
+    "locals": "name the variables directly",
+    "vars": "name the attributes directly",
+    "memoryview": "use bytes or bytearray",
+    "exit": "finish with task_success(...) or task_fail(...)",
+    "quit": "finish with task_success(...) or task_fail(...)",
+}
+
+#: Standard-library modules agent code may import without registration, each with the
+#: members left out because they evaluate strings as code or hand out code-running tools.
+SAFE_MODULES: dict[str, tuple[str, ...]] = {
+    "math": (),
+    "cmath": (),
+    "json": (),
+    "re": (),
+    "datetime": (),
+    "collections": (),
+    "collections.abc": (),
+    "itertools": (),
+    "functools": ("singledispatch", "singledispatchmethod"),
+    "statistics": (),
+    "random": (),
+    "string": ("Formatter",),
+    "dataclasses": ("make_dataclass",),
+    "typing": ("get_type_hints",),
+    "decimal": ("setcontext", "getcontext", "localcontext", "DefaultContext"),
+    "fractions": (),
+    "operator": ("attrgetter", "methodcaller"),
+    "textwrap": (),
+    "heapq": (),
+    "bisect": (),
+}
+
+#: Builtin objects that are never handed to agent code, however it reaches for them.
+NEVER = frozenset(
+    id(getattr(builtins, name))
+    for name in [*FORBIDDEN_NAMES, "__import__", "getattr", "setattr", "delattr", "type"]
+    if hasattr(builtins, name)
+)
+
+
+class Members:
+    """Which member names of a class or module are exposed: those matching an include
+    pattern and no exclude pattern (fnmatch patterns, e.g. ``"get_*"``)."""
+
+    def __init__(self, include: Iterable[str], exclude: Iterable[str]) -> None:
+        self.include = tuple([include] if isinstance(include, str) else include)
+        self.exclude = tuple([exclude] if isinstance(exclude, str) else exclude)
+        self._seen: dict[str, bool] = {}
+
+    def allows(self, name: str) -> bool:
+        allowed = self._seen.get(name)
+        if allowed is None:
+            allowed = any(fnmatch.fnmatchcase(name, p) for p in self.include) and not any(
+                fnmatch.fnmatchcase(name, p) for p in self.exclude
+            )
+            self._seen[name] = allowed
+        return allowed
+
+
+class ClassRule(Members):
+    def __init__(
+        self, cls: type, include: Iterable[str], exclude: Iterable[str], constructable: bool
+    ) -> None:
+        super().__init__(include, exclude)
+        self.cls = cls
+        self.constructable = constructable
+
+
+class Policy:
+    """The registrations agent code runs against. Register with :meth:`fn`, :meth:`cls`
+    and :meth:`module`; a :class:`~agex.sandbox.Sandbox` enforces the result."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, Any] = {}  # bound in every namespace
+        self.classes: dict[type, ClassRule] = {}
+        self.modules: dict[str, Members] = {}
+        self._views: dict[str, ModuleType] = {}
+        self._class_rules: dict[type, ClassRule | None] = {}
+
+    # -- registration ------------------------------------------------------------------
+
+    def fn(self, func: Callable[..., Any], name: str | None = None) -> None:
+        """Let agent code call ``func`` by ``name`` (default: its own name)."""
+        if not callable(func):
+            raise TypeError(f"fn() registers functions; got {type(func).__name__}")
+        self._bind(name or func.__name__, func)
+
+    def cls(
+        self,
+        cls: type,
+        include: Iterable[str] = ("*",),
+        exclude: Iterable[str] = ("_*",),
+        constructable: bool = True,
+        name: str | None = None,
+    ) -> None:
+        """Let agent code use ``cls``: the members matching ``include`` and not ``exclude``,
+        and construct instances unless ``constructable`` is False."""
+        if not isinstance(cls, type):
+            raise TypeError(f"cls() registers classes; got {type(cls).__name__}")
+        rule = ClassRule(cls, include, exclude, constructable)
+        self.classes[cls] = rule
+        self._class_rules.clear()
+        exposed: Any = cls if constructable else _sealed(cls)
+        if exposed is not cls:
+            self.classes[exposed] = rule
+        self._bind(name or cls.__name__, exposed)
+
+    def module(
+        self,
+        module: ModuleType | str,
+        include: Iterable[str] = ("*",),
+        exclude: Iterable[str] = ("_*",),
+    ) -> None:
+        """Let agent code ``import`` a module, seeing the members matching ``include`` and
+        not ``exclude``. Its submodules stay out unless registered too."""
+        if isinstance(module, str):
+            module = importlib.import_module(module)
+        if not isinstance(module, ModuleType):
+            raise TypeError(f"module() registers modules; got {type(module).__name__}")
+        self.modules[module.__name__] = Members(include, exclude)
+        self._views.clear()
+
+    def _bind(self, name: str, value: Any) -> None:
+        if not name.isidentifier() or name.startswith("_"):
+            raise ValueError(f"{name!r} cannot be a name in agent code: use a public identifier")
+        self.names[name] = value
+
+    # -- questions the guards ask -----------------------------------------------------
+
+    def importable(self, name: str) -> bool:
+        return name in self.modules or name in SAFE_MODULES
+
+    def importable_names(self) -> list[str]:
+        return sorted({*self.modules, *SAFE_MODULES})
+
+    def class_rule(self, obj: Any) -> ClassRule | None:
+        """The registration governing ``obj`` (a class or an instance), if any."""
+        cls = obj if isinstance(obj, type) else type(obj)
+        try:
+            return self._class_rules[cls]
+        except KeyError:
+            rule = next((self.classes[k] for k in cls.__mro__ if k in self.classes), None)
+            self._class_rules[cls] = rule
+            return rule
+        except TypeError:  # unhashable metaclass instance
+            return None
+
+    def view(self, name: str) -> ModuleType:
+        """The module as agent code sees it: allowed members only, submodules as views."""
+        view = self._views.get(name)
+        if view is None:
+            view = self._views[name] = self._build_view(name)
+        return view
+
+    def _build_view(self, name: str) -> ModuleType:
+        view = ModuleType(name)
+        if self.importable(name):
+            real = importlib.import_module(name)
+            view.__doc__ = real.__doc__
+            members = self.modules.get(name) or Members(("*",), ("_*", *SAFE_MODULES[name]))
+            for attr in dir(real):
+                if not members.allows(attr) or attr.startswith("__"):
+                    continue
+                try:
+                    value = getattr(real, attr)
+                except AttributeError:
+                    continue
+                if isinstance(value, ModuleType):
+                    if not self.importable(value.__name__):
+                        continue
+                    value = self.view(value.__name__)
+                elif id(value) in NEVER:
+                    continue
+                setattr(view, attr, value)
+        # Registered submodules hang off their parent's view, as after a real import.
+        prefix = name + "."
+        for sub in {*self.modules, *SAFE_MODULES}:
+            if sub.startswith(prefix) and "." not in sub[len(prefix) :]:
+                setattr(view, sub[len(prefix) :], self.view(sub))
+        return view
+
+
+def _sealed(cls: type) -> type:
+    """A stand-in for a class agent code may use but not construct (or subclass)."""
+
+    class Sealed(type):
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            from agex.errors import CallDenied
+
+            raise CallDenied(
+                f"{cls.__name__} cannot be constructed in agent code; use the registered "
+                "functions that return one"
+            )
+
+        def __instancecheck__(self, obj: Any) -> bool:
+            return isinstance(obj, cls)
+
+        def __subclasscheck__(self, sub: type) -> bool:
+            return issubclass(sub, cls)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(cls, name)
+
+    stand_in = Sealed(cls.__name__, (), {"__doc__": cls.__doc__, "__agex_sealed__": cls})
+    stand_in.__qualname__ = cls.__qualname__
+    stand_in.__module__ = cls.__module__
+    return stand_in

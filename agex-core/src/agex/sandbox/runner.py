@@ -1,0 +1,193 @@
+"""Run agent code: compile it once through the rewriter, ``exec`` it in a namespace whose
+builtins are the sandbox's, capture its prints, stop it on time, report its errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from functools import lru_cache
+from types import CodeType
+from typing import Any
+
+from agex.errors import CodeRejected, SandboxCancelled, SandboxTimeout
+from agex.sandbox.guards import AGENT_FILENAME, Guards
+from agex.sandbox.output import Output
+from agex.sandbox.policy import Policy
+from agex.sandbox.rewrite import compile_agent_code
+from agex.sandbox.signals import (
+    CancelInterrupt,
+    Interrupt,
+    Signal,
+    TimeoutInterrupt,
+    set_current_run,
+)
+
+
+class Program:
+    """Agent code, checked and compiled: run it as often as you like."""
+
+    __slots__ = ("code", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.code: CodeType = compile_agent_code(source, AGENT_FILENAME)
+
+
+_compile = lru_cache(maxsize=256)(Program)
+
+
+class RunResult:
+    """What one run of agent code produced."""
+
+    __slots__ = ("error", "exception", "output", "signal")
+
+    def __init__(
+        self, output: str, error: str | None, exception: BaseException | None, signal: Signal | None
+    ) -> None:
+        self.output = output  #: printed text, capped
+        self.error = error  #: the agent-facing traceback, when the code raised
+        self.exception = exception  #: the exception itself, for the caller
+        self.signal = signal  #: the control signal that ended the code, if any
+
+    def __repr__(self) -> str:
+        return f"RunResult(output={self.output!r}, error={self.error!r}, signal={self.signal!r})"
+
+
+class CancelScope:
+    """Hand one to :meth:`Sandbox.run`; ``cancel()`` from any thread stops that run."""
+
+    def __init__(self) -> None:
+        self._watch: Any = None
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        watch = self._watch
+        if watch is not None:
+            from agex.sandbox.watchdog import watchdog
+
+            watchdog().at(time.monotonic(), watch, CancelInterrupt)
+
+
+class _Run:
+    __slots__ = ("output", "signals")
+
+    def __init__(self, output: Output) -> None:
+        self.output = output
+        self.signals: list[Signal] = []
+
+
+class Sandbox:
+    """Runs agent code under a :class:`Policy`.
+
+    The in-process sandbox is defence in depth, not an isolation boundary: it keeps honest
+    mistakes and casual escapes out, but isolation comes from the host (a server in a
+    container, a Modal container). See docs/security.md.
+    """
+
+    def __init__(self, policy: Policy | None = None, *, max_output: int = 20_000) -> None:
+        self.policy = policy or Policy()
+        self.max_output = max_output
+        self.builtins = Guards(self.policy).builtins()
+
+    def compile(self, source: str) -> Program:
+        """Check and compile agent code; raises SyntaxError or CodeRejected."""
+        return _compile(source)
+
+    def namespace(
+        self, variables: Mapping[str, Any] | None = None, builtins: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A fresh namespace: the registered names, ``variables``, and the sandbox's builtins
+        plus ``builtins`` (the loop's ``task_success`` and friends)."""
+        table = {**self.builtins, **builtins} if builtins else self.builtins
+        return {
+            "__builtins__": table,
+            "__name__": "__agent__",
+            **self.policy.names,
+            **(variables or {}),
+        }
+
+    def run(
+        self,
+        code: str | Program,
+        namespace: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        cancel: CancelScope | None = None,
+    ) -> RunResult:
+        """Run agent code in ``namespace`` (made fresh if omitted), which it updates.
+
+        Errors in the agent's code come back in the result, as the agent should see them;
+        running past ``timeout`` seconds raises SandboxTimeout, and ``cancel`` raises
+        SandboxCancelled, both with the output so far.
+        """
+        namespace = self.namespace() if namespace is None else namespace
+        run = _Run(Output(self.max_output))
+        try:
+            program = code if isinstance(code, Program) else self.compile(code)
+        except (SyntaxError, CodeRejected) as exc:
+            return RunResult("", _describe(exc, code), exc, None)
+        watch = self._watch(timeout, cancel)
+        previous = set_current_run(run)
+        outcome: BaseException | None = None
+        try:
+            exec(program.code, namespace)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            outcome = exc
+        finally:
+            if watch is not None:
+                self._finish(watch)
+                if cancel is not None:
+                    cancel._watch = None
+            set_current_run(previous)
+
+        output = run.output.text()
+        fired = watch.fired if watch is not None else None
+        if fired is TimeoutInterrupt:
+            raise SandboxTimeout(f"agent code ran past its {timeout:g}s time limit", output)
+        if fired is CancelInterrupt or (cancel is not None and cancel.cancelled):
+            raise SandboxCancelled("agent code was cancelled", output)
+        signal = outcome if isinstance(outcome, Signal) else None
+        if signal is None and run.signals:
+            signal = run.signals[0]  # raised, then swallowed by the agent's code
+        if signal is not None or outcome is None:
+            return RunResult(output, None, None, signal)
+        return RunResult(output, agent_error(outcome, program.source), outcome, None)
+
+    @staticmethod
+    def _watch(timeout: float | None, cancel: CancelScope | None) -> Any:
+        if timeout is None and cancel is None:
+            return None
+        from agex.sandbox.watchdog import Watch, watchdog
+
+        watch = Watch(threading.get_ident())
+        if timeout is not None:
+            watchdog().at(time.monotonic() + timeout, watch, TimeoutInterrupt)
+        if cancel is not None:
+            cancel._watch = watch
+            if cancel.cancelled:
+                watchdog().at(time.monotonic(), watch, CancelInterrupt)
+        return watch
+
+    @staticmethod
+    def _finish(watch: Any) -> None:
+        while True:
+            try:
+                watch.finish()
+                return
+            except Interrupt:
+                continue  # arrived while we were stopping the watch
+
+
+def agent_error(exc: BaseException, source: str) -> str:
+    from agex.sandbox.tracebacks import agent_traceback
+
+    return agent_traceback(exc, source, AGENT_FILENAME)
+
+
+def _describe(exc: BaseException, code: str | Program) -> str:
+    source = code.source if isinstance(code, Program) else code
+    return agent_error(exc, source)

@@ -1,0 +1,102 @@
+"""Control flow that agent code cannot catch, and the run each signal belongs to.
+
+The loop's ``task_success`` and friends raise a :class:`Signal`; so do timeouts and
+cancellation. Agent ``except`` clauses are rewritten to re-raise signals, and every signal
+records itself on the current run when created, so even one swallowed by a context manager's
+``__exit__`` still ends the run.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+_local = threading.local()
+
+
+def current_run() -> Any:
+    """The run executing agent code in this thread, or None."""
+    return getattr(_local, "run", None)
+
+
+def set_current_run(run: Any) -> Any:
+    previous = getattr(_local, "run", None)
+    _local.run = run
+    return previous
+
+
+class Signal(BaseException):
+    """Ends the agent's code; subclass it for outcomes such as success or failure."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        run = current_run()
+        if run is not None:
+            run.signals.append(self)
+
+
+class Interrupt(Signal):
+    """Raised asynchronously in the thread running agent code."""
+
+
+class TimeoutInterrupt(Interrupt):
+    pass
+
+
+class CancelInterrupt(Interrupt):
+    pass
+
+
+def reraise_signals(exc: BaseException) -> None:
+    """Called first in every rewritten ``except`` clause of agent code."""
+    if isinstance(exc, Signal):
+        raise exc
+    if isinstance(exc, BaseExceptionGroup):
+        signals = exc.subgroup(lambda e: isinstance(e, Signal))
+        if signals is not None:
+            leaf: BaseException = signals
+            while isinstance(leaf, BaseExceptionGroup):
+                leaf = leaf.exceptions[0]
+            raise leaf
+
+
+class _Exits:
+    """Wraps the context manager of an agent ``with`` statement: its ``__exit__`` still runs,
+    but cannot suppress a signal by returning True."""
+
+    __slots__ = ("_cm", "_exit", "_type")
+
+    def __init__(self, cm: Any) -> None:
+        self._cm, self._type = cm, type(cm)
+
+    def _missing(self, *names: str) -> TypeError:
+        return TypeError(
+            f"'{self._type.__name__}' object does not support the "
+            f"{'asynchronous ' if names[0] == '__aenter__' else ''}context manager protocol"
+        )
+
+    def __enter__(self) -> Any:
+        try:
+            enter, self._exit = self._type.__enter__, self._type.__exit__
+        except AttributeError:
+            raise self._missing("__enter__") from None
+        return enter(self._cm)
+
+    def __exit__(self, *exc: Any) -> bool:
+        suppress = self._exit(self._cm, *exc)
+        return bool(suppress) and not isinstance(exc[1], Signal)
+
+    async def __aenter__(self) -> Any:
+        try:
+            enter, self._exit = self._type.__aenter__, self._type.__aexit__
+        except AttributeError:
+            raise self._missing("__aenter__") from None
+        return await enter(self._cm)
+
+    async def __aexit__(self, *exc: Any) -> bool:
+        suppress = await self._exit(self._cm, *exc)
+        return bool(suppress) and not isinstance(exc[1], Signal)
+
+
+def exits_cannot_swallow_signals(cm: Any) -> Any:
+    return _Exits(cm)

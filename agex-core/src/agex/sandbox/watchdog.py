@@ -1,0 +1,92 @@
+"""Stops agent code that runs too long, or is cancelled, at no cost to the code itself.
+
+One daemon thread keeps the deadlines. When one passes it raises an exception inside the
+thread running the agent's code (CPython's ``PyThreadState_SetAsyncExc``), and raises it
+again every ``REPEAT`` seconds until that code has stopped, in case the code swallowed it.
+The exception arrives at the next bytecode boundary: a loop is stopped at once, a single
+long call into C (a huge ``sum(range(...))``) only when it returns.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import heapq
+import itertools
+import threading
+import time
+from typing import Any
+
+REPEAT = 0.1
+
+
+def _raise_in(thread_id: int, exc_type: type[BaseException] | None) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc_type) if exc_type else None
+    )
+
+
+class Watch:
+    """One run's stake in the watchdog: where it runs, and whether it is still running."""
+
+    def __init__(self, thread_id: int) -> None:
+        self.thread_id = thread_id
+        self.lock = threading.Lock()
+        self.active = True
+        self.fired: type[BaseException] | None = None
+
+    def interrupt(self, exc_type: type[BaseException]) -> bool:
+        """Raise ``exc_type`` in the run's thread if it is still running."""
+        with self.lock:
+            if not self.active:
+                return False
+            self.fired = self.fired or exc_type
+            _raise_in(self.thread_id, self.fired)
+            return True
+
+    def finish(self) -> None:
+        """Called by the run's own thread as agent code ends: nothing may be raised after."""
+        with self.lock:
+            self.active = False
+            if self.fired is not None:
+                _raise_in(self.thread_id, None)  # drop one that has not been delivered yet
+
+
+class Watchdog:
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Watch, type[BaseException]]] = []
+        self._order = itertools.count()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def at(self, when: float, watch: Watch, exc_type: type[BaseException]) -> None:
+        """Interrupt ``watch`` with ``exc_type`` at monotonic time ``when``."""
+        with self._wake:
+            heapq.heappush(self._heap, (when, next(self._order), watch, exc_type))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="agex-watchdog", daemon=True
+                )
+                self._thread.start()
+            self._wake.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._wake.wait(timeout)
+                _, _, watch, exc_type = heapq.heappop(self._heap)
+            if watch.interrupt(exc_type):
+                self.at(time.monotonic() + REPEAT, watch, exc_type)
+
+
+_watchdog: Watchdog | None = None
+_lock = threading.Lock()
+
+
+def watchdog() -> Any:
+    global _watchdog
+    with _lock:
+        if _watchdog is None:
+            _watchdog = Watchdog()
+        return _watchdog
