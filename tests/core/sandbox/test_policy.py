@@ -119,3 +119,23 @@ def test_registration_errors_are_clear() -> None:
         policy.cls(tools.helper)
     with pytest.raises(ValueError, match="cannot be a name in agent code"):
         policy.fn(tools.helper, name="_hidden")
+
+
+def test_writes_through_an_agent_subclass_follow_the_class_rule(policy) -> None:
+    policy.cls(tools.Account, exclude=["_*", "owner"])
+    result, _ = outcome(policy, "class Mine(Account):\n    pass\nm = Mine('x')\nm.owner = 'eve'")
+    assert isinstance(result.exception, AccessDenied)
+    result, _ = outcome(policy, "class Mine(Account):\n    pass\nm = Mine('x')\nm._pin = '0'")
+    assert isinstance(result.exception, AccessDenied)
+
+
+def test_agent_objects_and_plain_host_objects_take_writes(policy) -> None:
+    config = type("Config", (), {})()
+    policy.fn(lambda: config, name="get_config")
+    result, ns = outcome(
+        policy,
+        "class Box:\n    pass\nb = Box()\nb.value, b._hidden = 1, 2\nb.value += 1\n"
+        "c = get_config()\nc.retries = 3",
+    )
+    assert result.error is None
+    assert (ns["b"].value, ns["b"]._hidden, config.retries) == (2, 2, 3)

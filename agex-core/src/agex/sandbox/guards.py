@@ -111,21 +111,35 @@ class Guards:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.formatter = _CheckedFormatter(self.get)
-        self.fast = self._make_fast()
+        self.attribute, self.store = self._make_fast()
 
     # -- attribute access ------------------------------------------------------------
 
-    def _make_fast(self) -> Callable[[Any, str], Any]:
-        """``obj.name`` for a public name checked when the code was compiled."""
-        fast_types, slow, get = FAST_TYPES, self.get, getattr
+    def _make_fast(self) -> tuple[Callable[[Any, str], Any], Callable[[Any, Any, str], None]]:
+        """Reads and writes of ``obj.name`` for a name checked when the code was compiled.
+
+        Builtin values (public names) and instances of the agent's own classes need nothing
+        more; everything else takes the full check.
+        """
+        fast_types, get, slow_get = FAST_TYPES, getattr, self.get
+        put, slow_set = setattr, self.set
 
         def attribute(obj: Any, name: str) -> Any:
             cls = type(obj)
-            if cls in fast_types or cls.__dict__.get("__agex_pure__"):
+            if cls in fast_types:
+                if name[0] != "_":
+                    return get(obj, name)
+            elif cls.__dict__.get("__agex_pure__"):
                 return get(obj, name)
-            return slow(obj, name)
+            return slow_get(obj, name)
 
-        return attribute
+        def store(value: Any, obj: Any, name: str) -> None:
+            if type(obj).__dict__.get("__agex_pure__"):
+                put(obj, name, value)
+            else:
+                slow_set(obj, name, value)
+
+        return attribute, store
 
     def get(self, obj: Any, name: str) -> Any:
         """Any attribute read, checked against everything the policy says."""
@@ -241,9 +255,9 @@ class Guards:
             __import__=self._import,
             __build_class__=_build_class,
             # Called by rewritten code only; agent code cannot name anything "_agex_...".
-            _agex_attr=self.fast,
+            _agex_attr=self.attribute,
             _agex_getattr=self.get,
-            _agex_setattr=self.set,
+            _agex_store=self.store,
             _agex_delattr=self.delete,
             _agex_augattr=self.augment,
             _agex_reraise=reraise_signals,

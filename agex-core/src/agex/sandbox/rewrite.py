@@ -9,7 +9,7 @@ attributes other than a few plain strings, attributes that lead into frames, cla
 do any of this when something evaluates them later.
 
 Rewritten: attribute reads become ``_agex_attr(obj, "name")``, attribute writes and deletes
-become ``_agex_setattr``/``_agex_delattr`` calls, and every ``except`` clause re-raises
+become ``_agex_store``/``_agex_delattr`` calls, and every ``except`` clause re-raises
 signals first, as does every ``with`` statement's ``__exit__``. Nothing else changes, so
 loops and arithmetic stay plain bytecode.
 """
@@ -204,9 +204,7 @@ class _Rewriter(ast.NodeTransformer):
                 return self.generic_visit(node)  # super().__init__(...)
             self.reject(node, problem)
         guard = (
-            "_agex_getattr"
-            if name.startswith("_") or name in FORMAT_NAMES or name in READABLE_DUNDERS
-            else "_agex_attr"
+            "_agex_getattr" if name in FORMAT_NAMES or name in READABLE_DUNDERS else "_agex_attr"
         )
         call = _call(guard, self.visit(node.value), ast.Constant(name))
         return ast.copy_location(call, node)
@@ -220,11 +218,9 @@ class _Rewriter(ast.NodeTransformer):
             self.check_attribute_name(target, name, "set")
             temp = self.temp()
             obj = self.visit(target.value)
+            value = ast.Name(temp, ast.Load())
             after.append(
-                self.statement(
-                    target,
-                    _call("_agex_setattr", obj, ast.Constant(name), ast.Name(temp, ast.Load())),
-                )
+                self.statement(target, _call("_agex_store", value, obj, ast.Constant(name)))
             )
             after.append(ast.Delete([ast.Name(temp, ast.Del())]))
             return ast.copy_location(ast.Name(temp, ast.Store()), target)
@@ -239,6 +235,13 @@ class _Rewriter(ast.NodeTransformer):
 
     def visit_Assign(self, node: ast.Assign) -> Any:
         node.value = self.visit(node.value)
+        if len(node.targets) == 1 and isinstance(node.targets[0], ast.Attribute):
+            # obj.name = value, in Python's order: the value first, then the object.
+            target = node.targets[0]
+            name = self.mangle(target.attr)
+            self.check_attribute_name(target, name, "set")
+            call = _call("_agex_store", node.value, self.visit(target.value), ast.Constant(name))
+            return self.statement(node, call)
         after: list[ast.stmt] = []
         node.targets = [self.store_target(t, after) for t in node.targets]
         return [node, *after] if after else node
