@@ -490,3 +490,20 @@ def test_reserved_names(attempt) -> None:
 
 def test_print_to_a_host_file(attempt) -> None:
     attempt("print('x', file=object())", expect=CallDenied)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "reached = type(get_account())('agent')",
+        "import TOOLS as t\nreached = t.Account('agent')",
+        "reached = get_account().open_for.__self__('agent')",
+        "reached = [c for c in type(get_account()).mro()][0]('agent')",
+    ],
+)
+def test_not_constructable_stays_so(attempt, code) -> None:
+    policy = Policy()
+    policy.cls(tools.Account, constructable=False)
+    policy.module(tools, exclude=["_*", "os", "sys"])
+    policy.fn(lambda: tools.Account("host"), name="get_account")
+    attempt(code.replace("TOOLS", tools.__name__), policy, expect=(CallDenied, CodeRejected))

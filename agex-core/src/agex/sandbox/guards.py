@@ -173,6 +173,8 @@ class Guards:
             )
         if id(value) in NEVER:
             raise AccessDenied(f"{_kind(owner)}.{name} is a builtin agent code may not use")
+        if isinstance(value, type):
+            return self.policy.stand_ins.get(value, value)
         return value
 
     def _module_member(self, module: ModuleType, name: str) -> Any:
@@ -249,7 +251,7 @@ class Guards:
             delattr=self._delattr,
             hasattr=self._hasattr,
             dir=self._dir,
-            type=_SandboxType,
+            type=_sandbox_type(self.policy.stand_ins),
             format=_format,
             print=_print,
             __import__=self._import,
@@ -323,14 +325,8 @@ class Guards:
         return self.policy.view(name.partition(".")[0])
 
 
-class _SandboxTypeMeta(type):
-    def __call__(cls, *args: Any) -> Any:
-        if len(args) != 1:
-            raise CallDenied(
-                "type() with three arguments is not available in agent code; use a class statement"
-            )
-        found = type(args[0])
-        return cls if issubclass(found, type) else found
+class _TypeMeta(type):
+    """Makes ``isinstance(C, type)`` and ``issubclass(M, type)`` work with the stand-in."""
 
     def __instancecheck__(cls, obj: Any) -> bool:
         return isinstance(obj, type)
@@ -339,9 +335,26 @@ class _SandboxTypeMeta(type):
         return issubclass(sub, type)
 
 
-class _SandboxType(metaclass=_SandboxTypeMeta):
-    """``type`` in agent code: ``type(x)`` works, ``isinstance(C, type)`` works, creating
-    classes from a name, bases and a dict does not (it would skip the class checks)."""
+class _SandboxType(metaclass=_TypeMeta):
+    """Base of every policy's ``type``; agent classes may never derive from it."""
+
+
+def _sandbox_type(stand_ins: dict[type, type]) -> type:
+    """``type`` in agent code: ``type(x)`` works (giving a registered class's stand-in where
+    it has one), ``isinstance(C, type)`` works, and creating classes from a name, bases and a
+    dict does not, since that would skip the class checks."""
+
+    class Meta(_TypeMeta):
+        def __call__(cls, *args: Any) -> Any:
+            if len(args) != 1:
+                raise CallDenied(
+                    "type() with three arguments is not available in agent code; use a class "
+                    "statement"
+                )
+            found = type(args[0])
+            return cls if issubclass(found, type) else stand_ins.get(found, found)
+
+    return Meta("type", (_SandboxType,), {"__doc__": _sandbox_type.__doc__})
 
 
 def _format(value: Any, spec: str = "", /) -> str:
@@ -375,7 +388,7 @@ def _build_class(func: Any, name: str, *bases: Any, **keywords: Any) -> type:
             f"class {name}: keywords such as metaclass= are not available in agent code"
         )
     for base in bases:
-        if base is _SandboxType or (isinstance(base, type) and issubclass(base, type)):
+        if isinstance(base, type) and (issubclass(base, type) or _SandboxType in base.__mro__):
             raise CallDenied(f"class {name}: classes cannot derive from type in agent code")
         if isinstance(base, type) and "__agex_sealed__" in base.__dict__:
             raise CallDenied(

@@ -195,6 +195,7 @@ class Policy:
     def __init__(self) -> None:
         self.names: dict[str, Any] = {}  # bound in every namespace
         self.classes: dict[type, ClassRule] = {}
+        self.stand_ins: dict[type, type] = {}  # class -> what agent code sees instead
         self.modules: dict[str, Members] = {}
         self._views: dict[str, ModuleType] = {}
         self._class_rules: dict[type, ClassRule | None] = {}
@@ -222,9 +223,13 @@ class Policy:
         rule = ClassRule(cls, include, exclude, constructable)
         self.classes[cls] = rule
         self._class_rules.clear()
-        exposed: Any = cls if constructable else _sealed(cls)
-        if exposed is not cls:
+        exposed: Any = cls
+        if not constructable:
+            exposed = self.stand_ins[cls] = _sealed(cls)
             self.classes[exposed] = rule
+        else:
+            self.stand_ins.pop(cls, None)
+        self._views.clear()
         self._bind(name or cls.__name__, exposed)
 
     def module(
@@ -293,6 +298,8 @@ class Policy:
                     value = self.view(value.__name__)
                 elif id(value) in NEVER:
                     continue
+                elif isinstance(value, type):
+                    value = self.stand_ins.get(value, value)
                 setattr(view, attr, value)
         # Registered submodules hang off their parent's view, as after a real import.
         prefix = name + "."
