@@ -349,3 +349,18 @@ def test_context_managers_keep_their_semantics(run, policy) -> None:
     import asyncio
 
     assert asyncio.run(ns["coroutine"]) == 1
+
+
+def test_namedtuple_api(run) -> None:
+    ns = run(
+        code("""
+        import collections
+        P = collections.namedtuple("P", "x y")
+        p = P(1, 2)
+        out = (p._asdict(), p._replace(x=5), P._fields, P._make([3, 4]))
+    """)
+    )
+    assert ns["out"][0] == {"x": 1, "y": 2}
+    assert tuple(ns["out"][1]) == (5, 2)
+    assert ns["out"][2] == ("x", "y")
+    assert tuple(ns["out"][3]) == (3, 4)

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from agex.errors import AccessDenied, CallDenied, CodeRejected, ImportDenied
-from agex.sandbox import Policy, Sandbox
+from agex.sandbox import Policy, Sandbox, Signal
 
 from . import tools
 
@@ -507,3 +507,276 @@ def test_not_constructable_stays_so(attempt, code) -> None:
     policy.module(tools, exclude=["_*", "os", "sys"])
     policy.fn(lambda: tools.Account("host"), name="get_account")
     attempt(code.replace("TOOLS", tools.__name__), policy, expect=(CallDenied, CodeRejected))
+
+
+# -- found by review: host helpers that act by attribute name, shared state, signals ---------
+
+
+def test_update_wrapper_cannot_copy_globals(attempt) -> None:
+    attempt(
+        """
+        import functools, json
+        class W:
+            pass
+        w = W()
+        functools.update_wrapper(w, json.dumps, assigned=(), updated=('__globals__',))
+        reached = w.__dict__
+        """,
+        expect=(TypeError, CodeRejected),
+    )
+    policy = Policy()
+    policy.fn(lambda: lambda: 0, name="host_function")
+    attempt(
+        "import functools\nfunctools.update_wrapper(host_function(), host_function)",
+        policy,
+        expect=AccessDenied,
+    )
+
+
+def test_wraps_still_works_for_agent_decorators() -> None:
+    sandbox = Sandbox()
+    namespace = sandbox.namespace()
+    result = sandbox.run(
+        "import functools\n"
+        "def deco(f):\n"
+        "    @functools.wraps(f)\n"
+        "    def inner(*a):\n"
+        "        return f(*a) + 1\n"
+        "    return inner\n"
+        "@deco\n"
+        "def one():\n"
+        "    'One.'\n"
+        "    return 1\n"
+        "out = (one(), one.__name__, one.__doc__)",
+        namespace,
+    )
+    assert result.error is None, result.error
+    assert namespace["out"] == (2, "one", "One.")
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        'class S(str):\n    pass\nreached = S.format("{0.__class__}", 1)',
+        'class S(str):\n    pass\nreached = super(S, S("{0.__class__}")).format(1)',
+        'import collections\nreached = collections.UserString("{0.__class__}").format(1)',
+        'f = "{0.__class__}".format\nreached = f(1)',
+        'import functools\nreached = functools.partial(str.format, "{0.__class__}")(1)',
+        'reached = list(map("{x.__class__}".format_map, [{"x": 1}]))',
+    ],
+)
+def test_format_through_other_doors(attempt, code) -> None:
+    attempt(code, expect=(AccessDenied, AttributeError))
+
+
+def test_real_type_through_typing(attempt) -> None:
+    attempt("import typing\nT = typing.get_origin(typing.Type)", expect=AttributeError)
+    attempt("from typing import Type\nreached = Type", expect=ImportError)
+
+
+def test_typing_aliases_cannot_patch_host_classes(attempt) -> None:
+    import os
+
+    before = type(os.environ).get
+    attempt(
+        "import typing\ntyping.MutableMapping[str, str].get = lambda self, k, d=None: 'x'",
+        expect=AccessDenied,
+    )
+    attempt("import typing\nsetattr(typing.Counter[str], 'most_common', None)", expect=AccessDenied)
+    assert type(os.environ).get is before
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import dataclasses, textwrap\ndataclasses.dataclass(frozen=True)(textwrap.TextWrapper)",
+        "import dataclasses, json\ndataclasses.dataclass(json.JSONEncoder)",
+        "import functools, json\nfunctools.total_ordering(json.JSONDecoder)",
+    ],
+)
+def test_class_decorators_leave_host_classes_alone(attempt, code) -> None:
+    import textwrap
+
+    attempt(code, expect=AccessDenied)
+    assert textwrap.wrap("hello world", 5) == ["hello", "world"]
+
+
+def test_dataclass_helpers_respect_the_class_rule(attempt) -> None:
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Config:
+        name: str
+        api_key: str
+
+    policy = Policy()
+    policy.cls(Config, exclude=["_*", "api_key"])
+    policy.fn(lambda: Config("prod", "SECRET"), name="get_config")
+    for helper in ["asdict", "astuple", "fields"]:
+        attempt(
+            f"import dataclasses\nreached = dataclasses.{helper}(get_config())",
+            policy,
+            expect=AccessDenied,
+        )
+    attempt(
+        "import dataclasses\nreached = dataclasses.replace(get_config(), name='x')",
+        policy,
+        expect=AccessDenied,
+    )
+
+
+def test_super_respects_exclude(attempt) -> None:
+    policy = Policy()
+    policy.cls(tools.Account, exclude=["_*", "close"])
+    attempt(
+        "class Sub(Account):\n    pass\nreached = super(Sub, Sub('x')).close()",
+        policy,
+        expect=AccessDenied,
+    )
+
+
+def test_abc_registry_is_not_agent_state(attempt) -> None:
+    from collections.abc import Mapping
+
+    attempt("import collections.abc\ncollections.abc.Mapping.register(list)", expect=AccessDenied)
+    assert not isinstance([], Mapping)
+
+
+def test_shared_stdlib_state_is_left_out(attempt) -> None:
+    import decimal
+
+    attempt("import decimal\ndecimal.BasicContext.prec = 2", expect=AttributeError)
+    attempt("import typing\nreached = typing.EXCLUDED_ATTRIBUTES", expect=AttributeError)
+    assert decimal.BasicContext.prec == 9
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        # raise in finally replacing the signal, then caught
+        """
+        try:
+            try:
+                finish(1)
+            finally:
+                raise ValueError
+        except ValueError:
+            pass
+        reached = True
+        """,
+        # a context manager whose __exit__ raises something else
+        """
+        class Swap:
+            def __enter__(self):
+                return self
+            def __exit__(self, *exc):
+                raise ValueError
+        try:
+            with Swap():
+                finish(1)
+        except ValueError:
+            reached = True
+        """,
+    ],
+)
+def test_signals_cannot_be_replaced(code) -> None:
+    class Done(Signal):
+        pass
+
+    def finish(value):
+        raise Done(value)
+
+    sandbox = Sandbox()
+    namespace = sandbox.namespace(builtins={"finish": finish})
+    result = sandbox.run(textwrap.dedent(code), namespace)
+    assert isinstance(result.signal, Done)
+    assert "reached" not in namespace
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        """
+        while True:
+            try:
+                try:
+                    while True:
+                        pass
+                finally:
+                    raise ValueError
+            except ValueError:
+                pass
+        """,
+        """
+        def spin():
+            for i in range(100000):
+                pass
+        def f():
+            try:
+                while True:
+                    spin()
+            finally:
+                try:
+                    f()
+                finally:
+                    f()
+        f()
+        """,
+    ],
+)
+def test_timeouts_cannot_be_outlived_in_finally(code) -> None:
+    import time
+
+    from agex.errors import SandboxTimeout
+
+    start = time.monotonic()
+    with pytest.raises(SandboxTimeout):
+        Sandbox().run(textwrap.dedent(code), timeout=0.3)
+    assert time.monotonic() - start < 0.3 + 0.5
+
+
+def test_interrupt_during_a_long_operation_does_not_leak() -> None:
+    import time
+
+    from agex.errors import SandboxTimeout
+
+    with pytest.raises(SandboxTimeout):
+        Sandbox().run("x = 7 ** 3000000\n1 / 0", timeout=0.2)
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:  # a stray interrupt would land in this loop
+        pass
+
+
+def test_agent_exception_str_runs_under_the_time_limit() -> None:
+    import time
+
+    from agex.errors import SandboxTimeout
+
+    start = time.monotonic()
+    with pytest.raises(SandboxTimeout):
+        Sandbox().run(
+            "class E(Exception):\n    def __str__(self):\n        while True:\n"
+            "            pass\nraise E()",
+            timeout=0.3,
+        )
+    assert time.monotonic() - start < 0.3 + 0.5
+
+
+def test_agent_functions_refuse_to_run_with_real_builtins() -> None:
+    """A function unpickled without its namespace gets the real builtins; it must not run."""
+    from agex.serializers import CloudpickleSerializer
+
+    sandbox = Sandbox()
+    namespace = sandbox.namespace()
+    result = sandbox.run(
+        "def f():\n    import os\n    return getattr(getattr(os, 'popen')('id'), 'read')()\n"
+        "g = lambda: 1",
+        namespace,
+    )
+    assert result.error is None
+    serializer = CloudpickleSerializer()
+    for name in ("f", "g"):
+        restored = serializer.loads(serializer.dumps(namespace[name]))
+        with pytest.raises(NameError, match="_agex_ok"):
+            restored()
+    assert serializer.loads(serializer.dumps(lambda: 1))() == 1  # host code is unaffected

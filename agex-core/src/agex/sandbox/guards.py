@@ -13,13 +13,28 @@ import builtins
 import operator
 import string
 import sys
+import typing
+from abc import ABCMeta
 from collections.abc import Callable
-from types import BuiltinFunctionType, FunctionType, MethodType, ModuleType
+from types import (
+    BuiltinFunctionType,
+    BuiltinMethodType,
+    FunctionType,
+    GenericAlias,
+    MethodType,
+    ModuleType,
+)
 from typing import Any
 
 from agex.errors import AccessDenied, CallDenied, ImportDenied
+from agex.sandbox.ownership import agent_class, agent_function
 from agex.sandbox.policy import NEVER, SAFE_BUILTINS, Policy
-from agex.sandbox.signals import current_run, exits_cannot_swallow_signals, reraise_signals
+from agex.sandbox.signals import (
+    current_run,
+    exits_cannot_swallow_signals,
+    raise_pending,
+    reraise_signals,
+)
 
 #: Instances of these never hide anything behind a public attribute name.
 FAST_TYPES = frozenset(
@@ -53,13 +68,17 @@ FRAME_NAMES = frozenset(
 READABLE_DUNDERS = frozenset({"__name__", "__qualname__", "__doc__"})
 #: Attribute names whose value for strings is replaced by a checked version.
 FORMAT_NAMES = frozenset({"format", "format_map"})
+#: The underscore names that are namedtuple's public API.
+NAMEDTUPLE_API = frozenset({"_asdict", "_replace", "_fields", "_field_defaults", "_make"})
+_STR_FORMAT, _STR_FORMAT_MAP = str.format, str.format_map
+#: The base of typing's constructs; its generic aliases forward writes to their origin.
+_TypingConstruct = type(typing.Callable[[], None]).__mro__[-2]
 #: Builtin classes an agent class may derive from and still count as the agent's own.
 SAFE_BASES = frozenset(
     {object}
     | FAST_TYPES
     | {v for v in vars(builtins).values() if isinstance(v, type) and issubclass(v, BaseException)}
 )
-AGENT_FILENAME = "<agent>"
 
 _INPLACE: dict[str, Callable[[Any, Any], Any]] = {
     "Add": operator.iadd,
@@ -88,21 +107,17 @@ def forbidden_attribute(name: str) -> str | None:
     return None
 
 
+def _namedtuple(obj: Any) -> bool:
+    cls = obj if isinstance(obj, type) else type(obj)
+    return issubclass(cls, tuple) and isinstance(cls.__dict__.get("_fields"), tuple)
+
+
 def _kind(obj: Any) -> str:
     if isinstance(obj, ModuleType):
         return f"module {obj.__name__!r}"
     if isinstance(obj, type):
         return f"class {obj.__name__}"
     return f"{type(obj).__name__} object"
-
-
-def _agent_class(cls: Any) -> bool:
-    return isinstance(cls, type) and bool(cls.__dict__.get("__agex_agent__"))
-
-
-def _agent_function(obj: Any) -> bool:
-    code = getattr(obj, "__code__", None)
-    return code is not None and code.co_filename == AGENT_FILENAME
 
 
 class Guards:
@@ -151,16 +166,29 @@ class Guards:
             if value is None or isinstance(value, str):
                 return value
             raise AccessDenied(f"{name} of {_kind(obj)} is not a string and is not accessible")
-        if name.startswith("_") and not self._owned_by_agent(obj, name):
+        if (
+            name.startswith("_")
+            and not self._owned_by_agent(obj, name)
+            and not (name in NAMEDTUPLE_API and _namedtuple(obj))
+        ):
             raise AccessDenied(f"private attribute {name!r} of {_kind(obj)} is not accessible")
         if name in FORMAT_NAMES and (obj is str or isinstance(obj, str)):
             return self._checked_format(obj, name)
         if isinstance(obj, ModuleType):
             return self._module_member(obj, name)
-        rule = self.policy.class_rule(obj)
+        self._check_rule(obj, name)
+        if name == "register" and isinstance(obj, ABCMeta) and not agent_class(obj):
+            raise AccessDenied(
+                f"{obj.__name__}.register would change every isinstance check in the process"
+            )
+        return self.screen(getattr(obj, name), obj, name)
+
+    def _check_rule(self, obj: Any, name: str) -> None:
+        """The registration's member patterns, also through ``super()``."""
+        owner = getattr(obj, "__self_class__", None) if isinstance(obj, super) else obj
+        rule = self.policy.class_rule(owner) if owner is not None else None
         if rule is not None and not rule.allows(name):
             raise AccessDenied(f"{rule.cls.__name__}.{name} is not exposed to agent code")
-        return self.screen(getattr(obj, name), obj, name)
 
     def screen(self, value: Any, owner: Any, name: str) -> Any:
         """Keep what must never reach agent code from leaving through an attribute."""
@@ -175,6 +203,14 @@ class Guards:
             raise AccessDenied(f"{_kind(owner)}.{name} is a builtin agent code may not use")
         if isinstance(value, type):
             return self.policy.stand_ins.get(value, value)
+        if value is _STR_FORMAT or value is _STR_FORMAT_MAP:
+            return self._checked_format(str, value.__name__)
+        if (
+            type(value) is BuiltinMethodType
+            and isinstance(value.__self__, str)
+            and value.__name__ in FORMAT_NAMES  # str.format bound to a str or a subclass
+        ):
+            return self._checked_format(value.__self__, value.__name__)
         return value
 
     def _module_member(self, module: ModuleType, name: str) -> Any:
@@ -193,11 +229,11 @@ class Guards:
     def _owned_by_agent(self, obj: Any, name: str) -> bool:
         """Private names are the agent's own business on the agent's own objects only."""
         cls = obj if isinstance(obj, type) else type(obj)
-        if not _agent_class(cls):
+        if not agent_class(cls):
             return False
         for klass in cls.__mro__:
             if name in klass.__dict__:
-                return _agent_class(klass)
+                return agent_class(klass)
         return True
 
     def set(self, obj: Any, name: str, value: Any) -> None:
@@ -218,17 +254,17 @@ class Guards:
             raise AccessDenied(f"agent code cannot {verb} attribute {name!r}")
         if isinstance(obj, ModuleType):
             raise AccessDenied(f"agent code cannot {verb} attributes of {_kind(obj)}")
-        if isinstance(obj, type) and not _agent_class(obj):
+        if isinstance(obj, type) and not agent_class(obj):
             raise AccessDenied(f"agent code cannot {verb} attributes of {_kind(obj)}")
+        if isinstance(obj, GenericAlias | _TypingConstruct):  # writes land on the origin class
+            raise AccessDenied(f"agent code cannot {verb} attributes of the type alias {obj}")
         if isinstance(obj, FunctionType | BuiltinFunctionType | MethodType) and not (
-            _agent_function(obj)
+            agent_function(obj)
         ):
             raise AccessDenied(f"agent code cannot {verb} attributes of host functions")
         if name.startswith("_") and not self._owned_by_agent(obj, name):
             raise AccessDenied(f"private attribute {name!r} of {_kind(obj)} is not accessible")
-        rule = self.policy.class_rule(obj)
-        if rule is not None and not rule.allows(name):
-            raise AccessDenied(f"{rule.cls.__name__}.{name} is not exposed to agent code")
+        self._check_rule(obj, name)
 
     def _checked_format(self, obj: Any, name: str) -> Callable[..., str]:
         vformat = self.formatter.vformat
@@ -263,6 +299,8 @@ class Guards:
             _agex_delattr=self.delete,
             _agex_augattr=self.augment,
             _agex_reraise=reraise_signals,
+            _agex_pending=raise_pending,
+            _agex_ok=True,
             _agex_with=exits_cannot_swallow_signals,
         )
         return table

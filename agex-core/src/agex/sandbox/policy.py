@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any
 
+from agex.sandbox.stdlib import MUTABLE, REPLACED, SAFE_MODULES
+
 #: Builtins agent code gets as they are.
 SAFE_BUILTINS = [
     "abs",
@@ -125,31 +127,6 @@ FORBIDDEN_NAMES = {
     "memoryview": "use bytes or bytearray",
     "exit": "finish with task_success(...) or task_fail(...)",
     "quit": "finish with task_success(...) or task_fail(...)",
-}
-
-#: Standard-library modules agent code may import without registration, each with the
-#: members left out because they evaluate strings as code or hand out code-running tools.
-SAFE_MODULES: dict[str, tuple[str, ...]] = {
-    "math": (),
-    "cmath": (),
-    "json": (),
-    "re": (),
-    "datetime": (),
-    "collections": (),
-    "collections.abc": (),
-    "itertools": (),
-    "functools": ("singledispatch", "singledispatchmethod"),
-    "statistics": (),
-    "random": (),
-    "string": ("Formatter",),
-    "dataclasses": ("make_dataclass",),
-    "typing": ("get_type_hints",),
-    "decimal": ("setcontext", "getcontext", "localcontext", "DefaultContext"),
-    "fractions": (),
-    "operator": ("attrgetter", "methodcaller"),
-    "textwrap": (),
-    "heapq": (),
-    "bisect": (),
 }
 
 #: Builtin objects that are never handed to agent code, however it reaches for them.
@@ -284,6 +261,7 @@ class Policy:
         if self.importable(name):
             real = importlib.import_module(name)
             view.__doc__ = real.__doc__
+            stdlib = name not in self.modules
             members = self.modules.get(name) or Members(("*",), ("_*", *SAFE_MODULES[name]))
             for attr in dir(real):
                 if not members.allows(attr) or attr.startswith("__"):
@@ -292,7 +270,11 @@ class Policy:
                     value = getattr(real, attr)
                 except AttributeError:
                     continue
-                if isinstance(value, ModuleType):
+                if stdlib and (name, attr) in REPLACED:
+                    value = REPLACED[name, attr]
+                elif stdlib and isinstance(value, MUTABLE):
+                    continue
+                elif isinstance(value, ModuleType):
                     if not self.importable(value.__name__):
                         continue
                     value = self.view(value.__name__)

@@ -21,7 +21,8 @@ from types import CodeType
 from typing import Any, NoReturn
 
 from agex.errors import CodeRejected
-from agex.sandbox.guards import AGENT_FILENAME, FORMAT_NAMES, READABLE_DUNDERS, forbidden_attribute
+from agex.sandbox.guards import FORMAT_NAMES, READABLE_DUNDERS, forbidden_attribute
+from agex.sandbox.ownership import AGENT_FILENAME
 from agex.sandbox.policy import FORBIDDEN_NAMES
 
 #: Dunder methods agent classes may define.
@@ -135,6 +136,13 @@ def _is_dunder(name: str) -> bool:
     return len(name) > 4 and name.startswith("__") and name.endswith("__")
 
 
+def _tripwire() -> ast.Name:
+    """Opens every agent function: a name only the sandbox's builtins define, so a function
+    that finds itself running with any other builtins (unpickled without its namespace, or
+    handed to code outside the sandbox) stops at a NameError before doing anything."""
+    return ast.Name("_agex_ok", ast.Load())
+
+
 def _call(function: str, *args: ast.expr) -> ast.Call:
     return ast.Call(ast.Name(function, ast.Load()), list(args), [])
 
@@ -173,7 +181,7 @@ class _Rewriter(ast.NodeTransformer):
         self.temps += 1
         return f"_agex_tmp{self.temps}"
 
-    def statement(self, node: ast.AST, call: ast.Call) -> ast.Expr:
+    def statement(self, node: ast.AST, call: ast.expr) -> ast.Expr:
         return ast.copy_location(ast.Expr(call), node)
 
     def check_attribute_name(self, node: ast.AST, name: str, verb: str) -> None:
@@ -339,7 +347,10 @@ class _Rewriter(ast.NodeTransformer):
     def visit_Try(self, node: ast.Try | ast.TryStar) -> ast.AST:
         for statement in node.finalbody:
             self.check_finally(statement, in_loop=False)
-        return self.generic_visit(node)
+        node = self.generic_visit(node)  # type: ignore[assignment]
+        if node.finalbody:
+            node.finalbody.insert(0, self.statement(node.finalbody[0], _call("_agex_pending")))
+        return node
 
     visit_TryStar = visit_Try
 
@@ -393,7 +404,21 @@ class _Rewriter(ast.NodeTransformer):
         self.check_name(node, node.name)
         if node.returns is not None:
             self.check_annotation(node.returns)
-        return self.generic_visit(node)
+        node = self.generic_visit(node)  # type: ignore[assignment]
+        body = node.body
+        docstring = (
+            body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        )
+        body.insert(1 if docstring else 0, self.statement(body[0], _tripwire()))
+        return node
+
+    def visit_Lambda(self, node: ast.Lambda) -> ast.AST:
+        node = self.generic_visit(node)  # type: ignore[assignment]
+        node.body = ast.BoolOp(ast.And(), [_tripwire(), node.body])
+        return node
 
     visit_AsyncFunctionDef = visit_FunctionDef
 

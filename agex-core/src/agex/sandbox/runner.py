@@ -11,17 +11,12 @@ from types import CodeType
 from typing import Any
 
 from agex.errors import CodeRejected, SandboxCancelled, SandboxTimeout
-from agex.sandbox.guards import AGENT_FILENAME, Guards
+from agex.sandbox.guards import Guards
 from agex.sandbox.output import Output
+from agex.sandbox.ownership import AGENT_FILENAME
 from agex.sandbox.policy import Policy
 from agex.sandbox.rewrite import compile_agent_code
-from agex.sandbox.signals import (
-    CancelInterrupt,
-    Interrupt,
-    Signal,
-    TimeoutInterrupt,
-    set_current_run,
-)
+from agex.sandbox.signals import CancelInterrupt, Interrupt, Signal, TimeoutInterrupt, this_thread
 
 
 class Program:
@@ -123,26 +118,43 @@ class Sandbox:
         SandboxCancelled, both with the output so far.
         """
         namespace = self.namespace() if namespace is None else namespace
-        run = _Run(Output(self.max_output))
         try:
             program = code if isinstance(code, Program) else self.compile(code)
         except (SyntaxError, CodeRejected) as exc:
-            return RunResult("", _describe(exc, code), exc, None)
-        watch = self._watch(timeout, cancel)
-        previous = set_current_run(run)
+            return RunResult("", agent_error(exc, code if isinstance(code, str) else ""), exc, None)
+        run = _Run(Output(self.max_output))
         outcome: BaseException | None = None
+        error: str | None = None
+        watch = self._watch(timeout, cancel)
+        previous = getattr(this_thread, "run", None)
+        this_thread.run = run
         try:
-            exec(program.code, namespace)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:
-            outcome = exc
+            try:
+                exec(program.code, namespace)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Signal as exc:
+                outcome = exc
+            except BaseException as exc:
+                outcome = exc
+                # Formatting may run the agent's __str__: do it while the watch still stands.
+                error = agent_error(exc, program.source)
+        except Interrupt as exc:  # arrived while the error was being formatted
+            outcome, error = exc, None
         finally:
             if watch is not None:
-                self._finish(watch)
+                # No Python-level call from here until the watch is disarmed; see Watch.
+                watch.active = False
+                while True:
+                    try:
+                        with watch.lock:
+                            watch.clear()
+                        break
+                    except Interrupt:
+                        continue  # the one raise in flight arrived; no other can follow
                 if cancel is not None:
                     cancel._watch = None
-            set_current_run(previous)
+            this_thread.run = previous
 
         output = run.output.text()
         fired = watch.fired if watch is not None else None
@@ -151,11 +163,11 @@ class Sandbox:
         if fired is CancelInterrupt or (cancel is not None and cancel.cancelled):
             raise SandboxCancelled("agent code was cancelled", output)
         signal = outcome if isinstance(outcome, Signal) else None
-        if signal is None and run.signals:
-            signal = run.signals[0]  # raised, then swallowed by the agent's code
+        if run.signals:
+            signal = run.signals[0]  # the first one wins, even if later code swallowed it
         if signal is not None or outcome is None:
             return RunResult(output, None, None, signal)
-        return RunResult(output, agent_error(outcome, program.source), outcome, None)
+        return RunResult(output, error, outcome, None)
 
     @staticmethod
     def _watch(timeout: float | None, cancel: CancelScope | None) -> Any:
@@ -172,22 +184,8 @@ class Sandbox:
                 watchdog().at(time.monotonic(), watch, CancelInterrupt)
         return watch
 
-    @staticmethod
-    def _finish(watch: Any) -> None:
-        while True:
-            try:
-                watch.finish()
-                return
-            except Interrupt:
-                continue  # arrived while we were stopping the watch
-
 
 def agent_error(exc: BaseException, source: str) -> str:
     from agex.sandbox.tracebacks import agent_traceback
 
     return agent_traceback(exc, source, AGENT_FILENAME)
-
-
-def _describe(exc: BaseException, code: str | Program) -> str:
-    source = code.source if isinstance(code, Program) else code
-    return agent_error(exc, source)

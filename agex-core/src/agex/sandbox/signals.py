@@ -11,18 +11,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-_local = threading.local()
+#: ``this_thread.run`` is the run executing agent code in this thread, if any.
+this_thread = threading.local()
 
 
 def current_run() -> Any:
     """The run executing agent code in this thread, or None."""
-    return getattr(_local, "run", None)
-
-
-def set_current_run(run: Any) -> Any:
-    previous = getattr(_local, "run", None)
-    _local.run = run
-    return previous
+    return getattr(this_thread, "run", None)
 
 
 class Signal(BaseException):
@@ -47,8 +42,17 @@ class CancelInterrupt(Interrupt):
     pass
 
 
+def raise_pending() -> None:
+    """First statement of every ``finally`` block in agent code: once a signal has been
+    raised, no cleanup of the agent's may replace it with another exception, or loop."""
+    run = current_run()
+    if run is not None and run.signals:
+        raise run.signals[0]
+
+
 def reraise_signals(exc: BaseException) -> None:
-    """Called first in every rewritten ``except`` clause of agent code."""
+    """First statement of every ``except`` clause in agent code."""
+    raise_pending()
     if isinstance(exc, Signal):
         raise exc
     if isinstance(exc, BaseExceptionGroup):
@@ -84,7 +88,7 @@ class _Exits:
 
     def __exit__(self, *exc: Any) -> bool:
         suppress = self._exit(self._cm, *exc)
-        return bool(suppress) and not isinstance(exc[1], Signal)
+        return bool(suppress) and not _signalled(exc[1])
 
     async def __aenter__(self) -> Any:
         try:
@@ -95,7 +99,12 @@ class _Exits:
 
     async def __aexit__(self, *exc: Any) -> bool:
         suppress = await self._exit(self._cm, *exc)
-        return bool(suppress) and not isinstance(exc[1], Signal)
+        return bool(suppress) and not _signalled(exc[1])
+
+
+def _signalled(exc: BaseException | None) -> bool:
+    run = current_run()
+    return isinstance(exc, Signal) or (run is not None and bool(run.signals))
 
 
 def exits_cannot_swallow_signals(cm: Any) -> Any:

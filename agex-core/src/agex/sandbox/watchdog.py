@@ -10,6 +10,7 @@ long call into C (a huge ``sum(range(...))``) only when it returns.
 from __future__ import annotations
 
 import ctypes
+import functools
 import heapq
 import itertools
 import threading
@@ -19,36 +20,33 @@ from typing import Any
 REPEAT = 0.1
 
 
-def _raise_in(thread_id: int, exc_type: type[BaseException] | None) -> None:
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(thread_id), ctypes.py_object(exc_type) if exc_type else None
-    )
+_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 
 
 class Watch:
-    """One run's stake in the watchdog: where it runs, and whether it is still running."""
+    """One run's stake in the watchdog: where it runs, and whether it is still running.
+
+    The run's own thread disarms it (see ``Sandbox.run``) without a Python-level call
+    between the agent's code ending and the watch being disarmed: an interrupt can only
+    arrive at such a call, and must never arrive in the host's code.
+    """
 
     def __init__(self, thread_id: int) -> None:
-        self.thread_id = thread_id
         self.lock = threading.Lock()
         self.active = True
         self.fired: type[BaseException] | None = None
+        self._target = ctypes.c_ulong(thread_id)
+        # Called with the lock held, from C only: drops an interrupt not yet delivered.
+        self.clear = functools.partial(_set_async_exc, self._target, None)
 
     def interrupt(self, exc_type: type[BaseException]) -> bool:
-        """Raise ``exc_type`` in the run's thread if it is still running."""
+        """Raise ``exc_type`` in the run's thread if it is still running (watchdog side)."""
         with self.lock:
             if not self.active:
                 return False
             self.fired = self.fired or exc_type
-            _raise_in(self.thread_id, self.fired)
+            _set_async_exc(self._target, ctypes.py_object(self.fired))
             return True
-
-    def finish(self) -> None:
-        """Called by the run's own thread as agent code ends: nothing may be raised after."""
-        with self.lock:
-            self.active = False
-            if self.fired is not None:
-                _raise_in(self.thread_id, None)  # drop one that has not been delivered yet
 
 
 class Watchdog:

@@ -1,0 +1,112 @@
+"""The part of the standard library agent code may import without registration.
+
+Some members are left out: they evaluate strings as code, read or write attributes by a name
+the caller chooses (which would step around the attribute checks), hand out the real
+``type``, or change state the whole process shares. A few useful ones are replaced by
+versions that only act on the agent's own classes and functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from agex.errors import AccessDenied
+from agex.sandbox.ownership import agent_owned
+
+#: module -> members left out.
+SAFE_MODULES: dict[str, frozenset[str]] = {
+    name: frozenset(left_out)
+    for name, left_out in {
+        "math": (),
+        "cmath": (),
+        "json": (),
+        "re": (),
+        "datetime": (),
+        "collections": ("UserString",),  # its format() is str.format without the checks
+        "collections.abc": (),
+        "itertools": (),
+        "functools": ("singledispatch", "singledispatchmethod"),  # evaluate annotations
+        "statistics": (),
+        "random": (),
+        "string": ("Formatter",),  # attribute traversal in format fields
+        "dataclasses": ("make_dataclass",),
+        "typing": (
+            "get_type_hints",  # evaluates string annotations
+            "get_origin",  # get_origin(typing.Type) is the real type
+            "Type",
+            "final",  # these set attributes on whatever they are given
+            "no_type_check",
+            "no_type_check_decorator",
+            "runtime_checkable",
+        ),
+        "decimal": (
+            "setcontext",
+            "getcontext",
+            "localcontext",
+            "DefaultContext",
+            "BasicContext",
+            "ExtendedContext",
+        ),  # process-wide contexts
+        "fractions": (),
+        "operator": ("attrgetter", "methodcaller"),  # attribute names chosen by the caller
+        "textwrap": (),
+        "heapq": (),
+        "bisect": (),
+    }.items()
+}
+
+
+def _require_agent(what: str, obj: Any) -> None:
+    if not agent_owned(obj):
+        raise AccessDenied(f"{what} only works on classes and objects defined in agent code")
+
+
+def _on_agent_objects(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func(obj, ...)`` for objects the agent defined only."""
+
+    @functools.wraps(func)
+    def checked(obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        _require_agent(func.__name__, obj)
+        return func(obj, *args, **kwargs)
+
+    return checked
+
+
+def _dataclass(cls: Any = None, /, **options: Any) -> Any:
+    """``dataclasses.dataclass``, for the agent's own classes."""
+
+    def wrap(target: Any) -> Any:
+        _require_agent("dataclass", target)
+        return dataclasses.dataclass(**options)(target)
+
+    return wrap if cls is None else wrap(cls)
+
+
+def _update_wrapper(wrapper: Any, wrapped: Any, /) -> Any:
+    """``functools.update_wrapper`` with its default attribute lists only."""
+    _require_agent("update_wrapper", wrapper)
+    return functools.update_wrapper(wrapper, wrapped)
+
+
+def _wraps(wrapped: Any, /) -> Callable[[Any], Any]:
+    return lambda wrapper: _update_wrapper(wrapper, wrapped)
+
+
+#: (module, member) -> what agent code gets instead.
+REPLACED: dict[tuple[str, str], Any] = {
+    ("dataclasses", "dataclass"): _dataclass,
+    ("dataclasses", "asdict"): _on_agent_objects(dataclasses.asdict),
+    ("dataclasses", "astuple"): _on_agent_objects(dataclasses.astuple),
+    ("dataclasses", "fields"): _on_agent_objects(dataclasses.fields),
+    ("dataclasses", "replace"): _on_agent_objects(dataclasses.replace),
+    ("functools", "total_ordering"): _on_agent_objects(functools.total_ordering),
+    ("functools", "update_wrapper"): _update_wrapper,
+    ("functools", "wraps"): _wraps,
+}
+
+#: Module-level values of these types are shared with the whole process; agent code gets
+#: none of them from the standard library.
+MUTABLE = (list, dict, set, bytearray)
