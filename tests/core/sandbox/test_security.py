@@ -780,3 +780,23 @@ def test_agent_functions_refuse_to_run_with_real_builtins() -> None:
         with pytest.raises(NameError, match="_agex_ok"):
             restored()
     assert serializer.loads(serializer.dumps(lambda: 1))() == 1  # host code is unaffected
+
+
+def test_a_plain_dict_namespace_gets_the_sandbox_builtins(attempt) -> None:
+    sandbox = Sandbox()
+    namespace: dict = {}
+    result = sandbox.run("import os", namespace)
+    assert isinstance(result.exception, ImportDenied)
+    assert namespace["__builtins__"] is sandbox.builtins
+
+
+def test_a_namespace_with_other_builtins_is_refused() -> None:
+    import builtins
+
+    with pytest.raises(ValueError, match=r"Sandbox\.namespace"):
+        Sandbox().run("x = 1", {"__builtins__": builtins})
+
+
+def test_extra_builtins_cannot_replace_the_guards() -> None:
+    with pytest.raises(ValueError, match="_agex_attr"):
+        Sandbox().namespace(builtins={"_agex_attr": getattr})

@@ -95,6 +95,9 @@ class Sandbox:
     ) -> dict[str, Any]:
         """A fresh namespace: the registered names, ``variables``, and the sandbox's builtins
         plus ``builtins`` (the loop's ``task_success`` and friends)."""
+        reserved = [name for name in builtins or () if name.startswith("_agex")]
+        if reserved:
+            raise ValueError(f"builtins cannot replace the sandbox's own: {reserved}")
         table = {**self.builtins, **builtins} if builtins else self.builtins
         return {
             "__builtins__": table,
@@ -118,6 +121,13 @@ class Sandbox:
         SandboxCancelled, both with the output so far.
         """
         namespace = self.namespace() if namespace is None else namespace
+        table = namespace.setdefault("__builtins__", self.builtins)
+        if not isinstance(table, dict) or table.get("_agex_ok") is not True:
+            # exec would otherwise run the code against whatever builtins it found there
+            raise ValueError(
+                "the namespace's __builtins__ are not a sandbox's; make namespaces with "
+                "Sandbox.namespace()"
+            )
         try:
             program = code if isinstance(code, Program) else self.compile(code)
         except (SyntaxError, CodeRejected) as exc:
