@@ -20,6 +20,16 @@ def finish(value):
     raise Done(value)
 
 
+#: A context manager whose __exit__ suppresses whatever it is given.
+SWALLOW = """
+class Swallow:
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        return True
+"""
+
+
 @pytest.fixture
 def sandbox() -> Sandbox:
     policy = Policy()
@@ -63,21 +73,18 @@ def test_signals_pass_through_except_clauses(sandbox, handler) -> None:
 
 
 def test_signal_swallowed_by_a_context_manager_still_ends_the_run(sandbox) -> None:
-    result, _ = run(
+    result, ns = run(
         sandbox,
-        """
-        class Swallow:
-            def __enter__(self):
-                return self
-            def __exit__(self, *exc):
-                return True
+        SWALLOW
+        + textwrap.dedent("""
         with Swallow():
             finish("done")
         carried_on = True
-    """,
+    """),
     )
     assert isinstance(result.signal, Done)
     assert result.signal.args == ("done",)
+    assert "carried_on" not in ns
 
 
 @pytest.mark.parametrize("escape", ["return 1", "break", "continue"])
@@ -137,17 +144,13 @@ def test_timeout_swallowed_by_agent_code_still_stops(sandbox) -> None:
     with pytest.raises(SandboxTimeout):
         run(
             sandbox,
-            """
-            class Swallow:
-                def __enter__(self):
-                    return self
-                def __exit__(self, *exc):
-                    return True
+            SWALLOW
+            + textwrap.dedent("""
             while True:
                 with Swallow():
                     while True:
                         pass
-        """,
+            """),
             timeout=0.3,
         )
     assert time.monotonic() - start < 0.3 + 0.5
