@@ -364,3 +364,55 @@ def test_namedtuple_api(run) -> None:
     assert tuple(ns["out"][1]) == (5, 2)
     assert ns["out"][2] == ("x", "y")
     assert tuple(ns["out"][3]) == (3, 4)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        '"{.real} {}".format(3, 4)',
+        '"{[0]}".format([7])',
+        '"{:{}}|".format(5, 3)',
+        '"{0} {1} {0}".format("a", "b")',
+        '"{x:>{w}}".format(x=1, w=3)',
+        '"{{}} {}".format(9)',
+        '"{!r:>{}}".format("s", 5)',
+        '"{0:{1}{2}}".format(3.14159, ".", "2f")',
+        '"{a[k]}".format_map({"a": {"k": "v"}})',
+    ],
+)
+def test_format_behaves_as_native(run, expression) -> None:
+    assert run(f"x = {expression}")["x"] == eval(expression)
+
+
+def test_format_numbering_errors_as_native(policy) -> None:
+    from agex.sandbox import Sandbox
+
+    result = Sandbox(policy).run('"{} {0}".format(1)')
+    assert result.error.splitlines()[-1] == (
+        "ValueError: cannot switch from manual field specification to automatic field numbering"
+    )
+
+
+def test_match_class_patterns_with_agent_and_stdlib_classes(run) -> None:
+    ns = run(
+        code("""
+        from dataclasses import dataclass
+        import fractions
+        @dataclass
+        class Pair:
+            left: int
+            _right: int
+        def what(x):
+            match x:
+                case Pair(a, b):
+                    return ("pair", a, b)
+                case fractions.Fraction(numerator=n):
+                    return ("fraction", n)
+                case int(i):
+                    return ("int", i)
+            return None
+        out = [what(Pair(1, 2)), what(fractions.Fraction(3, 4)), what(5), what("s")]
+    """)
+    )
+    assert ns["out"] == [("pair", 1, 2), ("fraction", 3), ("int", 5), None]
+    assert not [k for k in ns if k.startswith("_agex")]

@@ -800,3 +800,149 @@ def test_a_namespace_with_other_builtins_is_refused() -> None:
 def test_extra_builtins_cannot_replace_the_guards() -> None:
     with pytest.raises(ValueError, match="_agex_attr"):
         Sandbox().namespace(builtins={"_agex_attr": getattr})
+
+
+# -- found by the second review ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import typing\nreached = typing.ABCMeta",
+        "import typing\nreached = typing.NamedTupleMeta",
+        "import collections.abc\nreached = getattr(collections.abc, 'ABCMeta')",
+        "import re\nreached = [c for c in re.RegexFlag.mro()][0].__class__",
+    ],
+)
+def test_metaclasses_never_reach_agent_code(attempt, code) -> None:
+    attempt(code, expect=(AttributeError, CodeRejected))
+
+
+def test_class_patterns_check_match_args(attempt) -> None:
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Secretive:
+        user: str
+        password: str
+        _token: str
+
+    policy = Policy()
+    policy.cls(Secretive, exclude=["_*", "password"])
+    policy.fn(lambda: Secretive("ann", "hunter2", "t0k"), name="get_account")
+    attempt(
+        """
+        match get_account():
+            case Secretive(user, password):
+                reached = password
+        """,
+        policy,
+        expect=AccessDenied,
+    )
+    attempt(
+        """
+        match get_account():
+            case Secretive(password=p):
+                reached = p
+        """,
+        policy,
+        expect=AccessDenied,
+    )
+
+
+def test_class_patterns_cannot_read_dunders_of_host_objects(attempt) -> None:
+    attempt(
+        """
+        import re
+        E = [c for c in re.RegexFlag.mro() if c.__name__ == "Enum"][0]
+        X = E("X", [("a", 1), ("__match_args__", ("__class__", "__init__"))])
+        match X.a:
+            case X(c, i):
+                reached = i
+        """,
+        expect=AccessDenied,
+    )
+
+
+def test_signal_classes_cannot_be_forged(tmp_path) -> None:
+    class Done(Signal):
+        pass
+
+    def finish(value):
+        raise Done(value)
+
+    sandbox = Sandbox()
+    namespace = sandbox.namespace(builtins={"finish": finish})
+    result = sandbox.run(
+        "class Grab:\n    def __enter__(self):\n        return self\n"
+        "    def __exit__(self, kind, *rest):\n        global CAUGHT\n        CAUGHT = kind\n"
+        "with Grab():\n    finish(1)",
+        namespace,
+    )
+    assert isinstance(result.signal, Done)
+    assert "CAUGHT" not in namespace  # the agent's __exit__ never saw the signal
+    namespace["Smuggled"] = Done  # as if it had got hold of the class somehow
+    result = sandbox.run("raise Smuggled('not validated')", namespace)
+    assert result.signal is None
+    assert isinstance(result.exception, CallDenied)
+    assert "cannot raise Done itself" in result.error
+
+
+def test_generic_aliases_follow_the_class_rule(attempt) -> None:
+    policy = Policy()
+    policy.cls(tools.Account, exclude=["_*", "close"])
+    attempt(
+        "import functools\nreached = functools.GenericAlias(Account, ()).close",
+        policy,
+        expect=AccessDenied,
+    )
+    attempt("reached = type(list[int])(Account, ()).close", policy, expect=AccessDenied)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import re\nre.I.foo = 1",
+        "import dataclasses\ndataclasses.MISSING.bar = 2",
+        "import typing\nreached = typing.abstractmethod",
+        "import typing\nreached = typing.dataclass_transform",
+        "import typing\ntyping.clear_overloads()",
+    ],
+)
+def test_process_wide_objects_stay_unchanged(attempt, code) -> None:
+    import re
+
+    attempt(code, expect=AttributeError)
+    assert not hasattr(re.I, "foo")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_generator_clean_up_cannot_outlive_a_timeout() -> None:
+    """The first interrupt lands in a clean-up whose exceptions Python discards (hence the
+    warning); the next ones stop the generator from starting at all."""
+    import time
+
+    from agex.errors import SandboxTimeout
+
+    start = time.monotonic()
+    with pytest.raises(SandboxTimeout):
+        Sandbox().run(
+            textwrap.dedent("""
+                class CM:
+                    def __enter__(self):
+                        return self
+                    def __exit__(self, *a):
+                        i = 0
+                        while i < 10**5:
+                            i += 1
+                def g():
+                    with CM():
+                        yield
+                while True:
+                    it = g()
+                    next(it)
+                    del it
+            """),
+            timeout=0.3,
+        )
+    assert time.monotonic() - start < 0.3 + 1.0

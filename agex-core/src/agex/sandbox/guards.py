@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import _string
 import builtins
+import enum
+import itertools
 import operator
 import string
 import sys
@@ -185,7 +187,11 @@ class Guards:
 
     def _check_rule(self, obj: Any, name: str) -> None:
         """The registration's member patterns, also through ``super()``."""
-        owner = getattr(obj, "__self_class__", None) if isinstance(obj, super) else obj
+        owner = obj
+        if isinstance(obj, super):
+            owner = getattr(obj, "__self_class__", None)
+        elif isinstance(obj, GenericAlias | _TypingConstruct):  # reads reach the origin
+            owner = getattr(obj, "__origin__", None)
         rule = self.policy.class_rule(owner) if owner is not None else None
         if rule is not None and not rule.allows(name):
             raise AccessDenied(f"{rule.cls.__name__}.{name} is not exposed to agent code")
@@ -202,6 +208,10 @@ class Guards:
         if id(value) in NEVER:
             raise AccessDenied(f"{_kind(owner)}.{name} is a builtin agent code may not use")
         if isinstance(value, type):
+            if issubclass(value, type):
+                raise AccessDenied(
+                    f"{_kind(owner)}.{name} is a metaclass, which agent code may not use"
+                )
             return self.policy.stand_ins.get(value, value)
         if value is _STR_FORMAT or value is _STR_FORMAT_MAP:
             return self._checked_format(str, value.__name__)
@@ -258,6 +268,10 @@ class Guards:
             raise AccessDenied(f"agent code cannot {verb} attributes of {_kind(obj)}")
         if isinstance(obj, GenericAlias | _TypingConstruct):  # writes land on the origin class
             raise AccessDenied(f"agent code cannot {verb} attributes of the type alias {obj}")
+        if id(obj) in self.policy.shared or isinstance(obj, enum.Enum):
+            raise AccessDenied(
+                f"agent code cannot {verb} attributes of {_kind(obj)}: the whole process shares it"
+            )
         if isinstance(obj, FunctionType | BuiltinFunctionType | MethodType) and not (
             agent_function(obj)
         ):
@@ -266,8 +280,36 @@ class Guards:
             raise AccessDenied(f"private attribute {name!r} of {_kind(obj)} is not accessible")
         self._check_rule(obj, name)
 
+    def match_class(self, fetch: Callable[[], Any], keywords: tuple[str, ...]) -> Any:
+        """The class of a ``case C(...)`` pattern, once the attributes the match will read
+        natively (``C.__match_args__`` and the keywords) pass the same checks as ``get``.
+        A class that fails, or a name that does not resolve, fails when the case is tried."""
+        try:
+            cls = fetch()
+            if isinstance(cls, type):
+                positional = cls.__dict__.get("__match_args__", None)
+                if positional is None:
+                    positional = getattr(cls, "__match_args__", ())
+                for name in (*keywords, *(n for n in positional if isinstance(n, str))):
+                    self._check_match_name(cls, name)
+        except Exception as exc:
+            return _fails_when_tried(exc)
+        return cls
+
+    def _check_match_name(self, cls: type, name: str) -> None:
+        problem = forbidden_attribute(name)
+        if problem or (name.startswith("__") and name.endswith("__")):
+            raise AccessDenied(problem or f"a pattern cannot read {name!r}")
+        if name.startswith("_") and not agent_class(cls):
+            raise AccessDenied(f"a pattern cannot read private attribute {name!r} of {_kind(cls)}")
+        self._check_rule(cls, name)
+
     def _checked_format(self, obj: Any, name: str) -> Callable[..., str]:
-        vformat = self.formatter.vformat
+        formatter = self.formatter
+
+        def vformat(template: str, args: Any, kwargs: Any) -> str:
+            return formatter.vformat(_numbered(template), args, kwargs)
+
         if obj is str:  # str.format(template, ...)
             if name == "format":
                 return lambda template, /, *args, **kwargs: vformat(template, args, kwargs)
@@ -302,6 +344,7 @@ class Guards:
             _agex_pending=raise_pending,
             _agex_ok=True,
             _agex_with=exits_cannot_swallow_signals,
+            _agex_matchclass=self.match_class,
         )
         return table
 
@@ -438,6 +481,53 @@ def _build_class(func: Any, name: str, *bases: Any, **keywords: Any) -> type:
     type.__setattr__(cls, "__agex_agent__", True)
     type.__setattr__(cls, "__agex_pure__", pure)
     return cls
+
+
+def _numbered(template: str) -> str:
+    """``template`` with every automatically numbered field (``{}``, ``{.real}``, ``{[0]}``,
+    nested ones in format specs included) given its number, in ``str.format``'s order:
+    string.Formatter numbers only fields that are entirely empty."""
+    if not isinstance(template, str):
+        raise TypeError(f"format template must be a string, not {type(template).__name__}")
+    counter = itertools.count()
+    seen = {"auto": False, "manual": False}
+
+    def walk(text: str) -> str:
+        out = []
+        for literal, field, spec, conversion in _string.formatter_parser(text):
+            out.append(literal.replace("{", "{{").replace("}", "}}"))
+            if field is None:
+                continue
+            first = field.split(".", 1)[0].split("[", 1)[0]
+            if not first:
+                field = f"{next(counter)}{field}"
+                seen["auto"] = True
+            elif first.isdigit():
+                seen["manual"] = True
+            if seen["auto"] and seen["manual"]:
+                raise ValueError(
+                    "cannot switch from manual field specification to automatic field numbering"
+                )
+            out.append(
+                "{"
+                + field
+                + (f"!{conversion}" if conversion else "")
+                + (f":{walk(spec)}" if spec else "")
+                + "}"
+            )
+        return "".join(out)
+
+    return walk(template)
+
+
+def _fails_when_tried(exc: Exception) -> type:
+    """A class pattern stand-in: matching against it raises ``exc``."""
+
+    class Fails(type):
+        def __instancecheck__(cls, obj: Any) -> bool:
+            raise exc
+
+    return Fails("unmatchable", (), {})
 
 
 class _CheckedFormatter(string.Formatter):

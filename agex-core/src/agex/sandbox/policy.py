@@ -175,6 +175,7 @@ class Policy:
         self.stand_ins: dict[type, type] = {}  # class -> what agent code sees instead
         self.modules: dict[str, Members] = {}
         self._views: dict[str, ModuleType] = {}
+        self.shared: set[int] = set()  # ids of module members: the process's, not the agent's
         self._class_rules: dict[type, ClassRule | None] = {}
 
     # -- registration ------------------------------------------------------------------
@@ -281,7 +282,10 @@ class Policy:
                 elif id(value) in NEVER:
                     continue
                 elif isinstance(value, type):
+                    if issubclass(value, type):
+                        continue  # a metaclass builds classes around the class checks
                     value = self.stand_ins.get(value, value)
+                self.shared.add(id(value))
                 setattr(view, attr, value)
         # Registered submodules hang off their parent's view, as after a real import.
         prefix = name + "."

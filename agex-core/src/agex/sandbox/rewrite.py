@@ -143,6 +143,29 @@ def _tripwire() -> ast.Name:
     return ast.Name("_agex_ok", ast.Load())
 
 
+def _own_nodes(function: ast.AST) -> list[ast.AST]:
+    """The nodes of a function's body, not those of functions or classes nested in it."""
+    found, todo = [], list(ast.iter_child_nodes(function))
+    while todo:
+        node = todo.pop()
+        found.append(node)
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+            todo.extend(ast.iter_child_nodes(node))
+    return found
+
+
+def _no_arguments() -> ast.arguments:
+    return ast.arguments(
+        posonlyargs=[],
+        args=[],
+        vararg=None,
+        kwonlyargs=[],
+        kw_defaults=[],
+        kwarg=None,
+        defaults=[],
+    )
+
+
 def _call(function: str, *args: ast.expr) -> ast.Call:
     return ast.Call(ast.Name(function, ast.Load()), list(args), [])
 
@@ -153,6 +176,7 @@ class _Rewriter(ast.NodeTransformer):
         self.classes: list[str] = []  # enclosing class names, for private-name mangling
         self.allowed: set[int] = set()  # ids of nodes allowed to define a dunder name
         self.temps = 0
+        self.matched: set[str] = set()  # temporaries holding checked class-pattern classes
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -412,7 +436,13 @@ class _Rewriter(ast.NodeTransformer):
             and isinstance(body[0].value, ast.Constant)
             and isinstance(body[0].value.value, str)
         )
-        body.insert(1 if docstring else 0, self.statement(body[0], _tripwire()))
+        # A generator's clean-up runs where exceptions are discarded, so a pending signal
+        # must stop it from starting at all; async functions likewise.
+        resumable = isinstance(node, ast.AsyncFunctionDef) or any(
+            isinstance(n, ast.Yield | ast.YieldFrom) for n in _own_nodes(node)
+        )
+        opening = _call("_agex_pending") if resumable else _tripwire()
+        body.insert(1 if docstring else 0, self.statement(body[0], opening))
         return node
 
     def visit_Lambda(self, node: ast.Lambda) -> ast.AST:
@@ -482,12 +512,47 @@ class _Rewriter(ast.NodeTransformer):
             if isinstance(inner, ast.Name):
                 self.check_name(inner, inner.id)
 
+    def visit_Match(self, node: ast.Match) -> Any:
+        """Class patterns read attributes natively (those named in ``__match_args__`` and as
+        keywords), so each class is fetched before the match through a guard that checks
+        those names, and the pattern refers to what it returned."""
+        node.subject = self.visit(node.subject)
+        before: list[ast.stmt] = []
+        temps: list[str] = []
+        for case in node.cases:
+            for pattern in ast.walk(case.pattern):
+                if not isinstance(pattern, ast.MatchClass):
+                    continue
+                self.check_pattern_reference(pattern.cls)
+                temp = self.temp()
+                temps.append(temp)
+                self.matched.add(temp)
+                fetch = ast.Lambda(_no_arguments(), self.visit(pattern.cls))
+                keywords = ast.Tuple([ast.Constant(k) for k in pattern.kwd_attrs], ast.Load())
+                before.append(
+                    ast.copy_location(
+                        ast.Assign(
+                            [ast.Name(temp, ast.Store())],
+                            _call("_agex_matchclass", fetch, keywords),
+                        ),
+                        node,
+                    )
+                )
+                pattern.cls = ast.Name(temp, ast.Load())
+            case.pattern = self.visit(case.pattern)
+            if case.guard is not None:
+                case.guard = self.visit(case.guard)
+            case.body = self.flatten([self.visit(s) for s in case.body])
+        after = [ast.Delete([ast.Name(t, ast.Del()) for t in temps])] if temps else []
+        return [*before, node, *after]
+
     def visit_MatchValue(self, node: ast.MatchValue) -> ast.AST:
         self.check_pattern_reference(node.value)
         return node
 
     def visit_MatchClass(self, node: ast.MatchClass) -> ast.AST:
-        self.check_pattern_reference(node.cls)
+        if not (isinstance(node.cls, ast.Name) and node.cls.id in self.matched):
+            self.check_pattern_reference(node.cls)
         for name in node.kwd_attrs:
             if name.startswith("_") or forbidden_attribute(name):
                 self.reject(node, f"attribute {name!r} is not accessible in a pattern")

@@ -10,7 +10,7 @@ from functools import lru_cache
 from types import CodeType
 from typing import Any
 
-from agex.errors import CodeRejected, SandboxCancelled, SandboxTimeout
+from agex.errors import CallDenied, CodeRejected, SandboxCancelled, SandboxTimeout
 from agex.sandbox.guards import Guards
 from agex.sandbox.output import Output
 from agex.sandbox.ownership import AGENT_FILENAME
@@ -175,6 +175,12 @@ class Sandbox:
         signal = outcome if isinstance(outcome, Signal) else None
         if run.signals:
             signal = run.signals[0]  # the first one wins, even if later code swallowed it
+        if signal is not None and signal.forged:
+            forged = CallDenied(
+                f"agent code cannot raise {type(signal).__name__} itself; call the function "
+                "that finishes the task instead"
+            )
+            return RunResult(output, agent_error(forged, program.source), forged, None)
         if signal is not None or outcome is None:
             return RunResult(output, None, None, signal)
         return RunResult(output, error, outcome, None)

@@ -8,8 +8,12 @@ records itself on the current run when created, so even one swallowed by a conte
 
 from __future__ import annotations
 
+import sys
 import threading
+from types import FrameType
 from typing import Any
+
+from agex.sandbox.ownership import AGENT_FILENAME
 
 #: ``this_thread.run`` is the run executing agent code in this thread, if any.
 this_thread = threading.local()
@@ -21,10 +25,22 @@ def current_run() -> Any:
 
 
 class Signal(BaseException):
-    """Ends the agent's code; subclass it for outcomes such as success or failure."""
+    """Ends the agent's code; subclass it for outcomes such as success or failure.
+
+    Only host code may create one (the loop's ``task_success``, the watchdog): agent code
+    that gets hold of a signal class and raises it is told off, not obeyed.
+    """
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
+        frame: FrameType | None = sys._getframe(1)
+        while (
+            frame is not None
+            and frame.f_code.co_name == "__init__"
+            and isinstance(frame.f_locals.get("self"), Signal)
+        ):
+            frame = frame.f_back  # a subclass's __init__ calling ours
+        self.forged = frame is not None and frame.f_code.co_filename == AGENT_FILENAME
         run = current_run()
         if run is not None:
             run.signals.append(self)
@@ -87,6 +103,7 @@ class _Exits:
         return enter(self._cm)
 
     def __exit__(self, *exc: Any) -> bool:
+        raise_pending()  # once a signal is out, the agent's cleanup does not run
         suppress = self._exit(self._cm, *exc)
         return bool(suppress) and not _signalled(exc[1])
 
@@ -98,6 +115,7 @@ class _Exits:
         return await enter(self._cm)
 
     async def __aexit__(self, *exc: Any) -> bool:
+        raise_pending()
         suppress = await self._exit(self._cm, *exc)
         return bool(suppress) and not _signalled(exc[1])
 

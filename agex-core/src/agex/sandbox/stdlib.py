@@ -41,6 +41,11 @@ SAFE_MODULES: dict[str, frozenset[str]] = {
             "no_type_check",
             "no_type_check_decorator",
             "runtime_checkable",
+            "abstractmethod",
+            "dataclass_transform",
+            "overload",  # a registry the whole process shares
+            "get_overloads",
+            "clear_overloads",
         ),
         "decimal": (
             "setcontext",
