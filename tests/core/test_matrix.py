@@ -8,7 +8,14 @@ import pytest
 
 from agex import plugins
 
-CORE = {("command", "plugins"), ("serializer", "cloudpickle"), ("storage", "memory")}
+CORE = {
+    ("command", "demo"),
+    ("command", "plugins"),
+    ("host", "local"),
+    ("llm", "scripted"),
+    ("serializer", "cloudpickle"),
+    ("storage", "memory"),
+}
 #: What each distribution registers. Grows as providers land.
 REGISTERS: dict[str, set[tuple[str, str]]] = {
     "agex-host-http": set(),

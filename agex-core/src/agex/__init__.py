@@ -13,6 +13,13 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "Agent": "agex.agent",
+    "pprint_events": "agex.display",
+    "pprint_tokens": "agex.display",
+    "TaskFail": "agex.errors",
+    "TaskClarify": "agex.errors",
+    "TaskTimeout": "agex.errors",
+    "TaskCancelled": "agex.errors",
     "connect_host": "agex.connect",
     "connect_state": "agex.connect",
     "connect_llm": "agex.connect",
@@ -31,17 +38,24 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from typing import Any
 
-    from agex.connect import connect_host, connect_llm, connect_state
-    from agex.errors import (
-        AgexError,
-        DuplicateProviderError,
-        PluginWarning,
-        ProviderError,
-        ProviderNotInstalledError,
-        UnknownProviderError,
-    )
-    from agex.hookspecs import hookimpl
-    from agex.state.config import StateConfig
+    from agex.agent import Agent as Agent
+    from agex.connect import connect_host as connect_host
+    from agex.connect import connect_llm as connect_llm
+    from agex.connect import connect_state as connect_state
+    from agex.display import pprint_events as pprint_events
+    from agex.display import pprint_tokens as pprint_tokens
+    from agex.errors import AgexError as AgexError
+    from agex.errors import DuplicateProviderError as DuplicateProviderError
+    from agex.errors import PluginWarning as PluginWarning
+    from agex.errors import ProviderError as ProviderError
+    from agex.errors import ProviderNotInstalledError as ProviderNotInstalledError
+    from agex.errors import TaskCancelled as TaskCancelled
+    from agex.errors import TaskClarify as TaskClarify
+    from agex.errors import TaskFail as TaskFail
+    from agex.errors import TaskTimeout as TaskTimeout
+    from agex.errors import UnknownProviderError as UnknownProviderError
+    from agex.hookspecs import hookimpl as hookimpl
+    from agex.state.config import StateConfig as StateConfig
 
 
 def __getattr__(name: str) -> Any:

@@ -22,10 +22,35 @@ def _memory() -> Any:
     return MemoryStorage()
 
 
+def _local(**options: Any) -> Any:
+    from agex.hosts.local import LocalHost
+
+    if options:
+        raise TypeError(f"the local host takes no options, got {sorted(options)}")
+    return LocalHost()
+
+
+def _scripted(**options: Any) -> Any:
+    from agex.llm.scripted import ScriptedLLM
+
+    return ScriptedLLM(**options)
+
+
+def _demo_command() -> Any:
+    from agex.cli.demo import demo
+
+    return demo
+
+
 def _plugins_command() -> Any:
     from agex.cli.list_plugins import plugins
 
     return plugins
+
+
+@hookimpl
+def agex_register_hosts(registry: Registry) -> None:
+    registry.register("local", _local)
 
 
 @hookimpl
@@ -39,5 +64,11 @@ def agex_register_storages(registry: Registry) -> None:
 
 
 @hookimpl
+def agex_register_llms(registry: Registry) -> None:
+    registry.register("scripted", _scripted)
+
+
+@hookimpl
 def agex_register_commands(commands: Registry) -> None:
     commands.register("plugins", _plugins_command)
+    commands.register("demo", _demo_command)

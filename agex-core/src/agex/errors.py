@@ -104,3 +104,23 @@ class SandboxCancelled(SandboxError):
     def __init__(self, message: str, output: str = "") -> None:
         super().__init__(message)
         self.output = output
+
+
+class TaskError(AgexError):
+    """A task ended without a result."""
+
+
+class TaskFail(TaskError):
+    """The agent gave up: it called ``task_fail(message)``."""
+
+
+class TaskClarify(TaskError):
+    """The agent needs more from you: it called ``task_clarify(message)``."""
+
+
+class TaskTimeout(TaskError, TimeoutError):
+    """The task used up its ``max_iterations`` steps or its ``timeout`` seconds."""
+
+
+class TaskCancelled(TaskError):
+    """The task was cancelled while it ran."""

@@ -1,0 +1,81 @@
+"""Ready-made callbacks: ``on_event=pprint_events``, ``on_token=pprint_tokens``.
+
+Readable in a terminal: colour when standard output is a TTY (and NO_COLOR is unset), lines
+fitted to the terminal's width.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import textwrap
+from collections.abc import Callable
+
+from agex.events import (
+    ActionEvent,
+    CancelledEvent,
+    ClarifyEvent,
+    ErrorEvent,
+    Event,
+    FailEvent,
+    OutputEvent,
+    SuccessEvent,
+    TaskStartEvent,
+)
+
+_STYLES = {"dim": "2", "bold": "1", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
+
+
+def pprint_tokens(token: str) -> None:
+    """Write each streamed piece of the model's reply as it arrives."""
+    sys.stdout.write(token)
+    sys.stdout.flush()
+
+
+def pprint_events(event: Event) -> None:
+    """Print one event as a small titled block."""
+    out = sys.stdout
+    colour = out.isatty() and "NO_COLOR" not in os.environ
+    width = max(shutil.get_terminal_size((100, 24)).columns, 40)
+
+    def paint(text: str, style: str) -> str:
+        return f"\x1b[{_STYLES[style]}m{text}\x1b[0m" if colour else text
+
+    def block(text: str, style: str | None = None, prefix: str = "  ") -> list[str]:
+        lines = []
+        for raw in str(text).splitlines() or [""]:
+            for piece in textwrap.wrap(
+                raw, width - len(prefix), replace_whitespace=False, drop_whitespace=False
+            ) or [""]:
+                lines.append(prefix + (paint(piece, style) if style else piece))
+        return lines
+
+    kind = type(event).__name__.removesuffix("Event").lower()
+    title = f"-- {event.agent_name} . step {event.step} . {kind} "
+    lines = [paint(title + "-" * max(width - len(title), 0), "bold")]
+    lines += _body(event, block)
+    out.write("\n".join(lines) + "\n")
+    out.flush()
+
+
+def _body(event: Event, block: Callable[..., list[str]]) -> list[str]:
+    if isinstance(event, TaskStartEvent):
+        inputs = ", ".join(f"{k}={v}" for k, v in event.inputs.items())
+        return block(f"{event.task_name}({inputs})  session={event.session}")
+    if isinstance(event, ActionEvent):
+        lines = block(event.thinking, "dim") if event.thinking else []
+        return lines + block(event.code, "cyan", prefix="  | ")
+    if isinstance(event, OutputEvent):
+        return block(event.text.rstrip("\n"))
+    if isinstance(event, ErrorEvent):
+        return block(event.error.rstrip("\n"), "red")
+    if isinstance(event, SuccessEvent):
+        return block(f"result: {event.result!r}", "green")
+    if isinstance(event, FailEvent):
+        return block(f"failed: {event.message}", "red")
+    if isinstance(event, ClarifyEvent):
+        return block(f"needs clarification: {event.message}", "yellow")
+    if isinstance(event, CancelledEvent):
+        return block("cancelled", "yellow")
+    return block(repr(event))

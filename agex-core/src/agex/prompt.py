@@ -1,0 +1,90 @@
+"""The system message: the primer, what the agent can use, the task, and the rules."""
+
+from __future__ import annotations
+
+import inspect
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agex.agent import Agent
+    from agex.task import Task
+
+RULES = """\
+Rules:
+- Reply with your reasoning, then exactly one ```python block. It runs as is; what it
+  prints and any error come back to you.
+- Variables you create stay defined for your next block.
+- When you have the answer, call task_success(value) with a value of the return type.
+- If the task cannot be done, call task_fail("why"); if you need more information, call
+  task_clarify("question").
+- Only what is listed above, a few safe builtins and these modules can be used: {modules}."""
+
+
+def system_message(agent: Agent, task: Task) -> str:
+    parts = [agent.primer.strip()] if agent.primer else []
+    capabilities = _capabilities(agent)
+    if capabilities:
+        parts.append("You can use:\n" + "\n".join(capabilities))
+    parts.append(f"Your task:\n{_signature(task.name, task.func)}\n{_doc(task.func)}")
+    modules = ", ".join(agent.policy.importable_names())
+    parts.append(RULES.format(modules=modules))
+    return "\n\n".join(parts)
+
+
+def task_message(task: Task, arguments: dict[str, Any], limit: int = 2000) -> str:
+    if not arguments:
+        return "The task takes no inputs. Begin."
+    lines = [f"{name} = {_short(repr(value), limit)}" for name, value in arguments.items()]
+    return "Inputs (already defined as variables):\n" + "\n".join(lines) + "\nBegin."
+
+
+def _capabilities(agent: Agent) -> list[str]:
+    out = []
+    for name, obj in agent.policy.names.items():
+        if isinstance(obj, type):
+            out.append(f"- class {name}{_short(_sig(obj), 200)}: {_doc(obj, indent='')}")
+            rule = agent.policy.classes.get(obj)
+            for attr, member in sorted(vars(obj).items()):
+                if (
+                    callable(member)
+                    and rule is not None
+                    and rule.allows(attr)
+                    and not (attr.startswith("_"))
+                ):
+                    out.append(f"    .{attr}{_sig(member)}  {_doc(member, indent='')}")
+        elif callable(obj):
+            out.append(f"- {_signature(name, obj)}  {_doc(obj, indent='')}")
+    for name in sorted(agent.policy.modules):
+        out.append(f"- module {name} (import {name})")
+    return out
+
+
+def _signature(name: str, func: Any) -> str:
+    return f"def {name}{_sig(func)}"
+
+
+def _sig(obj: Any) -> str:
+    try:
+        return str(inspect.signature(obj))
+    except (TypeError, ValueError):
+        return "(...)"
+
+
+def _doc(obj: Any, indent: str = "    ") -> str:
+    doc = inspect.getdoc(obj) if not isinstance(obj, ModuleType) else obj.__doc__
+    if not doc:
+        return ""
+    return "\n".join(indent + line for line in doc.strip().splitlines())
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 20] + f"... [{len(text)} chars]"
+
+
+def truncate(text: str, limit: int) -> str:
+    """Keep the start and the end of a long output, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    head, tail = text[: limit // 2], text[-limit // 2 :]
+    return f"{head}\n[... {len(text) - len(head) - len(tail)} characters cut ...]\n{tail}"
