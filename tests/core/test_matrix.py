@@ -12,6 +12,8 @@ CORE = {
     ("command", "demo"),
     ("command", "plugins"),
     ("host", "local"),
+    ("llm", "anthropic"),
+    ("llm", "openai"),
     ("llm", "scripted"),
     ("serializer", "cloudpickle"),
     ("storage", "memory"),

@@ -36,6 +36,20 @@ def _scripted(**options: Any) -> Any:
     return ScriptedLLM(**options)
 
 
+def _sdk_llm(name: str, sdk: str, module: str, cls: str) -> Any:
+    def make(**options: Any) -> Any:
+        import importlib
+        import importlib.util
+
+        if importlib.util.find_spec(sdk) is None:
+            from agex.errors import ProviderNotInstalledError
+
+            raise ProviderNotInstalledError("llm", name, sdk, f'pip install "agex-core[{name}]"')
+        return getattr(importlib.import_module(module), cls)(**options)
+
+    return make
+
+
 def _demo_command() -> Any:
     from agex.cli.demo import demo
 
@@ -66,6 +80,10 @@ def agex_register_storages(registry: Registry) -> None:
 @hookimpl
 def agex_register_llms(registry: Registry) -> None:
     registry.register("scripted", _scripted)
+    registry.register("openai", _sdk_llm("openai", "openai", "agex.llm.openai", "OpenAILLM"))
+    registry.register(
+        "anthropic", _sdk_llm("anthropic", "anthropic", "agex.llm.anthropic", "AnthropicLLM")
+    )
 
 
 @hookimpl

@@ -124,3 +124,7 @@ class TaskTimeout(TaskError, TimeoutError):
 
 class TaskCancelled(TaskError):
     """The task was cancelled while it ran."""
+
+
+class LLMError(AgexError):
+    """The model could not be reached, or refused the request, even after retrying."""
