@@ -64,17 +64,17 @@ class TaskClarifySignal(Signal):
 
 def _task_success(value: Any = None) -> None:
     """Finish the task with ``value``."""
-    raise TaskSuccess(value)
+    raise TaskSuccess.issue(value)
 
 
 def _task_fail(message: str) -> None:
     """Give up, saying why."""
-    raise TaskFailSignal(str(message))
+    raise TaskFailSignal.issue(str(message))
 
 
 def _task_clarify(message: str) -> None:
     """Stop and ask the caller a question."""
-    raise TaskClarifySignal(str(message))
+    raise TaskClarifySignal.issue(str(message))
 
 
 SIGNALS = {

@@ -17,7 +17,7 @@ class Done(Signal):
 
 
 def finish(value):
-    raise Done(value)
+    raise Done.issue(value)
 
 
 #: A context manager whose __exit__ suppresses whatever it is given.

@@ -416,3 +416,21 @@ def test_match_class_patterns_with_agent_and_stdlib_classes(run) -> None:
     )
     assert ns["out"] == [("pair", 1, 2), ("fraction", 3), ("int", 5), None]
     assert not [k for k in ns if k.startswith("_agex")]
+
+
+def test_del_of_several_attributes_and_subscript_targets(run) -> None:
+    ns = run(
+        code("""
+        class A:
+            pass
+        a = A()
+        a.b, a.c, a.i = 1, 2, 0
+        del (a.b, a.c)
+        d = {}
+        xs = [5, 6]
+        out = [d[a.i] for d[a.i] in xs]
+        gone = (hasattr(a, "b"), hasattr(a, "c"))
+    """)
+    )
+    assert ns["gone"] == (False, False)
+    assert ns["out"] == [5, 6]

@@ -684,7 +684,7 @@ def test_signals_cannot_be_replaced(code) -> None:
         pass
 
     def finish(value):
-        raise Done(value)
+        raise Done.issue(value)
 
     sandbox = Sandbox()
     namespace = sandbox.namespace(builtins={"finish": finish})
@@ -869,7 +869,7 @@ def test_signal_classes_cannot_be_forged(tmp_path) -> None:
         pass
 
     def finish(value):
-        raise Done(value)
+        raise Done.issue(value)
 
     sandbox = Sandbox()
     namespace = sandbox.namespace(builtins={"finish": finish})
@@ -946,3 +946,186 @@ def test_generator_clean_up_cannot_outlive_a_timeout() -> None:
             timeout=0.3,
         )
     assert time.monotonic() - start < 0.3 + 1.0
+
+
+# -- found by the third review ------------------------------------------------------------
+
+
+def test_str_subclass_names_cannot_lie_to_the_checks(attempt) -> None:
+    lying = (
+        "class S(str):\n    def startswith(self, *a):\n        return False\n"
+        "    def endswith(self, *a):\n        return False\n"
+    )
+    attempt(
+        lying + "import random\nreached = getattr(random.seed, S('__globals__'))",
+        expect=AccessDenied,
+    )
+    attempt(lying + "class A:\n    pass\nsetattr(A, S('__reduce__'), 1)", expect=AccessDenied)
+    sandbox = Sandbox()
+    namespace = sandbox.namespace()
+    result = sandbox.run(
+        lying + "import random\nfound = hasattr(random.seed, S('__globals__'))", namespace
+    )
+    assert result.error is None
+    assert namespace["found"] is False
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "acct.close",
+        "Account.close",
+    ],
+)
+def test_value_patterns_are_read_through_the_guards(attempt, pattern) -> None:
+    policy = Policy()
+    policy.cls(tools.Account, exclude=["_*", "close"])
+    attempt(
+        f"""
+        class Grab:
+            def __eq__(self, other):
+                global reached
+                reached = other
+                return False
+        acct = Account("a")
+        match Grab():
+            case {pattern}:
+                pass
+        """,
+        policy,
+        expect=AccessDenied,
+    )
+
+
+def test_value_pattern_format_is_the_checked_one(attempt) -> None:
+    attempt(
+        """
+        import random
+        class Grab:
+            def __eq__(self, other):
+                global got
+                got = other
+                return False
+        template = "{0.__globals__}"
+        match Grab():
+            case template.format:
+                pass
+        reached = got(random.seed)
+        """,
+        expect=AccessDenied,
+    )
+
+
+def test_mapping_pattern_keys_are_read_through_the_guards(attempt) -> None:
+    policy = Policy()
+    policy.cls(tools.Account, exclude=["_*", "close"])
+    attempt(
+        """
+        match {1: 2}:
+            case {Account.close: v}:
+                reached = v
+        """,
+        policy,
+        expect=AccessDenied,
+    )
+
+
+def test_value_patterns_still_match() -> None:
+    import re
+
+    sandbox = Sandbox()
+    namespace = sandbox.namespace()
+    result = sandbox.run(
+        "import re\nout = []\nfor flag in [re.I, re.M, 0]:\n    match flag:\n"
+        "        case re.I:\n            out.append('i')\n        case re.M:\n"
+        "            out.append('m')\n        case _:\n            out.append('-')\n"
+        "match {re.I: 'x'}:\n    case {re.I: v}:\n        out.append(v)",
+        namespace,
+    )
+    assert result.error is None, result.error
+    assert namespace["out"] == ["i", "m", "-", "x"]
+    assert re.I.value == 2
+
+
+def test_super_with_arguments_cannot_reach_dunders(attempt) -> None:
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        limit: int
+
+    shared = Config(10)
+    policy = Policy()
+    policy.cls(Config)
+    policy.fn(lambda: shared, name="get_config")
+    attempt("c = get_config()\nsuper(Config, c).__init__(10**9)", policy, expect=CodeRejected)
+    assert shared.limit == 10
+
+
+def test_misbehaving_exceptions_do_not_escape_run() -> None:
+    class Done(Signal):
+        pass
+
+    sandbox = Sandbox()
+    result = sandbox.run(
+        "class E(Exception):\n    def __str__(self):\n        raise ValueError\nraise E()"
+    )
+    assert result.error.startswith("E (its message could not be shown)")
+    namespace = sandbox.namespace(
+        builtins={"finish": lambda v: (_ for _ in ()).throw(Done.issue(v))}
+    )
+    result = sandbox.run(
+        "class E(Exception):\n    def __str__(self):\n        finish(42)\nraise E()", namespace
+    )
+    assert isinstance(result.signal, Done)
+
+
+def test_print_separators_are_plain_strings() -> None:
+    sandbox = Sandbox(max_output=100)
+    result = sandbox.run(
+        "class Big(str):\n    def __len__(self):\n        return 0\n"
+        "class J(str):\n    def join(self, items):\n        return Big('A' * 1_000_000)\n"
+        "print(1, 2, sep=J(' '))"
+    )
+    assert result.error is None
+    assert len(result.output) < 200
+    result = sandbox.run("print(1, sep=5)")
+    assert "sep must be None or a string" in result.error
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["x = " + "+".join(["1"] * 5000), "x = " + "-" * 20000 + "1", "y = a" + ".a" * 5000],
+)
+def test_deeply_nested_code_is_refused_cleanly(source) -> None:
+    result = Sandbox().run(source)
+    assert result.error is not None
+    assert isinstance(result.exception, (CodeRejected, SyntaxError, RecursionError))
+
+
+def test_huge_code_is_refused_before_compiling() -> None:
+    import time
+
+    start = time.monotonic()
+    result = Sandbox().run("[" + "a.b, " * 200_000 + "]", timeout=0.5)
+    assert isinstance(result.exception, CodeRejected)
+    assert "the limit is 100,000" in result.error
+    assert time.monotonic() - start < 1.0
+
+
+def test_textwrap_tables_are_left_out(attempt) -> None:
+    attempt("import textwrap\nreached = textwrap.TextWrapper", expect=AttributeError)
+
+
+def test_signals_made_outside_issue_are_not_obeyed() -> None:
+    class Done(Signal):
+        pass
+
+    sandbox = Sandbox()
+    namespace = sandbox.namespace()
+    namespace["Smuggled"] = Done
+    result = sandbox.run("import heapq\nheapq.nsmallest(1, ['x'], key=Smuggled)", namespace)
+    assert result.signal is None
+    assert isinstance(result.exception, CallDenied)
+    result = sandbox.run("s = Smuggled('x')\ns._trusted = True\nraise s", namespace)
+    assert result.signal is None

@@ -100,6 +100,13 @@ _INPLACE: dict[str, Callable[[Any, Any], Any]] = {
 _MISSING = object()
 
 
+def plain_name(name: object) -> str:
+    """An attribute name as a plain ``str``: a subclass could lie to ``startswith``."""
+    if not isinstance(name, str):
+        raise TypeError(f"attribute name must be a string, not {type(name).__name__}")
+    return name if type(name) is str else str.__str__(name)
+
+
 def forbidden_attribute(name: str) -> str | None:
     """Why agent code may never touch attribute ``name`` on anything, or None."""
     if name in FRAME_NAMES:
@@ -160,6 +167,7 @@ class Guards:
 
     def get(self, obj: Any, name: str) -> Any:
         """Any attribute read, checked against everything the policy says."""
+        name = plain_name(name)
         problem = forbidden_attribute(name)
         if problem:
             raise AccessDenied(f"{problem} ({_kind(obj)})")
@@ -247,10 +255,12 @@ class Guards:
         return True
 
     def set(self, obj: Any, name: str, value: Any) -> None:
+        name = plain_name(name)
         self._check_write(obj, name, "set")
         setattr(obj, name, value)
 
     def delete(self, obj: Any, name: str) -> None:
+        name = plain_name(name)
         self._check_write(obj, name, "delete")
         delattr(obj, name)
 
@@ -258,8 +268,7 @@ class Guards:
         self.set(obj, name, _INPLACE[op](self.get(obj, name), value))
 
     def _check_write(self, obj: Any, name: str, verb: str) -> None:
-        if not isinstance(name, str):
-            raise TypeError(f"attribute name must be a string, not {type(name).__name__}")
+        name = plain_name(name)
         if (name.startswith("__") and name.endswith("__")) or name in FRAME_NAMES:
             raise AccessDenied(f"agent code cannot {verb} attribute {name!r}")
         if isinstance(obj, ModuleType):
@@ -290,11 +299,22 @@ class Guards:
                 positional = cls.__dict__.get("__match_args__", None)
                 if positional is None:
                     positional = getattr(cls, "__match_args__", ())
-                for name in (*keywords, *(n for n in positional if isinstance(n, str))):
-                    self._check_match_name(cls, name)
+                for name in (*keywords, *positional):
+                    self._check_match_name(cls, plain_name(name))
         except Exception as exc:
             return _fails_when_tried(exc)
         return cls
+
+    def match_values(self, *fetches: Callable[[], Any]) -> Any:
+        """The values of a match's dotted value patterns (``case Color.RED``), read through
+        the guards before the match; one that cannot be read fails when its case is tried."""
+        values = _Fetched()
+        for index, fetch in enumerate(fetches):
+            try:
+                setattr(values, f"v{index}", fetch())
+            except Exception as exc:
+                values.failures[f"v{index}"] = exc
+        return values
 
     def _check_match_name(self, cls: type, name: str) -> None:
         problem = forbidden_attribute(name)
@@ -345,12 +365,12 @@ class Guards:
             _agex_ok=True,
             _agex_with=exits_cannot_swallow_signals,
             _agex_matchclass=self.match_class,
+            _agex_matchvalues=self.match_values,
         )
         return table
 
     def _getattr(self, obj: Any, name: str, default: Any = _MISSING, /) -> Any:
-        if not isinstance(name, str):
-            raise TypeError(f"attribute name must be a string, not {type(name).__name__}")
+        name = plain_name(name)
         try:
             return self.get(obj, name)
         except AttributeError:
@@ -359,10 +379,10 @@ class Guards:
             return default
 
     def _setattr(self, obj: Any, name: str, value: Any, /) -> None:
-        self.set(obj, name, value)
+        self.set(obj, plain_name(name), value)
 
     def _delattr(self, obj: Any, name: str, /) -> None:
-        self.delete(obj, name)
+        self.delete(obj, plain_name(name))
 
     def _hasattr(self, obj: Any, name: str, /) -> bool:
         try:
@@ -452,12 +472,20 @@ def _print(
             "print(file=...) is not available in agent code; printed text is "
             "captured and shown to you"
         )
+    sep = " " if sep is None else _plain_text("sep", sep)
+    end = "\n" if end is None else _plain_text("end", end)
     run = current_run()
-    text = (" " if sep is None else sep).join(map(str, args)) + ("\n" if end is None else end)
+    text = str.join(sep, map(str, args)) + end
     if run is None:
         sys.stdout.write(text)
     else:
         run.output.write(text)
+
+
+def _plain_text(what: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be None or a string, not {type(value).__name__}")
+    return str.__str__(value)
 
 
 _real_build_class = builtins.__build_class__
@@ -518,6 +546,20 @@ def _numbered(template: str) -> str:
         return "".join(out)
 
     return walk(template)
+
+
+class _Fetched:
+    """The values of a match's dotted value patterns. One that could not be read raises its
+    error when its pattern reads it, which is when Python itself would have raised."""
+
+    def __init__(self) -> None:
+        self.failures: dict[str, Exception] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        failure = self.__dict__.get("failures", {}).get(name)
+        if failure is None:
+            raise AttributeError(name)
+        raise failure
 
 
 def _fails_when_tried(exc: Exception) -> type:

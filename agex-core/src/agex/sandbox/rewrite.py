@@ -232,8 +232,10 @@ class _Rewriter(ast.NodeTransformer):
                 and isinstance(value, ast.Call)
                 and isinstance(value.func, ast.Name)
                 and value.func.id == "super"
+                and not value.args
+                and not value.keywords
             ):
-                return self.generic_visit(node)  # super().__init__(...)
+                return self.generic_visit(node)  # super().__init__(...), bound to self
             self.reject(node, problem)
         guard = (
             "_agex_getattr" if name in FORMAT_NAMES or name in READABLE_DUNDERS else "_agex_attr"
@@ -309,7 +311,10 @@ class _Rewriter(ast.NodeTransformer):
     def visit_Delete(self, node: ast.Delete) -> Any:
         out: list[ast.stmt] = []
         kept = []
-        for target in node.targets:
+        targets: list[ast.expr] = []
+        for target in node.targets:  # del (a.b, c) deletes each in turn
+            targets += target.elts if isinstance(target, ast.Tuple | ast.List) else [target]
+        for target in targets:
             if isinstance(target, ast.Attribute):
                 name = self.mangle(target.attr)
                 self.check_attribute_name(target, name, "delete")
@@ -352,8 +357,15 @@ class _Rewriter(ast.NodeTransformer):
         return out
 
     def visit_comprehension(self, node: ast.comprehension) -> ast.AST:
-        if any(isinstance(n, ast.Attribute) for n in ast.walk(node.target)):
-            self.reject(node.target, "comprehension targets cannot be attributes")
+        targets = [node.target]
+        while targets:
+            target = targets.pop()
+            if isinstance(target, ast.Attribute):
+                self.reject(target, "comprehension targets cannot be attributes")
+            if isinstance(target, ast.Tuple | ast.List):
+                targets += target.elts
+            elif isinstance(target, ast.Starred):
+                targets.append(target.value)
         return self.generic_visit(node)
 
     # -- exceptions ----------------------------------------------------------------------
@@ -504,6 +516,11 @@ class _Rewriter(ast.NodeTransformer):
     # -- match statements: patterns cannot hold calls, so they are checked, not rewritten --
 
     def check_pattern_reference(self, node: ast.expr) -> None:
+        root = node
+        while isinstance(root, ast.Attribute):
+            root = root.value
+        if isinstance(root, ast.Name) and root.id in self.matched:
+            return  # our own fetched values
         for inner in ast.walk(node):
             if isinstance(inner, ast.Attribute) and (
                 inner.attr.startswith("_") or forbidden_attribute(inner.attr)
@@ -519,8 +536,30 @@ class _Rewriter(ast.NodeTransformer):
         node.subject = self.visit(node.subject)
         before: list[ast.stmt] = []
         temps: list[str] = []
+        values: list[ast.expr] = []  # dotted value patterns, fetched through the guards
+        holder = self.temp()
+        self.matched.add(holder)
         for case in node.cases:
             for pattern in ast.walk(case.pattern):
+                dotted = (
+                    [pattern.value]
+                    if isinstance(pattern, ast.MatchValue)
+                    else list(pattern.keys)
+                    if isinstance(pattern, ast.MatchMapping)
+                    else []
+                )
+                for position, ref in enumerate(dotted):
+                    if not isinstance(ref, ast.Attribute):
+                        continue
+                    self.check_pattern_reference(ref)
+                    values.append(ast.Lambda(_no_arguments(), self.visit(ref)))
+                    fetched = ast.Attribute(
+                        ast.Name(holder, ast.Load()), f"v{len(values) - 1}", ast.Load()
+                    )
+                    if isinstance(pattern, ast.MatchMapping):
+                        pattern.keys[position] = fetched
+                    elif isinstance(pattern, ast.MatchValue):
+                        pattern.value = fetched
                 if not isinstance(pattern, ast.MatchClass):
                     continue
                 self.check_pattern_reference(pattern.cls)
@@ -543,6 +582,12 @@ class _Rewriter(ast.NodeTransformer):
             if case.guard is not None:
                 case.guard = self.visit(case.guard)
             case.body = self.flatten([self.visit(s) for s in case.body])
+        if values:
+            fetch_all = _call("_agex_matchvalues", *values)
+            before.insert(
+                0, ast.copy_location(ast.Assign([ast.Name(holder, ast.Store())], fetch_all), node)
+            )
+            temps.append(holder)
         after = [ast.Delete([ast.Name(t, ast.Del()) for t in temps])] if temps else []
         return [*before, node, *after]
 

@@ -18,6 +18,9 @@ from agex.sandbox.policy import Policy
 from agex.sandbox.rewrite import compile_agent_code
 from agex.sandbox.signals import CancelInterrupt, Interrupt, Signal, TimeoutInterrupt, this_thread
 
+#: Longest agent code compiled, in characters: checking it takes time no timeout covers.
+MAX_SOURCE = 100_000
+
 
 class Program:
     """Agent code, checked and compiled: run it as often as you like."""
@@ -88,7 +91,16 @@ class Sandbox:
 
     def compile(self, source: str) -> Program:
         """Check and compile agent code; raises SyntaxError or CodeRejected."""
-        return _compile(source)
+        if not isinstance(source, str):
+            raise TypeError(f"agent code is a string, not {type(source).__name__}")
+        if len(source) > MAX_SOURCE:
+            raise CodeRejected(
+                f"the code is {len(source):,} characters long; the limit is {MAX_SOURCE:,}"
+            )
+        try:
+            return _compile(source)
+        except (RecursionError, MemoryError):
+            raise CodeRejected("the code is nested too deeply to compile") from None
 
     def namespace(
         self, variables: Mapping[str, Any] | None = None, builtins: Mapping[str, Any] | None = None
@@ -130,7 +142,7 @@ class Sandbox:
             )
         try:
             program = code if isinstance(code, Program) else self.compile(code)
-        except (SyntaxError, CodeRejected) as exc:
+        except (SyntaxError, CodeRejected, RecursionError, MemoryError, ValueError) as exc:
             return RunResult("", agent_error(exc, code if isinstance(code, str) else ""), exc, None)
         run = _Run(Output(self.max_output))
         outcome: BaseException | None = None
@@ -175,7 +187,7 @@ class Sandbox:
         signal = outcome if isinstance(outcome, Signal) else None
         if run.signals:
             signal = run.signals[0]  # the first one wins, even if later code swallowed it
-        if signal is not None and signal.forged:
+        if signal is not None and not signal.trusted:
             forged = CallDenied(
                 f"agent code cannot raise {type(signal).__name__} itself; call the function "
                 "that finishes the task instead"

@@ -8,12 +8,8 @@ records itself on the current run when created, so even one swallowed by a conte
 
 from __future__ import annotations
 
-import sys
 import threading
-from types import FrameType
 from typing import Any
-
-from agex.sandbox.ownership import AGENT_FILENAME
 
 #: ``this_thread.run`` is the run executing agent code in this thread, if any.
 this_thread = threading.local()
@@ -27,23 +23,27 @@ def current_run() -> Any:
 class Signal(BaseException):
     """Ends the agent's code; subclass it for outcomes such as success or failure.
 
-    Only host code may create one (the loop's ``task_success``, the watchdog): agent code
-    that gets hold of a signal class and raises it is told off, not obeyed.
+    Host code raises one made with :meth:`issue`. One made any other way (by agent code that
+    got hold of the class) still stops the code, but is not obeyed as an outcome.
     """
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        frame: FrameType | None = sys._getframe(1)
-        while (
-            frame is not None
-            and frame.f_code.co_name == "__init__"
-            and isinstance(frame.f_locals.get("self"), Signal)
-        ):
-            frame = frame.f_back  # a subclass's __init__ calling ours
-        self.forged = frame is not None and frame.f_code.co_filename == AGENT_FILENAME
+        self._trusted = False
         run = current_run()
         if run is not None:
             run.signals.append(self)
+
+    @classmethod
+    def issue(cls, *args: Any) -> Signal:
+        """A signal the run will obey."""
+        signal = cls(*args)
+        signal._trusted = True
+        return signal
+
+    @property
+    def trusted(self) -> bool:
+        return self._trusted
 
 
 class Interrupt(Signal):

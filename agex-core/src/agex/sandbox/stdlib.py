@@ -57,7 +57,7 @@ SAFE_MODULES: dict[str, frozenset[str]] = {
         ),  # process-wide contexts
         "fractions": (),
         "operator": ("attrgetter", "methodcaller"),  # attribute names chosen by the caller
-        "textwrap": (),
+        "textwrap": ("TextWrapper",),  # its class-level tables are the process's
         "heapq": (),
         "bisect": (),
     }.items()

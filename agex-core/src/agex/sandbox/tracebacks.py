@@ -7,7 +7,19 @@ from agex.errors import CodeRejected
 
 
 def agent_traceback(exc: BaseException, source: str, filename: str) -> str:
-    """A traceback of ``exc`` showing only frames of the agent's code, with its chain."""
+    """A traceback of ``exc`` showing only frames of the agent's code, with its chain.
+
+    The exception may be the agent's own, with a ``__str__`` that raises or lies: whatever
+    goes wrong while describing it, the description falls back to the exception's type."""
+    try:
+        return _traceback(exc, source, filename)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:  # a signal raised in there is still recorded on the run
+        return f"{type(exc).__name__} (its message could not be shown)\n"
+
+
+def _traceback(exc: BaseException, source: str, filename: str) -> str:
     lines = source.splitlines()
     parts: list[str] = []
     seen: set[int] = set()
@@ -53,5 +65,5 @@ def _one(exc: BaseException, lines: list[str], filename: str) -> str:
             frames.append(f"  line {lineno}, in {code.co_name}\n    {text}\n")
         tb = tb.tb_next
     head = "Traceback (most recent call last):\n" + "".join(frames) if frames else ""
-    message = str(exc)
+    message = str.__str__(str(exc))
     return f"{head}{type(exc).__name__}{': ' + message if message else ''}\n"
