@@ -104,10 +104,6 @@ class Agent:
     # -- running -----------------------------------------------------------------------
 
     @property
-    def state(self) -> StateConfig:
-        return self.state_config
-
-    @property
     def sandbox(self) -> Sandbox:
         if self._sandbox is None:
             self._sandbox = Sandbox(self.policy)

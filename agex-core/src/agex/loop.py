@@ -88,7 +88,7 @@ async def run_loop(invocation: Invocation, sink: Sink) -> Any:
     agent, task, session = invocation.agent, invocation.task, invocation.session
     llm = agent.resolved_llm()
     sandbox = agent.sandbox
-    if agent.state.type == "live":
+    if agent.state_config.type == "live":
         namespace = live_namespace(agent.name, session)
         namespace.update(sandbox.namespace(invocation.arguments, builtins=SIGNALS))
     else:
@@ -175,9 +175,11 @@ async def run_loop(invocation: Invocation, sink: Sink) -> Any:
             f"{task.name} found no result in {agent.max_iterations} steps (max_iterations)"
         )
     except asyncio.CancelledError:
+        # Cancelled by the caller (task.cancel(), wait_for, Ctrl-C in a sync call): stop the
+        # step's code too, then let asyncio's cancellation run its course.
         scope.cancel()
         emit(CancelledEvent, 0)
-        raise TaskCancelled(f"{task.name} was cancelled") from None
+        raise
     finally:
         caller.reset(token)
 

@@ -369,3 +369,49 @@ def test_events_are_the_declared_types() -> None:
     assert isinstance(seen[1], ActionEvent)
     assert isinstance(seen[2], OutputEvent)
     assert isinstance(seen[-1], SuccessEvent)
+
+
+def test_cancelling_an_async_task_stops_its_code() -> None:
+    import time
+
+    agent = Agent(llm=scripted("while True:\n    pass", "task_success(1)"))
+    seen = []
+
+    @agent.task
+    async def spin() -> int:
+        """Spin."""
+
+    async def main():
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(spin(on_event=seen.append), 0.3)
+        start = time.monotonic()
+        assert await spin() == 1  # the worker thread is free again, and quickly
+        return time.monotonic() - start
+
+    assert asyncio.run(main()) < 1.0
+    assert type(seen[-1]).__name__ == "CancelledEvent"
+
+
+def test_seed_callbacks_snippet(capsys) -> None:
+    """The seed page's callback example, as written, on the local host."""
+    agent = Agent(
+        primer="You are helpful.",
+        llm=scripted("print(query)", "task_success(query.upper())", chunk_size=5),
+    )
+    namespace = {"agent": agent}
+    exec(
+        "from agex import pprint_events, pprint_tokens\n"
+        "\n"
+        "@agent.task\n"
+        "def my_task(query: str) -> str:\n"
+        '    """Process query."""\n'
+        "    pass\n"
+        "\n"
+        "# Callbacks receive events as they stream from the server\n"
+        'result = my_task("hello", on_event=pprint_events, on_token=pprint_tokens)\n',
+        namespace,
+    )
+    assert namespace["result"] == "HELLO"
+    out = capsys.readouterr().out
+    assert "-- agent . step 2 . success" in out
+    assert "task_success(query.upper())" in out
