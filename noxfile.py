@@ -48,7 +48,8 @@ def _install_agex(session: nox.Session, extras: list[str]) -> list[str]:
     ours = [d for e in extras for d in OURS.get(e, [])]
     folders = [e for e in extras if e not in OURS]
     core = "./agex-core" + (f"[{','.join(e for e in extras if e in OURS)}]" if ours else "")
-    session.install(core, *(f"./{d}" for d in ours), *folders)
+    # --no-sources: without it uv installs workspace members editable, from the checkout.
+    session.install("--no-sources", core, *(f"./{d}" for d in ours), *folders)
     return ours + [Path(f).name for f in folders]
 
 

@@ -38,6 +38,12 @@ def expected() -> set[str]:
     return {d for d in raw.split(",") if d}
 
 
+def test_installed_for_real_not_editable(expected: set[str]) -> None:
+    import agex
+
+    assert "site-packages" in agex.__file__, agex.__file__
+
+
 def test_discovers_exactly_what_was_installed(expected: set[str], monkeypatch) -> None:
     monkeypatch.delenv("AGEX_LOAD_PLUGINS", raising=False)
     monkeypatch.delenv("AGEX_DISABLE_PLUGINS", raising=False)

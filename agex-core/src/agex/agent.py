@@ -36,6 +36,11 @@ class Agent:
             raise TypeError("state must come from connect_state(...)")
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError(f"name must be a non-empty string, got {name!r}")
+        if state is not None and state.type == "live" and name is None:
+            raise ValueError(
+                'live state needs a name: Agent(name="...") says whose variables they are, '
+                "and agents with one name share them"
+            )
         self.primer = primer
         self.name = name or "agent"
         self.host = host if host is not None else connect_host("local")

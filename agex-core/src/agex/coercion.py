@@ -15,6 +15,8 @@ import types
 import typing
 from typing import Any
 
+from agex.sandbox.ownership import agent_class
+
 _SCALARS = (bool, int, float, complex, str, bytes)
 
 
@@ -31,14 +33,31 @@ def conform(value: Any, annotation: Any, where: str = "value") -> Any:
     if origin is typing.Union or origin is types.UnionType:
         return _union(value, args, where)
     if origin is typing.Literal:
-        if value in args:
+        if any(type(value) is type(a) and value == a for a in args):
             return value
         raise TypeError(f"{where} should be one of {list(args)!r}, got {value!r}")
     if origin is not None:
         return _generic(value, origin, args, where)
+    if isinstance(annotation, typing.NewType):
+        return conform(value, annotation.__supertype__, where)
+    if typing.is_typeddict(annotation):
+        return _typed_dict(value, annotation, where)
     if isinstance(annotation, type):
         return _class(value, annotation, where)
     return value  # a forward reference or special form we do not check
+
+
+def _typed_dict(value: Any, cls: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, abc.Mapping):
+        raise TypeError(f"{where} should be a dict, got {_describe(value)}")
+    hints = typing.get_type_hints(cls)
+    missing = sorted(cls.__required_keys__ - set(value))
+    if missing:
+        raise TypeError(f"{where} is missing key(s) {missing}")
+    unknown = sorted(set(value) - set(hints), key=repr)
+    if unknown:
+        raise TypeError(f"{where}: {cls.__name__} has no key(s) {unknown}")
+    return {k: conform(v, hints[k], f"{where}[{k!r}]") for k, v in value.items()}
 
 
 _EMPTY = object()
@@ -59,7 +78,7 @@ def _union(value: Any, options: tuple[Any, ...], where: str) -> Any:
 
 def _generic(value: Any, origin: Any, args: tuple[Any, ...], where: str) -> Any:
     if origin in (list, abc.Sequence, abc.MutableSequence, abc.Iterable, abc.Collection):
-        if isinstance(value, str | bytes | abc.Mapping) or not isinstance(value, abc.Iterable):
+        if isinstance(value, str | bytes | abc.Mapping) or not isinstance(value, abc.Collection):
             raise TypeError(f"{where} should be a list, got {_describe(value)}")
         item = args[0] if args else typing.Any
         return [conform(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
@@ -74,7 +93,7 @@ def _generic(value: Any, origin: Any, args: tuple[Any, ...], where: str) -> Any:
         pairs = enumerate(zip(value, kinds, strict=True))
         return tuple(conform(v, t, f"{where}[{i}]") for i, (v, t) in pairs)
     if origin in (set, frozenset, abc.Set, abc.MutableSet):
-        if isinstance(value, str | bytes | abc.Mapping) or not isinstance(value, abc.Iterable):
+        if isinstance(value, str | bytes | abc.Mapping) or not isinstance(value, abc.Collection):
             raise TypeError(f"{where} should be a set, got {_describe(value)}")
         item = args[0] if args else typing.Any
         items = [conform(v, item, f"{where} item") for v in value]
@@ -92,6 +111,17 @@ def _generic(value: Any, origin: Any, args: tuple[Any, ...], where: str) -> Any:
     return value
 
 
+#: How to get the exact builtin value out of an instance of a subclass, without running any
+#: of the subclass's own methods.
+_EXACT: dict[type, Any] = {
+    int: int.__index__,
+    float: float.__float__,
+    complex: complex.__complex__,
+    str: str.__str__,
+    bytes: bytes.__bytes__,
+}
+
+
 def _class(value: Any, cls: type, where: str) -> Any:
     if cls is float and type(value) is int:
         return float(value)
@@ -100,6 +130,13 @@ def _class(value: Any, cls: type, where: str) -> Any:
     if isinstance(value, cls):
         if cls is int and type(value) is bool:
             raise TypeError(f"{where} should be an int, got a bool")
+        if type(value) is not cls and cls in _EXACT:
+            return _EXACT[cls](value)
+        if agent_class(type(value)) and not agent_class(cls):
+            raise TypeError(
+                f"{where} should be a {cls.__name__}, not {type(value).__name__}, a subclass "
+                "defined in agent code"
+            )
         return value
     if cls in _SCALARS:
         raise TypeError(f"{where} should be {cls.__name__}, got {_describe(value)}")
@@ -135,7 +172,10 @@ def _build(
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = str.__str__(repr(value))
+    except Exception:
+        text = "(unprintable)"
     return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
 
 

@@ -27,9 +27,20 @@ from agex.events import (
 _STYLES = {"dim": "2", "bold": "1", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
 
 
+#: Control characters (ESC among them) shown as escapes: text from the model or the agent's
+#: code must not be able to drive the terminal (clear it, retitle it, write the clipboard).
+_VISIBLE = {
+    c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if chr(c) not in "\n\t"
+}
+
+
+def visible(text: object) -> str:
+    return str.__str__(str(text)).translate(_VISIBLE)
+
+
 def pprint_tokens(token: str) -> None:
     """Write each streamed piece of the model's reply as it arrives."""
-    sys.stdout.write(token)
+    sys.stdout.write(visible(token))
     sys.stdout.flush()
 
 
@@ -44,7 +55,7 @@ def pprint_events(event: Event) -> None:
 
     def block(text: str, style: str | None = None, prefix: str = "  ") -> list[str]:
         lines = []
-        for raw in str(text).splitlines() or [""]:
+        for raw in visible(text).splitlines() or [""]:
             for piece in textwrap.wrap(
                 raw, width - len(prefix), replace_whitespace=False, drop_whitespace=False
             ) or [""]:

@@ -37,7 +37,7 @@ class Event:
         return {"type": type(self).__name__, **attrs.asdict(self, recurse=False)}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict())
+        return json.dumps(self.to_dict(), allow_nan=False)
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> Event:
@@ -106,10 +106,15 @@ class CancelledEvent(Event):
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` if JSON can carry it unchanged, else its repr."""
+    """``value`` as JSON carries it, if JSON carries it unchanged; else its repr (or, if even
+    that fails, its type). Only plain JSON types come back."""
     try:
-        if json.loads(json.dumps(value)) == value:
-            return value
+        carried = json.loads(json.dumps(value, allow_nan=False))
+        if carried == value:
+            return carried
     except (TypeError, ValueError, RecursionError):
         pass
-    return repr(value)
+    try:
+        return str.__str__(repr(value))
+    except Exception:
+        return f"<{type(value).__name__}>"

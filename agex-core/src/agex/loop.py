@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from agex.coercion import conform
 from agex.errors import (
+    AgexError,
     SandboxCancelled,
     SandboxTimeout,
     TaskCancelled,
@@ -36,7 +37,7 @@ from agex.events import (
 from agex.llm import Message, split_reply
 from agex.prompt import system_message, task_message, truncate
 from agex.sandbox import CancelScope, Signal
-from agex.state.live import live_namespace
+from agex.state.live import live_session
 
 if TYPE_CHECKING:
     from agex.hosts import Invocation, Sink
@@ -44,9 +45,9 @@ if TYPE_CHECKING:
 #: Longest printed output or error fed back to the model in one message.
 FEEDBACK_LIMIT = 8000
 
-#: (session, sink) of the loop whose agent code is running in this context, if any.
-caller: contextvars.ContextVar[tuple[str, Sink] | None] = contextvars.ContextVar(
-    "agex_caller", default=None
+#: (session, sink, event loop) of the run whose agent code is running in this context.
+caller: contextvars.ContextVar[tuple[str, Sink, asyncio.AbstractEventLoop] | None] = (
+    contextvars.ContextVar("agex_caller", default=None)
 )
 
 
@@ -62,6 +63,19 @@ class TaskClarifySignal(Signal):
     pass
 
 
+def _settle(value: Any, annotation: Any) -> tuple[Any, Any]:
+    """The value as the task's return annotation wants it, and how events show it."""
+    value = conform(value, annotation, "the value given to task_success")
+    return value, jsonable(value)
+
+
+def _plain_error(exc: Exception) -> str:
+    """An exception from checking a value, described without running any of its code."""
+    if type(exc) is TypeError or isinstance(exc, AgexError):  # messages agex wrote
+        return f"{type(exc).__name__}: {str.__str__(exc.args[0]) if exc.args else ''}"
+    return f"{type(exc).__name__} raised while checking the value given to task_success"
+
+
 def _task_success(value: Any = None) -> None:
     """Finish the task with ``value``."""
     raise TaskSuccess.issue(value)
@@ -69,12 +83,12 @@ def _task_success(value: Any = None) -> None:
 
 def _task_fail(message: str) -> None:
     """Give up, saying why."""
-    raise TaskFailSignal.issue(str(message))
+    raise TaskFailSignal.issue(str.__str__(str(message)))
 
 
 def _task_clarify(message: str) -> None:
     """Stop and ask the caller a question."""
-    raise TaskClarifySignal.issue(str(message))
+    raise TaskClarifySignal.issue(str.__str__(str(message)))
 
 
 SIGNALS = {
@@ -85,14 +99,29 @@ SIGNALS = {
 
 
 async def run_loop(invocation: Invocation, sink: Sink) -> Any:
+    agent, session = invocation.agent, invocation.session
+    if agent.state_config.type != "live":
+        namespace = agent.sandbox.namespace(invocation.arguments, builtins=SIGNALS)
+        return await _run(invocation, sink, namespace)
+    with live_session(agent.name, session) as namespace:
+        # Another agent of this name may have left its registrations here: only variables
+        # carry over, and this agent's registrations and builtins are put back.
+        for name in namespace.pop(INJECTED, ()):
+            namespace.pop(name, None)
+        fresh = agent.sandbox.namespace(invocation.arguments, builtins=SIGNALS)
+        namespace.update(fresh)
+        namespace[INJECTED] = set(agent.policy.names)
+        return await _run(invocation, sink, namespace)
+
+
+#: The key under which a live namespace remembers which names the sandbox put there.
+INJECTED = "_agex_registered"
+
+
+async def _run(invocation: Invocation, sink: Sink, namespace: dict[str, Any]) -> Any:
     agent, task, session = invocation.agent, invocation.task, invocation.session
     llm = agent.resolved_llm()
     sandbox = agent.sandbox
-    if agent.state_config.type == "live":
-        namespace = live_namespace(agent.name, session)
-        namespace.update(sandbox.namespace(invocation.arguments, builtins=SIGNALS))
-    else:
-        namespace = sandbox.namespace(invocation.arguments, builtins=SIGNALS)
 
     def emit(cls: Any, step: int, **fields: Any) -> None:
         sink.event(cls(agent_name=agent.name, session=session, step=step, **fields))
@@ -108,7 +137,7 @@ async def run_loop(invocation: Invocation, sink: Sink) -> Any:
         task_name=task.name,
         inputs={k: truncate(repr(v), 500) for k, v in invocation.arguments.items()},
     )
-    token = caller.set((session, sink))
+    token = caller.set((session, sink, asyncio.get_running_loop()))
     scope = CancelScope()
     try:
         for step in range(1, agent.max_iterations + 1):
@@ -143,17 +172,32 @@ async def run_loop(invocation: Invocation, sink: Sink) -> Any:
             signal = result.signal
             if isinstance(signal, TaskSuccess):
                 value = signal.args[0] if signal.args else None
+                remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
                 try:
-                    value = conform(value, task.returns, "the value given to task_success")
-                except TypeError as exc:
-                    error = f"TypeError: {exc}"
+                    # Checking the value can run the agent's own methods (__eq__, __iter__,
+                    # __repr__): that happens under the same time limit as its code.
+                    value, shown = await asyncio.to_thread(
+                        sandbox.call,
+                        _settle,
+                        value,
+                        task.returns,
+                        timeout=remaining,
+                        cancel=scope,
+                    )
+                except SandboxTimeout:
+                    raise TaskTimeout(f"{task.name} ran past its timeout") from None
+                except SandboxCancelled:
+                    emit(CancelledEvent, step)
+                    raise TaskCancelled(f"{task.name} was cancelled") from None
+                except Exception as exc:
+                    error = _plain_error(exc)
                     emit(ErrorEvent, step, error=error)
                     feedback.append(
                         error + f"\nThe task returns {task.returns_text}; fix the "
                         "value and call task_success again."
                     )
                 else:
-                    emit(SuccessEvent, step, result=jsonable(value))
+                    emit(SuccessEvent, step, result=shown)
                     return value
             elif isinstance(signal, TaskFailSignal):
                 emit(FailEvent, step, message=signal.args[0])

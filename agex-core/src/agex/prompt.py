@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -43,16 +44,19 @@ def _capabilities(agent: Agent) -> list[str]:
     out = []
     for name, obj in agent.policy.names.items():
         if isinstance(obj, type):
-            out.append(f"- class {name}{_short(_sig(obj), 200)}: {_doc(obj, indent='')}")
             rule = agent.policy.classes.get(obj)
-            for attr, member in sorted(vars(obj).items()):
-                if (
-                    callable(member)
-                    and rule is not None
-                    and rule.allows(attr)
-                    and not (attr.startswith("_"))
-                ):
-                    out.append(f"    .{attr}{_sig(member)}  {_doc(member, indent='')}")
+            real = rule.cls if rule is not None else obj  # a stand-in describes its class
+            made = "" if rule is None or rule.constructable else " (not constructable)"
+            out.append(f"- class {name}{_short(_sig(real), 200)}{made}: {_doc(real, indent='')}")
+            for attr in sorted(dir(real)):
+                if attr.startswith("_") or (rule is not None and not rule.allows(attr)):
+                    continue
+                member = inspect.getattr_static(real, attr)
+                bound = not isinstance(member, staticmethod)  # self or cls comes first
+                if isinstance(member, staticmethod | classmethod):
+                    member = member.__func__
+                if callable(member):
+                    out.append(f"    .{attr}{_sig(member, bound)}  {_doc(member, indent='')}")
         elif callable(obj):
             out.append(f"- {_signature(name, obj)}  {_doc(obj, indent='')}")
     for name in sorted(agent.policy.modules):
@@ -64,14 +68,24 @@ def _signature(name: str, func: Any) -> str:
     return f"def {name}{_sig(func)}"
 
 
-def _sig(obj: Any) -> str:
+def _sig(obj: Any, bound: bool = False) -> str:
+    """The signature the model should call with. For a partial, the arguments it already
+    binds are left out, values included: they may be secrets."""
     try:
-        return str(inspect.signature(obj))
+        signature = inspect.signature(obj)
     except (TypeError, ValueError):
         return "(...)"
+    kept = list(signature.parameters.values())
+    if isinstance(obj, functools.partial):
+        kept = [p for p in kept if p.name not in obj.keywords]
+    if bound and inspect.isfunction(obj):
+        kept = kept[1:]
+    return str(signature.replace(parameters=kept))
 
 
 def _doc(obj: Any, indent: str = "    ") -> str:
+    if isinstance(obj, functools.partial):
+        obj = obj.func
     doc = inspect.getdoc(obj) if not isinstance(obj, ModuleType) else obj.__doc__
     if not doc:
         return ""

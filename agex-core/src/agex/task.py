@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import atexit
+import concurrent.futures
 import contextvars
 import functools
 import inspect
@@ -25,6 +27,11 @@ _runners = threading.local()
 
 class Task:
     def __init__(self, agent: Agent, func: Callable[..., Any]) -> None:
+        if not inspect.isfunction(func) or func.__name__ == "<lambda>":
+            raise TypeError(
+                f"@task takes a function defined with def, got {type(func).__name__}: its "
+                "signature and docstring are the task's spec"
+            )
         owner = getattr(func, "__agex_fn_of__", None)
         if owner is not None:
             raise TypeError(
@@ -37,18 +44,51 @@ class Task:
             )
         _require_empty_body(func)
         self.agent = agent
+        clash = sorted(RESERVED & set(inspect.signature(func).parameters))
+        if clash:
+            raise TypeError(
+                f"task {func.__name__} cannot have parameters named {', '.join(clash)}: those "
+                "names are how a call passes the session and the callbacks"
+            )
         self.func = func
         self.name = func.__name__
         self.signature = inspect.signature(func)
-        try:
-            hints = typing.get_type_hints(func)
-        except Exception:
-            hints = dict(getattr(func, "__annotations__", {}))
-        self.returns = hints.pop("return", Any)
-        self.hints = hints
-        self.returns_text = getattr(self.returns, "__name__", None) or repr(self.returns)
+        self._hints: dict[str, Any] | None = None
+        self._hints_error: str | None = None
+        self._resolve_hints()
         self.is_async = inspect.iscoroutinefunction(func)
         functools.update_wrapper(self, func)
+
+    def _resolve_hints(self) -> dict[str, Any]:
+        """The type hints, resolved now or, for names defined after the task, at its first
+        call; never silently left unchecked."""
+        if self._hints is None:
+            try:
+                self._hints = typing.get_type_hints(self.func)
+            except Exception as exc:
+                self._hints_error = f"{type(exc).__name__}: {exc}"
+                return {}
+        return self._hints
+
+    @property
+    def hints(self) -> dict[str, Any]:
+        hints = self._resolve_hints()
+        if self._hints is None:
+            raise TypeError(
+                f"the type hints of task {self.name} cannot be resolved ({self._hints_error});"
+                " define the types they name at module level"
+            )
+        return {k: v for k, v in hints.items() if k != "return"}
+
+    @property
+    def returns(self) -> Any:
+        self.hints  # noqa: B018 - raises if the hints cannot be resolved
+        return (self._hints or {}).get("return", Any)
+
+    @property
+    def returns_text(self) -> str:
+        returns = self.returns
+        return getattr(returns, "__name__", None) or repr(returns)
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """The arguments by name, checked against the type hints."""
@@ -57,8 +97,9 @@ class Task:
         except TypeError as exc:
             raise TypeError(f"{self.name}(): {exc}") from None
         bound.apply_defaults()
+        hints = self.hints
         return {
-            name: conform(value, self.hints.get(name, Any), f"argument {name!r} of {self.name}")
+            name: conform(value, hints.get(name, Any), f"argument {name!r} of {self.name}")
             for name, value in bound.arguments.items()
         }
 
@@ -96,10 +137,14 @@ class Task:
 
     def as_function(self) -> Callable[..., Any]:
         """What agent code calls when this task is registered with another agent: a plain
-        function, so the Task, its agent and its model client stay out of reach."""
+        function, so the Task, its agent and its model client stay out of reach, and the
+        session and callbacks are the caller's, not the agent's to choose."""
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            return self(*args, **kwargs)
+            chosen = sorted(RESERVED & kwargs.keys())
+            if chosen:
+                raise TypeError(f"{self.name}() takes no {', '.join(chosen)} from agent code")
+            return self._from_agent_code(args, kwargs)
 
         call.__name__ = call.__qualname__ = self.name
         call.__doc__ = self.func.__doc__
@@ -109,18 +154,47 @@ class Task:
     def __repr__(self) -> str:
         return f"<task {self.name} of agent {self.agent.name!r}>"
 
+    def _from_agent_code(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run this task for agent code running in a sandbox worker thread: on the calling
+        run's event loop, waiting in short slices so the caller's time limit or
+        cancellation can interrupt the wait, and then cancel this task too."""
+        from agex.loop import caller
+
+        inherited = caller.get()
+        if inherited is None:
+            return self(*args, **kwargs)
+        session, sink, loop = inherited
+        run = self.arun(*args, session=session, on_event=sink.on_event, **kwargs)
+        future = asyncio.run_coroutine_threadsafe(run, loop)
+        try:
+            while not future.done():
+                concurrent.futures.wait([future], timeout=0.05)
+        except BaseException:
+            future.cancel()
+            raise
+        return future.result()
+
+
+#: Keyword arguments of a task call that are the caller's, never the task's own parameters.
+RESERVED = frozenset({"session", "on_event", "on_token"})
+
 
 def _run_sync(coroutine: Any) -> Any:
     """Run the loop to completion from synchronous code, reusing this thread's runner."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        running = False
+    else:
+        running = True
+    context = contextvars.copy_context()
+    if not running:
         runner = getattr(_runners, "runner", None)
         if runner is None:
             runner = _runners.runner = asyncio.Runner()
-        return runner.run(coroutine)
+            atexit.register(runner.close)
+        return runner.run(coroutine, context=context)
     # Called from inside a running event loop (a notebook): run it on a thread of its own.
-    context = contextvars.copy_context()
     box: dict[str, Any] = {}
 
     def work() -> None:

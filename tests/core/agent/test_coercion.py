@@ -76,3 +76,29 @@ def test_pydantic_models_when_installed() -> None:
     assert conform({"name": "a", "age": "3"}, User) == User(name="a", age=3)
     with pytest.raises(TypeError, match="not a valid User"):
         conform({"name": "a"}, User)
+
+
+def test_exact_builtins_come_back() -> None:
+    class Str(str):
+        pass
+
+    value = conform(Str("x"), str)
+    assert type(value) is str
+
+
+def test_more_annotation_kinds() -> None:
+    from typing import NewType, TypedDict
+
+    class Movie(TypedDict):
+        title: str
+        year: int
+
+    UserId = NewType("UserId", int)
+    assert conform({"title": "t", "year": 1999}, Movie) == {"title": "t", "year": 1999}
+    with pytest.raises(TypeError, match="missing key"):
+        conform({"title": "t"}, Movie)
+    assert conform(5, UserId) == 5
+    with pytest.raises(TypeError):
+        conform("5", UserId)
+    with pytest.raises(TypeError):
+        conform(True, Literal[1])

@@ -11,6 +11,11 @@ from typing import Any
 
 from agex.errors import LLMError
 
+#: Options that would carry credentials inside the configuration.
+SECRET_OPTIONS = frozenset(
+    {"api_key", "auth_token", "admin_api_key", "default_headers", "http_client", "credentials"}
+)
+
 
 class SDKClient:
     """Base of the openai and anthropic providers; subclasses set ``provider``, ``key_env``,
@@ -28,6 +33,12 @@ class SDKClient:
         max_retries: int = 3,
         **options: Any,
     ) -> None:
+        secret = sorted(SECRET_OPTIONS & options.keys())
+        if secret:
+            raise ValueError(
+                f"{self.provider}: do not pass {', '.join(secret)}; the key is read from "
+                f"{self.key_env} where the loop runs, so it never travels with the agent"
+            )
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be zero or more, got {max_retries!r}")
         if not isinstance(timeout, int | float) or timeout <= 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from types import CodeType
 from typing import Any
@@ -144,23 +144,79 @@ class Sandbox:
             program = code if isinstance(code, Program) else self.compile(code)
         except (SyntaxError, CodeRejected, RecursionError, MemoryError, ValueError) as exc:
             return RunResult("", agent_error(exc, code if isinstance(code, str) else ""), exc, None)
+        run, fired, outcome, error, _ = self._execute(
+            lambda: exec(program.code, namespace), timeout, cancel, program.source
+        )
+        output = run.output.text()
+        if fired is TimeoutInterrupt:
+            raise SandboxTimeout(f"agent code ran past its {timeout:g}s time limit", output)
+        if fired is CancelInterrupt or (cancel is not None and cancel.cancelled):
+            raise SandboxCancelled("agent code was cancelled", output)
+        # The first signal recorded on this run wins, even if later code swallowed it; one
+        # raised by another run (a sub-agent's, say) is not this run's outcome.
+        signal = run.signals[0] if run.signals else None
+        if signal is None and isinstance(outcome, Signal):
+            outcome = CallDenied("a signal from another run reached this one")
+            error = agent_error(outcome, program.source)
+        if signal is not None and not signal.trusted:
+            forged = CallDenied(
+                f"agent code cannot raise {type(signal).__name__} itself; call the function "
+                "that finishes the task instead"
+            )
+            return RunResult(output, agent_error(forged, program.source), forged, None)
+        if signal is not None or outcome is None:
+            return RunResult(output, None, None, signal)
+        return RunResult(output, error, outcome, None)
+
+    def call(
+        self,
+        func: Callable[..., Any],
+        *args: Any,
+        timeout: float | None = None,
+        cancel: CancelScope | None = None,
+    ) -> Any:
+        """``func(*args)`` for host code that may run agent code (a value's ``__eq__``,
+        ``__repr__``, ``__iter__``...), under the same time limit, cancellation and output
+        capture as agent code. Exceptions propagate; a signal raised inside is refused."""
+        run, fired, outcome, _, value = self._execute(lambda: func(*args), timeout, cancel, None)
+        if fired is TimeoutInterrupt:
+            raise SandboxTimeout(f"checking the agent's value ran past {timeout:g}s")
+        if fired is CancelInterrupt or (cancel is not None and cancel.cancelled):
+            raise SandboxCancelled("cancelled while checking the agent's value")
+        if run.signals or isinstance(outcome, Signal):
+            raise CallDenied("the value's own methods tried to end the task")
+        if outcome is not None:
+            raise outcome
+        return value
+
+    def _execute(
+        self,
+        work: Callable[[], Any],
+        timeout: float | None,
+        cancel: CancelScope | None,
+        source: str | None,
+    ) -> tuple[Any, ...]:
+        """Run ``work`` as agent code runs: this thread's current run set, the watch armed,
+        and the watch disarmed again without a Python-level call in between."""
         run = _Run(Output(self.max_output))
         outcome: BaseException | None = None
         error: str | None = None
+        value: Any = None
         watch = self._watch(timeout, cancel)
         previous = getattr(this_thread, "run", None)
         this_thread.run = run
         try:
             try:
-                exec(program.code, namespace)
+                value = work()
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Signal as exc:
                 outcome = exc
             except BaseException as exc:
                 outcome = exc
-                # Formatting may run the agent's __str__: do it while the watch still stands.
-                error = agent_error(exc, program.source)
+                if source is not None:
+                    # This may run the agent's __str__: do it while the watch still stands.
+                    error = agent_error(exc, source)
         except Interrupt as exc:  # arrived while the error was being formatted
             outcome, error = exc, None
         finally:
@@ -177,25 +233,8 @@ class Sandbox:
                 if cancel is not None:
                     cancel._watch = None
             this_thread.run = previous
-
-        output = run.output.text()
         fired = watch.fired if watch is not None else None
-        if fired is TimeoutInterrupt:
-            raise SandboxTimeout(f"agent code ran past its {timeout:g}s time limit", output)
-        if fired is CancelInterrupt or (cancel is not None and cancel.cancelled):
-            raise SandboxCancelled("agent code was cancelled", output)
-        signal = outcome if isinstance(outcome, Signal) else None
-        if run.signals:
-            signal = run.signals[0]  # the first one wins, even if later code swallowed it
-        if signal is not None and not signal.trusted:
-            forged = CallDenied(
-                f"agent code cannot raise {type(signal).__name__} itself; call the function "
-                "that finishes the task instead"
-            )
-            return RunResult(output, agent_error(forged, program.source), forged, None)
-        if signal is not None or outcome is None:
-            return RunResult(output, None, None, signal)
-        return RunResult(output, error, outcome, None)
+        return run, fired, outcome, error, value
 
     @staticmethod
     def _watch(timeout: float | None, cancel: CancelScope | None) -> Any:
