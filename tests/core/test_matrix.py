@@ -22,7 +22,7 @@ CORE = {
 REGISTERS: dict[str, set[tuple[str, str]]] = {
     "agex-host-http": set(),
     "agex-host-modal": set(),
-    "agex-state-disk": set(),
+    "agex-state-disk": {("storage", "disk")},
     "agex-example-shelf": {("storage", "shelf")},
     "agex-example-clash": {("storage", "shelf")},
     "agex-example-broken": set(),

@@ -1,5 +1,19 @@
-"""The entry point agex loads for agex-state-disk (group `agex`).
+"""The entry point agex loads for agex-state-disk (group `agex`): storage "disk".
 
-It will register the `disk` storage; until those land it registers nothing, so no provider
-is offered that does not work. Import only `agex` here: SDKs are imported inside factories.
+Only `agex` is imported here; the storage module loads when a disk storage is made.
 """
+
+from typing import Any
+
+from agex import hookimpl
+
+
+def make_disk(path: str | None = None) -> Any:
+    from agex_state_disk.storage import DiskStorage
+
+    return DiskStorage(path or "")
+
+
+@hookimpl
+def agex_register_storages(registry: Any) -> None:
+    registry.register("disk", make_disk)
