@@ -128,3 +128,12 @@ class TaskCancelled(TaskError):
 
 class LLMError(AgexError):
     """The model could not be reached, or refused the request, even after retrying."""
+
+
+class StateConflict(AgexError):
+    """Another run moved the session on first: its commit stands, this one was not made."""
+
+
+class StateIntegrityError(AgexError):
+    """A stored value failed its integrity check and was not loaded (unpickling data someone
+    else could have written runs their code)."""
