@@ -122,6 +122,22 @@ class Agent:
             self.llm = connect_llm()
         return self.llm
 
+    def state(self, session: str = "default") -> Any:
+        """The versioned state of a session: ``history()``, ``checkout(commit)``,
+        ``revert(commit)``, ``diff(a, b)``, ``values()``."""
+        if self.state_config.type != "versioned":
+            raise ValueError(
+                f"agent {self.name!r} has {self.state_config.type} state; only versioned "
+                "state keeps a history to inspect"
+            )
+        from agex.state.pickling import AgentStateSerializer
+        from agex.state.stores import storage_for
+        from agex.state.versioned import VersionedState
+
+        return VersionedState(
+            storage_for(self.state_config), AgentStateSerializer(), self.name, session
+        )
+
     def warmup(self) -> None:
         """Prepare the host ahead of the first task (e.g. build the Modal image)."""
         self.host.warmup(self)

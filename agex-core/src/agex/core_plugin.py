@@ -16,7 +16,8 @@ def _cloudpickle() -> Any:
     return CloudpickleSerializer()
 
 
-def _memory() -> Any:
+def _memory(path: str | None = None) -> Any:
+    """A new in-process store; ``path`` only names it (agex keeps one store per path)."""
     from agex.storage.memory import MemoryStorage
 
     return MemoryStorage()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ from agex.llm import Message, split_reply
 from agex.prompt import system_message, task_message, truncate
 from agex.sandbox import CancelScope, Signal
 from agex.state.live import live_session
+from agex.state.recorder import StepRecorder
 
 if TYPE_CHECKING:
     from agex.hosts import Invocation, Sink
@@ -100,6 +102,12 @@ SIGNALS = {
 
 async def run_loop(invocation: Invocation, sink: Sink) -> Any:
     agent, session = invocation.agent, invocation.session
+    if agent.state_config.type == "versioned":
+        recorder = StepRecorder(agent, session)
+        namespace = agent.sandbox.namespace(builtins=SIGNALS)
+        await asyncio.to_thread(recorder.load_into, namespace)
+        namespace.update(invocation.arguments)
+        return await _run(invocation, sink, namespace, recorder)
     if agent.state_config.type != "live":
         namespace = agent.sandbox.namespace(invocation.arguments, builtins=SIGNALS)
         return await _run(invocation, sink, namespace)
@@ -118,13 +126,19 @@ async def run_loop(invocation: Invocation, sink: Sink) -> Any:
 INJECTED = "_agex_registered"
 
 
-async def _run(invocation: Invocation, sink: Sink, namespace: dict[str, Any]) -> Any:
+async def _run(
+    invocation: Invocation,
+    sink: Sink,
+    namespace: dict[str, Any],
+    recorder: StepRecorder | None = None,
+) -> Any:
     agent, task, session = invocation.agent, invocation.task, invocation.session
     llm = agent.resolved_llm()
     sandbox = agent.sandbox
+    commit: str | None = None
 
     def emit(cls: Any, step: int, **fields: Any) -> None:
-        sink.event(cls(agent_name=agent.name, session=session, step=step, **fields))
+        sink.event(cls(agent_name=agent.name, session=session, step=step, commit=commit, **fields))
 
     deadline = None if agent.timeout is None else time.monotonic() + agent.timeout
     messages: list[Message] = [
@@ -166,9 +180,34 @@ async def _run(invocation: Invocation, sink: Sink, namespace: dict[str, Any]) ->
             except SandboxCancelled:
                 emit(CancelledEvent, step)
                 raise TaskCancelled(f"{task.name} was cancelled") from None
+            feedback = [truncate(result.output, FEEDBACK_LIMIT)] if result.output else []
+            if recorder is not None:
+                # Serializing can run the agent's own methods: under its time limit too.
+                remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                record = [
+                    {"step": step, "code": code, "output": result.output, "error": result.error}
+                ]
+                try:
+                    committed = await asyncio.to_thread(
+                        sandbox.call,
+                        functools.partial(
+                            recorder.commit, sandbox.compile(code).code, namespace, record
+                        ),
+                        timeout=remaining,
+                        cancel=scope,
+                    )
+                except SandboxTimeout:
+                    raise TaskTimeout(f"{task.name} ran past its timeout saving state") from None
+                commit = committed.id
+                for name, why in committed.skipped.items():
+                    note = (
+                        f"State: variable {name!r} could not be saved ({why}); it is gone "
+                        "in later tasks."
+                    )
+                    emit(ErrorEvent, step, error=note)
+                    feedback.append(note)
             if result.output:
                 emit(OutputEvent, step, text=result.output)
-            feedback = [truncate(result.output, FEEDBACK_LIMIT)] if result.output else []
             signal = result.signal
             if isinstance(signal, TaskSuccess):
                 value = signal.args[0] if signal.args else None

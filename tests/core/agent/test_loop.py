@@ -279,8 +279,6 @@ def test_bad_agent_settings() -> None:
         Agent(timeout=-1)
     with pytest.raises(TypeError, match="connect_state"):
         Agent(state="live")
-    with pytest.raises(ValueError, match="versioned state is not available"):
-        Agent(state=connect_state(type="versioned"))
 
 
 # -- sub-agents ------------------------------------------------------------------------

@@ -15,12 +15,7 @@ class LocalHost:
     provider = "local"
 
     def validate(self, agent: Agent) -> None:
-        if agent.state_config.type == "versioned":
-            raise ValueError(
-                "versioned state is not available in this version of agex yet: use "
-                'connect_state(type="live") to keep variables in this process, or '
-                'type="ephemeral"'
-            )
+        """Every state type works here: the storage is made in this process."""
 
     async def arun(self, invocation: Invocation, sink: Sink) -> Any:
         return await run_loop(invocation, sink)

@@ -1,0 +1,187 @@
+"""Versioned state through the loop on the local host."""
+
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+from agex import Agent, connect_llm, connect_state
+from agex.events import ErrorEvent
+from agex.state.pickling import AgentStateSerializer
+
+
+def block(code: str) -> str:
+    return f"Step.\n```python\n{code}\n```"
+
+
+def agent_with(*codes: str, name: str, storage: str = "memory", path=None) -> Agent:
+    llm = connect_llm(provider="scripted", responses=[block(c) for c in codes])
+    return Agent(
+        name=name, state=connect_state(type="versioned", storage=storage, path=path), llm=llm
+    )
+
+
+def make_task(agent: Agent):
+    @agent.task
+    def job() -> object:
+        """Job."""
+
+    return job
+
+
+def test_variables_functions_and_classes_persist_across_tasks(request) -> None:
+    agent = agent_with(
+        "data = [1, 2]\ndef total():\n    return sum(data)\n"
+        "class Box:\n    def __init__(self, v):\n        self._v = v\n"
+        "    def get(self):\n        return self._v + total()\n"
+        "task_success(1)",
+        "data.append(3)\nb = Box(10)\ntask_success(b.get())",
+        "task_success((total(), b.get(), isinstance(b, Box)))",
+        name=request.node.name,
+    )
+    job = make_task(agent)
+    assert job() == 1
+    assert job() == 16
+    assert job() == (6, 16, True)
+
+
+def test_one_commit_per_step_and_events_carry_it(request) -> None:
+    agent = agent_with("x = 1", "x = 2\ntask_success(x)", name=request.node.name)
+    job = make_task(agent)
+    seen = []
+    job(on_event=seen.append)
+    history = agent.state().history()
+    assert len(history) == 2
+    assert seen[-1].commit == history[0].id
+    assert history[-1].events[0]["code"] == "x = 1"
+
+
+def test_revert_then_continue(request) -> None:
+    agent = agent_with(
+        "x = 'first'\ntask_success(x)",
+        "x = 'second'\ntask_success(x)",
+        "task_success(x)",
+        name=request.node.name,
+    )
+    job = make_task(agent)
+    job()
+    first = agent.state().head()
+    job()
+    agent.state().revert(first)
+    assert job() == "first"
+    assert agent.state().checkout(first)["x"] == "first"
+
+
+def test_sessions_are_isolated(request) -> None:
+    agent = agent_with(
+        "x = 'a'\ntask_success(x)",
+        "try:\n    x\nexcept NameError:\n    task_success('empty')",
+        name=request.node.name,
+    )
+    job = make_task(agent)
+    assert job(session="a") == "a"
+    assert job(session="b") == "empty"
+
+
+def test_unsavable_variables_are_named_and_dropped(request) -> None:
+    agent = agent_with(
+        "import json\nbad = json.JSONDecoder().scan_once\nok = 1\ntask_success(1)",
+        "try:\n    bad\nexcept NameError:\n    task_success(ok)",
+        name=request.node.name,
+    )
+    job = make_task(agent)
+    seen = []
+    assert job(on_event=seen.append) == 1
+    notes = [e.error for e in seen if isinstance(e, ErrorEvent)]
+    assert any("variable 'bad' could not be saved" in n for n in notes)
+    assert job() == 1
+
+
+def test_a_step_serializes_what_it_touched(request, monkeypatch) -> None:
+    dumped = []
+    real = AgentStateSerializer.dumps
+
+    def counting(self, value):
+        dumped.append(type(value).__name__)
+        return real(self, value)
+
+    monkeypatch.setattr(AgentStateSerializer, "dumps", counting)
+    agent = agent_with(
+        "big = list(range(100_000))\nsmall = 0",
+        "small = 1\ntask_success(small)",
+        name=request.node.name,
+    )
+    job = make_task(agent)
+    job()
+    assert dumped == ["list", "int", "int"]  # step 2 wrote only `small`
+
+
+def test_state_survives_a_restart_on_disk(tmp_path) -> None:
+    script = textwrap.dedent("""
+        import sys
+        from agex import Agent, connect_llm, connect_state
+        code = sys.argv[2]
+        agent = Agent(name="restart", llm=connect_llm(provider="scripted", responses=[
+            "Go.\\n```python\\n" + code + "\\n```"]),
+            state=connect_state(type="versioned", storage="disk", path=sys.argv[1]))
+        @agent.task
+        def job() -> object:
+            \"\"\"Job.\"\"\"
+        print(job())
+    """)
+    pytest.importorskip("agex_state_disk")
+    run = [sys.executable, "-c", script, str(tmp_path / "state")]
+    first = subprocess.run(
+        [*run, "def f():\n    return 41\ntask_success(f())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    second = subprocess.run(
+        [*run, "task_success(f() + 1)"], capture_output=True, text=True, check=True
+    )
+    assert (first.stdout.strip(), second.stdout.strip()) == ("41", "42")
+
+
+def test_state_of_other_types_has_no_history() -> None:
+    agent = Agent(name="plain")
+    with pytest.raises(ValueError, match="only versioned state keeps a history"):
+        agent.state()
+
+
+def test_concurrent_tasks_on_one_session_do_not_lose_updates(request) -> None:
+    from agex.errors import StateConflict
+
+    name = request.node.name
+    outcomes = []
+
+    def worker(i):
+        agent = Agent(
+            name=name,
+            state=connect_state(type="versioned"),
+            llm=connect_llm(
+                provider="scripted", responses=[block(f"mine = {i}\ntask_success({i})")], delay=0.2
+            ),
+        )
+
+        @agent.task
+        def job() -> int:
+            """Job."""
+
+        try:
+            outcomes.append(job(session="shared"))
+        except StateConflict as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    conflicts = [o for o in outcomes if isinstance(o, StateConflict)]
+    wins = [o for o in outcomes if not isinstance(o, StateConflict)]
+    assert len(wins) == 1
+    assert len(conflicts) == 1
+    assert "moved on" in str(conflicts[0])
