@@ -191,3 +191,28 @@ def test_a_crash_before_the_head_moves_leaves_the_last_commit(storage) -> None:
         storage.compare_and_set = real
     assert state(storage).values() == {"x": 1}
     assert len(state(storage).history()) == 1
+
+
+def test_indexes_rebuild_across_snapshots(storage) -> None:
+    from agex.state.versioned import SNAPSHOT_EVERY
+
+    s = state(storage)
+    s.commit({f"v{i}": i for i in range(20)})
+    ids = [
+        s.commit({"n": n}, removed=[f"v{n}"] if n < 20 else []).id
+        for n in range(SNAPSHOT_EVERY + 10)
+    ]
+    fresh = state(storage)  # no cache: rebuilt from snapshots and changes in the storage
+    at_end = fresh.values()
+    assert at_end["n"] == SNAPSHOT_EVERY + 9
+    assert not any(f"v{i}" in at_end for i in range(20))
+    assert fresh.values(ids[5]) == {"n": 5, **{f"v{i}": i for i in range(6, 20)}}
+
+
+def test_a_commit_records_only_its_changes(storage) -> None:
+    s = state(storage)
+    s.commit({f"v{i}": i for i in range(100)})  # depth 0: a snapshot
+    second = s.commit({"small": 1})
+    record = storage.get(f"c/{second.id}")
+    assert b"v99" not in record
+    assert list(state(storage).commit_of(second.id).changes) == ["small"]

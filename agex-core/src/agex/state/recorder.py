@@ -1,10 +1,11 @@
 """Versioned state for one task: load the session's variables at the start, and after every
 step commit the variables the step could have touched.
 
-What a step could have touched: the names its code mentions, the global names of the
-agent's functions and methods (a step may call them), and any name it rebound or deleted.
-Only those are serialized, so a commit costs what the step touched, not the size of the
-state. (A value held by two variables and changed through only one of them is stored
+What a step could have touched: the names its code mentions, and, transitively, the names
+mentioned by the agent's functions, classes and objects among those (the step may call
+them). A name is only rebound or deleted by code that mentions it, so nothing else can have
+changed. Only those are serialized: a commit costs what the step touched, not the size of
+the state. (A value held by two variables and changed through only one of them is stored
 separately and only where the step named it; see docs/state.md.)
 """
 
@@ -30,45 +31,55 @@ class StepRecorder:
             storage_for(agent.state_config), AgentStateSerializer(), agent.name, session
         )
         self.base = self.state.head()
-        self._seen: dict[str, int] = {}
+        self._saved: set[str] = set()  # the variables the last commit holds
 
     def load_into(self, namespace: dict[str, Any]) -> None:
         """The session's variables, put into ``namespace`` (agent functions bound to it)."""
         with loading_into(namespace):
-            namespace.update(self.state.values(self.base))
-        self._seen = self._identities(namespace)
+            values = self.state.values(self.base)
+        namespace.update(values)
+        self._saved = set(values)
 
     def commit(self, code: CodeType, namespace: dict[str, Any], events: list[Any]) -> Committed:
         """Commit what this step could have touched, on top of the last commit."""
-        now = self._identities(namespace)
-        names = _mentioned(code) | self._functions_mention(namespace)
-        changed = {name for name in now if name in names or self._seen.get(name) != now[name]}
-        removed = [name for name in self._seen if name not in now]
-        committed = self.state.commit(
-            {name: namespace[name] for name in sorted(changed)}, removed, events, base=self.base
-        )
+        touched = _reachable(_mentioned(code), namespace)
+        registered = self.agent.policy.names
+        changed = {
+            name: namespace[name]
+            for name in sorted(touched)
+            if name in namespace
+            and not name.startswith(("__", "_agex"))
+            and registered.get(name) is not namespace[name]
+        }
+        removed = sorted(name for name in touched & self._saved if name not in namespace)
+        committed = self.state.commit(changed, removed, events, base=self.base)
         self.base = committed.id
-        self._seen = now
+        self._saved |= changed.keys() - committed.skipped.keys()
+        self._saved -= set(removed) | committed.skipped.keys()
         return committed
 
-    def _identities(self, namespace: dict[str, Any]) -> dict[str, int]:
-        registered = self.agent.policy.names
-        return {
-            name: id(value)
-            for name, value in namespace.items()
-            if not name.startswith(("__", "_agex")) and registered.get(name) is not value
-        }
 
-    def _functions_mention(self, namespace: dict[str, Any]) -> set[str]:
-        names: set[str] = set()
-        for value in namespace.values():
-            if agent_function(value):
-                names |= _mentioned(value.__code__)
-            elif agent_class(value):
-                for member in vars(value).values():
-                    if agent_function(member):
-                        names |= _mentioned(member.__code__)
-        return names
+def _reachable(names: frozenset[str], namespace: dict[str, Any]) -> set[str]:
+    """The names a step's code mentions, and those mentioned by the agent's functions,
+    classes and objects it mentions, which it may call in turn."""
+    found, todo = set(names), list(names)
+    while todo:
+        value = namespace.get(todo.pop())
+        if value is None:
+            continue
+        codes = []
+        if agent_function(value):
+            codes.append(value.__code__)
+        else:
+            cls = value if isinstance(value, type) else type(value)
+            if agent_class(cls):
+                for klass in cls.__mro__:
+                    codes += [m.__code__ for m in vars(klass).values() if agent_function(m)]
+        for code in codes:
+            for name in _mentioned(code) - found:
+                found.add(name)
+                todo.append(name)
+    return found
 
 
 @functools.lru_cache(maxsize=1024)

@@ -5,7 +5,8 @@ Layout in the storage:
 - ``b/<sha256>``: one serialized value (a blob), shared by every variable, commit and session
   that holds the same bytes. With a key (``AGEX_STATE_KEY``) it is prefixed with an HMAC,
   checked before anything is unpickled.
-- ``c/<id>``: a commit, as JSON: its parent, the name -> blob index, the step's events.
+- ``c/<id>``: a commit, as JSON: its parent, the variables it changed (name -> blob, or
+  removed), the step's events, and every ``SNAPSHOT_EVERY`` commits the whole index.
 - ``h/<namespace>/<session>``: the session's head commit, moved only by compare-and-set, and
   only after the commit and its blobs are written, so a crash at any point leaves the head
   on a complete commit.
@@ -37,11 +38,18 @@ HEAD = object()
 _MAC = 32  # bytes of HMAC-SHA256
 
 
+#: Every this many commits, one records the whole name -> blob index; the others record only
+#: what changed, so a commit costs what the step touched.
+SNAPSHOT_EVERY = 64
+
+
 @dataclass(frozen=True)
 class Commit:
     id: str
     parent: str | None
-    tree: Mapping[str, str]  # variable -> blob hash
+    changes: Mapping[str, str | None]  # variable -> blob hash, or None when removed
+    snapshot: Mapping[str, str] | None  # the whole index, on some commits
+    depth: int
     events: tuple[Any, ...]
     time: float
 
@@ -75,6 +83,7 @@ class VersionedState:
         self.key = key if key is not None else (env_key.encode() if env_key else None)
         self._head_key = f"h/{quote(namespace, safe='')}/{quote(session, safe='')}"
         self._commits: dict[str, Commit] = {}
+        self._index: tuple[str | None, dict[str, str]] = (None, {})  # the newest index built
 
     # -- reading -----------------------------------------------------------------------
 
@@ -91,23 +100,44 @@ class VersionedState:
             if hashlib.sha256(raw).hexdigest() != commit_id:
                 raise StateIntegrityError(f"commit {commit_id} does not match its id")
             data = json.loads(raw)
+            snapshot = data.get("snapshot")
             found = Commit(
                 commit_id,
                 data["parent"],
-                MappingProxyType(data["tree"]),
+                MappingProxyType(data["changes"]),
+                None if snapshot is None else MappingProxyType(snapshot),
+                data["depth"],
                 tuple(data["events"]),
                 data["time"],
             )
             self._commits[commit_id] = found
         return found
 
+    def tree(self, commit_id: str | None) -> dict[str, str]:
+        """The name -> blob index at a commit: its nearest snapshot plus the changes since."""
+        if commit_id is None:
+            return {}
+        if self._index[0] == commit_id:
+            return dict(self._index[1])
+        chain, at = [], commit_id
+        while True:
+            commit = self.commit_of(at)
+            if commit.snapshot is not None:
+                index = dict(commit.snapshot)
+                break
+            chain.append(commit)
+            if commit.parent is None:
+                index = {}
+                break
+            at = commit.parent
+        for commit in reversed(chain):
+            _apply(index, commit.changes)
+        return index
+
     def values(self, commit_id: str | None = None) -> dict[str, Any]:
         """The variables at a commit (default: the head), loaded."""
         commit_id = commit_id or self.head()
-        if commit_id is None:
-            return {}
-        tree = self.commit_of(commit_id).tree
-        return {name: self._load(digest) for name, digest in tree.items()}
+        return {name: self._load(digest) for name, digest in self.tree(commit_id).items()}
 
     def checkout(self, commit_id: str) -> Mapping[str, Any]:
         """A read-only view of the variables at ``commit_id``."""
@@ -124,8 +154,7 @@ class VersionedState:
 
     def diff(self, older: str | None, newer: str | None) -> dict[str, list[str]]:
         """Variables added, removed and changed between two commits."""
-        a = dict(self.commit_of(older).tree) if older else {}
-        b = dict(self.commit_of(newer).tree) if newer else {}
+        a, b = self.tree(older), self.tree(newer)
         return {
             "added": sorted(b.keys() - a.keys()),
             "removed": sorted(a.keys() - b.keys()),
@@ -147,7 +176,7 @@ class VersionedState:
         parent = self.head() if base is HEAD else base
         if parent is not None and not isinstance(parent, str):
             raise TypeError(f"base must be a commit id or None, got {parent!r}")
-        tree = dict(self.commit_of(parent).tree) if parent else {}
+        changes: dict[str, str | None] = {}
         writes: dict[str, bytes] = {}
         skipped: dict[str, str] = {}
         for name, value in changed.items():
@@ -157,14 +186,45 @@ class VersionedState:
                 skipped[name] = f"{type(exc).__name__}: {exc}"
                 continue
             digest = hashlib.sha256(payload).hexdigest()
-            tree[name] = digest
+            changes[name] = digest
             writes[f"b/{digest}"] = self._sign(payload)
         for name in removed:
-            tree.pop(name, None)
-        record = json.dumps(
-            {"parent": parent, "tree": tree, "events": list(events), "time": time.time()},
-            sort_keys=True,
-        ).encode()
+            changes[name] = None
+        return Committed(self._write(parent, changes, events, writes), skipped)
+
+    def revert(self, commit_id: str) -> Committed:
+        """A new commit on top of the head whose variables are those of ``commit_id``."""
+        target = self.tree(commit_id)
+        head = self.head()
+        current = self.tree(head)
+        changes: dict[str, str | None] = {k: v for k, v in target.items() if current.get(k) != v}
+        changes.update({k: None for k in current.keys() - target.keys()})
+        return Committed(self._write(head, changes, [{"reverted_to": commit_id}], {}))
+
+    def _write(
+        self,
+        parent: str | None,
+        changes: dict[str, str | None],
+        events: Iterable[Any],
+        writes: dict[str, bytes],
+    ) -> str:
+        """Write the blobs and the commit, then move the head to it by compare-and-set."""
+        if self._index[0] == parent:  # build on the cached index in place: no full copy
+            index, self._index = self._index[1], (None, {})
+        else:
+            index = self.tree(parent)
+        _apply(index, changes)
+        depth = self.commit_of(parent).depth + 1 if parent else 0
+        data: dict[str, Any] = {
+            "parent": parent,
+            "changes": changes,
+            "depth": depth,
+            "events": list(events),
+            "time": time.time(),
+        }
+        if depth % SNAPSHOT_EVERY == 0:
+            data["snapshot"] = index
+        record = json.dumps(data, sort_keys=True).encode()
         commit_id = hashlib.sha256(record).hexdigest()
         writes[f"c/{commit_id}"] = record
         self.storage.put_many(writes)  # first the data; only then may the head point at it
@@ -174,27 +234,8 @@ class VersionedState:
                 f"session {self.session!r} of {self.namespace!r} moved on while this step ran "
                 f"(it was at {parent}); reload its state and try again"
             )
-        return Committed(commit_id, skipped)
-
-    def revert(self, commit_id: str) -> Committed:
-        """A new commit on top of the head whose variables are those of ``commit_id``."""
-        target = self.commit_of(commit_id).tree
-        head = self.head()
-        record = json.dumps(
-            {
-                "parent": head,
-                "tree": dict(target),
-                "events": [{"reverted_to": commit_id}],
-                "time": time.time(),
-            },
-            sort_keys=True,
-        ).encode()
-        new_id = hashlib.sha256(record).hexdigest()
-        self.storage.put_many({f"c/{new_id}": record})
-        old = None if head is None else head.encode()
-        if not self.storage.compare_and_set(self._head_key, old, new_id.encode()):
-            raise StateConflict(f"session {self.session!r} moved on during the revert")
-        return Committed(new_id)
+        self._index = (commit_id, index)
+        return commit_id
 
     # -- blobs -------------------------------------------------------------------------
 
@@ -219,3 +260,11 @@ class VersionedState:
         if hashlib.sha256(payload).hexdigest() != digest:
             raise StateIntegrityError(f"value {digest} does not match its hash; not loaded")
         return self.serializer.loads(payload)
+
+
+def _apply(index: dict[str, str], changes: Mapping[str, str | None]) -> None:
+    for name, digest in changes.items():
+        if digest is None:
+            index.pop(name, None)
+        else:
+            index[name] = digest

@@ -1,0 +1,100 @@
+"""Commit time of a step that changes one small variable while the session holds 1, 10 and
+100 MB of other variables, on the memory and disk storages. Goals: the 100 MB figure at most
+2x the 1 MB figure, and at most 5 ms on disk. kvgit (agex 0.12.4's store) on the same data,
+in its own environment, where installed."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+
+from measure import PEER, report
+
+from agex import Agent, connect_state
+from agex.state.recorder import StepRecorder
+
+SIZES_MB = (1, 10, 100)
+ROUNDS = 30
+MB = 1024 * 1024
+
+KVGIT = """
+import json, os, statistics, sys, tempfile, time
+import kvgit
+out = {}
+for kind in ("memory", "disk"):
+    for size in (1, 10, 100):
+        with tempfile.TemporaryDirectory() as tmp:
+            s = kvgit.store(kind=kind, path=tmp if kind == "disk" else None)
+            for i in range(size):
+                s[f"v{i}"] = os.urandom(1024 * 1024)
+            s["small"] = 0
+            s.commit()
+            times = []
+            for i in range(30):
+                s["small"] = i + 1
+                t = time.perf_counter()
+                s.commit()
+                times.append(time.perf_counter() - t)
+            out[f"{kind}/{size}"] = statistics.median(times)
+print(json.dumps(out))
+"""
+
+
+def ours(storage: str, size_mb: int, tmp: str) -> float:
+    path = os.path.join(tmp, f"{storage}-{size_mb}") if storage == "disk" else f"bench-{size_mb}"
+    agent = Agent(
+        name=f"bench-{storage}-{size_mb}",
+        state=connect_state(type="versioned", storage=storage, path=path),
+    )
+    recorder = StepRecorder(agent, "s")
+    namespace = agent.sandbox.namespace()
+    recorder.load_into(namespace)
+    for i in range(size_mb):
+        namespace[f"v{i}"] = os.urandom(MB)
+    namespace["small"] = 0
+    recorder.commit(agent.sandbox.compile("pass").code, namespace, [])
+    step = agent.sandbox.compile("small = small + 1").code
+    times = []
+    for i in range(ROUNDS):
+        namespace["small"] = i + 1
+        start = time.perf_counter()
+        recorder.commit(step, namespace, [{"step": i}])
+        times.append(time.perf_counter() - start)
+    storage_object = recorder.state.storage
+    getattr(storage_object, "close", lambda: None)()
+    return statistics.median(times)
+
+
+def kvgit() -> dict[str, float] | None:
+    if not PEER:
+        return None
+    out = subprocess.run([PEER, "-c", KVGIT], capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        print(f"  (kvgit failed: {out.stderr.strip().splitlines()[-1:]})")
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    peer = kvgit()
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for storage in ("memory", "disk"):
+            figures = {size: ours(storage, size, tmp) for size in SIZES_MB}
+            for size, seconds in figures.items():
+                theirs = f"   kvgit {peer[f'{storage}/{size}'] * 1000:7.2f} ms" if peer else ""
+                lines.append((f"{storage}, {size:>3} MB held", f"{seconds * 1000:6.2f} ms{theirs}"))
+            ratio = figures[100] / figures[1]
+            lines.append((f"{storage}: 100 MB / 1 MB", f"{ratio:.2f}x"))
+    if not peer:
+        lines.append(("kvgit", "not installed"))
+    lines.append(("goals", "100 MB <= 2x 1 MB; disk <= 5 ms"))
+    report(f"commit of a one-small-variable step, median of {ROUNDS}", lines)
+
+
+if __name__ == "__main__":
+    main()
