@@ -61,3 +61,35 @@ def test_one_file_in_wal_mode(tmp_path) -> None:
     (database,) = [p for p in tmp_path.iterdir() if p.suffix == ".sqlite3"]
     mode = sqlite3.connect(database).execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
+
+
+OPEN_AND_WRITE = """
+import sys, time
+from agex import plugins
+start = float(sys.argv[2])
+time.sleep(max(start - time.time(), 0))
+storage = plugins.create("storage", "disk", path=sys.argv[1])
+storage.put_many({sys.argv[3]: b"x"})
+storage.close()
+"""
+
+
+def test_processes_creating_one_new_database_at_once(tmp_path) -> None:
+    import time
+
+    for round_ in range(6):
+        path = str(tmp_path / f"new-{round_}")
+        start = str(time.time() + 0.5)
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPEN_AND_WRITE, path, start, f"k{i}"],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(8)
+        ]
+        errors = [w.communicate(timeout=60)[1] for w in workers]
+        assert [w.returncode for w in workers] == [0] * 8, errors
+        storage = plugins.create("storage", "disk", path=path)
+        assert sorted(storage.keys()) == [f"k{i}" for i in range(8)]
+        storage.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,7 +45,7 @@ class DiskStorage:
             db = sqlite3.connect(
                 self.file, timeout=30.0, isolation_level=None, check_same_thread=False
             )
-            db.execute("PRAGMA journal_mode=WAL")
+            _wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
             with self._lock:
@@ -107,3 +108,17 @@ class DiskStorage:
                 db.close()
             self._all.clear()
         self._local = threading.local()
+
+
+def _wal(db: sqlite3.Connection) -> None:
+    """Switch to WAL mode. Processes opening a new database at once can meet a lock that
+    SQLite does not wait out for this one statement, so it is retried for a while."""
+    deadline = time.monotonic() + 30.0
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
