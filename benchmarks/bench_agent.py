@@ -4,12 +4,10 @@ its own environment in the same run, when installed."""
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
 import time
 
-from measure import PEER, report
+from measure import PEER, report, run_peer
 
 from agex import Agent, connect_llm
 
@@ -64,13 +62,8 @@ def ours() -> float:
 
 
 def peer() -> float | None:
-    if not PEER:
-        return None
-    out = subprocess.run([PEER, "-c", PEER_DRIVER], capture_output=True, text=True, timeout=600)
-    if out.returncode != 0:
-        print(f"  (agex 0.12.4 failed: {out.stderr.strip().splitlines()[-1:]})")
-        return None
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["median"])
+    figures = run_peer(PEER, PEER_DRIVER, "agex 0.12.4")
+    return None if figures is None else float(figures["median"])
 
 
 def main() -> None:

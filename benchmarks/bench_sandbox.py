@@ -8,13 +8,11 @@ its own process by the same driver.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
 import time
 
-from measure import PEER, report
+from measure import PEER, report, run_peer
 
 from agex.sandbox import Sandbox
 from agex.sandbox.runner import Program
@@ -134,13 +132,8 @@ def ours() -> tuple[float, float, float]:
 
 def peer(python: str, setup: str) -> dict | None:
     driver = DRIVER.format(setup=setup, rounds=WARMUP + ROUNDS, warmup=WARMUP, expected=EXPECTED)
-    out = subprocess.run(
-        [python, "-c", driver], input=SNIPPET, capture_output=True, text=True, timeout=600
-    )
-    if out.returncode != 0:
-        print(f"  (peer failed: {out.stderr.strip().splitlines()[-1:]})")
-        return None
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    figures: dict | None = run_peer(python, driver, "peer", stdin=SNIPPET)
+    return figures
 
 
 def main() -> None:

@@ -5,14 +5,12 @@ in its own environment, where installed."""
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 
-from measure import PEER, report
+from measure import PEER, report, run_peer
 
 from agex import Agent, connect_state
 from agex.state.recorder import StepRecorder
@@ -70,13 +68,8 @@ def ours(storage: str, size_mb: int, tmp: str) -> float:
 
 
 def kvgit() -> dict[str, float] | None:
-    if not PEER:
-        return None
-    out = subprocess.run([PEER, "-c", KVGIT], capture_output=True, text=True, timeout=900)
-    if out.returncode != 0:
-        print(f"  (kvgit failed: {out.stderr.strip().splitlines()[-1:]})")
-        return None
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    figures: dict[str, float] | None = run_peer(PEER, KVGIT, "kvgit")
+    return figures
 
 
 def main() -> None:

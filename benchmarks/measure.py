@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 #: agex 0.12.4's interpreter, in its own virtual environment (set by `nox -s bench`).
 PEER = os.environ.get("AGEX_PEER_PYTHON")
@@ -41,3 +43,17 @@ def report(title: str, lines: list[tuple[str, str]]) -> None:
 
 
 ME = sys.executable
+
+
+def run_peer(python: str | None, code: str, what: str, stdin: str | None = None) -> Any:
+    """Run ``code`` in a peer's own interpreter; the JSON on its last line, or None (saying
+    why) when the peer is not installed or fails."""
+    if not python:
+        return None
+    out = subprocess.run(
+        [python, "-c", code], input=stdin, capture_output=True, text=True, timeout=900
+    )
+    if out.returncode != 0:
+        print(f"  ({what} failed: {out.stderr.strip().splitlines()[-1:]})")
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
