@@ -134,6 +134,11 @@ class StateConflict(AgexError):
     """Another run moved the session on first: its commit stands, this one was not made."""
 
 
-class StateIntegrityError(AgexError):
-    """A stored value failed its integrity check and was not loaded (unpickling data someone
+class StateLoadError(AgexError):
+    """A session's stored variables could not be loaded; the message names the variable and
+    the commit, and ``agent.state(session).revert(...)`` can move the session back."""
+
+
+class StateIntegrityError(StateLoadError):
+    """Stored state failed its integrity check and was not loaded (unpickling data someone
     else could have written runs their code)."""

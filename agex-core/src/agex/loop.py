@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 from agex.coercion import conform
 from agex.errors import (
     AgexError,
+    CallDenied,
     SandboxCancelled,
     SandboxTimeout,
+    StateLoadError,
     TaskCancelled,
     TaskClarify,
     TaskFail,
@@ -105,7 +107,21 @@ async def run_loop(invocation: Invocation, sink: Sink) -> Any:
     if agent.state_config.type == "versioned":
         recorder = StepRecorder(agent, session)
         namespace = agent.sandbox.namespace(builtins=SIGNALS)
-        await asyncio.to_thread(recorder.load_into, namespace)
+        # Loading can run the agent's own methods (a stored set hashes its items): under
+        # the agent's time limit, and no signal raised there is obeyed.
+        try:
+            await asyncio.to_thread(
+                agent.sandbox.call, recorder.load_into, namespace, timeout=agent.timeout
+            )
+        except SandboxTimeout:
+            raise TaskTimeout(
+                f"loading the state of session {session!r} ran past the timeout"
+            ) from None
+        except CallDenied as exc:
+            raise StateLoadError(
+                f"loading the state of session {session!r} failed: {exc}; "
+                "move it back with agent.state(session).revert(...)"
+            ) from None
         namespace.update(invocation.arguments)
         return await _run(invocation, sink, namespace, recorder)
     if agent.state_config.type != "live":

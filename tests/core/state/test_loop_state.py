@@ -185,3 +185,85 @@ def test_concurrent_tasks_on_one_session_do_not_lose_updates(request) -> None:
     assert len(wins) == 1
     assert len(conflicts) == 1
     assert "moved on" in str(conflicts[0])
+
+
+# -- found by review ------------------------------------------------------------------------
+
+
+def test_loading_state_runs_under_the_time_limit(request) -> None:
+    import time
+
+    from agex import TaskTimeout
+
+    agent = agent_with(
+        "class K:\n    def __init__(self):\n        self.armed = False\n"
+        "    def __hash__(self):\n        if self.armed:\n            while True:\n"
+        "                pass\n        return 1\n"
+        "k = K()\ns = {k}\nk.armed = True\ntask_success(0)",
+        "task_success(1)",
+        name=request.node.name,
+    )
+    agent.timeout = 1.0
+    job = make_task(agent)
+    assert job() == 0
+    start = time.monotonic()
+    with pytest.raises(TaskTimeout, match="loading the state"):
+        job()
+    assert time.monotonic() - start < 3.0
+
+
+def test_loading_state_cannot_end_the_task(request) -> None:
+    from agex.errors import StateLoadError
+
+    agent = agent_with(
+        "class D(dict):\n    def __setitem__(self, k, v):\n        if k == 'go':\n"
+        "            task_success('hijacked')\n        super().__setitem__(k, v)\n"
+        "d = D({'go': 1})\ntask_success(0)",
+        "task_success(1)",
+        name=request.node.name,
+    )
+    job = make_task(agent)
+    assert job() == 0
+    # Unpickling the dict subclass calls its __setitem__, which tries to end the task.
+    with pytest.raises(StateLoadError, match="tried to end the task"):
+        job()
+
+
+def test_rebinding_through_an_unnamed_function_is_saved(request) -> None:
+    agent = agent_with(
+        "counter = 0\ndef bump():\n    global counter\n    counter += 1\nfs = [bump]\n"
+        "task_success(0)",
+        "fs[0]()\ntask_success(counter)",
+        "task_success(counter)",
+        name=request.node.name,
+    )
+    job = make_task(agent)
+    assert job() == 0
+    assert job() == 1
+    assert job() == 1  # the bump made through the list was committed
+
+
+def test_a_value_that_fails_to_save_is_gone_not_stale(request) -> None:
+    agent = agent_with(
+        "x = 1\ntask_success(0)",
+        "x = (i for i in range(3))\ntask_success(0)",
+        "try:\n    x\nexcept NameError:\n    task_success('gone')\ntask_success('stale')",
+        name=request.node.name,
+    )
+    job = make_task(agent)
+    job()
+    job()
+    assert job() == "gone"
+
+
+def test_a_value_that_cannot_load_names_itself_and_the_way_back(request, monkeypatch) -> None:
+    from agex.errors import StateLoadError
+
+    agent = agent_with("x = 1\ny = 2\ntask_success(0)", name=request.node.name)
+    job = make_task(agent)
+    job()
+    state = agent.state()
+    (blob,) = [k for k in state.storage.keys("b/") if k.endswith(state.tree(state.head())["y"])]
+    state.storage.put_many({blob: b"not a pickle"})
+    with pytest.raises(StateLoadError, match=r"variable 'y'.*revert"):
+        job()

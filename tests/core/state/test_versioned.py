@@ -140,7 +140,7 @@ def test_blobs_carry_an_hmac_with_a_key(storage) -> None:
 
 def test_a_blob_written_without_the_key_is_refused(storage) -> None:
     state(storage).commit({"x": 1})
-    with pytest.raises(StateIntegrityError, match="written without that key"):
+    with pytest.raises(StateIntegrityError, match="failed its integrity check"):
         state(storage, key=b"secret").values()
 
 
@@ -216,3 +216,66 @@ def test_a_commit_records_only_its_changes(storage) -> None:
     record = storage.get(f"c/{second.id}")
     assert b"v99" not in record
     assert list(state(storage).commit_of(second.id).changes) == ["small"]
+
+
+def test_with_a_key_commits_and_heads_cannot_be_forged(storage) -> None:
+    import hashlib
+    import json
+
+    s = state(storage, key=b"secret")
+    s.commit({"x": 1})
+    (blob,) = [k for k in storage.keys("b/")]
+    digest = blob.rsplit("/", 1)[1]
+    forged = json.dumps(
+        {
+            "parent": None,
+            "changes": {"__builtins__": digest},
+            "depth": 0,
+            "events": [],
+            "time": 0,
+            "snapshot": {"__builtins__": digest},
+        },
+        sort_keys=True,
+    ).encode()
+    forged_id = hashlib.sha256(forged).hexdigest()
+    storage.put_many({f"c/{forged_id}": forged})
+    head_key = next(iter(storage.keys("h/")))
+    storage.put_many({head_key: forged_id.encode()})  # moved without the key
+    with pytest.raises(StateIntegrityError, match="moved by a writer without the key"):
+        state(storage, key=b"secret").values()
+
+
+def test_reserved_names_are_refused_on_load(storage) -> None:
+    import hashlib
+    import json
+
+    s = state(storage)
+    s.commit({"x": 1})
+    digest = s.tree(s.head())["x"]
+    forged = json.dumps(
+        {
+            "parent": None,
+            "changes": {"_agex_attr": digest},
+            "depth": 0,
+            "events": [],
+            "time": 0,
+            "snapshot": {"_agex_attr": digest},
+        },
+        sort_keys=True,
+    ).encode()
+    forged_id = hashlib.sha256(forged).hexdigest()
+    storage.put_many({f"c/{forged_id}": forged})
+    with pytest.raises(StateIntegrityError, match="reserved name '_agex_attr'"):
+        state(storage).values(forged_id)
+
+
+def test_an_empty_key_is_refused(storage, monkeypatch) -> None:
+    monkeypatch.setenv("AGEX_STATE_KEY", "")
+    with pytest.raises(ValueError, match="set but empty"):
+        state(storage)
+
+
+def test_signed_and_unsigned_copies_of_a_value_do_not_collide(storage) -> None:
+    state(storage, key=b"k", session="signed").commit({"x": "same"})
+    state(storage, session="plain").commit({"x": "same"})  # no key: must not overwrite
+    assert state(storage, key=b"k", session="signed").values() == {"x": "same"}

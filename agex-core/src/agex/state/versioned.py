@@ -28,7 +28,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote
 
-from agex.errors import StateConflict, StateIntegrityError
+from agex.errors import StateConflict, StateIntegrityError, StateLoadError
 from agex.serializers import Serializer
 from agex.storage import Storage
 
@@ -80,7 +80,14 @@ class VersionedState:
         self.namespace = namespace
         self.session = session
         env_key = os.environ.get(KEY_ENV)
-        self.key = key if key is not None else (env_key.encode() if env_key else None)
+        if key is None and env_key is not None:
+            if not env_key:
+                raise ValueError(f"{KEY_ENV} is set but empty; unset it or give it a secret")
+            key = env_key.encode()
+        self.key = key
+        # Blobs signed under a key live apart from unsigned ones (and other keys'), so one
+        # writer can never overwrite another's copy of the same value.
+        self._blobs = "b/" if key is None else f"b/{hashlib.sha256(key).hexdigest()[:16]}/"
         self._head_key = f"h/{quote(namespace, safe='')}/{quote(session, safe='')}"
         self._commits: dict[str, Commit] = {}
         self._index: tuple[str | None, dict[str, str]] = (None, {})  # the newest index built
@@ -89,7 +96,23 @@ class VersionedState:
 
     def head(self) -> str | None:
         raw = self.storage.get(self._head_key)
-        return None if raw is None else raw.decode()
+        if raw is None:
+            return None
+        commit_id = raw.decode().partition(":")[0]
+        if raw != self._head_value(commit_id):
+            raise StateIntegrityError(
+                f"the head of session {self.session!r} failed its integrity check under "
+                f"{KEY_ENV}: it was moved by a writer without the key"
+            )
+        return commit_id
+
+    def _head_value(self, commit_id: str) -> bytes:
+        """What the head holds: the commit id, and with a key an HMAC binding it to this
+        namespace and session, so it cannot be pointed at another session's commits."""
+        if self.key is None:
+            return commit_id.encode()
+        bound = f"{self.namespace}\0{self.session}\0{commit_id}".encode()
+        return f"{commit_id}:{hmac.new(self.key, bound, hashlib.sha256).hexdigest()}".encode()
 
     def commit_of(self, commit_id: str) -> Commit:
         found = self._commits.get(commit_id)
@@ -97,6 +120,7 @@ class VersionedState:
             raw = self.storage.get(f"c/{commit_id}")
             if raw is None:
                 raise KeyError(f"no commit {commit_id!r} in this state")
+            raw = self._verified(raw, f"commit {commit_id}")
             if hashlib.sha256(raw).hexdigest() != commit_id:
                 raise StateIntegrityError(f"commit {commit_id} does not match its id")
             data = json.loads(raw)
@@ -137,7 +161,25 @@ class VersionedState:
     def values(self, commit_id: str | None = None) -> dict[str, Any]:
         """The variables at a commit (default: the head), loaded."""
         commit_id = commit_id or self.head()
-        return {name: self._load(digest) for name, digest in self.tree(commit_id).items()}
+        out = {}
+        for name, digest in self.tree(commit_id).items():
+            if name.startswith(("__", "_agex")):
+                raise StateIntegrityError(f"commit {commit_id} binds the reserved name {name!r}")
+            try:
+                out[name] = self._load(digest)
+            except StateIntegrityError as exc:
+                raise StateIntegrityError(
+                    f"variable {name!r}: {exc}; if the storage was damaged rather than "
+                    "tampered with, agent.state(session).revert(<an earlier commit>) moves "
+                    "the session back"
+                ) from None
+            except Exception as exc:
+                raise StateLoadError(
+                    f"variable {name!r} at commit {str(commit_id)[:12]} could not be loaded "
+                    f"({type(exc).__name__}: {exc}); move the session back with "
+                    "agent.state(session).revert(<an earlier commit>)"
+                ) from exc
+        return out
 
     def checkout(self, commit_id: str) -> Mapping[str, Any]:
         """A read-only view of the variables at ``commit_id``."""
@@ -184,10 +226,11 @@ class VersionedState:
                 payload = self.serializer.dumps(value)
             except Exception as exc:
                 skipped[name] = f"{type(exc).__name__}: {exc}"
+                changes[name] = None  # gone, not its older value
                 continue
             digest = hashlib.sha256(payload).hexdigest()
             changes[name] = digest
-            writes[f"b/{digest}"] = self._sign(payload)
+            writes[self._blobs + digest] = self._sign(payload)
         for name in removed:
             changes[name] = None
         return Committed(self._write(parent, changes, events, writes), skipped)
@@ -226,10 +269,10 @@ class VersionedState:
             data["snapshot"] = index
         record = json.dumps(data, sort_keys=True).encode()
         commit_id = hashlib.sha256(record).hexdigest()
-        writes[f"c/{commit_id}"] = record
+        writes[f"c/{commit_id}"] = self._sign(record)
         self.storage.put_many(writes)  # first the data; only then may the head point at it
-        old = None if parent is None else parent.encode()
-        if not self.storage.compare_and_set(self._head_key, old, commit_id.encode()):
+        old = None if parent is None else self._head_value(parent)
+        if not self.storage.compare_and_set(self._head_key, old, self._head_value(commit_id)):
             raise StateConflict(
                 f"session {self.session!r} of {self.namespace!r} moved on while this step ran "
                 f"(it was at {parent}); reload its state and try again"
@@ -244,19 +287,29 @@ class VersionedState:
             return payload
         return hmac.new(self.key, payload, hashlib.sha256).digest() + payload
 
+    def _verified(self, raw: bytes, what: str) -> bytes:
+        """``raw`` without its HMAC, after checking it (with a key)."""
+        if self.key is None:
+            return raw
+        mac, payload = raw[:_MAC], raw[_MAC:]
+        expected = hmac.new(self.key, payload, hashlib.sha256).digest()
+        if not hmac.compare_digest(mac, expected):
+            raise StateIntegrityError(
+                f"{what} failed its integrity check under {KEY_ENV}: it was written without "
+                "that key, or changed since; it was not loaded"
+            )
+        return payload
+
     def _load(self, digest: str) -> Any:
-        raw = self.storage.get(f"b/{digest}")
+        raw = self.storage.get(self._blobs + digest)
         if raw is None:
-            raise StateIntegrityError(f"value {digest} is missing from the storage")
-        payload = raw
-        if self.key is not None:
-            mac, payload = raw[:_MAC], raw[_MAC:]
-            expected = hmac.new(self.key, payload, hashlib.sha256).digest()
-            if not hmac.compare_digest(mac, expected):
-                raise StateIntegrityError(
-                    f"value {digest} failed its integrity check under {KEY_ENV}: it was "
-                    "written without that key, or changed since; it was not loaded"
-                )
+            raise StateIntegrityError(
+                f"value {digest} is missing from the storage (written without {KEY_ENV}, or "
+                "under another key?)"
+                if self.key
+                else f"value {digest} is missing"
+            )
+        payload = self._verified(raw, f"value {digest}")
         if hashlib.sha256(payload).hexdigest() != digest:
             raise StateIntegrityError(f"value {digest} does not match its hash; not loaded")
         return self.serializer.loads(payload)
