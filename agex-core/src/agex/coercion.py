@@ -22,7 +22,7 @@ _SCALARS = (bool, int, float, complex, str, bytes)
 
 def conform(value: Any, annotation: Any, where: str = "value") -> Any:
     """``value`` as ``annotation`` asks, or TypeError naming ``where`` and the mismatch."""
-    if annotation is typing.Any or annotation is object or annotation is _EMPTY:
+    if annotation is typing.Any or annotation is object:
         return value
     if annotation is None or annotation is type(None):
         if value is None:
@@ -58,9 +58,6 @@ def _typed_dict(value: Any, cls: Any, where: str) -> dict[str, Any]:
     if unknown:
         raise TypeError(f"{where}: {cls.__name__} has no key(s) {unknown}")
     return {k: conform(v, hints[k], f"{where}[{k!r}]") for k, v in value.items()}
-
-
-_EMPTY = object()
 
 
 def _union(value: Any, options: tuple[Any, ...], where: str) -> Any:

@@ -184,7 +184,7 @@ async def _run(
                     }
                 )
                 continue
-            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            remaining = _remaining(deadline)
             try:
                 result = await asyncio.to_thread(
                     sandbox.run, code, namespace, timeout=remaining, cancel=scope
@@ -199,7 +199,7 @@ async def _run(
             feedback = [truncate(result.output, FEEDBACK_LIMIT)] if result.output else []
             if recorder is not None:
                 # Serializing can run the agent's own methods: under its time limit too.
-                remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                remaining = _remaining(deadline)
                 record = [
                     {"step": step, "code": code, "output": result.output, "error": result.error}
                 ]
@@ -227,7 +227,7 @@ async def _run(
             signal = result.signal
             if isinstance(signal, TaskSuccess):
                 value = signal.args[0] if signal.args else None
-                remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                remaining = _remaining(deadline)
                 try:
                     # Checking the value can run the agent's own methods (__eq__, __iter__,
                     # __repr__): that happens under the same time limit as its code.
@@ -283,6 +283,11 @@ async def _run(
         caller.reset(token)
 
 
+def _remaining(deadline: float | None) -> float | None:
+    """Seconds left before ``deadline`` (a monotonic time), or None without one."""
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
+
+
 async def _ask(llm: Any, messages: list[Message], sink: Sink, deadline: float | None) -> str:
     pieces: list[str] = []
 
@@ -295,7 +300,7 @@ async def _ask(llm: Any, messages: list[Message], sink: Sink, deadline: float | 
         await collect()
     else:
         try:
-            await asyncio.wait_for(collect(), max(deadline - time.monotonic(), 0.0))
+            await asyncio.wait_for(collect(), _remaining(deadline))
         except TimeoutError:
             raise TaskTimeout("the task ran past its timeout waiting for the model") from None
     return "".join(pieces)

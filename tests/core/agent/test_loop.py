@@ -413,3 +413,16 @@ def test_seed_callbacks_snippet(capsys) -> None:
     out = capsys.readouterr().out
     assert "-- agent . step 2 . success" in out
     assert "task_success(query.upper())" in out
+
+
+def test_fingerprint_is_stable_and_follows_what_defines_the_agent() -> None:
+    def make(primer: str = "You are helpful.") -> Agent:
+        agent = Agent(name="fp", primer=primer, llm=scripted())
+        agent.fn(len, name="length")
+        return agent
+
+    assert make().fingerprint == make().fingerprint
+    assert make("Be terse.").fingerprint != make().fingerprint
+    changed = make()
+    changed.fn(sorted)
+    assert changed.fingerprint != make().fingerprint

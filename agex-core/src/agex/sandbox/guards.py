@@ -268,7 +268,6 @@ class Guards:
         self.set(obj, name, _INPLACE[op](self.get(obj, name), value))
 
     def _check_write(self, obj: Any, name: str, verb: str) -> None:
-        name = plain_name(name)
         if (name.startswith("__") and name.endswith("__")) or name in FRAME_NAMES:
             raise AccessDenied(f"agent code cannot {verb} attribute {name!r}")
         if isinstance(obj, ModuleType):
@@ -370,7 +369,6 @@ class Guards:
         return table
 
     def _getattr(self, obj: Any, name: str, default: Any = _MISSING, /) -> Any:
-        name = plain_name(name)
         try:
             return self.get(obj, name)
         except AttributeError:
@@ -379,10 +377,10 @@ class Guards:
             return default
 
     def _setattr(self, obj: Any, name: str, value: Any, /) -> None:
-        self.set(obj, plain_name(name), value)
+        self.set(obj, name, value)
 
     def _delattr(self, obj: Any, name: str, /) -> None:
-        self.delete(obj, plain_name(name))
+        self.delete(obj, name)
 
     def _hasattr(self, obj: Any, name: str, /) -> bool:
         try:

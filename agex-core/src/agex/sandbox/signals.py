@@ -89,17 +89,17 @@ class _Exits:
     def __init__(self, cm: Any) -> None:
         self._cm, self._type = cm, type(cm)
 
-    def _missing(self, *names: str) -> TypeError:
+    def _missing(self, asynchronous: bool) -> TypeError:
         return TypeError(
             f"'{self._type.__name__}' object does not support the "
-            f"{'asynchronous ' if names[0] == '__aenter__' else ''}context manager protocol"
+            f"{'asynchronous ' if asynchronous else ''}context manager protocol"
         )
 
     def __enter__(self) -> Any:
         try:
             enter, self._exit = self._type.__enter__, self._type.__exit__
         except AttributeError:
-            raise self._missing("__enter__") from None
+            raise self._missing(False) from None
         return enter(self._cm)
 
     def __exit__(self, *exc: Any) -> bool:
@@ -111,7 +111,7 @@ class _Exits:
         try:
             enter, self._exit = self._type.__aenter__, self._type.__aexit__
         except AttributeError:
-            raise self._missing("__aenter__") from None
+            raise self._missing(True) from None
         return await enter(self._cm)
 
     async def __aexit__(self, *exc: Any) -> bool:
