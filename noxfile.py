@@ -59,7 +59,8 @@ def tests(session: nox.Session, combo: str) -> None:
     """Run the tests against core plus one combination of plugins."""
     extras, folders = MATRIX[combo]
     installed = _install_agex(session, extras)
-    session.install(*nox.project.dependency_groups(PYPROJECT, "test"))
+    groups = ["test", "test-http"] if "http" in folders else ["test"]
+    session.install(*nox.project.dependency_groups(PYPROJECT, *groups))
     session.env["AGEX_EXPECT_DISTRIBUTIONS"] = ",".join(installed)
     if combo == "thirdparty":
         # Broken on purpose: only the tests about it switch it on.

@@ -20,7 +20,7 @@ CORE = {
 }
 #: What each distribution registers. Grows as providers land.
 REGISTERS: dict[str, set[tuple[str, str]]] = {
-    "agex-host-http": set(),
+    "agex-host-http": {("host", "http"), ("command", "serve")},
     "agex-host-modal": set(),
     "agex-state-disk": {("storage", "disk")},
     "agex-example-shelf": {("storage", "shelf")},

@@ -20,6 +20,7 @@ _EXPORTS = {
     "TaskClarify": "agex.errors",
     "TaskTimeout": "agex.errors",
     "TaskCancelled": "agex.errors",
+    "RemoteExecutionError": "agex.errors",
     "connect_host": "agex.connect",
     "connect_state": "agex.connect",
     "connect_llm": "agex.connect",
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from agex.errors import PluginWarning as PluginWarning
     from agex.errors import ProviderError as ProviderError
     from agex.errors import ProviderNotInstalledError as ProviderNotInstalledError
+    from agex.errors import RemoteExecutionError as RemoteExecutionError
     from agex.errors import TaskCancelled as TaskCancelled
     from agex.errors import TaskClarify as TaskClarify
     from agex.errors import TaskFail as TaskFail

@@ -134,9 +134,9 @@ class Agent:
         from agex.state.stores import storage_for
         from agex.state.versioned import VersionedState
 
-        return VersionedState(
-            storage_for(self.state_config), AgentStateSerializer(), self.name, session
-        )
+        remote = getattr(self.host, "state_storage", None)  # a host that keeps state itself
+        storage = remote(self) if remote is not None else storage_for(self.state_config)
+        return VersionedState(storage, AgentStateSerializer(), self.name, session)
 
     def warmup(self) -> None:
         """Prepare the host ahead of the first task (e.g. build the Modal image)."""
@@ -153,6 +153,11 @@ class Agent:
             "llm": _llm_identity(self.llm),
         }
         return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_sandbox"] = None  # rebuilt from the policy where the agent lands
+        return state
 
     def __repr__(self) -> str:
         return f"Agent(name={self.name!r})"

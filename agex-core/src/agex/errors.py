@@ -126,12 +126,35 @@ class TaskCancelled(TaskError):
     """The task was cancelled while it ran."""
 
 
+class RemoteExecutionError(AgexError):
+    """A task failed on a remote host for a reason other than its own outcome (a crash, a
+    lost connection, an error in the agent's setup). ``remote_traceback`` is the traceback
+    where it happened, and ``remote_type`` the remote exception's type name."""
+
+    def __init__(
+        self, message: str, remote_traceback: str | None = None, remote_type: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.remote_traceback = remote_traceback
+        self.remote_type = remote_type
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.remote_traceback:
+            text += "\n\nRemote traceback:\n" + self.remote_traceback.rstrip()
+        return text
+
+
 class LLMError(AgexError):
     """The model could not be reached, or refused the request, even after retrying."""
 
 
 class StateConflict(AgexError):
     """Another run moved the session on first: its commit stands, this one was not made."""
+
+
+class StatePathRefused(AgexError, PermissionError):
+    """A state path leads outside the directory the server keeps state in."""
 
 
 class StateLoadError(AgexError):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agex.coercion import conform
-from agex.hosts import Invocation, Sink
+from agex.hosts import Invocation, Sink, check_session
 
 if TYPE_CHECKING:
     from agex.agent import Agent
@@ -128,12 +128,19 @@ class Task:
         inherited = caller.get()
         if session is None:
             session = inherited[0] if inherited else "default"
-        if not isinstance(session, str) or not session:
-            raise ValueError(f"session must be a non-empty string, got {session!r}")
+        check_session(session)
         if on_event is None and inherited is not None:
             on_event = inherited[1].on_event  # a sub-agent's events reach its caller
         sink = Sink(on_event, on_token)
         return await self.agent.host.arun(Invocation(self.agent, self, arguments, session), sink)
+
+    def cancel(self, session: str = "default") -> int:
+        """Stop this agent's runs in ``session``, wherever its host runs them, at the next
+        step; their callers get TaskCancelled, and versioned state stays at its last commit.
+        Returns how many runs were stopped."""
+        check_session(session)
+        cancelled: int = self.agent.host.cancel(self.agent, session)
+        return cancelled
 
     def as_function(self) -> Callable[..., Any]:
         """What agent code calls when this task is registered with another agent: a plain

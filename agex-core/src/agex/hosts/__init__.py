@@ -19,6 +19,22 @@ class Invocation:
         self.agent, self.task, self.arguments, self.session = agent, task, arguments, session
 
 
+#: Longest session name: it names state on disk and travels in URLs.
+MAX_SESSION = 200
+
+
+def check_session(session: object) -> None:
+    """A session name is a printable string of at most MAX_SESSION characters."""
+    if not isinstance(session, str) or not session:
+        raise ValueError(f"session must be a non-empty string, got {session!r}")
+    if len(session) > MAX_SESSION or not session.isprintable():
+        raise ValueError(
+            f"session must be at most {MAX_SESSION} printable characters (no control "
+            f"characters or line breaks), got {session[:40]!r}"
+            + ("..." if len(session) > 40 else "")
+        )
+
+
 class Sink:
     """Where events and tokens go as they happen."""
 
@@ -47,6 +63,10 @@ class Host(Protocol):
 
     async def arun(self, invocation: Invocation, sink: Sink) -> Any:
         """Run the whole loop; return the task's value or raise its outcome."""
+        ...
+
+    def cancel(self, agent: Agent, session: str) -> int:
+        """Stop the agent's runs in ``session``; returns how many were stopped."""
         ...
 
     def warmup(self, agent: Agent) -> None: ...

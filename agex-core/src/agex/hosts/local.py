@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from agex.hosts.running import RUNS
 from agex.loop import run_loop
 
 if TYPE_CHECKING:
@@ -18,7 +19,10 @@ class LocalHost:
         """Every state type works here: the storage is made in this process."""
 
     async def arun(self, invocation: Invocation, sink: Sink) -> Any:
-        return await run_loop(invocation, sink)
+        return await RUNS.run(invocation.agent.name, invocation.session, run_loop(invocation, sink))
+
+    def cancel(self, agent: Agent, session: str) -> int:
+        return RUNS.cancel(agent.name, session)
 
     def warmup(self, agent: Agent) -> None:
         """Nothing to prepare: the loop runs here."""

@@ -1,0 +1,68 @@
+"""Sending a task to a remote host: the task (and through it the agent, its registrations
+and its model's configuration) and the arguments, as bytes of the configured serializer.
+
+When something cannot be serialized, the error names it (which argument, which
+registration) instead of pointing into the serializer's internals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from agex.errors import AgexError
+
+if TYPE_CHECKING:
+    from agex.hosts import Invocation
+    from agex.serializers import Serializer
+
+
+class NotSerializableError(AgexError, TypeError):
+    """Part of a task cannot be sent to the host that runs it."""
+
+
+def ship(invocation: Invocation, serializer: Serializer) -> bytes:
+    """The bytes a remote host loads with :func:`unship`."""
+    try:
+        return serializer.dumps({"task": invocation.task, "arguments": invocation.arguments})
+    except Exception as exc:
+        culprit = _culprit(invocation, serializer) or "the task"
+        raise NotSerializableError(
+            f"cannot send {culprit} to the host: {type(exc).__name__}: {exc}. Everything a "
+            "remote task uses must be serializable: pass plain data, and register functions, "
+            "classes and modules rather than open connections, locks or files"
+        ) from exc
+
+
+def unship(data: bytes, serializer: Serializer) -> tuple[Any, dict[str, Any]]:
+    """The task and arguments :func:`ship` sent."""
+    from agex.task import Task
+
+    shipped = serializer.loads(data)
+    if not isinstance(shipped, dict) or not isinstance(shipped.get("task"), Task):
+        raise TypeError("the payload is not an agex task")
+    arguments = shipped.get("arguments")
+    if not isinstance(arguments, dict):
+        raise TypeError("the payload carries no arguments")
+    return shipped["task"], arguments
+
+
+def _culprit(invocation: Invocation, serializer: Serializer) -> str | None:
+    """The first part of the invocation that fails to serialize on its own, described."""
+    for described, value in _parts(invocation):
+        try:
+            serializer.dumps(value)
+        except Exception:
+            return described
+    return None
+
+
+def _parts(invocation: Invocation) -> Iterator[tuple[str, Any]]:
+    agent = invocation.agent
+    for name, value in invocation.arguments.items():
+        yield f"argument {name!r} ({type(value).__name__})", value
+    for name, value in agent.policy.names.items():
+        yield f"registration {name!r} of agent {agent.name!r}", value
+    yield f"the llm of agent {agent.name!r}", agent.llm
+    yield f"the host of agent {agent.name!r}", agent.host
+    yield f"the function of task {invocation.task.name!r}", invocation.task.func

@@ -1,0 +1,292 @@
+"""Host "http": the whole loop runs on an agex server (``agex serve``); events and tokens
+stream back as server-sent events while it runs.
+
+A dropped stream is picked up again with ``Last-Event-ID``: the server keeps each run's
+recent messages, so none is lost and none arrives twice. Cancelling the call (or
+``task.cancel(session)``) cancels the run on the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import weakref
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from agex.errors import RemoteExecutionError
+from agex.events import Event
+from agex_host_http import wire
+
+if TYPE_CHECKING:
+    import httpx
+
+    from agex.agent import Agent
+    from agex.hosts import Invocation, Sink
+
+TOKEN_ENV = "AGEX_SERVER_TOKEN"
+#: Seconds between attempts to pick a dropped stream up again; then the call fails.
+RECONNECT = (0.1, 0.25, 0.5, 1.0, 2.0)
+#: A stream silent this long is dead: the server sends a keep-alive every 10 seconds.
+READ_TIMEOUT = 60.0
+
+
+class HttpHost:
+    provider = "http"
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        timeout: float = 300.0,
+        serializer: str = "cloudpickle",
+    ) -> None:
+        if not isinstance(url, str):
+            raise TypeError(f"url must be a string such as 'http://agent-server:8000', got {url!r}")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"url must be an http:// or https:// address such as "
+                f"'http://agent-server:8000', got {url!r}"
+            )
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if token is not None and (not isinstance(token, str) or not token):
+            raise ValueError("token must be a non-empty string (or None to read AGEX_SERVER_TOKEN)")
+        from agex import plugins
+
+        plugins.resolve("serializer", serializer)
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = float(timeout)
+        self.serializer = serializer
+        self._clients: weakref.WeakKeyDictionary[Any, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # -- the Host protocol -------------------------------------------------------------
+
+    def validate(self, agent: Agent) -> None:
+        """The seed's rules: state must live where the server can reach it."""
+        config = agent.state_config
+        if config.type == "live":
+            raise ValueError(wire.LIVE_REFUSED)
+        if config.type == "versioned" and (config.storage == "memory" or not config.path):
+            raise ValueError(wire.MEMORY_REFUSED)
+
+    async def arun(self, invocation: Invocation, sink: Sink) -> Any:
+        from agex.hosts.shipping import ship
+
+        agent = invocation.agent
+        serializer = self._serializer()
+        state = agent.state_config
+        envelope = {
+            "agent": agent.name,
+            "session": invocation.session,
+            "state": {"type": state.type, "storage": state.storage, "path": state.path},
+            "serializer": self.serializer,
+            "timeout": self.timeout,
+            "versions": wire.versions(),
+        }
+        body = wire.request_body(envelope, ship(invocation, serializer))
+        run_id = secrets.token_urlsafe(16)
+        try:
+            async with asyncio.timeout(self.timeout + 30.0):  # the server enforces timeout
+                ended = await self._follow(run_id, body, sink)
+        except TimeoutError:
+            await self._cancel_run(run_id)
+            raise RemoteExecutionError(
+                f"the server at {self.url} did not finish run {run_id} within the host's "
+                f"{self.timeout:g}s timeout"
+            ) from None
+        except asyncio.CancelledError:
+            await asyncio.shield(self._cancel_run(run_id))
+            raise
+        kind, message = ended
+        position = message.get("position")
+        if isinstance(position, int) and hasattr(agent.llm, "position"):
+            agent.llm.position = position  # a scripted model continues where the run stopped
+        if kind == "error":
+            wire.raise_error(message)
+        try:
+            return wire.decode_value(message, self._token() or "", serializer)
+        except ValueError as exc:
+            raise RemoteExecutionError(str(exc)) from None
+
+    def cancel(self, agent: Agent, session: str) -> int:
+        import httpx
+
+        response = httpx.post(
+            f"{self.url}{wire.API}/cancel",
+            json={"agent": agent.name, "session": session},
+            headers=self._headers(),
+            timeout=30.0,
+        )
+        _raise_for(response, self.url)
+        cancelled: int = response.json()["cancelled"]
+        return cancelled
+
+    def warmup(self, agent: Agent) -> None:
+        """Check that the server answers, accepts the token, and runs versions this
+        client's tasks load on."""
+        import httpx
+
+        try:
+            response = httpx.get(
+                f"{self.url}{wire.API}/version", headers=self._headers(), timeout=30.0
+            )
+        except httpx.TransportError as exc:
+            raise RemoteExecutionError(
+                f"cannot reach the agex server at {self.url}: {exc}"
+            ) from None
+        _raise_for(response, self.url)
+        server = response.json()
+        why = wire.mismatch(wire.versions(), server)
+        if why is not None:
+            raise RemoteExecutionError(f"{self.url}: {why}")
+        if self.serializer not in server.get("serializers", ()):
+            raise RemoteExecutionError(
+                f"the server at {self.url} has no serializer {self.serializer!r}; it has "
+                f"{', '.join(server.get('serializers', ())) or 'none'}"
+            )
+
+    def dump_config(self) -> dict[str, Any]:
+        """Rebuilds this host elsewhere; the token stays behind (it is read from
+        AGEX_SERVER_TOKEN where the host is used)."""
+        return {
+            "provider": self.provider,
+            "url": self.url,
+            "timeout": self.timeout,
+            "serializer": self.serializer,
+        }
+
+    def state_storage(self, agent: Agent) -> Any:
+        raise ValueError(
+            f"agent {agent.name!r} runs on the server at {self.url}, and so does its state: "
+            "inspect it on the server, with a local agent of the same name whose state path "
+            "is the server's --state-dir joined with this path"
+        )
+
+    # -- pickling: the token and connections stay here -------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["token"] = None
+        state["_clients"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._clients = weakref.WeakKeyDictionary()
+
+    def __repr__(self) -> str:
+        return f"HttpHost(url={self.url!r})"
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _token(self) -> str | None:
+        return self.token or os.environ.get(TOKEN_ENV) or None
+
+    def _headers(self) -> dict[str, str]:
+        token = self._token()
+        return {} if token is None else {"authorization": f"Bearer {token}"}
+
+    def _serializer(self) -> Any:
+        from agex import plugins
+
+        return plugins.create("serializer", self.serializer)
+
+    def _client(self) -> httpx.AsyncClient:
+        """The connection pool of the running event loop (a pool belongs to one loop)."""
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = httpx.AsyncClient(
+                timeout=httpx.Timeout(30.0, read=READ_TIMEOUT),
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            )
+        return client
+
+    async def _follow(self, run_id: str, body: bytes, sink: Sink) -> tuple[str, dict[str, Any]]:
+        """Start the run and follow it to its end, reconnecting when the stream drops."""
+        import httpx
+        from httpx_sse import EventSource
+
+        client = self._client()
+        started = False  # the server has the run
+        last = 0  # id of the last message handled
+        retries = iter(RECONNECT)
+        problem: Exception | None = None
+        while True:
+            headers = self._headers()
+            if started:
+                method, url, content = "GET", f"{self.url}{wire.API}/runs/{run_id}/events", None
+                headers["last-event-id"] = str(last)
+            else:  # sent again, it follows the run if the first attempt got through
+                method, url, content = "POST", f"{self.url}{wire.API}/runs/{run_id}", body
+            headers["accept"] = "text/event-stream"
+            try:
+                async with client.stream(method, url, content=content, headers=headers) as response:
+                    if response.status_code != 200:
+                        await response.aread()
+                        _raise_for(response, self.url, run_id if started else None)
+                    started = True
+                    async for message in EventSource(response).aiter_sse():
+                        if not message.id or int(message.id) <= last:
+                            continue  # already handled before the reconnect
+                        last = int(message.id)
+                        retries = iter(RECONNECT)
+                        kind = message.event
+                        if kind == "tokens":
+                            for text in json.loads(message.data):
+                                sink.token(text)
+                        elif kind == "event":
+                            sink.event(Event.from_json(message.data))
+                        elif kind in ("result", "error"):
+                            return kind, json.loads(message.data)
+                problem = None  # the stream ended before the run did
+            except httpx.TransportError as exc:
+                problem = exc
+            delay = next(retries, None)
+            if delay is None:
+                raise RemoteExecutionError(
+                    f"lost the connection to the agex server at {self.url} during run "
+                    f"{run_id} and could not get it back ({type(problem).__name__}: {problem})"
+                    if problem is not None
+                    else f"the agex server at {self.url} kept closing run {run_id}'s stream"
+                )
+            await asyncio.sleep(delay)
+
+    async def _cancel_run(self, run_id: str) -> None:
+        """Tell the server to stop the run; best effort (the server also cancels runs that
+        nobody follows)."""
+        import httpx
+
+        with contextlib.suppress(httpx.HTTPError):
+            await self._client().post(
+                f"{self.url}{wire.API}/runs/{run_id}/cancel", headers=self._headers(), timeout=5.0
+            )
+
+
+def _raise_for(response: httpx.Response, url: str, run_id: str | None = None) -> None:
+    """A clear error for a refused request, with the server's own explanation."""
+    if response.status_code < 400:
+        return
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        detail = None
+    if not isinstance(detail, str):
+        detail = response.text[:500] or response.reason_phrase
+    if response.status_code == 401:
+        detail += f" (set {TOKEN_ENV}, or pass token= to connect_host)"
+    elif response.status_code == 404 and run_id is not None:
+        detail += "; the run's session state is at its last commit"
+    raise RemoteExecutionError(
+        f"the agex server at {url} answered {response.status_code}: {detail}"
+    )

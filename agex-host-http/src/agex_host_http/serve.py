@@ -1,0 +1,113 @@
+"""`agex serve`: run the agex server (FastAPI on uvicorn)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+import click
+
+from agex_host_http.client import TOKEN_ENV
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it could resolve to anything
+
+
+def read_token(token_file: str | None) -> str | None:
+    """The token from --token-file, else from AGEX_SERVER_TOKEN, else None."""
+    if token_file is not None:
+        token = Path(token_file).read_text(encoding="utf-8").strip()
+        if not token:
+            raise click.UsageError(f"the token file {token_file} is empty")
+        return token
+    return os.environ.get(TOKEN_ENV) or None
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--state-dir",
+    default="agex-state",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where state lives; every client state path resolves inside it.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help=f"File holding the token clients must send (default: ${TOKEN_ENV}).",
+)
+@click.option(
+    "--ssl-certfile", type=click.Path(exists=True, dir_okay=False), help="TLS certificate."
+)
+@click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), help="TLS key.")
+@click.option(
+    "--max-body",
+    default=32 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(1024),
+    help="Largest request body, in bytes (larger ones get 413).",
+)
+@click.option(
+    "--detach-grace",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds a run may go unfollowed by any client before it is cancelled.",
+)
+@click.option("--log-level", default="info", show_default=True)
+def serve(
+    host: str,
+    port: int,
+    state_dir: Path,
+    token_file: str | None,
+    ssl_certfile: str | None,
+    ssl_keyfile: str | None,
+    max_body: int,
+    detach_grace: float,
+    log_level: str,
+) -> None:
+    """Run the agex server: clients' tasks run here, events stream back.
+
+    An authenticated client runs code on this machine: give it a token, and run it where
+    that is acceptable (a container).
+    """
+    import uvicorn
+
+    from agex_host_http.server.app import Settings, create_app
+
+    token = read_token(token_file)
+    if token is None and not is_loopback(host):
+        raise click.UsageError(
+            f"refusing to listen on {host} without a token: anyone who reaches it could run "
+            f"code here. Pass --token-file FILE or set {TOKEN_ENV}"
+        )
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise click.UsageError("TLS needs both --ssl-certfile and --ssl-keyfile")
+    settings = Settings(
+        state_dir=state_dir, token=token, max_body=max_body, detach_grace=detach_grace
+    )
+    app = create_app(settings)
+    scheme = "https" if ssl_certfile else "http"
+    click.echo(
+        f"agex server on {scheme}://{host}:{port}, state in {settings.state_dir.resolve()}, "
+        + ("token required" if token else "no token (loopback only)"),
+        err=True,
+    )
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        log_level=log_level,
+        timeout_graceful_shutdown=5,
+    )

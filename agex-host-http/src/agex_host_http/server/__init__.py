@@ -1,0 +1,1 @@
+"""The agex server: runs whole agent loops for remote clients."""
