@@ -14,8 +14,9 @@ The ``register_plugin`` fixture (loaded automatically when agex-core is installe
 in-process plugin for one test and removes it afterwards.
 """
 
+from agex.testing.host import HostContract
 from agex.testing.provider import ProviderContract
 from agex.testing.serializer import SerializerContract
 from agex.testing.storage import StorageContract
 
-__all__ = ["ProviderContract", "SerializerContract", "StorageContract"]
+__all__ = ["HostContract", "ProviderContract", "SerializerContract", "StorageContract"]

@@ -1,0 +1,98 @@
+"""A run's message log on the server: numbered, batched, bounded, kept alive."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from agex_host_http.server.runs import Run
+
+
+def parse(chunk: bytes) -> list[tuple[str, str, str]]:
+    """(id, event, data) of each SSE message; comments as ("", "comment", text)."""
+    messages = []
+    for block in chunk.decode().split("\n\n"):
+        if not block:
+            continue
+        if block.startswith(":"):
+            messages.append(("", "comment", block[1:].strip()))
+            continue
+        fields = dict(line.split(": ", 1) for line in block.split("\n"))
+        messages.append((fields["id"], fields["event"], fields["data"]))
+    return messages
+
+
+async def collect(run: Run, after: int = 0, limit: int = 100) -> list[tuple[str, str, str]]:
+    out: list[tuple[str, str, str]] = []
+    async for chunk in run.follow(after, detach_grace=60):
+        out += parse(chunk)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def test_consecutive_tokens_travel_together_under_the_last_id() -> None:
+    async def main():
+        run = Run("r" * 8, "a", "s", limit=100, keepalive=10)
+        for text in ["he", "llo"]:
+            run.publish("token", json.dumps(text))
+        run.publish("event", '{"type": "X"}')
+        run.publish("token", json.dumps("!"))
+        run.finish("result", {"json": 1})
+        return await collect(run)
+
+    assert asyncio.run(main()) == [
+        ("2", "tokens", '["he","llo"]'),
+        ("3", "event", '{"type": "X"}'),
+        ("4", "tokens", '["!"]'),
+        ("5", "result", '{"json": 1}'),
+    ]
+
+
+def test_following_from_an_id_gives_only_what_came_after() -> None:
+    async def main():
+        run = Run("r" * 8, "a", "s", limit=100, keepalive=10)
+        for i in range(5):
+            run.publish("event", str(i))
+        run.finish("result", {"json": None})
+        return await collect(run, after=3)
+
+    assert [m[0] for m in asyncio.run(main())] == ["4", "5", "6"]
+
+
+def test_a_quiet_run_sends_keepalive_comments() -> None:
+    async def main():
+        run = Run("r" * 8, "a", "s", limit=100, keepalive=0.05)
+        return await asyncio.wait_for(collect(run, limit=3), 5)
+
+    assert asyncio.run(main()) == [("", "comment", "keep-alive")] * 3
+
+
+def test_a_follower_that_fell_too_far_behind_is_told_so() -> None:
+    async def main():
+        run = Run("r" * 8, "a", "s", limit=10, keepalive=10)
+        for i in range(50):
+            run.publish("event", str(i))
+        run.finish("result", {"json": None})
+        late = await collect(run, after=2)
+        recent = await collect(run, after=45)
+        return late, recent, len(run._log)
+
+    late, recent, kept = asyncio.run(main())
+    assert late[-1][1] == "error"
+    assert json.loads(late[-1][2])["type"] == "EventsLost"
+    assert [m[0] for m in recent] == ["46", "47", "48", "49", "50", "51"]
+    assert kept <= 20  # bounded
+
+
+def test_waiting_followers_wake_when_a_message_arrives() -> None:
+    async def main():
+        run = Run("r" * 8, "a", "s", limit=100, keepalive=10)
+        followers = [asyncio.create_task(collect(run)) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        run.publish("event", "1")
+        run.finish("result", {"json": 2})
+        return await asyncio.wait_for(asyncio.gather(*followers), 5)
+
+    for messages in asyncio.run(main()):
+        assert [m[1] for m in messages] == ["event", "result"]
