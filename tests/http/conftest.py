@@ -95,11 +95,14 @@ def make_server(tmp_path: Path) -> Iterator:
     """Start servers (with a token unless told otherwise); all are stopped afterwards."""
     started: list[Server] = []
 
-    def make(*extra: str, token: str | None = "", env: dict | None = None) -> Server:
+    def make(
+        *extra: str, token: str | None = "", env: dict | None = None, scheme: str = "http"
+    ) -> Server:
         directory = tmp_path / f"server{len(started)}"
         directory.mkdir()
         chosen = secrets.token_urlsafe(24) if token == "" else token
         server = Server(directory, chosen, *extra, env=env)
+        server.scheme = scheme  # "https" when extra passes --ssl-certfile/--ssl-keyfile
         started.append(server)
         return server.start()
 

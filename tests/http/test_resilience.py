@@ -168,7 +168,8 @@ def test_server_killed_mid_run_fails_promptly_and_state_is_at_its_last_commit(
     committed = threading.Event()
     agent = remote(
         server,
-        scripted("a = 1", "b = 2", "task_success(a + b)", delay=1.0),
+        # Step 2 spins before it assigns: the kill lands while it runs.
+        scripted("a = 1", "for _ in range(10**9):\n    pass\nb = 2", "task_success(b)", delay=0.3),
         state=disk(),
         name="victim",
     )

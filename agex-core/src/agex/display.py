@@ -38,15 +38,27 @@ def visible(text: object) -> str:
     return str.__str__(str(text)).translate(_VISIBLE)
 
 
+#: Whether pprint_tokens left the cursor mid-line, so the next event starts a line of its own.
+_mid_line = False
+
+
 def pprint_tokens(token: str) -> None:
     """Write each streamed piece of the model's reply as it arrives."""
-    sys.stdout.write(visible(token))
-    sys.stdout.flush()
+    global _mid_line
+    text = visible(token)
+    if text:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        _mid_line = not text.endswith("\n")
 
 
 def pprint_events(event: Event) -> None:
     """Print one event as a small titled block."""
+    global _mid_line
     out = sys.stdout
+    if _mid_line:
+        out.write("\n")
+        _mid_line = False
     colour = out.isatty() and "NO_COLOR" not in os.environ
     width = max(shutil.get_terminal_size((100, 24)).columns, 40)
 

@@ -80,10 +80,6 @@ def serve(
     An authenticated client runs code on this machine: give it a token, and run it where
     that is acceptable (a container).
     """
-    import uvicorn
-
-    from agex_host_http.server.app import Settings, create_app
-
     token = read_token(token_file)
     if token is None and not is_loopback(host):
         raise click.UsageError(
@@ -92,6 +88,10 @@ def serve(
         )
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise click.UsageError("TLS needs both --ssl-certfile and --ssl-keyfile")
+    import uvicorn
+
+    from agex_host_http.server.app import Settings, create_app
+
     settings = Settings(
         state_dir=state_dir, token=token, max_body=max_body, detach_grace=detach_grace
     )

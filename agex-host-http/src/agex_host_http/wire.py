@@ -87,7 +87,7 @@ def split_request(body: bytes) -> tuple[dict[str, Any], bytes]:
         raise BadRequest("a run request is a line of JSON (the envelope), a newline, then the task")
     try:
         envelope = json.loads(line)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise BadRequest("the run request's envelope is not valid JSON") from None
     if not isinstance(envelope, dict):
         raise BadRequest("the run request's envelope must be a JSON object")

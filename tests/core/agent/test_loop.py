@@ -412,6 +412,8 @@ def test_seed_callbacks_snippet(capsys) -> None:
     assert namespace["result"] == "HELLO"
     out = capsys.readouterr().out
     assert "-- agent . step 2 . success" in out
+    # Each event starts a line of its own, after the streamed reply.
+    assert all(line.startswith("-- ") for line in out.splitlines() if "-- agent . step" in line)
     assert "task_success(query.upper())" in out
 
 

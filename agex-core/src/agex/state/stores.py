@@ -30,11 +30,15 @@ def confine_to(root: str | Path | None) -> None:
 def confined(path: str, root: Path) -> str:
     """``path`` read inside ``root``: absolute paths count from ``root``, and a path that
     resolves outside it (through ``..`` or a symlink) is refused."""
-    inside = (root / path.lstrip("/\\")).resolve()
-    if not inside.is_relative_to(root):
+    try:
+        inside = (root / path.lstrip("/\\")).resolve()
+    except (ValueError, OSError):  # a NUL byte, a symlink loop
+        inside = None
+    if inside is None or not inside.is_relative_to(root):
         raise StatePathRefused(
-            f"state path {path!r} leads outside the server's state directory; use a path "
-            "inside it (absolute paths count from the state directory)"
+            f"state path {path!r} does not lead to a place inside the server's state "
+            "directory; use a plain path inside it (absolute paths count from the state "
+            "directory)"
         )
     return str(inside)
 

@@ -268,6 +268,10 @@ def create_app(settings: Settings) -> Any:
     @app.post("/v1/cancel", dependencies=secured)
     async def cancel_session(which: CancelSession) -> Cancelled:
         """Cancel every run of an agent in a session (what ``task.cancel(session)`` asks)."""
+        try:
+            check_session(which.session)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
         return Cancelled(cancelled=RUNS.cancel(which.agent, which.session))
 
     return Guard(app, settings.token, settings.max_body)
@@ -276,7 +280,7 @@ def create_app(settings: Settings) -> Any:
 def _after(request: Request) -> int:
     """The id of the last message the client has (``Last-Event-ID``), 0 for none."""
     last = request.headers.get("last-event-id", "0")
-    if not last.isdigit() or len(last) > 18:
+    if not (last.isascii() and last.isdigit()) or len(last) > 18:
         raise HTTPException(400, "Last-Event-ID must be a message id (a number)")
     return int(last)
 
