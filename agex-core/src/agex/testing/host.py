@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from agex.agent import Agent
 from agex.testing.provider import ProviderContract
 
 
@@ -43,9 +44,7 @@ class HostContract(ProviderContract):
         """The state config the contract's agents use (None: ephemeral)."""
         return None
 
-    def agent(self, host: Any, llm: Any, tmp_path: Path, **options: Any) -> Any:
-        from agex import Agent
-
+    def agent(self, host: Any, llm: Any, tmp_path: Path, **options: Any) -> Agent:
         return Agent(host=host, llm=llm, state=self.state(tmp_path), **options)
 
     def test_dump_config_is_plain_json_naming_the_provider(self, host: Any) -> None:
