@@ -102,9 +102,12 @@ def bench(session: nox.Session) -> None:
     session.env["UV_COMPILE_BYTECODE"] = "1"
     _install_agex(session, ["all"])
     peers = {
-        # agex 0.12.4 shares our import name, so it gets an environment of its own. Offline
-        # it would try to download tokenizer data; without tiktoken it counts approximately.
-        "AGEX_PEER_PYTHON": _peer_python(session, "agex-0.12.4", ["agex==0.12.4"], ["tiktoken"]),
+        # agex 0.12.4 shares our import name, so it gets an environment of its own, with its
+        # server for the http figures. Offline it would try to download tokenizer data;
+        # without tiktoken it counts approximately.
+        "AGEX_PEER_PYTHON": _peer_python(
+            session, "agex-0.12.4-server", ["agex[server,http]==0.12.4"], ["tiktoken"]
+        ),
         "AGEX_SMOLAGENTS_PYTHON": _peer_python(session, "smolagents", ["smolagents"], []),
     }
     session.env.update({var: python for var, python in peers.items() if python})

@@ -31,21 +31,21 @@ async def collect(run: Run, after: int = 0, limit: int = 100) -> list[tuple[str,
     return out
 
 
-def test_consecutive_tokens_travel_together_under_the_last_id() -> None:
+def test_tokens_nobody_was_sent_yet_travel_as_one_message() -> None:
     async def main():
         run = Run("r" * 8, "a", "s", limit=100, keepalive=10)
         for text in ["he", "llo"]:
-            run.publish("token", json.dumps(text))
+            run.token(text)
         run.publish("event", '{"type": "X"}')
-        run.publish("token", json.dumps("!"))
+        run.token("!")
         run.finish("result", {"json": 1})
         return await collect(run)
 
     assert asyncio.run(main()) == [
-        ("2", "tokens", '["he","llo"]'),
-        ("3", "event", '{"type": "X"}'),
-        ("4", "tokens", '["!"]'),
-        ("5", "result", '{"json": 1}'),
+        ("1", "tokens", '["he","llo"]'),
+        ("2", "event", '{"type": "X"}'),
+        ("3", "tokens", '["!"]'),
+        ("4", "result", '{"json": 1}'),
     ]
 
 
@@ -96,3 +96,31 @@ def test_waiting_followers_wake_when_a_message_arrives() -> None:
 
     for messages in asyncio.run(main()):
         assert [m[1] for m in messages] == ["event", "result"]
+
+
+def test_a_burst_of_tokens_never_overflows_the_log() -> None:
+    async def main():
+        run = Run("r" * 8, "a", "s", limit=10, keepalive=10)
+        for i in range(100_000):
+            run.token(str(i % 10))
+        run.finish("result", {"json": 1})
+        return await collect(run), len(run._log)
+
+    messages, kept = asyncio.run(main())
+    assert kept == 2
+    assert "".join(json.loads(messages[0][2])) == "0123456789" * 10_000
+    assert messages[-1][1] == "result"
+
+
+def test_tokens_already_sent_are_never_changed() -> None:
+    async def main():
+        run = Run("r" * 8, "a", "s", limit=100, keepalive=10)
+        run.token("a")
+        first = await anext(run.follow(0, detach_grace=60))
+        run.token("b")  # after "a" went out: a message of its own
+        run.finish("result", {"json": 1})
+        return parse(first), await collect(run, after=1)
+
+    first, rest = asyncio.run(main())
+    assert first == [("1", "tokens", '["a"]')]
+    assert rest == [("2", "tokens", '["b"]'), ("3", "result", '{"json": 1}')]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -207,6 +208,7 @@ class HttpHost:
         client = self._clients.get(loop)
         if client is None:
             client = self._clients[loop] = httpx.AsyncClient(
+                verify=_tls(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")),
                 timeout=httpx.Timeout(30.0, read=READ_TIMEOUT),
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
             )
@@ -271,6 +273,16 @@ class HttpHost:
             await self._client().post(
                 f"{self.url}{wire.API}/runs/{run_id}/cancel", headers=self._headers(), timeout=5.0
             )
+
+
+@functools.lru_cache(maxsize=4)
+def _tls(cafile: str | None, capath: str | None) -> Any:
+    """One TLS context per trust setting (httpx reads SSL_CERT_FILE and SSL_CERT_DIR), made
+    once: loading the certificate store costs tens of milliseconds, and every event loop
+    gets its own connection pool."""
+    import httpx
+
+    return httpx.create_ssl_context()
 
 
 def _raise_for(response: httpx.Response, url: str, run_id: str | None = None) -> None:

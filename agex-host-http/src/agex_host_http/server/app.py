@@ -361,7 +361,7 @@ async def _execute(
     agent = invocation.agent
     sink = Sink(
         lambda event: run.publish("event", event.to_json()),
-        lambda text: run.publish("token", json.dumps(text)),
+        run.token,
     )
     kind, message = "error", {}
     try:

@@ -31,15 +31,28 @@ class Run:
         self.done = False
         self.cancel_requested = False
         self.followers = 0
-        self._log: list[tuple[int, str, str]] = []  # (id, kind, JSON data)
+        # (id, kind, data): data is JSON text, or for "tokens" a list of JSON strings that
+        # grows until a follower has been sent it.
+        self._log: list[tuple[int, str, Any]] = []
         self._first = 1  # id of _log[0]
         self._next = 1
+        self._sent = 0  # the highest id handed to any follower: entries up to it are final
         self._changed = asyncio.Event()
         self._orphan: asyncio.TimerHandle | None = None
 
     # -- writing ---------------------------------------------------------------------
 
-    def publish(self, kind: str, data: str) -> None:
+    def token(self, text: str) -> None:
+        """A model token; tokens that arrive before anyone was sent the previous ones join
+        them in one message, so a fast model fills the log with few, long messages."""
+        last = self._log[-1] if self._log else None
+        if last is not None and last[1] == "tokens" and last[0] > self._sent:
+            last[2].append(json.dumps(text))
+            self._changed.set()
+            return
+        self.publish("tokens", [json.dumps(text)])
+
+    def publish(self, kind: str, data: Any) -> None:
         self._log.append((self._next, kind, data))
         self._next += 1
         if len(self._log) > 2 * self.limit:  # trim in bulk: amortised O(1) per message
@@ -89,6 +102,7 @@ class Run:
                 if start < len(self._log):
                     batch = self._log[start:]
                     after = batch[-1][0]
+                    self._sent = max(self._sent, after)
                     yield _encode(batch)
                     continue
                 if self.done:
@@ -114,15 +128,15 @@ def _sse(message_id: int, kind: str, data: str) -> bytes:
     return f"id: {message_id}\nevent: {kind}\ndata: {data}\n\n".encode()
 
 
-def _encode(batch: list[tuple[int, str, str]]) -> bytes:
-    """One chunk for a batch of messages; consecutive tokens become one ``tokens`` message
-    whose id is the last token's."""
+def _encode(batch: list[tuple[int, str, Any]]) -> bytes:
+    """One chunk for a batch of messages; consecutive token messages become one, under the
+    last one's id."""
     out: list[bytes] = []
     tokens: list[str] = []
     last = 0
     for message_id, kind, data in batch:
-        if kind == "token":
-            tokens.append(data)
+        if kind == "tokens":
+            tokens += data
             last = message_id
             continue
         if tokens:
