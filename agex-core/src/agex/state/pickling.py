@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import io
+import marshal
 import pickle
 import types
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ _into: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
 
 
 def _rebuild(
-    code: types.CodeType,
+    compiled: bytes,
     name: str,
     qualname: str,
     defaults: Any,
@@ -39,6 +40,7 @@ def _rebuild(
         raise pickle.UnpicklingError(
             "an agent function can only be loaded into a sandbox namespace (state.loading_into)"
         )
+    code = marshal.loads(compiled)
     closure = None if cells is None else tuple(types.CellType(v) for v in cells)
     func = types.FunctionType(code, namespace, name, defaults, closure)
     func.__qualname__ = qualname
@@ -53,8 +55,10 @@ class _AgentPickler(cloudpickle.Pickler):  # type: ignore[misc]
             cells = (
                 None if obj.__closure__ is None else tuple(c.cell_contents for c in obj.__closure__)
             )
+            # marshal keeps the code exactly, its file name included: that name is what
+            # marks the function as the agent's (cloudpickle may rename it).
             return _rebuild, (
-                obj.__code__,
+                marshal.dumps(obj.__code__),
                 obj.__name__,
                 obj.__qualname__,
                 obj.__defaults__,
