@@ -124,3 +124,25 @@ def test_tokens_already_sent_are_never_changed() -> None:
     first, rest = asyncio.run(main())
     assert first == [("1", "tokens", '["a"]')]
     assert rest == [("2", "tokens", '["b"]'), ("3", "result", '{"json": 1}')]
+
+
+def test_a_run_cancelled_before_its_first_step_still_ends_its_stream() -> None:
+    from agex_host_http.server.runs import RunBoard
+
+    async def main():
+        board = RunBoard(limit=100, retention=0.01)
+        run = board.open("r" * 8, "a", "s")
+
+        async def never_runs() -> None:
+            run.finish("result", {"json": 1})
+
+        board.watch(run, asyncio.create_task(never_runs()))
+        assert run.cancel()  # before the task's first step: none of its code runs
+        messages = await asyncio.wait_for(collect(run), 5)
+        await asyncio.sleep(0.05)
+        return messages, board.runs
+
+    messages, left = asyncio.run(main())
+    assert messages[-1][1] == "error"
+    assert json.loads(messages[-1][2])["type"] == "TaskCancelled"
+    assert left == {}  # forgotten after the retention period

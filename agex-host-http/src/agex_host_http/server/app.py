@@ -230,15 +230,17 @@ def create_app(settings: Settings) -> Any:
             return _stream(board.runs[run_id], _after(request), settings.detach_grace)
         task.agent.state_config = state
         run = board.open(run_id, task.agent.name, session)
-        run.task = asyncio.create_task(
-            _execute(
-                board,
-                run,
-                Invocation(task.agent, task, arguments, session),
-                serializer,
-                timeout,
-                token,
-            )
+        board.watch(
+            run,
+            asyncio.create_task(
+                _execute(
+                    run,
+                    Invocation(task.agent, task, arguments, session),
+                    serializer,
+                    timeout,
+                    token,
+                )
+            ),
         )
         return _stream(run, 0, settings.detach_grace)
 
@@ -349,7 +351,6 @@ def _state(raw: Any, state_dir: Path) -> StateConfig:
 
 
 async def _execute(
-    board: RunBoard,
     run: Run,
     invocation: Invocation,
     serializer: Any,
@@ -387,4 +388,3 @@ async def _execute(
         if isinstance(position, int):
             message["position"] = position
         run.finish(kind, message)
-        board.close(run)

@@ -161,7 +161,15 @@ class RunBoard:
         run = self.runs[run_id] = Run(run_id, agent_name, session, self.limit, self.keepalive)
         return run
 
-    def close(self, run: Run) -> None:
-        """The run has ended: forget it after the retention period."""
-        loop = asyncio.get_running_loop()
-        loop.call_later(self.retention, self.runs.pop, run.id, None)
+    def watch(self, run: Run, task: asyncio.Task[Any]) -> None:
+        """``task`` runs the run's loop. However it ends (even cancelled before its first
+        step, when none of its own code runs), followers get a last message, and the run is
+        forgotten after the retention period."""
+        run.task = task
+        task.add_done_callback(lambda _: self._ended(run))
+
+    def _ended(self, run: Run) -> None:
+        if not run.done:
+            kind = "TaskCancelled" if run.cancel_requested else "RuntimeError"
+            run.finish("error", {"type": kind, "message": "the run stopped before it began"})
+        asyncio.get_running_loop().call_later(self.retention, self.runs.pop, run.id, None)
