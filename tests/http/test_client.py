@@ -11,11 +11,8 @@ from agex import Agent, RemoteExecutionError, connect_host, connect_llm, connect
 from agex.hosts import Invocation
 from agex.hosts.shipping import NotSerializableError, ship
 from agex.serializers import CloudpickleSerializer
+from agex.testing.host import scripted
 from agex_host_http import wire
-
-
-def scripted(*codes: str) -> object:
-    return connect_llm("scripted", responses=[f"```python\n{c}\n```" for c in codes])
 
 
 def host(server=None, **options):

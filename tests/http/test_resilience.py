@@ -17,18 +17,10 @@ from agex import (
     RemoteExecutionError,
     TaskCancelled,
     connect_host,
-    connect_llm,
     connect_state,
 )
+from agex.testing.host import scripted
 from agex_host_http import client as http_client
-
-
-def scripted(*codes: str, **options) -> object:
-    return connect_llm(
-        "scripted",
-        responses=[f"Step {i}.\n```python\n{c}\n```" for i, c in enumerate(codes)],
-        **options,
-    )
 
 
 def disk(path: str = "/runs") -> object:
@@ -50,12 +42,10 @@ def in_thread(call, *args, **kwargs) -> tuple[threading.Thread, dict]:
     box: dict = {}
 
     def work() -> None:
-        started = time.monotonic()
         try:
             box["value"] = call(*args, **kwargs)
         except BaseException as exc:
             box["error"] = exc
-        box["elapsed"] = time.monotonic() - started
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()

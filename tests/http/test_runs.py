@@ -1,4 +1,5 @@
-"""Tasks on a real agex server: results, events, tokens, state, errors by type."""
+"""Tasks on a real agex server: results, events, tokens, state, remote failures. The host
+contract (test_contract.py) covers outcomes by type and None."""
 
 from __future__ import annotations
 
@@ -9,19 +10,10 @@ import pytest
 from agex import (
     Agent,
     RemoteExecutionError,
-    TaskClarify,
-    TaskFail,
-    TaskTimeout,
     connect_host,
-    connect_llm,
     connect_state,
 )
-
-
-def scripted(*codes: str, **options) -> object:
-    return connect_llm(
-        "scripted", responses=[f"Step.\n```python\n{c}\n```" for c in codes], **options
-    )
+from agex.testing.host import scripted
 
 
 def remote(server, llm, state=None, **agent_options) -> Agent:
@@ -66,36 +58,6 @@ def test_values_json_cannot_carry_come_back_typed(server) -> None:
     assert point() == Point(1, 2)
     assert type(point.func).__name__ == "function"
     assert pair() == (1, "a")
-
-
-def test_none_is_none(server) -> None:
-    agent = remote(server, scripted("task_success(None)"))
-
-    @agent.task
-    def nothing() -> None:
-        """Nothing."""
-
-    assert nothing() is None
-
-
-@pytest.mark.parametrize(
-    ("code", "error"),
-    [
-        ("task_fail('no data')", TaskFail),
-        ("task_clarify('which year?')", TaskClarify),
-        ("while True:\n    pass", TaskTimeout),
-    ],
-)
-def test_outcomes_keep_their_type(server, code: str, error: type) -> None:
-    agent = remote(server, scripted(code), timeout=1.0)
-
-    @agent.task
-    def job() -> int:
-        """Job."""
-
-    with pytest.raises(error) as caught:
-        job()
-    assert type(caught.value) is error
 
 
 def test_other_failures_are_remote_execution_errors_with_the_traceback(server) -> None:

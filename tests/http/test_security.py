@@ -21,9 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
-from agex import Agent, RemoteExecutionError, connect_host, connect_llm, connect_state, plugins
+from agex import Agent, RemoteExecutionError, connect_host, connect_state, plugins
 from agex.hosts import Invocation
 from agex.hosts.shipping import ship
+from agex.testing.host import scripted
 from agex_host_http import wire
 
 API = wire.API
@@ -32,12 +33,6 @@ EXPECTED_PUBLIC = {"/v1/health", "/openapi.json"}
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def scripted(*codes: str, **options: Any) -> Any:
-    return connect_llm(
-        "scripted", responses=[f"Step.\n```python\n{c}\n```" for c in codes], **options
-    )
 
 
 def remote(server: Any, llm: Any, state: Any = None, **agent_options: Any) -> Agent:

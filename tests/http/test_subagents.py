@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import secrets
 
-from agex import Agent, connect_host, connect_llm, connect_state
-
-
-def scripted(*codes: str) -> object:
-    return connect_llm("scripted", responses=[f"```python\n{c}\n```" for c in codes])
+from agex import Agent, connect_host, connect_state
+from agex.testing.host import scripted
 
 
 def test_a_sub_agent_without_a_host_runs_on_the_server(server) -> None:

@@ -8,11 +8,8 @@ import time
 
 import pytest
 
-from agex import Agent, TaskCancelled, connect_llm, connect_state
-
-
-def scripted(*codes: str, **options) -> object:
-    return connect_llm("scripted", responses=[f"```python\n{c}\n```" for c in codes], **options)
+from agex import Agent, TaskCancelled, connect_state
+from agex.testing.host import scripted
 
 
 def in_thread(call, **kwargs) -> tuple[threading.Thread, dict]:
