@@ -21,7 +21,7 @@ CORE = {
 #: What each distribution registers. Grows as providers land.
 REGISTERS: dict[str, set[tuple[str, str]]] = {
     "agex-host-http": {("host", "http"), ("command", "serve")},
-    "agex-host-modal": set(),
+    "agex-host-modal": {("host", "modal"), ("storage", "modal-dict"), ("storage", "modal-volume")},
     "agex-state-disk": {("storage", "disk")},
     "agex-example-shelf": {("storage", "shelf")},
     "agex-example-clash": {("storage", "shelf")},

@@ -60,6 +60,7 @@ class Agent:
 
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
             if isinstance(f, Task):
+                _check_nesting(self, f.agent)
                 self.policy.fn(f.as_function(), name=name or f.name)
             else:
                 self.policy.fn(f, name=name)
@@ -135,7 +136,7 @@ class Agent:
         from agex.state.versioned import VersionedState
 
         remote = getattr(self.host, "state_storage", None)  # a host that keeps state itself
-        storage = remote(self) if remote is not None else storage_for(self.state_config)
+        storage = remote(self, session) if remote is not None else storage_for(self.state_config)
         return VersionedState(storage, AgentStateSerializer(), self.name, session)
 
     def warmup(self) -> None:
@@ -161,6 +162,15 @@ class Agent:
 
     def __repr__(self) -> str:
         return f"Agent(name={self.name!r})"
+
+
+def _check_nesting(parent: Agent, sub: Agent) -> None:
+    """Either agent's host may refuse the pair (e.g. one it cannot nest), at registration
+    rather than at the first call."""
+    for host in (parent.host, sub.host):
+        check = getattr(host, "validate_subagent", None)
+        if check is not None:
+            check(parent, sub)
 
 
 def _qualname(obj: Any) -> str:

@@ -27,5 +27,7 @@ SUPPLIERS: dict[tuple[str, str], Supplier] = {
     ("host", "http"): HTTP,
     ("command", "serve"): HTTP,
     ("host", "modal"): MODAL,
+    ("storage", "modal-dict"): MODAL,
+    ("storage", "modal-volume"): MODAL,
     ("storage", "disk"): DISK,
 }

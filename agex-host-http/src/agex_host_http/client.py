@@ -164,7 +164,7 @@ class HttpHost:
             "serializer": self.serializer,
         }
 
-    def state_storage(self, agent: Agent) -> Any:
+    def state_storage(self, agent: Agent, session: str) -> Any:
         raise ValueError(
             f"agent {agent.name!r} runs on the server at {self.url}, and so does its state: "
             "inspect it on the server, with a local agent of the same name whose state path "

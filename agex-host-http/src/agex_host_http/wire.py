@@ -10,7 +10,8 @@ The answer is a stream of server-sent events, each with an id and JSON data:
 - ``tokens``: a JSON list of model tokens (consecutive tokens travel together);
 - ``result``: the task's value, as JSON when JSON carries it exactly, otherwise serialized
   and authenticated with an HMAC under the shared token;
-- ``error``: how the task ended without a value: its type, message and traceback.
+- ``error``: how the task ended without a value: its type, message and traceback
+  (``agex.hosts.outcomes``).
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ import base64
 import hashlib
 import hmac
 import json
-import sys
 from typing import Any
+
+# Errors travel the way every remote host sends them.
+from agex.hosts.outcomes import encode_error as encode_error
+from agex.hosts.outcomes import raise_error as raise_error
+from agex.hosts.shipping import mismatch as mismatch
+from agex.hosts.shipping import versions as versions
 
 API = "/v1"
 ENVELOPE_LIMIT = 64 * 1024
-#: Task outcomes the client raises as their own type; anything else is a RemoteExecutionError.
-OUTCOMES = ("TaskFail", "TaskClarify", "TaskTimeout", "TaskCancelled")
 
 
 #: The seed's rules for state on a remote host: the client checks them at Agent creation,
@@ -42,38 +46,6 @@ LIVE_REFUSED = (
 
 class BadRequest(ValueError):
     """A request the server cannot read; the message says what is wrong."""
-
-
-def versions() -> dict[str, str]:
-    """What must match between client and server for serialized code to load."""
-    import cloudpickle
-
-    import agex
-
-    return {
-        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-        "agex": agex.__version__,
-        "cloudpickle": cloudpickle.__version__,
-    }
-
-
-def mismatch(client: Any, server: dict[str, str]) -> str | None:
-    """Why the client's serialized task would not load on this server, or None."""
-    if not isinstance(client, dict):
-        return "the request does not say which versions the client runs"
-    wrong = [
-        f"{name} {client.get(name)!r} on the client, {server[name]!r} on the server"
-        for name in ("python", "agex", "cloudpickle")
-        if client.get(name) != server[name]
-    ]
-    if not wrong:
-        return None
-    return (
-        "client and server versions differ: "
-        + "; ".join(wrong)
-        + ". Serialized agents only load where these match: install the same versions on "
-        "both sides (Python minor version, agex-core, cloudpickle)"
-    )
 
 
 def request_body(envelope: dict[str, Any], payload: bytes) -> bytes:
@@ -140,31 +112,3 @@ def decode_value(message: dict[str, Any], token: str, serializer: Any) -> Any:
             "not share this client's token, or something altered the response"
         )
     return serializer.loads(data)
-
-
-# -- errors ----------------------------------------------------------------------------
-
-
-def encode_error(exc: BaseException) -> dict[str, Any]:
-    import traceback
-
-    return {
-        "type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
-    }
-
-
-def raise_error(message: dict[str, Any]) -> None:
-    """Raise, on the client, what ended the remote run."""
-    from agex import errors
-
-    kind = message.get("type")
-    text = str(message.get("message", ""))
-    if kind in OUTCOMES:
-        raise getattr(errors, str(kind))(text)
-    raise errors.RemoteExecutionError(
-        f"{kind}: {text}",
-        remote_traceback=message.get("traceback"),
-        remote_type=str(kind),
-    )

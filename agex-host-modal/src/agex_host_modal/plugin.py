@@ -1,6 +1,41 @@
-"""The entry point agex loads for agex-host-modal (group `agex`).
+"""The entry point agex loads for agex-host-modal (group `agex`): the `modal` host and the
+storages `modal-dict` and `modal-volume`. Only `agex` is imported here; the Modal SDK loads
+when a host or storage is actually used."""
 
-It will register the `modal` host and the Modal Dict and Volume storages; until those land
-it registers nothing, so no provider is offered that does not work. Import only `agex` here:
-SDKs are imported inside factories.
-"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from agex import hookimpl
+
+if TYPE_CHECKING:
+    from agex.registry import Registry
+
+
+def make_modal(**options: Any) -> Any:
+    from agex_host_modal.host import ModalHost
+
+    return ModalHost(**options)
+
+
+def make_dict(path: str | None = None) -> Any:
+    from agex_host_modal.storage import ModalDictStorage
+
+    return ModalDictStorage(path)
+
+
+def make_volume(path: str | None = None) -> Any:
+    from agex_host_modal.storage import ModalVolumeStorage
+
+    return ModalVolumeStorage(path)
+
+
+@hookimpl
+def agex_register_hosts(registry: Registry) -> None:
+    registry.register("modal", make_modal)
+
+
+@hookimpl
+def agex_register_storages(registry: Registry) -> None:
+    registry.register("modal-dict", make_dict)
+    registry.register("modal-volume", make_volume)

@@ -71,6 +71,11 @@ class Host(Protocol):
 
     def warmup(self, agent: Agent) -> None: ...
 
+    # Optional: ``validate_subagent(parent, sub)`` refuses, when ``parent.fn(task)``
+    # registers another agent's task, a pairing this host cannot run (it is asked whether
+    # it is the parent's host or the sub-agent's). ``state_storage(agent, session)``
+    # gives the storage where the host keeps that state, for ``agent.state(session)``.
+
     def dump_config(self) -> dict[str, Any]:
         """What rebuilds this host elsewhere (for sub-agents on a server)."""
         ...

@@ -7,6 +7,7 @@ registration) instead of pointing into the serializer's internals.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,38 @@ def unship(data: bytes, serializer: Serializer) -> tuple[Any, dict[str, Any]]:
     if not isinstance(arguments, dict):
         raise TypeError("the payload carries no arguments")
     return shipped["task"], arguments
+
+
+def versions() -> dict[str, str]:
+    """What must match between the client and the host for serialized code to load."""
+    import cloudpickle
+
+    import agex
+
+    return {
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "agex": agex.__version__,
+        "cloudpickle": cloudpickle.__version__,
+    }
+
+
+def mismatch(client: Any, server: dict[str, str]) -> str | None:
+    """Why the client's serialized task would not load on this host, or None."""
+    if not isinstance(client, dict):
+        return "the request does not say which versions the client runs"
+    wrong = [
+        f"{name} {client.get(name)!r} on the client, {server[name]!r} on the host"
+        for name in ("python", "agex", "cloudpickle")
+        if client.get(name) != server[name]
+    ]
+    if not wrong:
+        return None
+    return (
+        "client and host versions differ: "
+        + "; ".join(wrong)
+        + ". Serialized agents only load where these match: install the same versions on "
+        "both sides (Python minor version, agex-core, cloudpickle)"
+    )
 
 
 def _culprit(invocation: Invocation, serializer: Serializer) -> str | None:

@@ -11,6 +11,7 @@ from agex.llm.sdk import SDKClient
 
 class AnthropicLLM(SDKClient):
     provider = "anthropic"
+    requires = ("anthropic",)
     key_env = "ANTHROPIC_API_KEY"
     default_model = "claude-sonnet-4-5"
 

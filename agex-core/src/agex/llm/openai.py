@@ -12,6 +12,7 @@ from agex.llm.sdk import SDKClient
 
 class OpenAILLM(SDKClient):
     provider = "openai"
+    requires = ("openai",)
     key_env = "OPENAI_API_KEY"
     default_model = "gpt-4.1-mini"
 

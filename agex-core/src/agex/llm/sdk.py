@@ -22,6 +22,8 @@ class SDKClient:
     ``default_model`` and implement ``_connect`` and ``stream``."""
 
     provider: str
+    #: Distributions this client needs wherever the loop runs (a remote image installs them).
+    requires: tuple[str, ...]
     key_env: str
     default_model: str
 

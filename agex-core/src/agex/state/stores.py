@@ -56,3 +56,10 @@ def storage_for(config: StateConfig) -> Any:
             options = {} if path is None else {"path": path}
             store = _stores[key] = plugins.create("storage", config.storage, **options)
         return store
+
+
+def forget() -> None:
+    """Drop the storage objects made so far, so the next use makes new ones (a test that
+    puts another backend behind the same names)."""
+    with _lock:
+        _stores.clear()

@@ -11,6 +11,9 @@ Layout in the storage:
   only after the commit and its blobs are written, so a crash at any point leaves the head
   on a complete commit.
 
+Blobs and commits never change once written (``IMMUTABLE``), so a storage may cache them;
+heads must always be read through.
+
 A commit writes only the values it is given (those the step touched), so its cost follows
 what changed, not the size of the state.
 """
@@ -36,6 +39,8 @@ KEY_ENV = "AGEX_STATE_KEY"
 #: ``base=HEAD``: commit on top of whatever the head is now.
 HEAD = object()
 _MAC = 32  # bytes of HMAC-SHA256
+#: Key prefixes whose values never change once written (blobs, commits).
+IMMUTABLE = ("b/", "c/")
 
 
 #: Every this many commits, one records the whole name -> blob index; the others record only

@@ -1,0 +1,73 @@
+"""The Modal app an agent's tasks run in: an image with what the agent's code needs, and one
+generator function (``remote.run_task``) with the host's settings and secrets.
+
+Building it touches no network: Modal resolves the secrets and volumes, and builds the image,
+only when the app is deployed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+from agex_host_modal import names, remote, sdk
+from agex_host_modal.dependencies import Needs, needs
+from agex_host_modal.storage import mount_point
+
+if TYPE_CHECKING:
+    from agex.agent import Agent
+    from agex_host_modal.host import ModalHost
+
+
+def app_name(agent: Agent, host: ModalHost, needed: Needs | None = None) -> str:
+    """The host's ``app``, or a name made from the agent's fingerprint and everything the
+    deployment depends on: a change to any of them is a new app, deployed on first use."""
+    if host.app is not None:
+        return host.app
+    needed = needed or needs(agent)
+    settings = [agent.fingerprint, needed.digest(), host.dump_config(), volume_of(agent)]
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    readable = re.sub(r"[^a-z0-9-]+", "-", agent.name.lower()).strip("-")[:40] or "agent"
+    return f"agex-{readable}-{digest}"
+
+
+def volume_of(agent: Agent) -> str | None:
+    """The Volume the agent's state needs mounted (disk tier), if any."""
+    config = agent.state_config
+    if config.type != "versioned" or config.path is None:
+        return None
+    if config.storage == "disk":
+        return names.state_volume(config.path)
+    if config.storage == "modal-volume":
+        return names.check(config.path, "the path of modal-volume state")
+    return None
+
+
+def build(agent: Agent, host: ModalHost) -> Any:
+    """The ``modal.App`` that runs ``agent``'s tasks, built offline."""
+    modal = sdk.modal()
+    needed = needs(agent)
+    image = modal.Image.debian_slim(python_version=needed.python).uv_pip_install(*needed.pins)
+    if needed.sources:
+        image = image.add_local_python_source(*needed.sources)
+    volume = volume_of(agent)
+    volumes = (
+        {}
+        if volume is None
+        else {mount_point(volume): modal.Volume.from_name(volume, create_if_missing=True)}
+    )
+    app = modal.App(app_name(agent, host, needed))
+    app.function(
+        image=image,
+        secrets=[modal.Secret.from_name(secret) for secret in host.secrets],
+        gpu=host.gpu,
+        memory=host.memory,
+        timeout=host.function_timeout,
+        scaledown_window=host.scaledown_window,
+        volumes=volumes,
+        name=remote.FUNCTION,
+        serialized=True,
+    )(remote.run_task)
+    return app
