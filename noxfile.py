@@ -36,7 +36,7 @@ MATRIX: dict[str, tuple[list[str], list[str]]] = {
 }
 OURS = {
     "http": ["agex-host-http", "agex-state-disk"],  # http needs disk state
-    "modal": ["agex-host-modal"],
+    "modal": ["agex-host-modal", "agex-state-disk"],  # modal names disk state too
     "disk": ["agex-state-disk"],
     "all": ["agex-host-http", "agex-host-modal", "agex-state-disk"],
 }
