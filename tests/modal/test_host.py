@@ -117,6 +117,28 @@ def test_first_task_deploys_then_reuses(fake):
     assert len(fake.deploys) == 1
 
 
+def test_the_app_is_named_once_per_definition_of_the_agent(fake, monkeypatch):
+    from agex_host_modal import app, dependencies
+
+    named = []
+    monkeypatch.setattr(
+        app, "needs", lambda agent: named.append(agent) or dependencies.needs(agent)
+    )
+    agent, bump = counting_agent(modal_host(), steps=3)
+    bump()
+    first = len(named)
+    bump()
+    assert len(named) == first  # naming scans distributions and hashes sources: not per task
+
+    @agent.fn
+    def helper() -> int:
+        return 1
+
+    bump()
+    assert len(named) > first  # a new registration may need another image
+    assert len(fake.deploys) == 2
+
+
 def test_warmup_deploys_ahead_of_the_first_task(fake):
     agent, bump = counting_agent(modal_host())
     agent.warmup()

@@ -80,6 +80,7 @@ class ModalHost:
         self.gpu, self.memory = gpu, memory
         self.timeout, self.scaledown_window = float(timeout), scaledown_window
         self._functions: dict[str, Any] = {}
+        self._names: dict[tuple[str | None, ...], str] = {}
         self._lock = threading.Lock()
 
     @property
@@ -209,12 +210,20 @@ class ModalHost:
     def function(self, agent: Agent) -> Any:
         """The deployed function for ``agent``, deploying the app first when Modal has none
         by its name."""
-        from agex_host_modal.app import app_name
+        from agex_host_modal.app import app_name, volume_of
+        from agex_host_modal.dependencies import agents
         from agex_host_modal.remote import FUNCTION
 
         modal = sdk.modal()
-        name = app_name(agent, self)
+        # Naming the app scans installed distributions and hashes local sources: once per
+        # definition of the agent and its sub-agents, not once per task.
+        defined = (*(one.fingerprint for one in agents(agent)), volume_of(agent))
         with self._lock:
+            name = self._names.get(defined)
+        if name is None:
+            name = app_name(agent, self)
+        with self._lock:
+            self._names[defined] = name
             function = self._functions.get(name)
             if function is not None:
                 return function
@@ -276,7 +285,7 @@ class ModalHost:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_functions"], state["_lock"] = {}, None
+        state["_functions"], state["_names"], state["_lock"] = {}, {}, None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -99,15 +99,20 @@ class FakeModal:
         return str(container.mounts[path][1])
 
     def close(self) -> None:
-        """Stop the containers, forget their files and put the environment back."""
-        for container in self.containers:
-            container.loop.call_soon_threadsafe(container.loop.stop)
+        """Stop the containers, forget their files and put the environment back.
+
+        As when Modal stops an app, inputs still running are cancelled; agent code that
+        does not stop then is an error, not a thread left spinning in the test process.
+        """
+        stuck = [c.id for c in self.containers if not c.stop()]
         for variable, value in self.environ.items():
             if value is None:
                 os.environ.pop(variable, None)
             else:
                 os.environ[variable] = value
         shutil.rmtree(self.root, ignore_errors=True)
+        if stuck:
+            raise RuntimeError(f"containers {stuck} still ran agent code once cancelled")
 
     def _connect(self) -> None:
         """What Modal's client does first: find credentials."""
@@ -263,6 +268,28 @@ class _Container:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
+
+    def stop(self, seconds: float = 10.0) -> bool:
+        """Cancel what runs here and wait for its threads; False if they went on."""
+
+        async def cancel_all() -> bool:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                await asyncio.wait_for(self.loop.shutdown_default_executor(), seconds)
+            except TimeoutError:
+                return False
+            return True
+
+        try:
+            return asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(seconds + 5)
+        except TimeoutError:
+            return False
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(seconds)
 
     def folder_of(self, volume: str) -> Path | None:
         for name, folder in self.mounts.values():
