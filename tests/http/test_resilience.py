@@ -295,3 +295,22 @@ def test_a_client_that_leaves_while_the_model_thinks_is_noticed_at_once(make_ser
     assert cancel.json() == {"cancelled": 0}  # already cancelled by the server
     events = httpx.get(f"{url}/events", headers=server.headers, timeout=10)
     assert "TaskCancelled" in events.text
+
+
+def test_runs_go_through_the_proxy_the_environment_names(server, monkeypatch) -> None:
+    relay = Proxy(server.port)  # a relay passes a proxy's requests on unchanged
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", relay.url)
+    monkeypatch.setenv("http_proxy", relay.url)
+    agent = remote(server, scripted("task_success(5)"))
+
+    @agent.task
+    def job() -> int:
+        """Job."""
+
+    try:
+        assert job() == 5
+    finally:
+        relay.close()
+    assert any(r.startswith(f"POST {server.url}/v1/runs/".encode()) for r in relay.requests)
