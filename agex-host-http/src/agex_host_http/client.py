@@ -83,6 +83,9 @@ class HttpHost:
         from agex.hosts.shipping import ship
 
         agent = invocation.agent
+        # Connecting first, the request goes out as soon as its body is ready, while calls
+        # started alongside this one still prepare theirs.
+        await self._origin().connect_ahead()
         serializer = self._serializer()
         state = agent.state_config
         envelope = {

@@ -40,6 +40,9 @@ class ProxiedOrigin:
             raise StreamError(f"{type(exc).__name__}: {exc}") from None
         return ProxiedResponse(response)
 
+    async def connect_ahead(self) -> None:
+        """httpx connects when it sends."""
+
 
 class ProxiedResponse:
     def __init__(self, response: httpx.Response) -> None:

@@ -72,6 +72,12 @@ class Origin:
             connection.close()
         return await self._exchange(await self._connect(), head, body)
 
+    async def connect_ahead(self) -> None:
+        """Have a connection ready for the next request, if the server can be reached."""
+        if not any(connection.usable() for connection in self._idle):
+            with contextlib.suppress(StreamError):
+                self.keep(await self._connect())
+
     async def _connect(self) -> _Connection:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
