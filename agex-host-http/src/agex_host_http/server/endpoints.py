@@ -168,9 +168,13 @@ class RunEndpoints:
         messages = run.follow(after, self.detach_grace)
         try:
             async for chunk in messages:
+                if run.done:  # the chunk ends with the run's last message: so does the answer
+                    break
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            else:
+                chunk = b""
             watcher.cancel()  # ending the response wakes it
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await send({"type": "http.response.body", "body": chunk, "more_body": False})
         except asyncio.CancelledError:
             if not left or streaming.uncancel() > 0:
                 raise  # cancelled by more than the client leaving: the server is stopping

@@ -113,6 +113,10 @@ class Run:
                         await self._changed.wait()
                 except TimeoutError:
                     yield b": keep-alive\n\n"
+                    continue
+                # Whatever else is published in the same moment (an event, then the run's
+                # result) goes out with it, in one write.
+                await asyncio.sleep(0)
         finally:
             self.followers -= 1
             if self.followers == 0 and not self.done:
