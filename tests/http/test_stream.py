@@ -184,6 +184,23 @@ def test_a_kept_alive_connection_the_server_closed_is_replaced_unnoticed() -> No
     assert asyncio.run(main()) == [b"ok"] * 3
 
 
+def test_idle_connections_close_when_their_event_loop_shuts_down() -> None:
+    async def main() -> list:
+        reply = answering(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        async with serving(reply) as (url, _):
+            origin = Origin(url, None, 5.0)
+            await origin.connect_ahead()
+            response = await origin.request("GET", "/", {})
+            assert await response.read() == b"ok"
+            await response.aclose()
+            idle = [connection.writer.transport for connection in origin._idle]
+            assert idle
+            assert not any(transport.is_closing() for transport in idle)
+            return idle
+
+    assert all(transport.is_closing() for transport in asyncio.run(main()))
+
+
 def test_a_silent_server_is_a_stream_error_after_the_read_timeout() -> None:
     async def main() -> None:
         silent = answering(OK_CHUNKED, b"5\r\nhello\r\n")  # then nothing, connection open

@@ -209,6 +209,10 @@ class HttpHost:
         loop = asyncio.get_running_loop()
         origin = self._origins.get(loop)
         if origin is None:
+            # Idle connections hold on to their loop: those of loops that have closed (an
+            # earlier asyncio.run) go, so that loop and connections can be collected.
+            for closed in [other for other in self._origins if other.is_closed()]:
+                del self._origins[closed]
             tls = None
             if self.url.startswith("https:"):
                 tls = _tls(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))

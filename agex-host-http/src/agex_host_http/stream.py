@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import re
 import ssl
+from collections.abc import AsyncGenerator
 from urllib.parse import quote, urlsplit
 
 #: Seconds to connect, and to send a request.
@@ -54,6 +55,7 @@ class Origin:
         self.base = quote(parts.path.rstrip("/"), safe="/%:@!$&'()*+,;=-._~")
         self.read_timeout = read_timeout
         self._idle: list[_Connection] = []
+        self._shutdown: AsyncGenerator[None, None] | None = None
 
     async def request(
         self, method: str, path: str, headers: dict[str, str], body: bytes | None = None
@@ -64,6 +66,7 @@ class Origin:
         if body is not None:
             lines.append(f"content-length: {len(body)}")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        await self._close_at_shutdown()
         while self._idle:
             connection = self._idle.pop()
             if connection.usable():
@@ -74,9 +77,26 @@ class Origin:
 
     async def connect_ahead(self) -> None:
         """Have a connection ready for the next request, if the server can be reached."""
+        await self._close_at_shutdown()
         if not any(connection.usable() for connection in self._idle):
             with contextlib.suppress(StreamError):
                 self.keep(await self._connect())
+
+    async def _close_at_shutdown(self) -> None:
+        """Idle connections are closed when their event loop shuts down (as asyncio.run's
+        does), while it still runs: the loop closes the async generators it has started,
+        and this one, suspended for the origin's life, closes them as it ends."""
+        if self._shutdown is None:
+            self._shutdown = self._closing()
+            await anext(self._shutdown)
+
+    async def _closing(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            for connection in self._idle:
+                connection.close()
+            self._idle.clear()
 
     async def _connect(self) -> _Connection:
         try:
@@ -122,11 +142,6 @@ class Origin:
             self._idle.append(connection)
         else:
             connection.close()
-
-    def close(self) -> None:
-        for connection in self._idle:
-            connection.close()
-        self._idle.clear()
 
 
 class _Connection:
