@@ -259,3 +259,58 @@ def test_a_run_nobody_follows_is_cancelled_after_the_grace_period(
     settled = len(state.history())
     time.sleep(1.0)
     assert 0 < len(state.history()) == settled < 40
+
+
+def test_a_client_that_leaves_while_the_model_thinks_is_noticed_at_once(make_server) -> None:
+    """Nothing is sent while the model thinks (the next keep-alive is seconds away), yet the
+    server notices the closed connection, and the detach grace starts then."""
+    from agex import plugins
+    from agex.hosts import Invocation
+    from agex.hosts.shipping import ship
+    from agex_host_http import wire
+
+    server = make_server("--detach-grace", "0.3")
+    agent = remote(server, scripted("task_success(1)", delay=30))
+
+    @agent.task
+    def job() -> int:
+        """Job."""
+
+    envelope = {
+        "agent": agent.name,
+        "session": "s",
+        "state": {"type": "ephemeral"},
+        "serializer": "cloudpickle",
+        "timeout": 60,
+        "versions": wire.versions(),
+    }
+    payload = ship(Invocation(agent, job, {}, "s"), plugins.create("serializer", "cloudpickle"))
+    url = f"{server.url}{wire.API}/runs/leaving_run_01"
+    body = wire.request_body(envelope, payload)
+    with httpx.stream("POST", url, content=body, headers=server.headers, timeout=10) as response:
+        assert response.status_code == 200
+        assert next(response.iter_lines()).startswith("id: 1")  # the run started
+    time.sleep(1.5)  # the grace period passes, long before the model answers
+    cancel = httpx.post(f"{url}/cancel", headers=server.headers, timeout=10)
+    assert cancel.json() == {"cancelled": 0}  # already cancelled by the server
+    events = httpx.get(f"{url}/events", headers=server.headers, timeout=10)
+    assert "TaskCancelled" in events.text
+
+
+def test_runs_go_through_the_proxy_the_environment_names(server, monkeypatch) -> None:
+    relay = Proxy(server.port)  # a relay passes a proxy's requests on unchanged
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", relay.url)
+    monkeypatch.setenv("http_proxy", relay.url)
+    agent = remote(server, scripted("task_success(5)"))
+
+    @agent.task
+    def job() -> int:
+        """Job."""
+
+    try:
+        assert job() == 5
+    finally:
+        relay.close()
+    assert any(r.startswith(f"POST {server.url}/v1/runs/".encode()) for r in relay.requests)

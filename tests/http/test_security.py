@@ -804,3 +804,9 @@ def test_no_operation_answers_with_a_server_error(server, tmp_path) -> None:
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert f"Tested: {len(operations(server))}" in done.stdout, done.stdout[-3000:]
     assert_healthy(server)
+
+
+def test_following_a_run_the_server_does_not_have_is_404(server) -> None:
+    response = httpx.get(f"{server.url}{API}/runs/{run_id()}/events", headers=server.headers)
+    assert response.status_code == 404
+    assert "has no run" in response.json()["detail"]

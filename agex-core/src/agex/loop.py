@@ -184,11 +184,16 @@ async def _run(
                     }
                 )
                 continue
-            remaining = _remaining(deadline)
+            settled: tuple[Any, Any] | Exception | None = None
             try:
-                result = await asyncio.to_thread(
-                    sandbox.run, code, namespace, timeout=remaining, cancel=scope
-                )
+                if recorder is None:
+                    result, settled = await asyncio.to_thread(
+                        _run_and_settle, sandbox, code, namespace, task.returns, deadline, scope
+                    )
+                else:  # the state is committed before the value is checked
+                    result = await asyncio.to_thread(
+                        sandbox.run, code, namespace, timeout=_remaining(deadline), cancel=scope
+                    )
             except SandboxTimeout as exc:
                 if exc.output:
                     emit(OutputEvent, step, text=exc.output)
@@ -226,19 +231,14 @@ async def _run(
                 emit(OutputEvent, step, text=result.output)
             signal = result.signal
             if isinstance(signal, TaskSuccess):
-                value = signal.args[0] if signal.args else None
-                remaining = _remaining(deadline)
                 try:
-                    # Checking the value can run the agent's own methods (__eq__, __iter__,
-                    # __repr__): that happens under the same time limit as its code.
-                    value, shown = await asyncio.to_thread(
-                        sandbox.call,
-                        _settle,
-                        value,
-                        task.returns,
-                        timeout=remaining,
-                        cancel=scope,
-                    )
+                    if settled is None:
+                        settled = await asyncio.to_thread(
+                            _check, sandbox, signal, task.returns, deadline, scope
+                        )
+                    if isinstance(settled, Exception):
+                        raise settled
+                    value, shown = settled
                 except SandboxTimeout:
                     raise TaskTimeout(f"{task.name} ran past its timeout") from None
                 except SandboxCancelled:
@@ -281,6 +281,42 @@ async def _run(
         raise
     finally:
         caller.reset(token)
+
+
+def _check(
+    sandbox: Any,
+    signal: TaskSuccess,
+    annotation: Any,
+    deadline: float | None,
+    scope: CancelScope,
+) -> tuple[Any, Any] | Exception:
+    """The value given to task_success as the task returns it, and as events show it; or
+    why it is not right. Checking it can run the agent's own methods (__eq__, __iter__,
+    __repr__): in a worker thread, under the same time limit as its code."""
+    value = signal.args[0] if signal.args else None
+    try:
+        settled: tuple[Any, Any] = sandbox.call(
+            _settle, value, annotation, timeout=_remaining(deadline), cancel=scope
+        )
+    except Exception as exc:
+        return exc
+    return settled
+
+
+def _run_and_settle(
+    sandbox: Any,
+    code: str,
+    namespace: dict[str, Any],
+    annotation: Any,
+    deadline: float | None,
+    scope: CancelScope,
+) -> tuple[Any, tuple[Any, Any] | Exception | None]:
+    """A step's code and, when it calls task_success, the check of its value: one trip to a
+    worker thread rather than two, when no state is committed between them."""
+    result = sandbox.run(code, namespace, timeout=_remaining(deadline), cancel=scope)
+    if not isinstance(result.signal, TaskSuccess):
+        return result, None
+    return result, _check(sandbox, result.signal, annotation, deadline, scope)
 
 
 def _remaining(deadline: float | None) -> float | None:

@@ -21,12 +21,13 @@ from urllib.parse import urlsplit
 from agex.errors import RemoteExecutionError
 from agex.events import Event
 from agex_host_http import wire
+from agex_host_http.sse import EventDecoder
+from agex_host_http.stream import Origin, StreamError
 
 if TYPE_CHECKING:
-    import httpx
-
     from agex.agent import Agent
     from agex.hosts import Invocation, Sink
+    from agex_host_http.proxied import ProxiedOrigin
 
 TOKEN_ENV = "AGEX_SERVER_TOKEN"
 #: Seconds between attempts to pick a dropped stream up again; then the call fails.
@@ -64,7 +65,7 @@ class HttpHost:
         self.token = token
         self.timeout = float(timeout)
         self.serializer = serializer
-        self._clients: weakref.WeakKeyDictionary[Any, httpx.AsyncClient] = (
+        self._origins: weakref.WeakKeyDictionary[Any, Origin | ProxiedOrigin] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -82,6 +83,9 @@ class HttpHost:
         from agex.hosts.shipping import ship
 
         agent = invocation.agent
+        # Connecting first, the request goes out as soon as its body is ready, while calls
+        # started alongside this one still prepare theirs.
+        await self._origin().connect_ahead()
         serializer = self._serializer()
         state = agent.state_config
         envelope = {
@@ -126,7 +130,7 @@ class HttpHost:
             headers=self._headers(),
             timeout=30.0,
         )
-        _raise_for(response, self.url)
+        _raise_for(response.status_code, response.reason_phrase, response.content, self.url)
         cancelled: int = response.json()["cancelled"]
         return cancelled
 
@@ -143,7 +147,7 @@ class HttpHost:
             raise RemoteExecutionError(
                 f"cannot reach the agex server at {self.url}: {exc}"
             ) from None
-        _raise_for(response, self.url)
+        _raise_for(response.status_code, response.reason_phrase, response.content, self.url)
         server = response.json()
         why = wire.mismatch(wire.versions(), server)
         if why is not None:
@@ -176,12 +180,12 @@ class HttpHost:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["token"] = None
-        state["_clients"] = None
+        state["_origins"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._clients = weakref.WeakKeyDictionary()
+        self._origins = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
         return f"HttpHost(url={self.url!r})"
@@ -200,26 +204,30 @@ class HttpHost:
 
         return plugins.create("serializer", self.serializer)
 
-    def _client(self) -> httpx.AsyncClient:
-        """The connection pool of the running event loop (a pool belongs to one loop)."""
-        import httpx
-
+    def _origin(self) -> Origin | ProxiedOrigin:
+        """The connections of the running event loop (a connection belongs to one loop)."""
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = self._clients[loop] = httpx.AsyncClient(
-                verify=_tls(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")),
-                timeout=httpx.Timeout(30.0, read=READ_TIMEOUT),
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
-            )
-        return client
+        origin = self._origins.get(loop)
+        if origin is None:
+            # Idle connections hold on to their loop: those of loops that have closed (an
+            # earlier asyncio.run) go, so that loop and connections can be collected.
+            for closed in [other for other in self._origins if other.is_closed()]:
+                del self._origins[closed]
+            tls = None
+            if self.url.startswith("https:"):
+                tls = _tls(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+            from agex_host_http.proxied import ProxiedOrigin, names_a_proxy
+
+            if names_a_proxy(self.url):
+                origin = ProxiedOrigin(self.url, tls, READ_TIMEOUT)
+            else:
+                origin = Origin(self.url, tls, READ_TIMEOUT)
+            self._origins[loop] = origin
+        return origin
 
     async def _follow(self, run_id: str, body: bytes, sink: Sink) -> tuple[str, dict[str, Any]]:
         """Start the run and follow it to its end, reconnecting when the stream drops."""
-        import httpx
-        from httpx_sse import EventSource
-
-        client = self._client()
+        origin = self._origin()
         started = False  # the server has the run
         last = 0  # id of the last message handled
         retries = iter(RECONNECT)
@@ -227,32 +235,50 @@ class HttpHost:
         while True:
             headers = self._headers()
             if started:
-                method, url, content = "GET", f"{self.url}{wire.API}/runs/{run_id}/events", None
+                method, path, content = "GET", f"{wire.API}/runs/{run_id}/events", None
                 headers["last-event-id"] = str(last)
             else:  # sent again, it follows the run if the first attempt got through
-                method, url, content = "POST", f"{self.url}{wire.API}/runs/{run_id}", body
+                method, path, content = "POST", f"{wire.API}/runs/{run_id}", body
             headers["accept"] = "text/event-stream"
             try:
-                async with client.stream(method, url, content=content, headers=headers) as response:
-                    if response.status_code != 200:
-                        await response.aread()
-                        _raise_for(response, self.url, run_id if started else None)
+                response = await origin.request(method, path, headers, content)
+                try:
+                    if response.status != 200:
+                        _raise_for(
+                            response.status,
+                            response.reason,
+                            await response.read(),
+                            self.url,
+                            run_id if started else None,
+                        )
+                    media = response.headers.get("content-type", "").partition(";")[0].strip()
+                    if media != "text/event-stream":
+                        raise RemoteExecutionError(
+                            f"the agex server at {self.url} answered run {run_id} with "
+                            f"{media or 'no content type'}, not an event stream"
+                        )
                     started = True
-                    async for message in EventSource(response).aiter_sse():
-                        if not message.id or int(message.id) <= last:
-                            continue  # already handled before the reconnect
-                        last = int(message.id)
-                        retries = iter(RECONNECT)
-                        kind = message.event
-                        if kind == "tokens":
-                            for text in json.loads(message.data):
-                                sink.token(text)
-                        elif kind == "event":
-                            sink.event(Event.from_json(message.data))
-                        elif kind in ("result", "error"):
-                            return kind, json.loads(message.data)
+                    decoder = EventDecoder()
+                    while piece := await response.read_piece():
+                        for message_id, kind, data in decoder.feed(piece):
+                            if not message_id.isdigit() or int(message_id) <= last:
+                                continue  # already handled before the reconnect
+                            last = int(message_id)
+                            retries = iter(RECONNECT)
+                            if kind == "tokens":
+                                for text in json.loads(data):
+                                    sink.token(text)
+                            elif kind == "event":
+                                sink.event(Event.from_json(data))
+                            elif kind in ("result", "error"):
+                                # The stream ends just after: then its connection can
+                                # serve the next run.
+                                await response.finish(linger=1.0)
+                                return kind, json.loads(data)
+                finally:
+                    await response.aclose()
                 problem = None  # the stream ended before the run did
-            except httpx.TransportError as exc:
+            except StreamError as exc:
                 problem = exc
             delay = next(retries, None)
             if delay is None:
@@ -267,12 +293,12 @@ class HttpHost:
     async def _cancel_run(self, run_id: str) -> None:
         """Tell the server to stop the run; best effort (the server also cancels runs that
         nobody follows)."""
-        import httpx
-
-        with contextlib.suppress(httpx.HTTPError):
-            await self._client().post(
-                f"{self.url}{wire.API}/runs/{run_id}/cancel", headers=self._headers(), timeout=5.0
-            )
+        path = f"{wire.API}/runs/{run_id}/cancel"
+        with contextlib.suppress(StreamError, TimeoutError):
+            async with asyncio.timeout(5.0):
+                response = await self._origin().request("POST", path, self._headers(), b"")
+                await response.read()
+                await response.aclose()
 
 
 @functools.lru_cache(maxsize=4)
@@ -285,20 +311,18 @@ def _tls(cafile: str | None, capath: str | None) -> Any:
     return httpx.create_ssl_context()
 
 
-def _raise_for(response: httpx.Response, url: str, run_id: str | None = None) -> None:
+def _raise_for(status: int, reason: str, body: bytes, url: str, run_id: str | None = None) -> None:
     """A clear error for a refused request, with the server's own explanation."""
-    if response.status_code < 400:
+    if status < 400:
         return
     try:
-        detail = response.json().get("detail")
-    except ValueError:
+        detail = json.loads(body).get("detail")
+    except (ValueError, AttributeError):
         detail = None
     if not isinstance(detail, str):
-        detail = response.text[:500] or response.reason_phrase
-    if response.status_code == 401:
+        detail = body.decode("utf-8", "replace")[:500] or reason
+    if status == 401:
         detail += f" (set {TOKEN_ENV}, or pass token= to connect_host)"
-    elif response.status_code == 404 and run_id is not None:
+    elif status == 404 and run_id is not None:
         detail += "; the run's session state is at its last commit"
-    raise RemoteExecutionError(
-        f"the agex server at {url} answered {response.status_code}: {detail}"
-    )
+    raise RemoteExecutionError(f"the agex server at {url} answered {status}: {detail}")

@@ -267,3 +267,18 @@ def test_a_value_that_cannot_load_names_itself_and_the_way_back(request, monkeyp
     state.storage.put_many({blob: b"not a pickle"})
     with pytest.raises(StateLoadError, match=r"variable 'y'.*revert"):
         job()
+
+
+def test_a_value_is_checked_after_its_step_is_committed(request) -> None:
+    """With versioned state the value is checked after the commit, in a trip to a worker
+    thread of its own; a value that cannot be taken is fed back as without state."""
+    agent = agent_with(
+        "class Sneaky:\n    def __repr__(self):\n        task_success('chosen by the value')\n"
+        "task_success(Sneaky())",
+        "task_success('fixed')",
+        name=request.node.name,
+    )
+    seen = []
+    assert make_task(agent)(on_event=seen.append) == "fixed"
+    assert any("tried to end the task" in getattr(e, "error", "") for e in seen)
+    assert len(agent.state().history()) == 2

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 #: SSE comment sent when nothing else has been for this long, so proxies and the client
@@ -75,7 +75,7 @@ class Run:
 
     # -- following -------------------------------------------------------------------
 
-    async def follow(self, after: int, detach_grace: float) -> AsyncIterator[bytes]:
+    async def follow(self, after: int, detach_grace: float) -> AsyncGenerator[bytes, None]:
         """The run's messages after id ``after``, as SSE, until it ends."""
         self.followers += 1
         if self._orphan is not None:
@@ -109,9 +109,14 @@ class Run:
                     return
                 self._changed.clear()
                 try:
-                    await asyncio.wait_for(self._changed.wait(), self.keepalive)
+                    async with asyncio.timeout(self.keepalive):
+                        await self._changed.wait()
                 except TimeoutError:
                     yield b": keep-alive\n\n"
+                    continue
+                # Whatever else is published in the same moment (an event, then the run's
+                # result) goes out with it, in one write.
+                await asyncio.sleep(0)
         finally:
             self.followers -= 1
             if self.followers == 0 and not self.done:
