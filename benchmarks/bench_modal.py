@@ -1,0 +1,85 @@
+"""The modal host's cost on the caller's side, per task: shipping the agent, finding the
+deployed function, and following its stream, for a 3-step scripted task. Modal itself
+cannot be reached from a benchmark, so the function runs in the in-process fake
+(``agex_host_modal.testing``): the figure is what agex adds around Modal's own latency, which
+a real deployment adds on top. Goal: at most 5 ms over the local host, as for http.
+
+Also printed: what naming the app costs (scanning the installed distributions and hashing
+local sources). It is paid once per definition of the agent, not per task, so it shows only
+in the first task's figure. agex 0.12.4's modal host needs the Modal cloud, so it has no
+figure here.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from measure import interleaved, report
+
+from agex import Agent, connect_host, connect_llm
+from agex_host_modal import sdk
+from agex_host_modal.app import app_name
+from agex_host_modal.testing import FakeModal
+
+RUNS, WARMUP = 60, 10
+STEPS = ["x = 21", "print(x)", "task_success(x * 2)"]
+
+
+def timed_task(host: object | None) -> Callable[[], float]:
+    """One call of the 3-step task per call of the result, timed."""
+    replies = [f"Step.\n```python\n{code}\n```" for code in STEPS] * (RUNS + WARMUP)
+    llm = connect_llm("scripted", responses=replies)
+    agent = Agent(primer="You are helpful.", host=host, llm=llm)
+
+    @agent.task
+    def answer() -> int:
+        """Find the answer."""
+
+    def once() -> float:
+        start = time.perf_counter()
+        if answer() != 42:
+            raise SystemExit("wrong answer")
+        return time.perf_counter() - start
+
+    return once
+
+
+def naming(host: Any) -> float:
+    llm = connect_llm("scripted", responses=["x"])
+    agent = Agent(primer="You are helpful.", host=host, llm=llm)
+    times = []
+    for _ in range(10):
+        start = time.perf_counter()
+        app_name(agent, host)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    fake = FakeModal(secrets={"llm-keys": {}})
+    try:
+        with sdk.use(fake):
+            host = connect_host(provider="modal", secrets="llm-keys")
+            cases = {"local": timed_task(None), "modal": timed_task(host)}
+            for _ in range(WARMUP):
+                for case in cases.values():
+                    case()
+            times = interleaved(RUNS, cases)
+            named = naming(host)
+    finally:
+        fake.close()
+    lines = [
+        ("agex, local host", f"{times['local'] * 1000:.2f} ms per task"),
+        ("agex, modal host (fake Modal)", f"{times['modal'] * 1000:.2f} ms per task"),
+        ("agex, modal overhead", f"{(times['modal'] - times['local']) * 1000:.2f} ms per task"),
+        ("naming the app (once per agent)", f"{named * 1000:.1f} ms"),
+        ("goal (as for the http host)", "<= 5 ms overhead per task"),
+    ]
+    report(f"3-step scripted task on the modal host, caller's side, median of {RUNS}", lines)
+
+
+if __name__ == "__main__":
+    main()
