@@ -424,11 +424,29 @@ class _NoDefault:
 _NO_DEFAULT = _NoDefault()
 
 
-class FakeDict:
+class _Named:
+    """A Dict or a Volume: found by name in the workspace, made on first use if asked."""
+
     _fake: FakeModal
+    kind: str
 
     def __init__(self, name: str, create_if_missing: bool) -> None:
         self.name, self.create_if_missing = name, create_if_missing
+
+    def _contents(self, table: dict[str, Any]) -> Any:
+        """This object's contents in ``table`` (the fake's Dicts or Volumes)."""
+        fake = self._fake
+        fake._connect()
+        contents = table.get(self.name)
+        if contents is None:
+            if not self.create_if_missing:
+                raise fake.exception.NotFoundError(f"{self.kind} '{self.name}' not found")
+            contents = table[self.name] = {}
+        return contents
+
+
+class FakeDict(_Named):
+    kind = "Dict"
 
     @classmethod
     def from_name(
@@ -439,19 +457,14 @@ class FakeDict:
         create_if_missing: bool = False,
         client: Any = None,
     ) -> Any:
-        _check_name(cls._fake, name, "Dict")
+        _check_name(cls._fake, name, cls.kind)
         return cls(name, create_if_missing)
 
     @contextlib.contextmanager
     def _data(self) -> Iterator[dict[Any, tuple[bytes, float]]]:
         fake = self._fake
-        fake._connect()
         with fake.lock:
-            data = fake.dicts.get(self.name)
-            if data is None:
-                if not self.create_if_missing:
-                    raise fake.exception.NotFoundError(f"Dict '{self.name}' not found")
-                data = fake.dicts[self.name] = {}
+            data: dict[Any, tuple[bytes, float]] = self._contents(fake.dicts)
             now = fake.clock()
             for key in [k for k, (_, used) in data.items() if now - used > DICT_TTL]:
                 del data[key]
@@ -500,11 +513,8 @@ class FakeDict:
 # -- Volume ----------------------------------------------------------------------------
 
 
-class FakeVolume:
-    _fake: FakeModal
-
-    def __init__(self, name: str, create_if_missing: bool) -> None:
-        self.name, self.create_if_missing = name, create_if_missing
+class FakeVolume(_Named):
+    kind = "Volume"
 
     @classmethod
     def from_name(
@@ -517,17 +527,11 @@ class FakeVolume:
         create_options: Any = None,
         client: Any = None,
     ) -> Any:
-        _check_name(cls._fake, name, "Volume")
+        _check_name(cls._fake, name, cls.kind)
         return cls(name, create_if_missing)
 
     def _files(self) -> dict[str, bytes]:
-        fake = self._fake
-        fake._connect()
-        files = fake.volumes.get(self.name)
-        if files is None:
-            if not self.create_if_missing:
-                raise fake.exception.NotFoundError(f"Volume '{self.name}' not found")
-            files = fake.volumes[self.name] = {}
+        files: dict[str, bytes] = self._contents(self._fake.volumes)
         return files
 
     def _snapshot_into(self, folder: Path) -> None:
