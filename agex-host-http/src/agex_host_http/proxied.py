@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from agex_host_http.stream import StreamError
+from agex_host_http.stream import Body, StreamError
 
 
 def names_a_proxy(url: str) -> bool:
@@ -44,7 +44,7 @@ class ProxiedOrigin:
         """httpx connects when it sends."""
 
 
-class ProxiedResponse:
+class ProxiedResponse(Body):
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
         self.status = response.status_code
@@ -61,12 +61,6 @@ class ProxiedResponse:
         except httpx.TransportError as exc:
             raise StreamError(f"{type(exc).__name__}: {exc}") from None
         return b""
-
-    async def read(self) -> bytes:
-        pieces = []
-        while piece := await self.read_piece():
-            pieces.append(piece)
-        return b"".join(pieces)
 
     async def finish(self, linger: float) -> None:
         """httpx keeps the connection only if the body was read to its end."""

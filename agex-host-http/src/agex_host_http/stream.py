@@ -159,7 +159,22 @@ class _Connection:
         self.writer.close()
 
 
-class Response:
+class Body:
+    """A response body read piece by piece, whichever origin gave the response."""
+
+    async def read_piece(self) -> bytes:
+        """The next bytes of the body, b"" once it has all been read."""
+        raise NotImplementedError
+
+    async def read(self) -> bytes:
+        """The rest of the body."""
+        pieces = []
+        while piece := await self.read_piece():
+            pieces.append(piece)
+        return b"".join(pieces)
+
+
+class Response(Body):
     """A response whose body is read as it comes: ``read_piece`` until it returns b""."""
 
     def __init__(self, origin: Origin, connection: _Connection) -> None:
@@ -246,10 +261,7 @@ class Response:
             data = await reader.read(PIECE)
             self._done = not data
             return data
-        data = await reader.read(min(self._left, PIECE))
-        if not data:
-            raise StreamError("the server closed the connection mid-response")
-        self._left -= len(data)
+        data = await self._read_counted()
         self._done = self._left == 0
         return data
 
@@ -269,11 +281,16 @@ class Response:
                     pass
                 self._done = True
                 return b""
-        data = await reader.read(min(self._left, PIECE))
+        data = await self._read_counted()
+        self._crlf_due = self._left == 0
+        return data
+
+    async def _read_counted(self) -> bytes:
+        """Up to the ``_left`` bytes still due, which the server must send."""
+        data = await self._connection.reader.read(min(self._left, PIECE))
         if not data:
             raise StreamError("the server closed the connection mid-response")
         self._left -= len(data)
-        self._crlf_due = self._left == 0
         return data
 
     async def _line(self) -> bytes:
@@ -282,13 +299,6 @@ class Response:
         except asyncio.LimitOverrunError:
             raise StreamError("a chunk-size or trailer line is too long") from None
         return line[:-2]
-
-    async def read(self) -> bytes:
-        """The rest of the body."""
-        pieces = []
-        while piece := await self.read_piece():
-            pieces.append(piece)
-        return b"".join(pieces)
 
     async def finish(self, linger: float) -> None:
         """Read what is left of the body if it all comes within ``linger`` seconds, so that
