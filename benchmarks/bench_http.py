@@ -30,11 +30,11 @@ from pathlib import Path
 
 import httpx
 from measure import ME, PEER, interleaved, report, run_peer
+from three_steps import STEPS, per_task, replies
 
 from agex import Agent, connect_host, connect_llm
 
 RUNS, WARMUP = 60, 15
-STEPS = ["x = 21", "print(x)", "task_success(x * 2)"]
 CROWD, DELAY, ROUNDS = 200, 0.2, 3
 STREAM_TOKENS, STREAM_RUNS = 200_000, 3
 
@@ -196,37 +196,9 @@ def peer_server(directory: Path, delay: float | None = None) -> Iterator[str]:
 # -- figure 1: per-task overhead -------------------------------------------------------
 
 
-def replies(codes: list[str]) -> list[str]:
-    return [f"Step.\n```python\n{code}\n```" for code in codes]
-
-
-def timed_task(host: object | None) -> Callable[[], float]:
-    """One call of the 3-step task per call of the result, timed."""
-    llm = connect_llm(provider="scripted", responses=replies(STEPS) * (RUNS + WARMUP))
-    agent = Agent(primer="You are helpful.", host=host, llm=llm)
-
-    @agent.task
-    def answer() -> int:
-        """Find the answer."""
-
-    def once() -> float:
-        start = time.perf_counter()
-        if answer() != 42:
-            raise SystemExit("wrong answer")
-        return time.perf_counter() - start
-
-    return once
-
-
-def per_task(url: str, token: str) -> dict[str, float]:
-    cases = {
-        "local": timed_task(None),
-        "http": timed_task(connect_host(provider="http", url=url, token=token)),
-    }
-    for _ in range(WARMUP):
-        for case in cases.values():
-            case()
-    return interleaved(RUNS, cases)
+def per_task_over_http(url: str, token: str) -> dict[str, float]:
+    http = connect_host(provider="http", url=url, token=token)
+    return per_task({"local": None, "http": http}, RUNS, WARMUP)
 
 
 # -- figure 2: concurrent tasks --------------------------------------------------------
@@ -340,7 +312,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="agex-bench-http-") as tmp:
         directory = Path(tmp)
         with agex_server(directory) as (url, token):
-            ours = per_task(url, token)
+            ours = per_task_over_http(url, token)
             wall = crowd(url, token)
             rates = streaming(url, token)
         theirs, their_wall = peer(directory)

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
 from typing import Any
 
-from measure import interleaved, report
+from measure import report
+from three_steps import per_task
 
 from agex import Agent, connect_host, connect_llm
 from agex_host_modal import sdk
@@ -25,26 +25,6 @@ from agex_host_modal.app import app_name
 from agex_host_modal.testing import FakeModal
 
 RUNS, WARMUP = 60, 10
-STEPS = ["x = 21", "print(x)", "task_success(x * 2)"]
-
-
-def timed_task(host: object | None) -> Callable[[], float]:
-    """One call of the 3-step task per call of the result, timed."""
-    replies = [f"Step.\n```python\n{code}\n```" for code in STEPS] * (RUNS + WARMUP)
-    llm = connect_llm("scripted", responses=replies)
-    agent = Agent(primer="You are helpful.", host=host, llm=llm)
-
-    @agent.task
-    def answer() -> int:
-        """Find the answer."""
-
-    def once() -> float:
-        start = time.perf_counter()
-        if answer() != 42:
-            raise SystemExit("wrong answer")
-        return time.perf_counter() - start
-
-    return once
 
 
 def naming(host: Any) -> float:
@@ -63,11 +43,7 @@ def main() -> None:
     try:
         with sdk.use(fake):
             host = connect_host(provider="modal", secrets="llm-keys")
-            cases = {"local": timed_task(None), "modal": timed_task(host)}
-            for _ in range(WARMUP):
-                for case in cases.values():
-                    case()
-            times = interleaved(RUNS, cases)
+            times = per_task({"local": None, "modal": host}, RUNS, WARMUP)
             named = naming(host)
     finally:
         fake.close()

@@ -1,0 +1,44 @@
+"""The 3-step scripted task (assign, print, task_success) that the host benchmarks time on
+each host, side by side."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from measure import interleaved
+
+from agex import Agent, connect_llm
+
+STEPS = ["x = 21", "print(x)", "task_success(x * 2)"]
+
+
+def replies(codes: list[str]) -> list[str]:
+    return [f"Step.\n```python\n{code}\n```" for code in codes]
+
+
+def timed_task(host: object | None, calls: int) -> Callable[[], float]:
+    """One call of the 3-step task per call of the result, timed; ``calls`` calls at most."""
+    llm = connect_llm(provider="scripted", responses=replies(STEPS) * calls)
+    agent = Agent(primer="You are helpful.", host=host, llm=llm)
+
+    @agent.task
+    def answer() -> int:
+        """Find the answer."""
+
+    def once() -> float:
+        start = time.perf_counter()
+        if answer() != 42:
+            raise SystemExit("wrong answer")
+        return time.perf_counter() - start
+
+    return once
+
+
+def per_task(hosts: dict[str, object | None], runs: int, warmup: int) -> dict[str, float]:
+    """Median seconds per task on each host, after ``warmup`` calls each, interleaved."""
+    cases = {name: timed_task(host, runs + warmup) for name, host in hosts.items()}
+    for _ in range(warmup):
+        for case in cases.values():
+            case()
+    return interleaved(runs, cases)
