@@ -44,7 +44,7 @@ def _capabilities(agent: Agent) -> list[str]:
     out = []
     for name, obj in agent.policy.names.items():
         if isinstance(obj, type):
-            rule = agent.policy.classes.get(obj)
+            rule = agent.policy.classes.get(agent.policy.real.get(obj, obj))
             real = rule.cls if rule is not None else obj  # a stand-in describes its class
             made = "" if rule is None or rule.constructable else " (not constructable)"
             out.append(f"- class {name}{_short(_sig(real), 200)}{made}: {_doc(real, indent='')}")
@@ -94,11 +94,3 @@ def _doc(obj: Any, indent: str = "    ") -> str:
 
 def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 20] + f"... [{len(text)} chars]"
-
-
-def truncate(text: str, limit: int) -> str:
-    """Keep the start and the end of a long output, saying how much was cut."""
-    if len(text) <= limit:
-        return text
-    head, tail = text[: limit // 2], text[-limit // 2 :]
-    return f"{head}\n[... {len(text) - len(head) - len(tail)} characters cut ...]\n{tail}"

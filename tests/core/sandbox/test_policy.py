@@ -129,8 +129,10 @@ def test_writes_through_an_agent_subclass_follow_the_class_rule(policy) -> None:
     assert isinstance(result.exception, AccessDenied)
 
 
-def test_agent_objects_and_plain_host_objects_take_writes(policy) -> None:
-    config = type("Config", (), {})()
+def test_agent_objects_and_registered_classes_take_writes(policy) -> None:
+    Config = type("Config", (), {})
+    config = Config()
+    policy.cls(Config, exclude=["_*", "secret"])
     policy.fn(lambda: config, name="get_config")
     result, ns = outcome(
         policy,
@@ -139,3 +141,24 @@ def test_agent_objects_and_plain_host_objects_take_writes(policy) -> None:
     )
     assert result.error is None
     assert (ns["b"].value, ns["b"]._hidden, config.retries) == (2, 2, 3)
+    result, _ = outcome(policy, "get_config().secret = 1")
+    assert isinstance(result.exception, AccessDenied)
+    assert not hasattr(config, "secret")
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "get_plain().retries = 3",  # a host object of no registered class
+        "import dataclasses\nf = dataclasses.field()\nf.name = 'x'",  # the stdlib's own
+        "import functools\nc = functools.cached_property(len)\nc.attrname = 'x'",
+        "import datetime\nd = datetime.timedelta(1)\nsetattr(d, 'extra', 1)",
+    ],
+)
+def test_objects_the_agent_did_not_make_take_no_writes(policy, code) -> None:
+    plain = type("Plain", (), {})()
+    policy.fn(lambda: plain, name="get_plain")
+    result, _ = outcome(policy, code)
+    assert isinstance(result.exception, AccessDenied), result.error
+    assert "registered with the agent" in result.error
+    assert vars(plain) == {}

@@ -860,7 +860,7 @@ def test_class_patterns_cannot_read_dunders_of_host_objects(attempt) -> None:
             case X(c, i):
                 reached = i
         """,
-        expect=AccessDenied,
+        expect=CallDenied,
     )
 
 

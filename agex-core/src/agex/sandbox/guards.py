@@ -29,8 +29,9 @@ from types import (
 from typing import Any
 
 from agex.errors import AccessDenied, CallDenied, ImportDenied
-from agex.sandbox.ownership import agent_class, agent_function
-from agex.sandbox.policy import NEVER, SAFE_BUILTINS, Policy
+from agex.sandbox.ownership import AGENT, PURE, agent_class, agent_function, agent_owned
+from agex.sandbox.patterns import Matcher
+from agex.sandbox.policy import SAFE_BUILTINS, Policy
 from agex.sandbox.signals import (
     current_run,
     exits_cannot_swallow_signals,
@@ -43,6 +44,12 @@ FAST_TYPES = frozenset(
     {int, float, complex, bool, str, bytes, bytearray, list, tuple, dict, set, frozenset}
     | {range, slice, type(None)}
 )
+#: Values that hold nothing else: screening stops at them.
+SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None)})
+#: Containers whose items are screened like the attribute that holds them.
+CONTAINERS = (list, tuple, dict, set, frozenset)
+#: How deep screening looks into containers held by an attribute.
+MAX_CONTAINER_DEPTH = 20
 #: Public names that lead into the interpreter's frames and code objects.
 FRAME_NAMES = frozenset(
     [
@@ -145,7 +152,7 @@ class Guards:
         Builtin values (public names) and instances of the agent's own classes need nothing
         more; everything else takes the full check.
         """
-        fast_types, get, slow_get = FAST_TYPES, getattr, self.get
+        fast_types, get, slow_get, pure = FAST_TYPES, getattr, self.get, PURE
         put, slow_set = setattr, self.set
 
         def attribute(obj: Any, name: str) -> Any:
@@ -153,12 +160,12 @@ class Guards:
             if cls in fast_types:
                 if name[0] != "_":
                     return get(obj, name)
-            elif cls.__dict__.get("__agex_pure__"):
+            elif cls.__dict__.get("__agex_pure__") is pure:
                 return get(obj, name)
             return slow_get(obj, name)
 
         def store(value: Any, obj: Any, name: str) -> None:
-            if type(obj).__dict__.get("__agex_pure__"):
+            if type(obj).__dict__.get("__agex_pure__") is pure:
                 put(obj, name, value)
             else:
                 slow_set(obj, name, value)
@@ -205,31 +212,48 @@ class Guards:
             raise AccessDenied(f"{rule.cls.__name__}.{name} is not exposed to agent code")
 
     def screen(self, value: Any, owner: Any, name: str) -> Any:
-        """Keep what must never reach agent code from leaving through an attribute."""
-        if isinstance(value, ModuleType):
-            if self.policy.importable(value.__name__):
-                return self.policy.view(value.__name__)
-            raise AccessDenied(
-                f"{_kind(owner)}.{name} is module {value.__name__!r}, which is not available "
-                "in agent code"
-            )
-        if id(value) in NEVER:
-            raise AccessDenied(f"{_kind(owner)}.{name} is a builtin agent code may not use")
-        if isinstance(value, type):
-            if issubclass(value, type):
-                raise AccessDenied(
-                    f"{_kind(owner)}.{name} is a metaclass, which agent code may not use"
-                )
-            return self.policy.stand_ins.get(value, value)
+        """Keep what must never reach agent code from leaving through an attribute, also
+        inside the lists, tuples, dicts and sets the attribute holds."""
+        kind = type(value)
+        if kind in SCALARS:
+            return value
         if value is _STR_FORMAT or value is _STR_FORMAT_MAP:
             return self._checked_format(str, value.__name__)
-        if (
-            type(value) is BuiltinMethodType
-            and isinstance(value.__self__, str)
-            and value.__name__ in FORMAT_NAMES  # str.format bound to a str or a subclass
-        ):
-            return self._checked_format(value.__self__, value.__name__)
-        return value
+        if kind is BuiltinMethodType:
+            bound = value.__self__
+            if isinstance(bound, str) and value.__name__ in FORMAT_NAMES:
+                return self._checked_format(bound, value.__name__)  # str.format of a str
+            if isinstance(bound, type) and value.__name__ == "mro":
+                return self._mro(bound)
+        where = f"{_kind(owner)}.{name}"
+        if isinstance(value, CONTAINERS):
+            self._check_contents(value, where, 0)
+            return value
+        return self.policy.exposed(value, where)
+
+    def _mro(self, cls: type) -> Callable[[], list[type]]:
+        """``C.mro()``, each class in it as agent code may see it."""
+        exposed = self.policy.exposed_class
+        return lambda: [exposed(k) for k in cls.mro()]
+
+    def _check_contents(self, value: Any, where: str, depth: int) -> None:
+        """Refuse a container holding anything agent code would not get by itself (a
+        module, a builtin it may not use, a class it may not construct): the container is
+        the host's, so it is not copied with the item replaced."""
+        if depth > MAX_CONTAINER_DEPTH:
+            raise AccessDenied(f"{where} is nested too deeply to check; read it in parts")
+        items = [*dict.keys(value), *dict.values(value)] if isinstance(value, dict) else value
+        if set(map(type, items)) <= SCALARS:
+            return
+        for item in items:
+            if type(item) in SCALARS:
+                continue
+            if isinstance(item, CONTAINERS):
+                self._check_contents(item, where, depth + 1)
+            elif self.policy.exposed(item, f"an item of {where}") is not item:
+                raise AccessDenied(
+                    f"{where} holds {_kind(item)}, which agent code may not use as it is"
+                )
 
     def _module_member(self, module: ModuleType, name: str) -> Any:
         view = (
@@ -238,8 +262,8 @@ class Guards:
         if view is None:
             raise AccessDenied(f"{_kind(module)} is not available in agent code")
         try:
-            return getattr(view, name)
-        except AttributeError:
+            return view.__dict__[name]
+        except KeyError:
             raise AccessDenied(
                 f"module {module.__name__!r} has no attribute {name!r} available to agent code"
             ) from None
@@ -286,42 +310,25 @@ class Guards:
             raise AccessDenied(f"agent code cannot {verb} attributes of host functions")
         if name.startswith("_") and not self._owned_by_agent(obj, name):
             raise AccessDenied(f"private attribute {name!r} of {_kind(obj)} is not accessible")
+        if not (agent_owned(obj) or self._registered_instance(obj)):
+            # The standard library trusts its own objects (a dataclass Field's name becomes
+            # generated source), and host code trusts what it made.
+            raise AccessDenied(
+                f"agent code cannot {verb} attributes of {_kind(obj)}: only of objects of its "
+                "own classes and of the classes and modules registered with the agent"
+            )
         self._check_rule(obj, name)
 
-    def match_class(self, fetch: Callable[[], Any], keywords: tuple[str, ...]) -> Any:
-        """The class of a ``case C(...)`` pattern, once the attributes the match will read
-        natively (``C.__match_args__`` and the keywords) pass the same checks as ``get``.
-        A class that fails, or a name that does not resolve, fails when the case is tried."""
-        try:
-            cls = fetch()
-            if isinstance(cls, type):
-                positional = cls.__dict__.get("__match_args__", None)
-                if positional is None:
-                    positional = getattr(cls, "__match_args__", ())
-                for name in (*keywords, *positional):
-                    self._check_match_name(cls, plain_name(name))
-        except Exception as exc:
-            return _fails_when_tried(exc)
-        return cls
-
-    def match_values(self, *fetches: Callable[[], Any]) -> Any:
-        """The values of a match's dotted value patterns (``case Color.RED``), read through
-        the guards before the match; one that cannot be read fails when its case is tried."""
-        values = _Fetched()
-        for index, fetch in enumerate(fetches):
-            try:
-                setattr(values, f"v{index}", fetch())
-            except Exception as exc:
-                values.failures[f"v{index}"] = exc
-        return values
-
-    def _check_match_name(self, cls: type, name: str) -> None:
-        problem = forbidden_attribute(name)
-        if problem or (name.startswith("__") and name.endswith("__")):
-            raise AccessDenied(problem or f"a pattern cannot read {name!r}")
-        if name.startswith("_") and not agent_class(cls):
-            raise AccessDenied(f"a pattern cannot read private attribute {name!r} of {_kind(cls)}")
-        self._check_rule(cls, name)
+    def _registered_instance(self, obj: Any) -> bool:
+        """An instance of a class registered with ``cls()``, or defined in a module
+        registered with ``module()``."""
+        cls = type(obj)
+        if self.policy.class_rule(cls) is not None:
+            return True
+        module = getattr(cls, "__module__", None)
+        return isinstance(module, str) and any(
+            module == m or module.startswith(m + ".") for m in self.policy.modules
+        )
 
     def _checked_format(self, obj: Any, name: str) -> Callable[..., str]:
         formatter = self.formatter
@@ -348,11 +355,11 @@ class Guards:
             delattr=self._delattr,
             hasattr=self._hasattr,
             dir=self._dir,
-            type=_sandbox_type(self.policy.stand_ins),
+            type=_sandbox_type(self.policy.exposed_class),
             format=_format,
             print=_print,
             __import__=self._import,
-            __build_class__=_build_class,
+            __build_class__=self.build_class,
             # Called by rewritten code only; agent code cannot name anything "_agex_...".
             _agex_attr=self.attribute,
             _agex_getattr=self.get,
@@ -363,10 +370,51 @@ class Guards:
             _agex_pending=raise_pending,
             _agex_ok=True,
             _agex_with=exits_cannot_swallow_signals,
-            _agex_matchclass=self.match_class,
-            _agex_matchvalues=self.match_values,
+            _agex_match=Matcher(self.get),
         )
         return table
+
+    def _sealed(self, cls: type) -> bool:
+        """Agent code may not derive from ``cls``: it sees only a stand-in for it."""
+        exposed = self.policy.exposed_class(cls)
+        return exposed is not cls and exposed.__dict__.get("__agex_subclassable__") is not True
+
+    def build_class(self, func: Any, name: str, *bases: Any, **keywords: Any) -> type:
+        """A class statement: no keywords, no metaclass, no base agent code may not
+        construct; the class is marked as the agent's."""
+        if keywords:
+            raise CallDenied(
+                f"class {name}: keywords such as metaclass= are not available in agent code"
+            )
+        real_bases = []
+        for base in bases:
+            if isinstance(base, type):
+                if issubclass(base, type) or _SandboxType in base.__mro__:
+                    raise CallDenied(f"class {name}: classes cannot derive from type in agent code")
+                real = self.policy.real.get(base)
+                if real is not None and base.__dict__.get("__agex_subclassable__") is True:
+                    base = real
+                elif real is not None or self._sealed(base):
+                    raise CallDenied(
+                        f"class {name}: {base.__name__} is registered as not constructable, "
+                        "so it cannot be subclassed either"
+                    )
+            real_bases.append(base)
+        cls: type = _real_build_class(func, name, *real_bases)
+        if any(self._sealed(k) for k in cls.__mro__[1:]):
+            raise CallDenied(f"class {name}: it derives from a class agent code may not construct")
+        if isinstance(cls, enum.EnumMeta) and not cls.__members__:
+            raise CallDenied(
+                f"class {name}: an enum class in agent code must define its members; calling "
+                "one without members would build classes from names"
+            )
+        pure = all(
+            k.__dict__.get("__agex_pure__") is PURE or k in SAFE_BASES for k in cls.__mro__[1:]
+        )
+        type.__setattr__(cls, "__agex_agent__", AGENT)
+        if pure:
+            type.__setattr__(cls, "__agex_pure__", PURE)
+        return cls
 
     def _getattr(self, obj: Any, name: str, default: Any = _MISSING, /) -> Any:
         try:
@@ -413,7 +461,10 @@ class Guards:
     ) -> ModuleType:
         if level:
             raise ImportDenied("relative imports are not available in agent code")
-        if not self.policy.importable(name):
+        within = bool(fromlist) and all(
+            isinstance(f, str) and self.policy.importable(f"{name}.{f}") for f in fromlist
+        )  # from P import M, with P.M registered and P not
+        if not (self.policy.importable(name) or within):
             available = ", ".join(self.policy.importable_names())
             raise ImportDenied(
                 f"module {name!r} is not available in agent code. Available: {available}",
@@ -438,7 +489,12 @@ class _SandboxType(metaclass=_TypeMeta):
     """Base of every policy's ``type``; agent classes may never derive from it."""
 
 
-def _sandbox_type(stand_ins: dict[type, type]) -> type:
+def is_sandbox_type(obj: Any) -> bool:
+    """``obj`` is some sandbox's stand-in for ``type``."""
+    return isinstance(obj, type) and _SandboxType in obj.__mro__ and obj is not _SandboxType
+
+
+def _sandbox_type(exposed: Callable[[type], type]) -> type:
     """``type`` in agent code: ``type(x)`` works (giving a registered class's stand-in where
     it has one), ``isinstance(C, type)`` works, and creating classes from a name, bases and a
     dict does not, since that would skip the class checks."""
@@ -451,7 +507,7 @@ def _sandbox_type(stand_ins: dict[type, type]) -> type:
                     "statement"
                 )
             found = type(args[0])
-            return cls if issubclass(found, type) else stand_ins.get(found, found)
+            return cls if issubclass(found, type) else exposed(found)
 
     return Meta("type", (_SandboxType,), {"__doc__": _sandbox_type.__doc__})
 
@@ -489,26 +545,6 @@ def _plain_text(what: str, value: object) -> str:
 _real_build_class = builtins.__build_class__
 
 
-def _build_class(func: Any, name: str, *bases: Any, **keywords: Any) -> type:
-    if keywords:
-        raise CallDenied(
-            f"class {name}: keywords such as metaclass= are not available in agent code"
-        )
-    for base in bases:
-        if isinstance(base, type) and (issubclass(base, type) or _SandboxType in base.__mro__):
-            raise CallDenied(f"class {name}: classes cannot derive from type in agent code")
-        if isinstance(base, type) and "__agex_sealed__" in base.__dict__:
-            raise CallDenied(
-                f"class {name}: {base.__name__} is registered as not constructable, so it "
-                "cannot be subclassed either"
-            )
-    cls: type = _real_build_class(func, name, *bases)
-    pure = all(k.__dict__.get("__agex_pure__") or k in SAFE_BASES for k in cls.__mro__[1:])
-    type.__setattr__(cls, "__agex_agent__", True)
-    type.__setattr__(cls, "__agex_pure__", pure)
-    return cls
-
-
 def _numbered(template: str) -> str:
     """``template`` with every automatically numbered field (``{}``, ``{.real}``, ``{[0]}``,
     nested ones in format specs included) given its number, in ``str.format``'s order:
@@ -544,30 +580,6 @@ def _numbered(template: str) -> str:
         return "".join(out)
 
     return walk(template)
-
-
-class _Fetched:
-    """The values of a match's dotted value patterns. One that could not be read raises its
-    error when its pattern reads it, which is when Python itself would have raised."""
-
-    def __init__(self) -> None:
-        self.failures: dict[str, Exception] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        failure = self.__dict__.get("failures", {}).get(name)
-        if failure is None:
-            raise AttributeError(name)
-        raise failure
-
-
-def _fails_when_tried(exc: Exception) -> type:
-    """A class pattern stand-in: matching against it raises ``exc``."""
-
-    class Fails(type):
-        def __instancecheck__(cls, obj: Any) -> bool:
-            raise exc
-
-    return Fails("unmatchable", (), {})
 
 
 class _CheckedFormatter(string.Formatter):

@@ -2,6 +2,11 @@
 
 The agent may do as it likes with its own objects (private attributes, writes, decorators
 that change them); everything else is the host's and goes through the policy.
+
+A class is the agent's when its ``__dict__`` holds :data:`AGENT` under ``__agex_agent__``:
+the marker is this module's object, not a value, so code that can name the key (an enum's
+functional API, a copied class dict) still cannot forge it; agent code never gets the object
+itself, since it can read no dunder attribute.
 """
 
 from __future__ import annotations
@@ -12,9 +17,32 @@ from typing import Any
 AGENT_FILENAME = "<agent>"
 
 
+class _Marker:
+    """A trust marker. Pickles by reference, so an agent class stored in versioned state
+    comes back marked by this process's marker."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __reduce__(self) -> str:
+        return self._name
+
+    def __repr__(self) -> str:
+        return f"<agex marker {self._name}>"
+
+
+#: ``__agex_agent__`` of every class a class statement in agent code built.
+AGENT = _Marker("AGENT")
+#: ``__agex_pure__`` of agent classes whose every base is the agent's or a builtin value type:
+#: their attribute reads need no check beyond the names the rewriter already refused.
+PURE = _Marker("PURE")
+
+
 def agent_class(cls: Any) -> bool:
     """Built by a class statement in agent code (the sandbox marks each one)."""
-    return isinstance(cls, type) and bool(cls.__dict__.get("__agex_agent__"))
+    return isinstance(cls, type) and cls.__dict__.get("__agex_agent__") is AGENT
 
 
 def agent_function(obj: Any) -> bool:

@@ -9,12 +9,14 @@ there. A view is built once per policy and module.
 from __future__ import annotations
 
 import builtins
+import enum
 import fnmatch
 import importlib
 from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any
 
+from agex.errors import AccessDenied, CallDenied, ImportDenied
 from agex.sandbox.stdlib import MUTABLE, REPLACED, SAFE_MODULES
 
 #: Builtins agent code gets as they are.
@@ -173,6 +175,7 @@ class Policy:
         self.names: dict[str, Any] = {}  # bound in every namespace
         self.classes: dict[type, ClassRule] = {}
         self.stand_ins: dict[type, type] = {}  # class -> what agent code sees instead
+        self.real: dict[type, type] = {}  # stand-in -> the class it stands for
         self.modules: dict[str, Members] = {}
         self._views: dict[str, ModuleType] = {}
         self.shared: set[int] = set()  # ids of module members: the process's, not the agent's
@@ -202,11 +205,10 @@ class Policy:
         self.classes[cls] = rule
         self._class_rules.clear()
         exposed: Any = cls
+        for stand_in in [s for c, s in self.stand_ins.items() if issubclass(c, cls)]:
+            del self.stand_ins[self.real.pop(stand_in)]  # made for an older rule
         if not constructable:
-            exposed = self.stand_ins[cls] = _sealed(cls)
-            self.classes[exposed] = rule
-        else:
-            self.stand_ins.pop(cls, None)
+            exposed = self._stand_in(cls, subclassable=False)
         self._views.clear()
         self._bind(name or cls.__name__, exposed)
 
@@ -241,6 +243,7 @@ class Policy:
     def class_rule(self, obj: Any) -> ClassRule | None:
         """The registration governing ``obj`` (a class or an instance), if any."""
         cls = obj if isinstance(obj, type) else type(obj)
+        cls = self.real.get(cls, cls)
         try:
             return self._class_rules[cls]
         except KeyError:
@@ -257,8 +260,54 @@ class Policy:
             view = self._views[name] = self._build_view(name)
         return view
 
+    def exposed(self, value: Any, where: str) -> Any:
+        """What agent code gets for ``value`` reaching it through ``where`` (an attribute,
+        a module member, an element of either): a module as its view, a class the agent
+        may not construct as its stand-in; refused are modules outside the policy, the
+        builtins agent code never gets, and metaclasses (they build classes around the
+        class checks)."""
+        if isinstance(value, ModuleType):
+            if self.importable(value.__name__):
+                return self.view(value.__name__)
+            raise AccessDenied(
+                f"{where} is module {value.__name__!r}, which is not available in agent code"
+            )
+        if id(value) in NEVER:
+            raise AccessDenied(f"{where} is a builtin agent code may not use")
+        if isinstance(value, type):
+            return self.exposed_class(value, where)
+        return value
+
+    def exposed_class(self, cls: type, where: str = "the class") -> type:
+        if cls in self.real:
+            return cls
+        if issubclass(cls, type):
+            raise AccessDenied(f"{where} is a metaclass, which agent code may not use")
+        stand_in = self.stand_ins.get(cls)
+        if stand_in is not None:
+            return stand_in
+        try:
+            mro = cls.__mro__
+        except AttributeError:  # pragma: no cover - every type has one
+            return cls
+        sealed = any(
+            (rule := self.classes.get(k)) is not None and not rule.constructable for k in mro
+        )
+        if sealed:  # a subclass of a class registered as not constructable
+            return self._stand_in(cls, subclassable=False)
+        if isinstance(cls, enum.EnumMeta) and not cls.__members__:
+            # Calling an enum class without members is enum's functional API: it builds a
+            # class from names the caller picks, dunders included.
+            return self._stand_in(cls, subclassable=True)
+        return cls
+
+    def _stand_in(self, cls: type, subclassable: bool) -> type:
+        stand_in = self.stand_ins[cls] = _sealed(cls, subclassable)
+        self.real[stand_in] = cls
+        return stand_in
+
     def _build_view(self, name: str) -> ModuleType:
-        view = ModuleType(name)
+        view = ModuleView(name)
         if self.importable(name):
             real = importlib.import_module(name)
             view.__doc__ = real.__doc__
@@ -275,36 +324,52 @@ class Policy:
                     value = REPLACED[name, attr]
                 elif stdlib and isinstance(value, MUTABLE):
                     continue
-                elif isinstance(value, ModuleType):
-                    if not self.importable(value.__name__):
+                else:
+                    try:
+                        value = self.exposed(value, f"{name}.{attr}")
+                    except AccessDenied:
                         continue
-                    value = self.view(value.__name__)
-                elif id(value) in NEVER:
-                    continue
-                elif isinstance(value, type):
-                    if issubclass(value, type):
-                        continue  # a metaclass builds classes around the class checks
-                    value = self.stand_ins.get(value, value)
+                    if isinstance(value, ModuleType) and not isinstance(value, ModuleView):
+                        continue
                 self.shared.add(id(value))
                 setattr(view, attr, value)
-        # Registered submodules hang off their parent's view, as after a real import.
+        # Registered submodules hang off their parent's view, as after a real import; a
+        # package between the two is a view holding just the way down.
         prefix = name + "."
         for sub in {*self.modules, *SAFE_MODULES}:
-            if sub.startswith(prefix) and "." not in sub[len(prefix) :]:
-                setattr(view, sub[len(prefix) :], self.view(sub))
+            if sub.startswith(prefix):
+                child = sub[len(prefix) :].split(".", 1)[0]
+                setattr(view, child, self.view(prefix + child))
         return view
 
 
-def _sealed(cls: type) -> type:
-    """A stand-in for a class agent code may use but not construct (or subclass)."""
+class ModuleView(ModuleType):
+    """A module as agent code sees it. Asking it for a member it does not hold is an
+    ImportError, not an AttributeError: ``from M import name`` would otherwise fall back to
+    ``sys.modules["M.name"]``, the real module (CPython's rule for circular imports)."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # what the import machinery asks of any module
+            raise AttributeError(name)
+        raise ImportDenied(
+            f"module {self.__name__!r} has no member {name!r} available to agent code",
+            name=self.__name__,
+        )
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"the view of module {self.__name__!r} is stored by name only")
+
+
+def _sealed(cls: type, subclassable: bool) -> type:
+    """A stand-in for a class agent code may use but not construct. A class statement may
+    derive from it when ``subclassable`` (the class statement's checks still apply); never
+    otherwise."""
 
     class Sealed(type):
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            from agex.errors import CallDenied
-
             raise CallDenied(
-                f"{cls.__name__} cannot be constructed in agent code; use the registered "
-                "functions that return one"
+                f"{cls.__name__} cannot be constructed in agent code"
+                + ("" if subclassable else "; use the registered functions that return one")
             )
 
         def __instancecheck__(self, obj: Any) -> bool:
@@ -316,7 +381,12 @@ def _sealed(cls: type) -> type:
         def __getattr__(self, name: str) -> Any:
             return getattr(cls, name)
 
-    stand_in = Sealed(cls.__name__, (), {"__doc__": cls.__doc__, "__agex_sealed__": cls})
+    namespace = {
+        "__doc__": cls.__doc__,
+        "__agex_sealed__": cls,
+        "__agex_subclassable__": subclassable,
+    }
+    stand_in = Sealed(cls.__name__, (), namespace)
     stand_in.__qualname__ = cls.__qualname__
     stand_in.__module__ = cls.__module__
     return stand_in

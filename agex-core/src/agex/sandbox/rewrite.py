@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 from agex.errors import CodeRejected
 from agex.sandbox.guards import FORMAT_NAMES, READABLE_DUNDERS, forbidden_attribute
 from agex.sandbox.ownership import AGENT_FILENAME
+from agex.sandbox.patterns import Compiled
 from agex.sandbox.policy import FORBIDDEN_NAMES
 
 #: Dunder methods agent classes may define.
@@ -154,18 +155,6 @@ def _own_nodes(function: ast.AST) -> list[ast.AST]:
     return found
 
 
-def _no_arguments() -> ast.arguments:
-    return ast.arguments(
-        posonlyargs=[],
-        args=[],
-        vararg=None,
-        kwonlyargs=[],
-        kw_defaults=[],
-        kwarg=None,
-        defaults=[],
-    )
-
-
 def _call(function: str, *args: ast.expr) -> ast.Call:
     return ast.Call(ast.Name(function, ast.Load()), list(args), [])
 
@@ -176,7 +165,6 @@ class _Rewriter(ast.NodeTransformer):
         self.classes: list[str] = []  # enclosing class names, for private-name mangling
         self.allowed: set[int] = set()  # ids of nodes allowed to define a dunder name
         self.temps = 0
-        self.matched: set[str] = set()  # temporaries holding checked class-pattern classes
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -513,112 +501,64 @@ class _Rewriter(ast.NodeTransformer):
             self.check_name(node, alias.asname or alias.name)
         return node
 
-    # -- match statements: patterns cannot hold calls, so they are checked, not rewritten --
-
-    def check_pattern_reference(self, node: ast.expr) -> None:
-        root = node
-        while isinstance(root, ast.Attribute):
-            root = root.value
-        if isinstance(root, ast.Name) and root.id in self.matched:
-            return  # our own fetched values
-        for inner in ast.walk(node):
-            if isinstance(inner, ast.Attribute) and (
-                inner.attr.startswith("_") or forbidden_attribute(inner.attr)
-            ):
-                self.reject(inner, f"attribute {inner.attr!r} is not accessible in a pattern")
-            if isinstance(inner, ast.Name):
-                self.check_name(inner, inner.id)
+    # -- match statements: run through the guards (see patterns.py) ----------------------
 
     def visit_Match(self, node: ast.Match) -> Any:
-        """Class patterns read attributes natively (those named in ``__match_args__`` and as
-        keywords), so each class is fetched before the match through a guard that checks
-        those names, and the pattern refers to what it returned."""
-        node.subject = self.visit(node.subject)
-        before: list[ast.stmt] = []
-        temps: list[str] = []
-        values: list[ast.expr] = []  # dotted value patterns, fetched through the guards
-        holder = self.temp()
-        self.matched.add(holder)
-        for case in node.cases:
+        """``match`` becomes a chain of ``if`` statements that ask the sandbox's matcher,
+        which reads attributes through the guards; CPython would read them natively."""
+        self.check_match(node)
+        subject, bound = self.temp(), self.temp()
+
+        def clear() -> ast.stmt:  # the temporaries go once a case is chosen, or none is
+            return ast.Delete([ast.Name(subject, ast.Del()), ast.Name(bound, ast.Del())])
+
+        chain: list[ast.stmt] = [clear()]
+        for case in reversed(node.cases):
+            compiled = Compiled()
+            spec = compiled.spec(case.pattern)
+            for name in compiled.names:
+                self.check_name(case.pattern, name)
             for pattern in ast.walk(case.pattern):
-                dotted = (
-                    [pattern.value]
-                    if isinstance(pattern, ast.MatchValue)
-                    else list(pattern.keys)
-                    if isinstance(pattern, ast.MatchMapping)
-                    else []
-                )
-                for position, ref in enumerate(dotted):
-                    if not isinstance(ref, ast.Attribute):
-                        continue
-                    self.check_pattern_reference(ref)
-                    values.append(ast.Lambda(_no_arguments(), self.visit(ref)))
-                    fetched = ast.Attribute(
-                        ast.Name(holder, ast.Load()), f"v{len(values) - 1}", ast.Load()
-                    )
-                    if isinstance(pattern, ast.MatchMapping):
-                        pattern.keys[position] = fetched
-                    elif isinstance(pattern, ast.MatchValue):
-                        pattern.value = fetched
-                if not isinstance(pattern, ast.MatchClass):
-                    continue
-                self.check_pattern_reference(pattern.cls)
-                temp = self.temp()
-                temps.append(temp)
-                self.matched.add(temp)
-                fetch = ast.Lambda(_no_arguments(), self.visit(pattern.cls))
-                keywords = ast.Tuple([ast.Constant(k) for k in pattern.kwd_attrs], ast.Load())
-                before.append(
-                    ast.copy_location(
-                        ast.Assign(
-                            [ast.Name(temp, ast.Store())],
-                            _call("_agex_matchclass", fetch, keywords),
-                        ),
-                        node,
-                    )
-                )
-                pattern.cls = ast.Name(temp, ast.Load())
-            case.pattern = self.visit(case.pattern)
-            if case.guard is not None:
-                case.guard = self.visit(case.guard)
-            case.body = self.flatten([self.visit(s) for s in case.body])
-        if values:
-            fetch_all = _call("_agex_matchvalues", *values)
-            before.insert(
-                0, ast.copy_location(ast.Assign([ast.Name(holder, ast.Store())], fetch_all), node)
+                if isinstance(pattern, ast.MatchClass):
+                    for attr in pattern.kwd_attrs:
+                        self.check_attribute_name(pattern, attr, "match")
+            values = ast.Tuple([self.visit(v) for v in compiled.values], ast.Load())
+            ask = _call(
+                "_agex_match",
+                ast.Name(subject, ast.Load()),
+                ast.Constant(spec),
+                values,
+                ast.Constant(len(compiled.names)),
             )
-            temps.append(holder)
-        after = [ast.Delete([ast.Name(t, ast.Del()) for t in temps])] if temps else []
-        return [*before, node, *after]
+            found: ast.expr = ast.Compare(
+                ast.Name(bound, ast.Load()), [ast.IsNot()], [ast.Constant(None)]
+            )
+            steps: list[ast.stmt] = [ast.Assign([ast.Name(bound, ast.Store())], ask)]
+            if compiled.names:
+                targets = ast.Tuple([ast.Name(n, ast.Store()) for n in compiled.names], ast.Store())
+                unpack = ast.Assign([targets], ast.Name(bound, ast.Load()))
+                steps.append(ast.If(found, [unpack], []))
+            test = found
+            if case.guard is not None:
+                test = ast.BoolOp(ast.And(), [found, self.visit(case.guard)])
+            body = self.flatten([self.visit(s) for s in case.body])
+            steps.append(ast.If(test, [clear(), *body], chain))
+            chain = steps
+        start = ast.Assign([ast.Name(subject, ast.Store())], self.visit(node.subject))
+        out = ast.Module([start, *chain], type_ignores=[])
+        for inner in ast.walk(out):
+            if isinstance(inner, ast.stmt | ast.expr) and not hasattr(inner, "lineno"):
+                ast.copy_location(inner, node)
+        return out.body
 
-    def visit_MatchValue(self, node: ast.MatchValue) -> ast.AST:
-        self.check_pattern_reference(node.value)
-        return node
-
-    def visit_MatchClass(self, node: ast.MatchClass) -> ast.AST:
-        if not (isinstance(node.cls, ast.Name) and node.cls.id in self.matched):
-            self.check_pattern_reference(node.cls)
-        for name in node.kwd_attrs:
-            if name.startswith("_") or forbidden_attribute(name):
-                self.reject(node, f"attribute {name!r} is not accessible in a pattern")
-        node.patterns = [self.visit(p) for p in node.patterns]
-        node.kwd_patterns = [self.visit(p) for p in node.kwd_patterns]
-        return node
-
-    def visit_MatchAs(self, node: ast.MatchAs) -> ast.AST:
-        if node.name:
-            self.check_name(node, node.name)
-        return self.generic_visit(node)
-
-    def visit_MatchStar(self, node: ast.MatchStar) -> ast.AST:
-        if node.name:
-            self.check_name(node, node.name)
-        return node
-
-    def visit_MatchMapping(self, node: ast.MatchMapping) -> ast.AST:
-        if node.rest:
-            self.check_name(node, node.rest)
-        for key in node.keys:
-            self.check_pattern_reference(key)
-        node.patterns = [self.visit(p) for p in node.patterns]
-        return node
+    def check_match(self, node: ast.Match) -> None:
+        """What the compiler itself refuses in patterns (a name bound twice, alternatives
+        binding different names, an irrefutable case before others), refused the same way:
+        the statement's patterns are compiled alone first."""
+        cases = [
+            ast.match_case(c.pattern, None if c.guard is None else ast.Constant(True), [ast.Pass()])
+            for c in node.cases
+        ]
+        probe = ast.Module([ast.Match(ast.Constant(None), cases)], type_ignores=[])
+        ast.fix_missing_locations(probe)
+        compile(probe, AGENT_FILENAME, "exec", dont_inherit=True)

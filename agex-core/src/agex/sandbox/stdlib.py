@@ -35,6 +35,7 @@ SAFE_MODULES: dict[str, frozenset[str]] = {
         "dataclasses": ("make_dataclass",),
         "typing": (
             "get_type_hints",  # evaluates string annotations
+            "ForwardRef",  # compiles a string that hint resolution later evaluates
             "get_origin",  # get_origin(typing.Type) is the real type
             "Type",
             "final",  # these set attributes on whatever they are given
@@ -81,13 +82,54 @@ def _on_agent_objects(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _dataclass(cls: Any = None, /, **options: Any) -> Any:
-    """``dataclasses.dataclass``, for the agent's own classes."""
+    """``dataclasses.dataclass``, for the agent's own classes. It writes source code from
+    each field's name, type and default: its fields must be the standard library's own
+    ``Field`` objects (a subclass could give ``name`` any value), whose names come from the
+    class body's annotations."""
 
     def wrap(target: Any) -> Any:
         _require_agent("dataclass", target)
-        return dataclasses.dataclass(**options)(target)
+        for name, value in vars(target).items():
+            if isinstance(value, dataclasses.Field) and type(value) is not dataclasses.Field:
+                raise AccessDenied(
+                    f"dataclass field {name!r} must be made with dataclasses.field(), not "
+                    f"{type(value).__name__}"
+                )
+        made = dataclasses.dataclass(**options)(target)
+        if made is not target:  # slots=True makes a new class from the agent's
+            _require_agent("dataclass", made)
+        return made
 
     return wrap if cls is None else wrap(cls)
+
+
+def _opened(obj: Any, pack: Callable[[Any, list[tuple[str, Any]]], Any]) -> Any:
+    """``obj`` with the agent's dataclasses inside it opened by ``pack``, recursively as
+    ``dataclasses.asdict`` does, but only the agent's own: a host dataclass nested in one
+    is the host's, with fields its registration may hide."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        _require_agent("asdict and astuple open dataclasses that", obj)
+        fields = [(f.name, _opened(getattr(obj, f.name), pack)) for f in dataclasses.fields(obj)]
+        return pack(obj, fields)
+    if isinstance(obj, tuple) and hasattr(type(obj), "_fields"):
+        return type(obj)(*[_opened(v, pack) for v in obj])
+    if isinstance(obj, list | tuple):
+        return type(obj)(_opened(v, pack) for v in obj)
+    if isinstance(obj, dict):
+        return type(obj)((_opened(k, pack), _opened(v, pack)) for k, v in obj.items())
+    return obj
+
+
+def _asdict(obj: Any, /, *, dict_factory: Callable[[Any], Any] = dict) -> Any:
+    """``dataclasses.asdict`` for the agent's own dataclasses (values are not deep-copied)."""
+    _require_agent("asdict", obj)
+    return _opened(obj, lambda _, fields: dict_factory(fields))
+
+
+def _astuple(obj: Any, /, *, tuple_factory: Callable[[Any], Any] = tuple) -> Any:
+    """``dataclasses.astuple`` for the agent's own dataclasses (values are not deep-copied)."""
+    _require_agent("astuple", obj)
+    return _opened(obj, lambda _, fields: tuple_factory(v for _, v in fields))
 
 
 def _update_wrapper(wrapper: Any, wrapped: Any, /) -> Any:
@@ -103,8 +145,8 @@ def _wraps(wrapped: Any, /) -> Callable[[Any], Any]:
 #: (module, member) -> what agent code gets instead.
 REPLACED: dict[tuple[str, str], Any] = {
     ("dataclasses", "dataclass"): _dataclass,
-    ("dataclasses", "asdict"): _on_agent_objects(dataclasses.asdict),
-    ("dataclasses", "astuple"): _on_agent_objects(dataclasses.astuple),
+    ("dataclasses", "asdict"): _asdict,
+    ("dataclasses", "astuple"): _astuple,
     ("dataclasses", "fields"): _on_agent_objects(dataclasses.fields),
     ("dataclasses", "replace"): _on_agent_objects(dataclasses.replace),
     ("functools", "total_ordering"): _on_agent_objects(functools.total_ordering),

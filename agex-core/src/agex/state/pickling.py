@@ -4,6 +4,12 @@ A function the agent defined refers to its namespace as its globals. Pickled as 
 would come back with a fresh globals dict and the interpreter's real builtins, and the
 sandbox's tripwire would stop it. This pickler leaves those globals out, and loading binds
 each agent function (methods of agent classes included) to the namespace it is loaded into.
+
+What the sandbox handed to agent code is stored by what it stands for and handed out again
+by the sandbox it loads into: a module view by the module's name (cloudpickle would store
+the real module), the sandbox's ``getattr`` and ``type`` by name (a pickled guard would
+carry its policy along), a class agent code may not construct by that class. Other pieces of
+the sandbox, and real modules, are not stored at all.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from typing import Any
 
 import cloudpickle
 
+from agex.sandbox.guards import Guards, is_sandbox_type
 from agex.sandbox.ownership import agent_function
+from agex.sandbox.policy import ModuleView
 
 _into: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "agex_loading_into", default=None
@@ -49,8 +57,89 @@ def _rebuild(
     return func
 
 
+def _builtins() -> dict[str, Any]:
+    """The builtins of the sandbox namespace being loaded into."""
+    namespace = _into.get()
+    if namespace is None:
+        raise pickle.UnpicklingError(
+            "what the sandbox handed to agent code can only be loaded into a sandbox namespace"
+        )
+    table: dict[str, Any] = namespace["__builtins__"]
+    return table
+
+
+def _guards() -> Guards:
+    guards: Guards = _builtins()["_agex_getattr"].__self__
+    return guards
+
+
+def _view(name: str) -> types.ModuleType:
+    policy = _guards().policy
+    if not policy.importable(name):
+        raise pickle.UnpicklingError(f"module {name!r} is no longer available to agent code")
+    return policy.view(name)
+
+
+def _builtin(name: str) -> Any:
+    return _builtins()[name]
+
+
+def _guard_method(func: Any) -> Any:
+    for value in _builtins().values():
+        if isinstance(value, types.MethodType) and value.__func__ is func:
+            return value
+    raise pickle.UnpicklingError(f"the sandbox has no {func.__qualname__} to load")
+
+
+def _stand_in(cls: type) -> type:
+    return _guards().policy.exposed_class(cls)
+
+
+def _sandbox_piece(obj: Any) -> str | None:
+    """What ``obj`` is, if it is part of the sandbox that must not be stored as it is."""
+    if isinstance(obj, types.MethodType):
+        owner = obj.__self__
+        if isinstance(owner, type):
+            return None
+        return _sandbox_piece(owner) and f"method {obj.__func__.__qualname__}"
+    if isinstance(obj, types.FunctionType):
+        module = obj.__module__ or ""
+        local = "<locals>" in obj.__qualname__ or "<lambda>" in obj.__qualname__
+        if module.startswith("agex.sandbox") and local:
+            return f"function {obj.__qualname__}"
+        return None
+    module = getattr(type(obj), "__module__", "") or ""
+    if (
+        module.startswith("agex.sandbox")
+        and not isinstance(obj, BaseException | type)
+        and type(obj).__name__ != "_Marker"
+    ):
+        return f"{type(obj).__name__} object"
+    return None
+
+
 class _AgentPickler(cloudpickle.Pickler):  # type: ignore[misc]
     def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, types.ModuleType):
+            if isinstance(obj, ModuleView):
+                return _view, (obj.__name__,)
+            raise pickle.PicklingError(
+                f"module {obj.__name__!r} is not agent code's to store; import it again"
+            )
+        if isinstance(obj, type):
+            real = obj.__dict__.get("__agex_sealed__")
+            if isinstance(real, type):
+                return _stand_in, (real,)
+            if is_sandbox_type(obj):
+                return _builtin, ("type",)
+        elif isinstance(obj, types.MethodType) and isinstance(obj.__self__, Guards):
+            return _guard_method, (obj.__func__,)
+        else:
+            piece = _sandbox_piece(obj)
+            if piece is not None:
+                raise pickle.PicklingError(
+                    f"{piece} belongs to the sandbox and cannot be stored; store plain values"
+                )
         if isinstance(obj, types.FunctionType) and agent_function(obj):
             cells = (
                 None if obj.__closure__ is None else tuple(c.cell_contents for c in obj.__closure__)
