@@ -15,6 +15,7 @@ from agex import Agent, connect_llm, connect_state
 from agex.errors import AccessDenied, CallDenied, CodeRejected, ImportDenied
 from agex.sandbox import Policy, Sandbox
 from agex.sandbox.policy import ModuleView
+from agex.sandbox.signals import OutsideRun
 from agex.state.pickling import AgentStateSerializer, loading_into
 
 from . import tools
@@ -509,7 +510,8 @@ def test_a_view_the_loading_policy_does_not_allow_is_not_loaded(policy) -> None:
 def test_the_sandboxes_own_builtins_come_back_as_the_loading_sandboxes(policy) -> None:
     fresh, refused = round_trip(policy, "g = getattr\nt = type\nh = [hasattr, dir]")
     table = fresh["__builtins__"]
-    assert fresh["g"] == table["getattr"] and fresh["g"].__self__ is table["getattr"].__self__
+    assert fresh["g"] == table["getattr"]
+    assert fresh["g"].__self__ is table["getattr"].__self__
     assert fresh["t"] is table["type"]
     assert fresh["h"][0].__self__ is table["hasattr"].__self__
     assert not refused
@@ -577,9 +579,9 @@ def test_classes_that_cannot_be_constructed_stay_so(attempt, code) -> None:
 
 def test_mro_gives_stand_ins(policy) -> None:
     ns = run(policy, "chain = type(sub_account()).mro()\nbase = Account.mro()")
-    loading = policy
-    assert tools.Account not in ns["chain"] and SubAccount not in ns["chain"]
-    assert ns["chain"][0] is loading.stand_ins[SubAccount]
+    assert tools.Account not in ns["chain"]
+    assert SubAccount not in ns["chain"]
+    assert ns["chain"][0] is policy.stand_ins[SubAccount]
 
 
 @pytest.mark.parametrize(
@@ -598,3 +600,23 @@ def test_containers_holding_forbidden_values_are_refused(attempt, code) -> None:
 def test_containers_of_plain_values_are_handed_over_as_they_are(policy) -> None:
     ns = run(policy, "h = holder()\nc = h.clean\nc.append(6)")
     assert ns["h"].clean[-1] == 6  # the host's own list, not a copy
+
+
+# -- code that would run after the run, with no time limit --------------------------------------
+
+
+def test_agent_cleanup_does_not_run_after_its_run() -> None:
+    sandbox = Sandbox()
+    namespace = sandbox.namespace()
+    code = (
+        "def forever():\n    try:\n        yield 1\n    finally:\n        while True:\n"
+        "            pass\nx = forever()\nnext(x)"
+    )
+    result = sandbox.run(code, namespace, timeout=5)
+    assert result.error is None
+    with pytest.raises(OutsideRun):
+        namespace["x"].close()  # the host closing it, as the garbage collector would
+
+
+def test_agent_classes_cannot_define_finalizers(attempt) -> None:
+    attempt("class C:\n    def __del__(self):\n        pass", expect=CodeRejected)

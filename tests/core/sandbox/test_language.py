@@ -4,6 +4,8 @@ import textwrap
 
 import pytest
 
+from agex.sandbox import Sandbox
+
 
 def code(text: str) -> str:
     return textwrap.dedent(text)
@@ -348,7 +350,8 @@ def test_context_managers_keep_their_semantics(run, policy) -> None:
     assert ns["message"] == "'int' object does not support the context manager protocol"
     import asyncio
 
-    assert asyncio.run(ns["coroutine"]) == 1
+    # Agent code runs inside a run only: the host drives it with Sandbox.call.
+    assert Sandbox(policy).call(asyncio.run, ns["coroutine"]) == 1
 
 
 def test_namedtuple_api(run) -> None:

@@ -58,11 +58,19 @@ class CancelInterrupt(Interrupt):
     pass
 
 
+class OutsideRun(RuntimeError):
+    """Agent cleanup code was about to run after its run ended (a generator closed by the
+    garbage collector, say), where no time limit would stop it."""
+
+
 def raise_pending() -> None:
-    """First statement of every ``finally`` block in agent code: once a signal has been
-    raised, no cleanup of the agent's may replace it with another exception, or loop."""
+    """First statement of every ``finally`` block, ``except`` clause, ``__exit__`` and
+    generator start in agent code: once a signal has been raised, no cleanup of the agent's
+    may replace it with another exception, or loop; and none runs outside a run."""
     run = current_run()
-    if run is not None and run.signals:
+    if run is None:
+        raise OutsideRun("agent code runs only while its task runs")
+    if run.signals:
         raise run.signals[0]
 
 
