@@ -352,7 +352,7 @@ def test_a_dataclass_field_name_cannot_be_injected(attempt) -> None:
         dataclasses.dataclass(C)
         reached = C
         """,
-        expect=AccessDenied,
+        expect=CallDenied,
     )
 
 
@@ -381,9 +381,7 @@ def test_asdict_does_not_open_host_dataclasses(attempt) -> None:
         """,
         expect=AccessDenied,
     )
-    attempt(
-        "from dataclasses import astuple\nreached = astuple(secretive())", expect=AccessDenied
-    )
+    attempt("from dataclasses import astuple\nreached = astuple(secretive())", expect=AccessDenied)
 
 
 def test_asdict_and_astuple_still_work_on_the_agents_dataclasses(policy) -> None:
@@ -620,3 +618,56 @@ def test_agent_cleanup_does_not_run_after_its_run() -> None:
 
 def test_agent_classes_cannot_define_finalizers(attempt) -> None:
     attempt("class C:\n    def __del__(self):\n        pass", expect=CodeRejected)
+
+
+# -- found by a fresh attack --------------------------------------------------------------------
+
+
+def test_a_field_subclass_cannot_reach_dataclass_through_a_base(attempt) -> None:
+    attempt(
+        """
+        import dataclasses
+        class F(dataclasses.Field):
+            pass
+        """,
+        expect=CallDenied,
+    )
+
+
+def test_update_wrapper_copies_no_host_members(attempt, policy) -> None:
+    attempt(
+        """
+        import functools
+        class Box:
+            pass
+        b = functools.update_wrapper(Box(), account())
+        reached = b.owner
+        """,
+        expect=AttributeError,
+    )
+    attempt(
+        """
+        import functools
+        def f():
+            pass
+        functools.update_wrapper(f, holder())
+        reached = f.mod
+        """,
+        expect=AttributeError,
+    )
+    ns = run(
+        policy,
+        """
+        import functools
+        def inner():
+            "Inner's doc."
+        @functools.wraps(inner)
+        def outer():
+            return inner()
+        @functools.wraps(len)
+        def size(x):
+            return len(x)
+        """,
+    )
+    assert (ns["outer"].__name__, ns["outer"].__doc__) == ("inner", "Inner's doc.")
+    assert ns["size"].__name__ == "len"

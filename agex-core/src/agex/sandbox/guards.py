@@ -38,6 +38,7 @@ from agex.sandbox.signals import (
     raise_pending,
     reraise_signals,
 )
+from agex.sandbox.stdlib import SEALED
 
 #: Instances of these never hide anything behind a public attribute name.
 FAST_TYPES = frozenset(
@@ -401,8 +402,9 @@ class Guards:
                     )
             real_bases.append(base)
         cls: type = _real_build_class(func, name, *real_bases)
-        if any(self._sealed(k) for k in cls.__mro__[1:]):
-            raise CallDenied(f"class {name}: it derives from a class agent code may not construct")
+        refused = [k for k in cls.__mro__[1:] if k in SEALED or self._sealed(k)]
+        if refused:
+            raise CallDenied(f"class {name}: agent code may not derive from {refused[0].__name__}")
         if isinstance(cls, enum.EnumMeta) and not cls.__members__:
             raise CallDenied(
                 f"class {name}: an enum class in agent code must define its members; calling "

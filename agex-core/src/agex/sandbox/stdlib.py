@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -84,12 +85,15 @@ def _on_agent_objects(func: Callable[..., Any]) -> Callable[..., Any]:
 def _dataclass(cls: Any = None, /, **options: Any) -> Any:
     """``dataclasses.dataclass``, for the agent's own classes. It writes source code from
     each field's name, type and default: its fields must be the standard library's own
-    ``Field`` objects (a subclass could give ``name`` any value), whose names come from the
-    class body's annotations."""
+    ``Field`` objects, whose names come from the class body's annotations (agent code cannot
+    derive from ``Field``, see :data:`SEALED`, and this checks every field the decorator
+    will read, inherited ones included)."""
 
     def wrap(target: Any) -> Any:
         _require_agent("dataclass", target)
-        for name, value in vars(target).items():
+        names = {n for k in target.__mro__ for n in vars(k).get("__annotations__", {})}
+        for name in sorted(names | set(vars(target))):
+            value = inspect.getattr_static(target, name, None)
             if isinstance(value, dataclasses.Field) and type(value) is not dataclasses.Field:
                 raise AccessDenied(
                     f"dataclass field {name!r} must be made with dataclasses.field(), not "
@@ -133,9 +137,17 @@ def _astuple(obj: Any, /, *, tuple_factory: Callable[[Any], Any] = tuple) -> Any
 
 
 def _update_wrapper(wrapper: Any, wrapped: Any, /) -> Any:
-    """``functools.update_wrapper`` with its default attribute lists only."""
+    """``functools.update_wrapper`` that copies the wrapped object's name, qualified name,
+    module and docstring (plain strings), and its ``__dict__`` only when it is the agent's
+    own: a host object's would bring members its registration hides."""
     _require_agent("update_wrapper", wrapper)
-    return functools.update_wrapper(wrapper, wrapped)
+    if agent_owned(wrapped):
+        return functools.update_wrapper(wrapper, wrapped)
+    for name in ("__module__", "__name__", "__qualname__", "__doc__"):
+        value = getattr(wrapped, name, None)
+        if type(value) is str:
+            setattr(wrapper, name, value)
+    return wrapper
 
 
 def _wraps(wrapped: Any, /) -> Callable[[Any], Any]:
@@ -153,6 +165,10 @@ REPLACED: dict[tuple[str, str], Any] = {
     ("functools", "update_wrapper"): _update_wrapper,
     ("functools", "wraps"): _wraps,
 }
+
+#: Classes agent code may not derive from: the standard library trusts what their instances
+#: say (a dataclass ``Field``'s name becomes source code).
+SEALED = frozenset({dataclasses.Field})
 
 #: Module-level values of these types are shared with the whole process; agent code gets
 #: none of them from the standard library.
