@@ -35,10 +35,11 @@ from agex.events import (
     OutputEvent,
     SuccessEvent,
     TaskStartEvent,
+    bound_text,
     jsonable,
 )
 from agex.llm import Message, split_reply
-from agex.prompt import system_message, task_message, truncate
+from agex.prompt import system_message, task_message
 from agex.sandbox import CancelScope, Signal
 from agex.state.live import live_session
 from agex.state.recorder import StepRecorder
@@ -46,8 +47,11 @@ from agex.state.recorder import StepRecorder
 if TYPE_CHECKING:
     from agex.hosts import Invocation, Sink
 
-#: Longest printed output or error fed back to the model in one message.
+#: Longest printed output or error fed back to the model in one message. Events carry more
+#: (up to ``EVENT_TEXT_LIMIT``): the model's context is the scarcer of the two.
 FEEDBACK_LIMIT = 8000
+#: Longest repr of an input shown in a ``TaskStartEvent``.
+INPUT_LIMIT = 500
 
 #: (session, sink, event loop) of the run whose agent code is running in this context.
 caller: contextvars.ContextVar[tuple[str, Sink, asyncio.AbstractEventLoop] | None] = (
@@ -165,7 +169,7 @@ async def _run(
         TaskStartEvent,
         0,
         task_name=task.name,
-        inputs={k: truncate(repr(v), 500) for k, v in invocation.arguments.items()},
+        inputs={k: bound_text(repr(v), INPUT_LIMIT) for k, v in invocation.arguments.items()},
     )
     token = caller.set((session, sink, asyncio.get_running_loop()))
     scope = CancelScope()
@@ -201,7 +205,7 @@ async def _run(
             except SandboxCancelled:
                 emit(CancelledEvent, step)
                 raise TaskCancelled(f"{task.name} was cancelled") from None
-            feedback = [truncate(result.output, FEEDBACK_LIMIT)] if result.output else []
+            feedback = [bound_text(result.output, FEEDBACK_LIMIT)] if result.output else []
             if recorder is not None:
                 # Serializing can run the agent's own methods: under its time limit too.
                 remaining = _remaining(deadline)
@@ -226,7 +230,7 @@ async def _run(
                         "in later tasks."
                     )
                     emit(ErrorEvent, step, error=note)
-                    feedback.append(note)
+                    feedback.append(bound_text(note, FEEDBACK_LIMIT))
             if result.output:
                 emit(OutputEvent, step, text=result.output)
             signal = result.signal
@@ -248,7 +252,8 @@ async def _run(
                     error = _plain_error(exc)
                     emit(ErrorEvent, step, error=error)
                     feedback.append(
-                        error + f"\nThe task returns {task.returns_text}; fix the "
+                        bound_text(error, FEEDBACK_LIMIT)
+                        + f"\nThe task returns {task.returns_text}; fix the "
                         "value and call task_success again."
                     )
                 else:
@@ -262,7 +267,7 @@ async def _run(
                 raise TaskClarify(signal.args[0])
             elif result.error is not None:
                 emit(ErrorEvent, step, error=result.error)
-                feedback.append(truncate(result.error, FEEDBACK_LIMIT))
+                feedback.append(bound_text(result.error, FEEDBACK_LIMIT))
             messages.append(
                 {
                     "role": "user",

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 
 class Output:
+    """What a run prints: at most ``limit`` characters, the note of what was cut included,
+    so that text fits an event whole when the limit is the events' own."""
+
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._parts: list[str] = []
@@ -23,8 +26,16 @@ class Output:
 
     def text(self) -> str:
         shown = "".join(self._parts)
-        if self._dropped:
-            if shown and not shown.endswith("\n"):
-                shown += "\n"
-            shown += f"[output truncated: {self._dropped} more characters not shown]\n"
-        return shown
+        if not self._dropped:
+            return shown
+        # Room for the longest the note can be, and the newline before it.
+        total = self._dropped + len(shown)
+        kept = max(self.limit - len(_note(total)) - 1, 0)
+        shown = shown[:kept]
+        if shown and not shown.endswith("\n"):
+            shown += "\n"
+        return shown + _note(total - kept)
+
+
+def _note(dropped: int) -> str:
+    return f"[output truncated: {dropped:,} more characters not shown]\n"
