@@ -64,14 +64,15 @@ class Compiled:
         if isinstance(pattern, ast.MatchSingleton):
             return ("single", pattern.value)
         if isinstance(pattern, ast.MatchSequence):
-            items, star = [], -1
+            elements: list[Spec] = []
+            star = -1
             for position, item in enumerate(pattern.patterns):
                 if isinstance(item, ast.MatchStar):
                     star = position
-                    items.append(("star", -1 if item.name is None else self.slot(item.name)))
+                    elements.append(("star", -1 if item.name is None else self.slot(item.name)))
                 else:
-                    items.append(self.spec(item))
-            return ("sequence", tuple(items), star)
+                    elements.append(self.spec(item))
+            return ("sequence", tuple(elements), star)
         if isinstance(pattern, ast.MatchMapping):
             keys = tuple(self.value(key) for key in pattern.keys)
             items = tuple(self.spec(p) for p in pattern.patterns)
@@ -185,7 +186,7 @@ class Matcher:
         attributes: list[str] = []
         match_self = False
         if positional:
-            match_args = getattr(cls, "__match_args__", _MISSING)
+            match_args: Any = getattr(cls, "__match_args__", _MISSING)
             if match_args is _MISSING:
                 match_self = bool(cls.__flags__ & _MATCH_SELF)
                 allowed = 1 if match_self else 0

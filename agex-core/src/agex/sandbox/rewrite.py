@@ -526,7 +526,7 @@ class _Rewriter(ast.NodeTransformer):
             ask = _call(
                 "_agex_match",
                 ast.Name(subject, ast.Load()),
-                ast.Constant(spec),
+                ast.Constant(spec),  # type: ignore[arg-type]  # compile() takes tuples
                 values,
                 ast.Constant(len(compiled.names)),
             )
