@@ -438,18 +438,60 @@ def test_enum_classes_with_members_still_work(policy) -> None:
 
 
 @pytest.mark.parametrize(
-    "code",
+    ("code", "error"),
     [
-        "from collections import namedtuple\n"
-        "reached = namedtuple('P', ['a=__import__(\"os\").system(\"touch \" + PATH)'])",
-        "from collections import namedtuple\nreached = namedtuple('P) or (1', 'a')",
-        "import typing\nreached = typing.NamedTuple('P', [('__agex_agent__', int)])",
-        "import typing\nreached = typing.ForwardRef('__import__(\"os\")')",
-        "import functools\nc = functools.cached_property(len)\nc.attrname = '__class__'",
+        (
+            "from collections import namedtuple\n"
+            "reached = namedtuple('P', ['a=__import__(\"os\").system(\"id\")'])",
+            ValueError,  # namedtuple checks its names before writing code from them
+        ),
+        ("from collections import namedtuple\nreached = namedtuple('P) or (1', 'a')", ValueError),
+        (
+            "import typing\nreached = typing.NamedTuple('P', [('__agex_agent__', int)])",
+            ValueError,
+        ),
+        ("import typing\nreached = typing.ForwardRef('__import__(\"os\")')", AccessDenied),
+        (
+            "import functools\nc = functools.cached_property(len)\nc.attrname = '__class__'",
+            AccessDenied,
+        ),
     ],
 )
-def test_other_code_writing_helpers(attempt, code) -> None:
-    attempt(code, expect=Exception)
+def test_other_code_writing_helpers(attempt, code, error) -> None:
+    attempt(code, expect=error)
+
+
+def test_a_sub_agent_meets_the_same_guards() -> None:
+    specialist = Agent(
+        name="specialist",
+        llm=connect_llm(
+            provider="scripted",
+            responses=[
+                "```python\nmatch holder():\n    case object(mod=m):\n"
+                "        task_success(repr(m))\n```",
+                "```python\nfrom json import decoder\n```",
+                "```python\ntask_success('stopped')\n```",
+            ],
+        ),
+    )
+    specialist.fn(Holder, name="holder")
+    orchestrator = Agent(
+        name="orchestrator",
+        llm=connect_llm(provider="scripted", responses=["```python\ntask_success(ask())\n```"]),
+    )
+
+    @orchestrator.fn
+    @specialist.task
+    def ask() -> str:
+        """Ask."""
+
+    @orchestrator.task
+    def run_it() -> str:
+        """Run it."""
+
+    # The first two replies fail (AccessDenied, ImportDenied); had either escaped, the
+    # specialist would have finished with what it reached.
+    assert run_it() == "stopped"
 
 
 # -- 4. versioned state stores views and guards by what they stand for ---------------------------
