@@ -2,6 +2,8 @@
 errors the agent is shown."""
 
 import contextlib
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -304,3 +306,29 @@ def test_guard_errors_show_no_internals(sandbox) -> None:
         "(module 'math')"
     )
     assert "guards" not in result.error
+
+
+def test_a_timed_run_leaves_the_interpreter_as_it_found_it() -> None:
+    """Disarming a watch must not leave CPython's eval breaker set: that hangs the next
+    ``sys.settrace`` (debuggers, coverage) and slows every later line of the process."""
+    script = textwrap.dedent(
+        """
+        import sys
+        from agex.errors import SandboxTimeout
+        from agex.sandbox import Sandbox
+        sandbox = Sandbox()
+        sandbox.run("x = 1", sandbox.namespace(), timeout=5)  # the watch never fires
+        try:
+            sandbox.run("while True: pass", sandbox.namespace(), timeout=0.2)
+        except SandboxTimeout:
+            pass
+        sys.settrace(lambda *args: None)
+        (lambda: 1)()
+        sys.settrace(None)
+        print("done")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == "done", done.stderr

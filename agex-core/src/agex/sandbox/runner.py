@@ -221,15 +221,14 @@ class Sandbox:
             outcome, error = exc, None
         finally:
             if watch is not None:
-                # No Python-level call from here until the watch is disarmed; see Watch.
+                # No Python-level call from here until the watch is inactive; see Watch.
                 watch.active = False
                 while True:
                     try:
-                        with watch.lock:
-                            watch.clear()
+                        watch.disarm()
                         break
                     except Interrupt:
-                        continue  # the one raise in flight arrived; no other can follow
+                        continue  # one in flight arrived; no other can follow
                 if cancel is not None:
                     cancel._watch = None
             this_thread.run = previous

@@ -10,7 +10,6 @@ long call into C (a huge ``sum(range(...))``) only when it returns.
 from __future__ import annotations
 
 import ctypes
-import functools
 import heapq
 import itertools
 import threading
@@ -36,8 +35,18 @@ class Watch:
         self.active = True
         self.fired: type[BaseException] | None = None
         self._target = ctypes.c_ulong(thread_id)
-        # Called with the lock held, from C only: drops an interrupt not yet delivered.
-        self.clear = functools.partial(_set_async_exc, self._target, None)
+
+    def disarm(self) -> None:
+        """Called by the run's own thread once ``active`` is False (set with no Python-level
+        call before it), inside a loop that retries on :class:`Interrupt`: an interrupt
+        already in flight may arrive at any call in here. An interrupt still pending is
+        taken, not dropped: dropping it with ``PyThreadState_SetAsyncExc(id, NULL)`` leaves
+        CPython 3.11's eval breaker set for good, which slows every later line of the
+        process and hangs ``sys.settrace``."""
+        with self.lock:
+            pass  # the watchdog is not inside interrupt() from here on
+        if self.fired is not None:
+            _take_pending()
 
     def interrupt(self, exc_type: type[BaseException]) -> bool:
         """Raise ``exc_type`` in the run's thread if it is still running (watchdog side)."""
@@ -47,6 +56,10 @@ class Watch:
             self.fired = self.fired or exc_type
             _set_async_exc(self._target, ctypes.py_object(self.fired))
             return True
+
+
+def _take_pending() -> None:
+    """A Python-level call: an asynchronous exception still pending is raised on entry."""
 
 
 class Watchdog:
