@@ -29,6 +29,7 @@ from types import (
 from typing import Any
 
 from agex.errors import AccessDenied, CallDenied, ImportDenied
+from agex.sandbox import nesting
 from agex.sandbox.ownership import AGENT, PURE, agent_class, agent_function, agent_owned
 from agex.sandbox.patterns import Matcher
 from agex.sandbox.policy import SAFE_BUILTINS, Policy
@@ -226,6 +227,9 @@ class Guards:
                 return self._checked_format(bound, value.__name__)  # str.format of a str
             if isinstance(bound, type) and value.__name__ == "mro":
                 return self._mro(bound)
+            stand_in = self.policy.stand_ins.get(bound) if isinstance(bound, type) else None
+            if stand_in is not None:  # a classmethod of a class agent code sees replaced
+                return self.get(stand_in, value.__name__)
         where = f"{_kind(owner)}.{name}"
         if isinstance(value, CONTAINERS):
             self._check_contents(value, where, 0)
@@ -350,6 +354,7 @@ class Guards:
     def builtins(self) -> dict[str, Any]:
         """Everything agent code can name without defining or importing it."""
         table: dict[str, Any] = {name: getattr(builtins, name) for name in SAFE_BUILTINS}
+        table.update(nesting.BUILTINS)  # lazy iterators that count how deep they nest
         table.update(
             getattr=self._getattr,
             setattr=self._setattr,

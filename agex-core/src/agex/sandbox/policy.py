@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from agex.errors import AccessDenied, CallDenied, ImportDenied
+from agex.sandbox import nesting
 from agex.sandbox.stdlib import MUTABLE, REPLACED, SAFE_MODULES
 
 #: Builtins agent code gets as they are.
@@ -174,7 +175,9 @@ class Policy:
     def __init__(self) -> None:
         self.names: dict[str, Any] = {}  # bound in every namespace
         self.classes: dict[type, ClassRule] = {}
-        self.stand_ins: dict[type, type] = {}  # class -> what agent code sees instead
+        # class -> what agent code sees instead: lazy iterators that count their nesting,
+        # and stand-ins for classes agent code may not construct
+        self.stand_ins: dict[type, type] = dict(nesting.STAND_INS)
         self.real: dict[type, type] = {}  # stand-in -> the class it stands for
         self.modules: dict[str, Members] = {}
         self._views: dict[str, ModuleType] = {}
@@ -205,7 +208,9 @@ class Policy:
         self.classes[cls] = rule
         self._class_rules.clear()
         exposed: Any = cls
-        for stand_in in [s for c, s in self.stand_ins.items() if issubclass(c, cls)]:
+        for stand_in in [
+            s for c, s in self.stand_ins.items() if s in self.real and issubclass(c, cls)
+        ]:
             del self.stand_ins[self.real.pop(stand_in)]  # made for an older rule
         if not constructable:
             exposed = self._stand_in(cls, subclassable=False)

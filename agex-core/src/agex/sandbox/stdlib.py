@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agex.errors import AccessDenied
+from agex.sandbox import nesting
 from agex.sandbox.ownership import agent_owned
 
 #: module -> members left out.
@@ -164,6 +165,7 @@ REPLACED: dict[tuple[str, str], Any] = {
     ("functools", "total_ordering"): _on_agent_objects(functools.total_ordering),
     ("functools", "update_wrapper"): _update_wrapper,
     ("functools", "wraps"): _wraps,
+    **{("itertools", name): value for name, value in nesting.ITERTOOLS.items()},
 }
 
 #: Classes agent code may not derive from: the standard library trusts what their instances
