@@ -552,8 +552,11 @@ print("error:", result.error)
         "from itertools import islice\nx = iter([1])\nfor _ in range(10**6):\n"
         "    x = islice(x, 3)\ndel x",
         "x = iter([[1]])\nfor _ in range(10**5):\n    x = map(list, [x])\nprint(next(x))",
+        "x = iter([1])\nfor _ in range(10**5):\n    x = (v for v in x)\nprint(next(x))",
+        "def g(x):\n    for v in x:\n        yield v\nx = iter([1])\nfor _ in range(10**5):\n"
+        "    x = g(x)\nprint(next(x))",
     ],
-    ids=["map", "chain.from_iterable", "islice freed", "map list"],
+    ids=["map", "chain.from_iterable", "islice freed", "map list", "genexp", "generator"],
 )
 def test_crash_payload_in_the_sandbox_is_an_error(code) -> None:
     proc = subprocess.run(
@@ -620,3 +623,30 @@ def test_real_iterator_classes_are_out_of_reach(run) -> None:
     )
     assert ns["via_mro"] is True
     assert ns["via_type"] is True
+
+
+def test_generators_keep_their_protocol(run) -> None:
+    """A generator between two others is iterated through a chain; sending into a
+    generator, and ``yield from``'s result, are as in Python."""
+    ns = run(
+        textwrap.dedent("""
+        def echo():
+            got = yield "ready"
+            while True:
+                got = yield got * 2
+        e = echo()
+        first = next(e)
+        doubled = e.send(21)
+        def inner():
+            yield 1
+            return "done"
+        def outer():
+            result = yield from inner()
+            yield result
+        delegated = list(outer())
+        piped = list(v + 1 for v in (w * 2 for w in range(3)))
+        """)
+    )
+    assert (ns["first"], ns["doubled"]) == ("ready", 42)
+    assert ns["delegated"] == [1, "done"]
+    assert ns["piped"] == [1, 3, 5]

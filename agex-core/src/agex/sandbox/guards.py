@@ -377,6 +377,7 @@ class Guards:
             _agex_ok=True,
             _agex_with=exits_cannot_swallow_signals,
             _agex_match=Matcher(self.get),
+            _agex_separated=nesting.separated,
         )
         return table
 

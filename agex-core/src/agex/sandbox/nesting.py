@@ -417,6 +417,18 @@ for _name, _cls in _ITERTOOLS_CLASSES.items():
     if _native not in _KINDS:  # the real ones agent code meets through host objects
         _KINDS[_native] = _native_kind(first_only=False)
 
+
+def separated(iterable: Any) -> Any:
+    """What a generator expression, or a ``for`` loop in a generator function, iterates: a
+    generator as the only item of a tracked ``chain``. CPython 3.11 overflows its C stack
+    freeing a long chain of generators each waiting on the next (some 40,000 of
+    ``x = (v for v in x)``, once one of them has hit the recursion limit); one C iterator
+    between each two keeps that to the recursion limit's depth."""
+    if type(iterable) is types.GeneratorType:
+        return chain(iterable)
+    return iterable
+
+
 #: Builtin name -> what agent code gets instead.
 BUILTINS: dict[str, Any] = {
     "map": map,

@@ -165,6 +165,7 @@ class _Rewriter(ast.NodeTransformer):
         self.classes: list[str] = []  # enclosing class names, for private-name mangling
         self.allowed: set[int] = set()  # ids of nodes allowed to define a dunder name
         self.temps = 0
+        self.generators: list[bool] = [False]  # is the innermost function a generator?
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -317,6 +318,8 @@ class _Rewriter(ast.NodeTransformer):
 
     def visit_For(self, node: ast.For | ast.AsyncFor) -> Any:
         node.iter = self.visit(node.iter)
+        if self.generators[-1] and isinstance(node, ast.For):
+            node.iter = _call("_agex_separated", node.iter)  # see nesting.separated
         after: list[ast.stmt] = []
         node.target = self.store_target(node.target, after)
         node.body = after + [self.visit(s) for s in node.body]
@@ -343,6 +346,13 @@ class _Rewriter(ast.NodeTransformer):
         for s in statements:
             out.extend(s if isinstance(s, list) else [s])
         return out
+
+    def visit_GeneratorExp(self, node: ast.GeneratorExp) -> ast.AST:
+        node = self.generic_visit(node)  # type: ignore[assignment]
+        first = node.generators[0]
+        if not first.is_async:
+            first.iter = _call("_agex_separated", first.iter)  # see nesting.separated
+        return node
 
     def visit_comprehension(self, node: ast.comprehension) -> ast.AST:
         targets = [node.target]
@@ -428,7 +438,12 @@ class _Rewriter(ast.NodeTransformer):
         self.check_name(node, node.name)
         if node.returns is not None:
             self.check_annotation(node.returns)
-        node = self.generic_visit(node)  # type: ignore[assignment]
+        generator = any(isinstance(n, ast.Yield | ast.YieldFrom) for n in _own_nodes(node))
+        self.generators.append(generator and isinstance(node, ast.FunctionDef))
+        try:
+            node = self.generic_visit(node)  # type: ignore[assignment]
+        finally:
+            self.generators.pop()
         body = node.body
         docstring = (
             body
@@ -438,15 +453,17 @@ class _Rewriter(ast.NodeTransformer):
         )
         # A generator's clean-up runs where exceptions are discarded, so a pending signal
         # must stop it from starting at all; async functions likewise.
-        resumable = isinstance(node, ast.AsyncFunctionDef) or any(
-            isinstance(n, ast.Yield | ast.YieldFrom) for n in _own_nodes(node)
-        )
+        resumable = isinstance(node, ast.AsyncFunctionDef) or generator
         opening = _call("_agex_pending") if resumable else _tripwire()
         body.insert(1 if docstring else 0, self.statement(body[0], opening))
         return node
 
     def visit_Lambda(self, node: ast.Lambda) -> ast.AST:
-        node = self.generic_visit(node)  # type: ignore[assignment]
+        self.generators.append(False)
+        try:
+            node = self.generic_visit(node)  # type: ignore[assignment]
+        finally:
+            self.generators.pop()
         node.body = ast.BoolOp(ast.And(), [_tripwire(), node.body])
         return node
 
