@@ -713,3 +713,95 @@ def test_update_wrapper_copies_no_host_members(attempt, policy) -> None:
     )
     assert (ns["outer"].__name__, ns["outer"].__doc__) == ("inner", "Inner's doc.")
     assert ns["size"].__name__ == "len"
+
+
+# -- found by a second fresh attack ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "payload = 'open(' + repr(PATH) + ', \"w\")'\nclass Report:\n    title: payload",
+        "import typing\npayload = 'open(' + repr(PATH) + ', \"w\")'\nclass Report:\n"
+        "    items: typing.List[payload]",
+        "payload = 'open(' + repr(PATH) + ', \"w\")'\ndef handler(x: payload) -> None:\n    pass",
+        "payload = 'open(' + repr(PATH) + ', \"w\")'\ndef handler(x) -> list[payload]:\n    pass",
+        "import typing\npayload = 'open(' + repr(PATH) + ', \"w\")'\n"
+        "def handler(x: typing.Optional[typing.Dict[str, payload]]):\n    pass",
+        "class Report:\n    title: 'int'",  # a literal string too: annotations are types
+    ],
+)
+def test_annotations_hold_nothing_that_type_hints_would_run(attempt, code) -> None:
+    """Host code resolving the agent's type hints (pydantic, typing.get_type_hints) would
+    evaluate a string annotation as code, unrewritten, with the real builtins."""
+    attempt(code, expect=CallDenied)
+
+
+def test_annotations_that_are_types_still_work(policy) -> None:
+    import typing
+
+    ns = run(
+        policy,
+        """
+        import typing
+        from dataclasses import dataclass
+        @dataclass
+        class Row:
+            name: str
+            tags: list[str]
+            kind: typing.Literal["a", "b"] = "a"
+            note: typing.Annotated[int, "metadata may be text"] = 0
+            maybe: typing.Optional[typing.Dict[str, int]] = None
+        def f(x: int, *rest: str, key: typing.Callable[[int], str] = str) -> dict[str, int]:
+            return {}
+        row = Row("n", ["t"])
+        """,
+    )
+    assert typing.get_type_hints(ns["Row"], include_extras=True)["kind"] == typing.Literal["a", "b"]
+    assert typing.get_type_hints(ns["f"])["return"] == dict[str, int]
+
+
+def test_a_stand_in_subscripted_is_still_not_constructable(attempt, policy) -> None:
+    import typing
+
+    T = typing.TypeVar("T")
+
+    class Secret(typing.Generic[T]):
+        def __init__(self, value):
+            self.value = value
+
+    class Mapping(dict):
+        pass
+
+    policy.cls(Secret, constructable=False)
+    policy.cls(Mapping, constructable=False)
+    attempt("reached = Secret[int](5)", expect=CallDenied)
+    attempt("reached = Mapping[int](a=1)", expect=CallDenied)
+
+
+def test_no_class_derives_from_a_stand_in_through_mro_entries(attempt, policy) -> None:
+    class Plain:
+        _token = "PRIVATE"
+
+        @classmethod
+        def make_hidden(cls):
+            return cls()
+
+    policy.cls(Plain, exclude=["_*", "make_hidden"], constructable=False)
+    attempt(
+        "import typing\nclass Sub(typing.GenericAlias(Plain, ())):\n    pass\nreached = Sub._token",
+        expect=CallDenied,
+    )
+    attempt(
+        "class Sub(Plain[int]):\n    pass\nreached = Sub.make_hidden()",
+        expect=(CallDenied, TypeError),
+    )
+
+
+def test_agent_code_makes_no_aliases_that_write_onto_host_objects(attempt, policy) -> None:
+    config = type("Config", (), {})()
+    policy.fn(lambda: config, name="get_config")
+    attempt("import typing\nreached = typing.GenericAlias(get_config, ())()", expect=CallDenied)
+    attempt("reached = type(list[int])(get_config, ())()", expect=CallDenied)
+    attempt("import typing\nreached = type(typing.List[int])(get_config, ())()", expect=CallDenied)
+    assert vars(config) == {}

@@ -891,12 +891,15 @@ def test_signal_classes_cannot_be_forged(tmp_path) -> None:
 def test_generic_aliases_follow_the_class_rule(attempt) -> None:
     policy = Policy()
     policy.cls(tools.Account, exclude=["_*", "close"])
+    # Agent code may not make aliases itself (calling one sets __orig_class__ on what its
+    # origin returns); a registered class's own subscript follows its rule.
     attempt(
         "import functools\nreached = functools.GenericAlias(Account, ()).close",
         policy,
-        expect=AccessDenied,
+        expect=CallDenied,
     )
-    attempt("reached = type(list[int])(Account, ()).close", policy, expect=AccessDenied)
+    attempt("reached = type(list[int])(Account, ()).close", policy, expect=CallDenied)
+    attempt("reached = list[Account].__origin__", policy, expect=CodeRejected)
 
 
 @pytest.mark.parametrize(

@@ -378,13 +378,16 @@ class Guards:
             _agex_with=exits_cannot_swallow_signals,
             _agex_match=Matcher(self.get),
             _agex_separated=nesting.separated,
+            _agex_annotation=checked_annotation,
         )
         return table
 
     def _sealed(self, cls: type) -> bool:
         """Agent code may not derive from ``cls``: it sees only a stand-in for it."""
-        exposed = self.policy.exposed_class(cls)
-        return exposed is not cls and exposed.__dict__.get("__agex_subclassable__") is not True
+        stand_in = cls if cls in self.policy.real else self.policy.exposed_class(cls)
+        if stand_in is cls and cls not in self.policy.real:
+            return False
+        return stand_in.__dict__.get("__agex_subclassable__") is not True
 
     def build_class(self, func: Any, name: str, *bases: Any, **keywords: Any) -> type:
         """A class statement: no keywords, no metaclass, no base agent code may not
@@ -408,7 +411,11 @@ class Guards:
                     )
             real_bases.append(base)
         cls: type = _real_build_class(func, name, *real_bases)
-        refused = [k for k in cls.__mro__[1:] if k in SEALED or self._sealed(k)]
+        # Bases come in through __mro_entries__ too (``typing.GenericAlias(C, ())``): the
+        # class's whole MRO is checked, stand-ins in it included.
+        refused = [
+            k for k in cls.__mro__[1:] if k in SEALED or k in self.policy.real or self._sealed(k)
+        ]
         if refused:
             raise CallDenied(f"class {name}: agent code may not derive from {refused[0].__name__}")
         if isinstance(cls, enum.EnumMeta) and not cls.__members__:
@@ -518,6 +525,36 @@ def _sandbox_type(exposed: Callable[[type], type]) -> type:
             return cls if issubclass(found, type) else exposed(found)
 
     return Meta("type", (_SandboxType,), {"__doc__": _sandbox_type.__doc__})
+
+
+def checked_annotation(value: Any) -> Any:
+    """An annotation agent code wrote, once it holds nothing that resolving type hints
+    would evaluate: ``typing.get_type_hints`` runs a string annotation, or one inside
+    ``list[...]`` or ``typing.List[...]`` (a ``ForwardRef``), as code, with no rewriting and,
+    for a class, the real builtins. Literal values and ``Annotated`` metadata are kept as
+    they are, so they may be strings."""
+    _check_annotation(value, 0)
+    return value
+
+
+def _check_annotation(value: Any, depth: int) -> None:
+    if isinstance(value, str | typing.ForwardRef):
+        shown = str.__str__(str(value))[:80]
+        raise CallDenied(
+            f"annotations in agent code must be types, not strings ({shown!r}): write the "
+            "type itself"
+        )
+    if depth > 20:
+        raise CallDenied("this annotation is nested too deeply to check")
+    origin = typing.get_origin(value)
+    if origin is typing.Literal:
+        return
+    args = typing.get_args(value)
+    if origin is typing.Annotated:
+        args = args[:1]
+    for arg in args:
+        for item in arg if isinstance(arg, list | tuple) else (arg,):
+            _check_annotation(item, depth + 1)
 
 
 def _format(value: Any, spec: str = "", /) -> str:

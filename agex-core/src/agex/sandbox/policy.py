@@ -12,13 +12,14 @@ import builtins
 import enum
 import fnmatch
 import importlib
+import types
 from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any
 
 from agex.errors import AccessDenied, CallDenied, ImportDenied
 from agex.sandbox import nesting
-from agex.sandbox.stdlib import MUTABLE, REPLACED, SAFE_MODULES
+from agex.sandbox.stdlib import MUTABLE, REPLACED, SAFE_MODULES, UNCONSTRUCTABLE
 
 #: Builtins agent code gets as they are.
 SAFE_BUILTINS = [
@@ -296,7 +297,9 @@ class Policy:
         except AttributeError:  # pragma: no cover - every type has one
             return cls
         sealed = any(
-            (rule := self.classes.get(k)) is not None and not rule.constructable for k in mro
+            k in UNCONSTRUCTABLE
+            or ((rule := self.classes.get(k)) is not None and not rule.constructable)
+            for k in mro
         )
         if sealed:  # a subclass of a class registered as not constructable
             return self._stand_in(cls, subclassable=False)
@@ -384,7 +387,12 @@ def _sealed(cls: type, subclassable: bool) -> type:
             return issubclass(sub, cls)
 
         def __getattr__(self, name: str) -> Any:
+            if name.startswith("__"):  # __class_getitem__ would give an alias of the class
+                raise AttributeError(name)
             return getattr(cls, name)
+
+        def __getitem__(self, args: Any) -> Any:
+            return types.GenericAlias(self, args)  # calling it calls the stand-in
 
     namespace = {
         "__doc__": cls.__doc__,

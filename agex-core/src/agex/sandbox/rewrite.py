@@ -271,7 +271,7 @@ class _Rewriter(ast.NodeTransformer):
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> Any:
         self.check_annotation(node.annotation)
-        node.annotation = self.visit(node.annotation)
+        node.annotation = self.annotation(self.visit(node.annotation))
         if isinstance(node.target, ast.Attribute):
             self.check_attribute_name(node.target, self.mangle(node.target.attr), "set")
             if node.value is None:  # an annotation alone assigns nothing
@@ -444,6 +444,8 @@ class _Rewriter(ast.NodeTransformer):
             node = self.generic_visit(node)  # type: ignore[assignment]
         finally:
             self.generators.pop()
+        if node.returns is not None:
+            node.returns = self.annotation(node.returns)
         body = node.body
         docstring = (
             body
@@ -473,7 +475,12 @@ class _Rewriter(ast.NodeTransformer):
         self.check_name(node, node.arg)
         if node.annotation is not None:
             self.check_annotation(node.annotation)
-        return self.generic_visit(node)
+            node.annotation = self.annotation(self.visit(node.annotation))
+        return node
+
+    def annotation(self, annotation: ast.expr) -> ast.expr:
+        """An annotation, checked when it is evaluated: see guards.checked_annotation."""
+        return ast.copy_location(_call("_agex_annotation", annotation), annotation)
 
     def check_annotation(self, annotation: ast.expr) -> None:
         """String annotations are evaluated later by whoever asks for type hints, without

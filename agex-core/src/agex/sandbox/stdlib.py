@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import types
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -171,6 +173,11 @@ REPLACED: dict[tuple[str, str], Any] = {
 #: Classes agent code may not derive from: the standard library trusts what their instances
 #: say (a dataclass ``Field``'s name becomes source code).
 SEALED = frozenset({dataclasses.Field})
+
+#: Classes agent code may not call itself: an alias made by calling ``types.GenericAlias``
+#: or typing's alias classes with any callable as its origin sets ``__orig_class__`` on what
+#: that callable returns (a host object, say). ``list[int]`` and ``typing.List[int]`` work.
+UNCONSTRUCTABLE = frozenset({types.GenericAlias, typing._BaseGenericAlias})  # type: ignore[attr-defined]
 
 #: Module-level values of these types are shared with the whole process; agent code gets
 #: none of them from the standard library.
