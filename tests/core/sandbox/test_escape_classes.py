@@ -805,3 +805,65 @@ def test_agent_code_makes_no_aliases_that_write_onto_host_objects(attempt, polic
     attempt("reached = type(list[int])(get_config, ())()", expect=CallDenied)
     attempt("import typing\nreached = type(typing.List[int])(get_config, ())()", expect=CallDenied)
     assert vars(config) == {}
+
+
+# -- found by a third fresh attack ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        # an alias inside Literal[...] is resolved too
+        "import typing\nA = typing.List['open(' + repr(PATH) + ', \"w\")']\n"
+        "class C:\n    x: typing.Literal[A]",
+        "import typing\nB = list['open(' + repr(PATH) + ', \"w\")']\n"
+        "def f(x: typing.Literal[1, B]):\n    pass",
+        # the functional forms take field types as arguments, not annotations
+        "import typing\nNT = typing.NamedTuple('NT', [('a', 'open(' + repr(PATH) + ', \"w\")')])",
+        "import typing\nNT = typing.NamedTuple('NT', a=typing.List['x'])",
+        "import typing\nTD = typing.TypedDict('TD', {'a': 'open(' + repr(PATH) + ', \"w\")'})",
+    ],
+)
+def test_no_route_puts_a_string_where_type_hints_resolve(attempt, code) -> None:
+    attempt(code, expect=CallDenied)
+
+
+def test_namedtuple_and_typeddict_still_work(policy) -> None:
+    ns = run(
+        policy,
+        """
+        import typing
+        P = typing.NamedTuple("P", [("a", int), ("b", str)])
+        class Q(typing.NamedTuple):
+            x: int
+            y: str = "d"
+        TD = typing.TypedDict("TD", {"a": int}, total=False)
+        class TD2(typing.TypedDict):
+            b: typing.Literal["x", "y"]
+        values = (P(1, "x"), Q(2), TD(a=1), TD2(b="x"))
+        """,
+    )
+    assert ns["values"] == ((1, "x"), (2, "d"), {"a": 1}, {"b": "x"})
+
+
+@pytest.mark.parametrize("base", ["collections.abc.Mapping", "collections.abc.Sized"])
+def test_registering_on_an_agent_abc_cannot_reach_a_host_abc(attempt, base) -> None:
+    import collections.abc
+
+    attempt(
+        f"import collections.abc\nclass M({base}):\n    pass\nM.register(str)",
+        expect=AccessDenied,
+    )
+    assert not isinstance("x", collections.abc.Mapping)
+
+
+def test_get_args_hands_out_stand_ins(attempt, policy) -> None:
+    import typing
+
+    policy.fn(lambda: typing.List[tools.Account | None], name="alias")  # noqa: UP006
+    attempt(
+        "import typing\nu = typing.get_args(alias())[0]\nreached = typing.get_args(u)[0]('x')",
+        expect=CallDenied,
+    )
+    ns = run(policy, "import typing\nargs = typing.get_args(typing.get_args(alias())[0])")
+    assert ns["args"] == (policy.stand_ins[tools.Account], type(None))

@@ -30,6 +30,7 @@ from typing import Any
 
 from agex.errors import AccessDenied, CallDenied, ImportDenied
 from agex.sandbox import nesting
+from agex.sandbox.annotations import checked_annotation
 from agex.sandbox.ownership import AGENT, PURE, agent_class, agent_function, agent_owned
 from agex.sandbox.patterns import Matcher
 from agex.sandbox.policy import SAFE_BUILTINS, Policy
@@ -125,6 +126,12 @@ def forbidden_attribute(name: str) -> str | None:
     return None
 
 
+def _abc_of_the_host(cls: type) -> bool:
+    """An ABC whose registrations reach a host ABC: the host's own, or an agent class
+    deriving from one (an ABC's subclass check asks its subclasses' registries too)."""
+    return any(isinstance(k, ABCMeta) and not agent_class(k) for k in cls.__mro__)
+
+
 def _namedtuple(obj: Any) -> bool:
     cls = obj if isinstance(obj, type) else type(obj)
     return issubclass(cls, tuple) and isinstance(cls.__dict__.get("_fields"), tuple)
@@ -196,7 +203,7 @@ class Guards:
         if isinstance(obj, ModuleType):
             return self._module_member(obj, name)
         self._check_rule(obj, name)
-        if name == "register" and isinstance(obj, ABCMeta) and not agent_class(obj):
+        if name == "register" and isinstance(obj, ABCMeta) and _abc_of_the_host(obj):
             raise AccessDenied(
                 f"{obj.__name__}.register would change every isinstance check in the process"
             )
@@ -525,36 +532,6 @@ def _sandbox_type(exposed: Callable[[type], type]) -> type:
             return cls if issubclass(found, type) else exposed(found)
 
     return Meta("type", (_SandboxType,), {"__doc__": _sandbox_type.__doc__})
-
-
-def checked_annotation(value: Any) -> Any:
-    """An annotation agent code wrote, once it holds nothing that resolving type hints
-    would evaluate: ``typing.get_type_hints`` runs a string annotation, or one inside
-    ``list[...]`` or ``typing.List[...]`` (a ``ForwardRef``), as code, with no rewriting and,
-    for a class, the real builtins. Literal values and ``Annotated`` metadata are kept as
-    they are, so they may be strings."""
-    _check_annotation(value, 0)
-    return value
-
-
-def _check_annotation(value: Any, depth: int) -> None:
-    if isinstance(value, str | typing.ForwardRef):
-        shown = str.__str__(str(value))[:80]
-        raise CallDenied(
-            f"annotations in agent code must be types, not strings ({shown!r}): write the "
-            "type itself"
-        )
-    if depth > 20:
-        raise CallDenied("this annotation is nested too deeply to check")
-    origin = typing.get_origin(value)
-    if origin is typing.Literal:
-        return
-    args = typing.get_args(value)
-    if origin is typing.Annotated:
-        args = args[:1]
-    for arg in args:
-        for item in arg if isinstance(arg, list | tuple) else (arg,):
-            _check_annotation(item, depth + 1)
 
 
 def _format(value: Any, spec: str = "", /) -> str:

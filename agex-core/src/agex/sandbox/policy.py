@@ -19,7 +19,7 @@ from typing import Any
 
 from agex.errors import AccessDenied, CallDenied, ImportDenied
 from agex.sandbox import nesting
-from agex.sandbox.stdlib import MUTABLE, REPLACED, SAFE_MODULES, UNCONSTRUCTABLE
+from agex.sandbox.stdlib import MUTABLE, REPLACED, SAFE_MODULES, UNCONSTRUCTABLE, PerPolicy
 
 #: Builtins agent code gets as they are.
 SAFE_BUILTINS = [
@@ -330,6 +330,8 @@ class Policy:
                     continue
                 if stdlib and (name, attr) in REPLACED:
                     value = REPLACED[name, attr]
+                    if isinstance(value, PerPolicy):
+                        value = value.make(self)
                 elif stdlib and isinstance(value, MUTABLE):
                     continue
                 else:

@@ -18,6 +18,7 @@ from typing import Any
 
 from agex.errors import AccessDenied
 from agex.sandbox import nesting
+from agex.sandbox.annotations import checked_annotation
 from agex.sandbox.ownership import agent_owned
 
 #: module -> members left out.
@@ -157,6 +158,51 @@ def _wraps(wrapped: Any, /) -> Callable[[Any], Any]:
     return lambda wrapper: _update_wrapper(wrapper, wrapped)
 
 
+def _field_types(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``typing.NamedTuple`` or ``TypedDict``, whose functional form checks its field types
+    as annotations (it stores them as ``__annotations__``, strings as ``ForwardRef``); the
+    class form still works, its body's annotations checked as any."""
+
+    @functools.wraps(function)
+    def checked(typename: str, fields: Any = None, /, **kwargs: Any) -> Any:
+        listed = fields.items() if isinstance(fields, dict) else fields or ()
+        extra = {k: v for k, v in kwargs.items() if k != "total"}
+        for _, kind in [*listed, *extra.items()]:
+            checked_annotation(kind)
+        return (
+            function(typename, fields, **kwargs)
+            if fields is not None
+            else function(typename, **kwargs)
+        )
+
+    entries = function.__mro_entries__  # type: ignore[attr-defined]
+    checked.__mro_entries__ = lambda bases: entries((function,))  # type: ignore[attr-defined]
+    del checked.__wrapped__
+    return checked
+
+
+class PerPolicy:
+    """A replacement that needs the policy it is handed out under."""
+
+    def __init__(self, make: Callable[[Any], Any]) -> None:
+        self.make = make
+
+
+def _get_args(policy: Any) -> Callable[[Any], tuple[Any, ...]]:
+    def get_args(alias: Any, /) -> tuple[Any, ...]:
+        """``typing.get_args``, each argument as agent code may see it (a class it may not
+        construct as its stand-in)."""
+
+        def exposed(arg: Any) -> Any:
+            if isinstance(arg, list):
+                return [exposed(a) for a in arg]
+            return policy.exposed(arg, "an argument of the alias")
+
+        return tuple(exposed(arg) for arg in typing.get_args(alias))
+
+    return get_args
+
+
 #: (module, member) -> what agent code gets instead.
 REPLACED: dict[tuple[str, str], Any] = {
     ("dataclasses", "dataclass"): _dataclass,
@@ -167,6 +213,9 @@ REPLACED: dict[tuple[str, str], Any] = {
     ("functools", "total_ordering"): _on_agent_objects(functools.total_ordering),
     ("functools", "update_wrapper"): _update_wrapper,
     ("functools", "wraps"): _wraps,
+    ("typing", "NamedTuple"): _field_types(typing.NamedTuple),
+    ("typing", "TypedDict"): _field_types(typing.TypedDict),
+    ("typing", "get_args"): PerPolicy(_get_args),
     **{("itertools", name): value for name, value in nesting.ITERTOOLS.items()},
 }
 
