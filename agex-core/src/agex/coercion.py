@@ -116,6 +116,13 @@ _EXACT: dict[type, Any] = {
     complex: complex.__complex__,
     str: str.__str__,
     bytes: bytes.__bytes__,
+    # A subclass from the standard library may hold agent code that the caller's later use
+    # would run, with no time limit: a defaultdict's factory, say.
+    dict: dict,
+    list: list,
+    tuple: tuple,
+    set: set,
+    frozenset: frozenset,
 }
 
 

@@ -17,7 +17,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agex.coercion import conform
+from agex.errors import CallDenied
 from agex.hosts import Invocation, Sink, check_session
+from agex.sandbox.ownership import agent_code_in
 
 if TYPE_CHECKING:
     from agex.agent import Agent
@@ -122,9 +124,18 @@ class Task:
         on_token: Callable[[str], Any] | None = None,
         **kwargs: Any,
     ) -> Any:
+
+        return await self._start(self.bind(args, kwargs), session, on_event, on_token)
+
+    async def _start(
+        self,
+        arguments: dict[str, Any],
+        session: str | None,
+        on_event: Callable[..., Any] | None,
+        on_token: Callable[[str], Any] | None,
+    ) -> Any:
         from agex.loop import caller
 
-        arguments = self.bind(args, kwargs)
         inherited = caller.get()
         if session is None:
             session = inherited[0] if inherited else "default"
@@ -171,7 +182,11 @@ class Task:
         if inherited is None:
             return self(*args, **kwargs)
         session, sink, loop = inherited
-        run = self.arun(*args, session=session, on_event=sink.on_event, **kwargs)
+        # Checked here, under the calling run's time limit: the event loop must never run
+        # the caller's code (its __iter__, __eq__, __repr__).
+        arguments = self.bind(args, kwargs)
+        _plain_across(arguments, f"the arguments of {self.name}()")
+        run = self._start(arguments, session, sink.on_event, None)
         future = asyncio.run_coroutine_threadsafe(run, loop)
         try:
             while not future.done():
@@ -179,7 +194,24 @@ class Task:
         except BaseException:
             future.cancel()
             raise
-        return future.result()
+        result = future.result()
+        _plain_across({"result": result}, f"the result of {self.name}()")
+        return result
+
+
+def _plain_across(values: dict[str, Any], what: str) -> None:
+    """Values crossing from one agent's sandbox to another's carry no agent code: code one
+    agent wrote would otherwise run with the other's registrations (once stored in its
+    versioned state, its functions are bound to that agent's namespace), or in the event
+    loop that runs both."""
+    for name, value in values.items():
+        found = agent_code_in(value)
+        if found is not None:
+            raise CallDenied(
+                f"{what}: {name} carries code an agent wrote (a {type(found).__name__}); pass "
+                "plain data (numbers, strings, lists, dicts, the registered classes) between "
+                "agents"
+            )
 
 
 #: Keyword arguments of a task call that are the caller's, never the task's own parameters.

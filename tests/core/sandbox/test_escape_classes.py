@@ -867,3 +867,81 @@ def test_get_args_hands_out_stand_ins(attempt, policy) -> None:
     )
     ns = run(policy, "import typing\nargs = typing.get_args(typing.get_args(alias())[0])")
     assert ns["args"] == (policy.stand_ins[tools.Account], type(None))
+
+
+# -- found by a fourth fresh attack ---------------------------------------------------------------
+
+
+def _scripted(*codes: str):
+    return connect_llm(provider="scripted", responses=[f"```python\n{c}\n```" for c in codes])
+
+
+def test_agent_code_does_not_cross_to_a_sub_agent(tmp_path) -> None:
+    """A parent's object handed to a specialist would run the parent's code in the event
+    loop (its __repr__ for the specialist's prompt) or, once in the specialist's versioned
+    state, with the specialist's registrations."""
+    marker = tmp_path / "ran"
+    specialist = Agent(
+        name="specialist",
+        llm=_scripted("task_success(len(items))"),
+        state=connect_state(type="versioned", storage="memory"),
+    )
+    specialist.fn(lambda: marker.write_text("x"), name="admin_delete")
+    parent = Agent(
+        name="parent",
+        llm=_scripted(
+            "class H:\n    def __hash__(self):\n        return 1\n"
+            "    def __repr__(self):\n        while True:\n            pass\n"
+            "task_success(count([{H()}]))",
+            "from collections import defaultdict\ndef f():\n    return 1\n"
+            "task_success(count([defaultdict(f)]))",
+            "task_success(count([1, 2]) + 40)",
+        ),
+        timeout=30,
+    )
+
+    @parent.fn
+    @specialist.task
+    def count(items: list) -> int:
+        """Count."""
+
+    @parent.task
+    def go() -> int:
+        """Go."""
+
+    errors: list[str] = []
+    assert go(on_event=lambda e: errors.append(getattr(e, "error", None) or "")) == 42
+    assert sum("carries code an agent wrote" in e for e in errors) == 2
+    assert not marker.exists()
+
+
+def test_a_bare_container_annotation_gets_the_exact_builtin() -> None:
+    agent = Agent(
+        llm=_scripted(
+            "from collections import defaultdict\ndef f():\n    return 1\n"
+            "d = defaultdict(f)\nd['a'] = 2\ntask_success(d)"
+        )
+    )
+
+    @agent.task
+    def make() -> dict:
+        """Make."""
+
+    made = make()
+    assert type(made) is dict
+    assert made == {"a": 2}
+
+
+def test_attribute_errors_do_not_hand_out_their_object(attempt, policy) -> None:
+    class Service:
+        def __init__(self):
+            self._conn = object()
+
+        def query(self):
+            return self._conn.missing  # raises AttributeError with obj=self._conn
+
+    policy.fn(Service, name="service")
+    attempt(
+        "try:\n    service().query()\nexcept AttributeError as e:\n    reached = e.obj",
+        expect=AccessDenied,
+    )

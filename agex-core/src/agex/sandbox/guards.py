@@ -198,6 +198,11 @@ class Guards:
             and not (name in NAMEDTUPLE_API and _namedtuple(obj))
         ):
             raise AccessDenied(f"private attribute {name!r} of {_kind(obj)} is not accessible")
+        if name == "obj" and isinstance(obj, AttributeError):
+            raise AccessDenied(
+                "AttributeError.obj is the object a failed lookup was made on, which may be "
+                "the host's internals; it is not accessible"
+            )
         if name in FORMAT_NAMES and (obj is str or isinstance(obj, str)):
             return self._checked_format(obj, name)
         if isinstance(obj, ModuleType):

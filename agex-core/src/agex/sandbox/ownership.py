@@ -11,6 +11,8 @@ itself, since it can read no dunder attribute.
 
 from __future__ import annotations
 
+import gc
+from types import BuiltinFunctionType, FunctionType, ModuleType
 from typing import Any
 
 #: The file name every piece of agent code is compiled under.
@@ -53,3 +55,35 @@ def agent_function(obj: Any) -> bool:
 def agent_owned(obj: Any) -> bool:
     """An agent class, an instance of one, or an agent function."""
     return agent_class(obj if isinstance(obj, type) else type(obj)) or agent_function(obj)
+
+
+#: Values that refer to nothing agent code could have made.
+_INERT = (int, float, complex, bool, str, bytes, type(None), ModuleType, BuiltinFunctionType)
+
+
+def agent_code_in(value: Any, limit: int = 1_000_000) -> Any:
+    """The first agent class, agent function or instance of an agent class reachable from
+    ``value`` (through containers and the objects it refers to: a defaultdict's factory, a
+    partial's function), or None. Host classes and functions are not looked into: what
+    they refer to is the host's. Past ``limit`` objects, ``value`` counts as carrying some."""
+    seen: set[int] = set()
+    todo = [value]
+    while todo:
+        obj = todo.pop()
+        if isinstance(obj, _INERT) or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if len(seen) > limit:
+            return value
+        if isinstance(obj, type):
+            if agent_class(obj):
+                return obj
+            continue
+        if agent_class(type(obj)):
+            return obj
+        if isinstance(obj, FunctionType):
+            if obj.__code__.co_filename == AGENT_FILENAME:
+                return obj
+            continue
+        todo.extend(gc.get_referents(obj))
+    return None
