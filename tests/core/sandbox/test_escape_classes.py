@@ -945,3 +945,61 @@ def test_attribute_errors_do_not_hand_out_their_object(attempt, policy) -> None:
         "try:\n    service().query()\nexcept AttributeError as e:\n    reached = e.obj",
         expect=AccessDenied,
     )
+
+
+# -- found by a fifth attack ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import typing\nv = typing.NamedTuple('V', total='open(' + repr(PATH) + ', \"w\")')",
+        "import typing\nclass D(dict):\n    def items(self):\n        return [('a', int)]\n"
+        "v = typing.TypedDict('V', D(a='open(' + repr(PATH) + ', \"w\")'))",
+    ],
+)
+def test_field_types_are_checked_on_the_copy_typing_gets(attempt, code) -> None:
+    attempt(code, expect=CallDenied)
+
+
+def test_fields_that_change_when_read_again_are_read_once(policy) -> None:
+    ns = run(
+        policy,
+        "import typing\nclass L(list):\n    n = [0]\n    def __iter__(self):\n"
+        "        self.n[0] += 1\n"
+        "        return iter([('a', int)] if self.n[0] == 1 else [('a', 'payload')])\n"
+        "V = typing.NamedTuple('V', L())",
+    )
+    assert ns["V"].__annotations__ == {"a": int}
+
+
+def test_functional_namedtuples_keep_their_fields_and_module(policy) -> None:
+    ns = run(
+        policy,
+        "import typing\nV = typing.NamedTuple('V', (f for f in [('a', int)]))\n"
+        "T = typing.TypedDict('T', {'b': int}, total=False)",
+    )
+    assert ns["V"]._fields == ("a",)
+    assert ns["V"].__module__ == ns["T"].__module__ == "__agent__"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "[f].copy",  # a bound builtin method of a list holding the function
+        "{'k': f}.get",
+        "namedtuple('X', 'a', defaults=(f,))",  # a class made at run time, holding it
+        "functools.partial(f)",
+        "defaultdict(f)",
+    ],
+)
+def test_agent_code_is_found_wherever_a_value_holds_it(value) -> None:
+    from agex.sandbox.ownership import agent_code_in
+
+    ns = run(
+        Policy(),
+        "import functools\nfrom collections import namedtuple, defaultdict\n"
+        f"def f():\n    pass\nvalue = {value}\nplain = [1, 'a', (2.0, None), {{'k': [b'x']}}]",
+    )
+    assert agent_code_in(ns["value"]) is ns["f"]
+    assert agent_code_in(ns["plain"]) is None

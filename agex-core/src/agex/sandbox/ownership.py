@@ -58,14 +58,17 @@ def agent_owned(obj: Any) -> bool:
 
 
 #: Values that refer to nothing agent code could have made.
-_INERT = (int, float, complex, bool, str, bytes, type(None), ModuleType, BuiltinFunctionType)
+_INERT = (int, float, complex, bool, str, bytes, type(None), ModuleType)
+_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made at run time, whose dict may hold anything
 
 
 def agent_code_in(value: Any, limit: int = 1_000_000) -> Any:
     """The first agent class, agent function or instance of an agent class reachable from
-    ``value`` (through containers and the objects it refers to: a defaultdict's factory, a
-    partial's function), or None. Host classes and functions are not looked into: what
-    they refer to is the host's. Past ``limit`` objects, ``value`` counts as carrying some."""
+    ``value`` (through containers, the objects it refers to, a bound method's object, the
+    defaults and closures of host functions, the dicts of classes made at run time: a
+    defaultdict's factory, a namedtuple's defaults), or None. A host function's globals are
+    the host's and not looked into. Past ``limit`` objects, ``value`` counts as carrying
+    some."""
     seen: set[int] = set()
     todo = [value]
     while todo:
@@ -78,12 +81,29 @@ def agent_code_in(value: Any, limit: int = 1_000_000) -> Any:
         if isinstance(obj, type):
             if agent_class(obj):
                 return obj
+            if obj.__flags__ & _HEAP_TYPE:
+                todo.extend(vars(obj).values())
+                todo.extend(obj.__bases__)
             continue
         if agent_class(type(obj)):
             return obj
         if isinstance(obj, FunctionType):
             if obj.__code__.co_filename == AGENT_FILENAME:
                 return obj
+            cells = [c.cell_contents for c in obj.__closure__ or () if _filled(c)]
+            todo.extend([obj.__defaults__, obj.__kwdefaults__, obj.__dict__, *cells])
             continue
+        if isinstance(obj, BuiltinFunctionType):
+            todo.append(obj.__self__)  # a bound method of a list holding agent code, say
+            continue
+        todo.append(type(obj))
         todo.extend(gc.get_referents(obj))
     return None
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018
+    except ValueError:
+        return False
+    return True

@@ -158,22 +158,33 @@ def _wraps(wrapped: Any, /) -> Callable[[Any], Any]:
     return lambda wrapper: _update_wrapper(wrapper, wrapped)
 
 
-def _field_types(function: Callable[..., Any]) -> Callable[..., Any]:
+def _field_types(function: Callable[..., Any], keywords: tuple[str, ...]) -> Callable[..., Any]:
     """``typing.NamedTuple`` or ``TypedDict``, whose functional form checks its field types
-    as annotations (it stores them as ``__annotations__``, strings as ``ForwardRef``); the
+    as annotations (it stores them as ``__annotations__``, strings as ``ForwardRef``). The
+    fields are copied once into plain lists, dicts and tuples, checked, and that copy is what
+    the class is made from; ``keywords`` are the function's own options, not fields. The
     class form still works, its body's annotations checked as any."""
 
     @functools.wraps(function)
     def checked(typename: str, fields: Any = None, /, **kwargs: Any) -> Any:
-        listed = fields.items() if isinstance(fields, dict) else fields or ()
-        extra = {k: v for k, v in kwargs.items() if k != "total"}
-        for _, kind in [*listed, *extra.items()]:
+        if isinstance(fields, dict):
+            fields = dict(fields)
+            pairs = list(dict.items(fields))
+        elif fields is not None:
+            fields = [tuple(pair) for pair in list(fields)]
+            pairs = [(name, kind) for name, kind in fields]
+        else:
+            pairs = []
+        pairs += [(k, v) for k, v in kwargs.items() if k not in keywords]
+        for _, kind in pairs:
             checked_annotation(kind)
-        return (
+        made = (
             function(typename, fields, **kwargs)
             if fields is not None
             else function(typename, **kwargs)
         )
+        type.__setattr__(made, "__module__", "__agent__")  # the caller's, as typing would
+        return made
 
     entries = function.__mro_entries__  # type: ignore[attr-defined]
     checked.__mro_entries__ = lambda bases: entries((function,))  # type: ignore[attr-defined]
@@ -213,8 +224,8 @@ REPLACED: dict[tuple[str, str], Any] = {
     ("functools", "total_ordering"): _on_agent_objects(functools.total_ordering),
     ("functools", "update_wrapper"): _update_wrapper,
     ("functools", "wraps"): _wraps,
-    ("typing", "NamedTuple"): _field_types(typing.NamedTuple),
-    ("typing", "TypedDict"): _field_types(typing.TypedDict),
+    ("typing", "NamedTuple"): _field_types(typing.NamedTuple, ()),
+    ("typing", "TypedDict"): _field_types(typing.TypedDict, ("total",)),
     ("typing", "get_args"): PerPolicy(_get_args),
     **{("itertools", name): value for name, value in nesting.ITERTOOLS.items()},
 }
