@@ -225,7 +225,7 @@ REPLACED: dict[tuple[str, str], Any] = {
     ("functools", "update_wrapper"): _update_wrapper,
     ("functools", "wraps"): _wraps,
     ("typing", "NamedTuple"): _field_types(typing.NamedTuple, ()),
-    ("typing", "TypedDict"): _field_types(typing.TypedDict, ("total",)),
+    ("typing", "TypedDict"): _field_types(typing.TypedDict, ("total",)),  # type: ignore[arg-type]
     ("typing", "get_args"): PerPolicy(_get_args),
     **{("itertools", name): value for name, value in nesting.ITERTOOLS.items()},
 }
