@@ -60,25 +60,6 @@ def policy() -> Policy:
     return policy
 
 
-@pytest.fixture
-def attempt(policy, tmp_path):
-    marker = tmp_path / "escaped"
-
-    def attempt(code: str, expect: type[BaseException]):
-        source = textwrap.dedent(code).replace("PATH", repr(str(marker)))
-        source = source.replace("TOOLS", tools.__name__)
-        sandbox = Sandbox(policy)
-        namespace = sandbox.namespace()
-        result = sandbox.run(source, namespace)
-        assert not marker.exists(), "the escape wrote its file"
-        assert "reached" not in namespace, f"the escape reached {namespace['reached']!r}"
-        assert result.error is not None, "the attempt raised no error"
-        assert isinstance(result.exception, expect), result.error
-        return result
-
-    return attempt
-
-
 def run(policy: Policy, code: str) -> dict:
     sandbox = Sandbox(policy)
     namespace = sandbox.namespace()

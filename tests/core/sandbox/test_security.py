@@ -14,25 +14,6 @@ from agex.sandbox import Policy, Sandbox, Signal
 
 from . import tools
 
-
-@pytest.fixture
-def attempt(tmp_path):
-    marker = tmp_path / "escaped"
-
-    def attempt(code: str, policy: Policy | None = None, expect=Exception):
-        source = textwrap.dedent(code).replace("PATH", repr(str(marker)))
-        sandbox = Sandbox(policy)
-        namespace = sandbox.namespace()
-        result = sandbox.run(source, namespace)
-        assert not marker.exists(), "the escape wrote its file"
-        assert "reached" not in namespace, "the escape reached its target"
-        assert result.error is not None, "the attempt raised no error"
-        assert isinstance(result.exception, expect), result.error
-        return result
-
-    return attempt
-
-
 # -- walking the class hierarchy -----------------------------------------------------------
 
 
