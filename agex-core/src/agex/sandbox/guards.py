@@ -397,9 +397,9 @@ class Guards:
     def _sealed(self, cls: type) -> bool:
         """Agent code may not derive from ``cls``: it sees only a stand-in for it."""
         stand_in = cls if cls in self.policy.real else self.policy.exposed_class(cls)
-        if stand_in is cls and cls not in self.policy.real:
-            return False
-        return stand_in.__dict__.get("__agex_subclassable__") is not True
+        return stand_in in self.policy.real and (
+            stand_in.__dict__.get("__agex_subclassable__") is not True
+        )
 
     def build_class(self, func: Any, name: str, *bases: Any, **keywords: Any) -> type:
         """A class statement: no keywords, no metaclass, no base agent code may not

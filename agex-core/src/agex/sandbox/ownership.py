@@ -19,7 +19,7 @@ from typing import Any
 AGENT_FILENAME = "<agent>"
 
 
-class _Marker:
+class Marker:
     """A trust marker. Pickles by reference, so an agent class stored in versioned state
     comes back marked by this process's marker."""
 
@@ -36,10 +36,10 @@ class _Marker:
 
 
 #: ``__agex_agent__`` of every class a class statement in agent code built.
-AGENT = _Marker("AGENT")
+AGENT = Marker("AGENT")
 #: ``__agex_pure__`` of agent classes whose every base is the agent's or a builtin value type:
 #: their attribute reads need no check beyond the names the rewriter already refused.
-PURE = _Marker("PURE")
+PURE = Marker("PURE")
 
 
 def agent_class(cls: Any) -> bool:

@@ -26,7 +26,7 @@ from typing import Any
 import cloudpickle
 
 from agex.sandbox.guards import Guards, is_sandbox_type
-from agex.sandbox.ownership import agent_function
+from agex.sandbox.ownership import Marker, agent_function
 from agex.sandbox.policy import ModuleView
 
 _into: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -109,11 +109,7 @@ def _sandbox_piece(obj: Any) -> str | None:
             return f"function {obj.__qualname__}"
         return None
     module = getattr(type(obj), "__module__", "") or ""
-    if (
-        module.startswith("agex.sandbox")
-        and not isinstance(obj, BaseException | type)
-        and type(obj).__name__ != "_Marker"
-    ):
+    if module.startswith("agex.sandbox") and not isinstance(obj, BaseException | type | Marker):
         return f"{type(obj).__name__} object"
     return None
 
