@@ -310,7 +310,7 @@ class Policy:
         return cls
 
     def _stand_in(self, cls: type, subclassable: bool) -> type:
-        stand_in = self.stand_ins[cls] = _sealed(cls, subclassable)
+        stand_in = self.stand_ins[cls] = _make_stand_in(cls, subclassable)
         self.real[stand_in] = cls
         return stand_in
 
@@ -370,7 +370,7 @@ class ModuleView(ModuleType):
         raise TypeError(f"the view of module {self.__name__!r} is stored by name only")
 
 
-def _sealed(cls: type, subclassable: bool) -> type:
+def _make_stand_in(cls: type, subclassable: bool) -> type:
     """A stand-in for a class agent code may use but not construct. A class statement may
     derive from it when ``subclassable`` (the class statement's checks still apply); never
     otherwise."""

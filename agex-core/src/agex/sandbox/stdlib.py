@@ -116,7 +116,7 @@ def _opened(obj: Any, pack: Callable[[Any, list[tuple[str, Any]]], Any]) -> Any:
     ``dataclasses.asdict`` does, but only the agent's own: a host dataclass nested in one
     is the host's, with fields its registration may hide."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        _require_agent("asdict and astuple open dataclasses that", obj)
+        _require_agent("opening a nested dataclass", obj)
         fields = [(f.name, _opened(getattr(obj, f.name), pack)) for f in dataclasses.fields(obj)]
         return pack(obj, fields)
     if isinstance(obj, tuple) and hasattr(type(obj), "_fields"):
