@@ -984,3 +984,15 @@ def test_agent_code_is_found_wherever_a_value_holds_it(value) -> None:
     )
     assert agent_code_in(ns["value"]) is ns["f"]
     assert agent_code_in(ns["plain"]) is None
+
+
+def test_a_builtin_classmethod_of_a_sealed_class_is_refused_plainly(attempt, policy) -> None:
+    """``dict.fromkeys`` of a sealed dict subclass would build one; it once recursed until
+    a RecursionError instead of saying so."""
+
+    class Table(dict):
+        pass
+
+    policy.cls(Table, constructable=False)
+    result = attempt("reached = Table.fromkeys([1])", expect=AccessDenied)
+    assert "may not construct" in result.error

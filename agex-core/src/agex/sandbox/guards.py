@@ -240,6 +240,11 @@ class Guards:
             if isinstance(bound, type) and value.__name__ == "mro":
                 return self._mro(bound)
             stand_in = self.policy.stand_ins.get(bound) if isinstance(bound, type) else None
+            if stand_in in self.policy.real:  # dict.fromkeys of a class it may not construct
+                raise AccessDenied(
+                    f"{_kind(owner)}.{name} would construct {bound.__name__}, which agent "
+                    "code may not construct"
+                )
             if stand_in is not None:  # a classmethod of a class agent code sees replaced
                 return self.get(stand_in, value.__name__)
         where = f"{_kind(owner)}.{name}"
