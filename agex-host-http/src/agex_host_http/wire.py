@@ -1,32 +1,21 @@
-"""What client and server say to each other, in one place.
+"""What an http client and an agex server say to each other, in one place.
 
-A run request is one line of JSON (the envelope: session, state, versions, serializer,
-timeout), a newline, and the serialized task. The server checks the token and the envelope
-before it loads a byte of the task.
+A run request is one line of JSON (the envelope, ``agex.remote.Envelope``), a newline, and
+the serialized task. The server checks the token and the envelope before it loads a byte of
+the task.
 
-The answer is a stream of server-sent events, each with an id and JSON data:
+The answer is a stream of server-sent events, each with an id and JSON data, one per
+message of the run (``agex.remote.messages``):
 
 - ``event``: one agex event (``Event.to_json``);
-- ``tokens``: a JSON list of model tokens (consecutive tokens travel together);
-- ``result``: the task's value, as JSON when JSON carries it exactly, otherwise serialized
-  and authenticated with an HMAC under the shared token;
-- ``error``: how the task ended without a value: its type, message and traceback
-  (``agex.hosts.outcomes``).
+- ``tokens``: a JSON list of model output pieces (consecutive pieces travel together);
+- ``result`` or ``error``: the run's outcome (``agex.remote.outcome``), always last.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 from typing import Any
-
-# Errors travel the way every remote host sends them.
-from agex.hosts.outcomes import encode_error as encode_error
-from agex.hosts.outcomes import raise_error as raise_error
-from agex.hosts.shipping import mismatch as mismatch
-from agex.hosts.shipping import versions as versions
 
 API = "/v1"
 ENVELOPE_LIMIT = 64 * 1024
@@ -64,51 +53,3 @@ def split_request(body: bytes) -> tuple[dict[str, Any], bytes]:
     if not isinstance(envelope, dict):
         raise BadRequest("the run request's envelope must be a JSON object")
     return envelope, payload
-
-
-# -- results ---------------------------------------------------------------------------
-
-
-def _plain(value: Any, depth: int = 0) -> bool:
-    """True when JSON carries ``value`` exactly: plain types only, no subclasses."""
-    if depth > 64:
-        return False
-    kind = type(value)
-    if value is None or kind in (str, bool, int):
-        return True
-    if kind is float:
-        return value == value and value not in (float("inf"), float("-inf"))
-    if kind is list:
-        return all(_plain(v, depth + 1) for v in value)
-    if kind is dict:
-        return all(type(k) is str and _plain(v, depth + 1) for k, v in value.items())
-    return False
-
-
-def _mac(token: str, data: bytes) -> str:
-    return hmac.new(token.encode(), data, hashlib.sha256).hexdigest()
-
-
-def encode_value(value: Any, token: str, serializer: Any) -> dict[str, Any]:
-    if _plain(value):
-        return {"json": value}
-    data = serializer.dumps(value)
-    return {"pickle": base64.b64encode(data).decode(), "mac": _mac(token, data)}
-
-
-def decode_value(message: dict[str, Any], token: str, serializer: Any) -> Any:
-    """The value of a ``result`` message; a serialized value is loaded only when its HMAC
-    under our token matches (loading it runs code)."""
-    if "json" in message:
-        return message["json"]
-    try:
-        data = base64.b64decode(message["pickle"], validate=True)
-        given = message["mac"]
-    except (KeyError, TypeError, ValueError):
-        raise ValueError("the server's result is malformed") from None
-    if not isinstance(given, str) or not hmac.compare_digest(given, _mac(token, data)):
-        raise ValueError(
-            "the server's result failed its HMAC check and was not loaded: the server does "
-            "not share this client's token, or something altered the response"
-        )
-    return serializer.loads(data)

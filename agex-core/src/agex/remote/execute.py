@@ -1,0 +1,119 @@
+"""The far side of a remote run: load the shipped task, run its whole loop here, and write
+what it says to an :class:`~agex.remote.messages.Outbox`, outcome last.
+
+Every remote host runs tasks through :func:`execute` (or :func:`stream`, which wraps it for a
+host that forwards messages as they come): there is one way a shipped task runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from agex import plugins
+from agex.errors import ProviderError, TaskCancelled, TaskTimeout
+from agex.hosts import Invocation
+from agex.loop import run_loop
+from agex.remote.envelope import Envelope, Refused
+from agex.remote.messages import ENDS, Message, Outbox
+from agex.remote.outcome import failure, success
+from agex.remote.shipping import unship
+from agex.stores import LOCAL, Stores
+
+if TYPE_CHECKING:
+    from agex.serializers import Serializer
+    from agex.task import Task
+
+#: Payloads larger than this are loaded in a worker thread, not on the event loop.
+INLINE_LOAD = 256 * 1024
+
+
+class Shipped(NamedTuple):
+    """A task loaded on the far side, ready to run."""
+
+    envelope: Envelope
+    task: Task
+    arguments: dict[str, Any]
+    serializer: Serializer
+
+
+async def unpack(envelope: Envelope, payload: bytes) -> Shipped:
+    """Load the task ``payload`` carries, under the envelope's serializer and state;
+    :class:`Refused` when it cannot be loaded here."""
+    try:
+        serializer = plugins.create("serializer", envelope.serializer)
+    except ProviderError as exc:
+        raise Refused(
+            400, f"serializer {envelope.serializer!r} is not available here: {exc}"
+        ) from None
+    try:
+        if len(payload) > INLINE_LOAD:
+            task, arguments = await asyncio.to_thread(unship, payload, serializer)
+        else:
+            task, arguments = unship(payload, serializer)
+    except Exception as exc:
+        raise Refused(
+            400,
+            f"the task could not be loaded here: {type(exc).__name__}: {exc}. Whatever the "
+            "agent uses must be importable where it runs: install it there",
+        ) from None
+    if task.agent.name != envelope.agent:
+        raise Refused(422, "the envelope names another agent than the task's")
+    task.agent.state_config = envelope.state
+    return Shipped(envelope, task, arguments, serializer)
+
+
+async def execute(
+    shipped: Shipped, outbox: Outbox, *, stores: Stores = LOCAL, key: str = ""
+) -> None:
+    """Run the task's loop here, its events and model output into ``outbox``, and its outcome
+    last, however it ends: with a value, an exception, the envelope's time limit, or
+    cancelled (then the outcome is ``TaskCancelled`` and the cancellation goes on).
+
+    ``stores`` makes the storages its state lives in (a server passes its own, confined to
+    its state directory); ``key`` authenticates a serialized value (see ``settle``).
+    """
+    envelope, task = shipped.envelope, shipped.task
+    agent = task.agent
+    invocation = Invocation(agent, task, shipped.arguments, envelope.session)
+    timeout = envelope.timeout
+    try:
+        try:
+            async with asyncio.timeout(timeout) as limit:
+                value = await run_loop(invocation, outbox, stores)
+        except TimeoutError:
+            if not limit.expired():
+                raise
+            raise TaskTimeout(f"{task.name} ran past the host's {timeout:g}s timeout") from None
+        outcome = success(value, shipped.serializer, key, agent.llm)
+    except asyncio.CancelledError:
+        outbox.finish(failure(TaskCancelled(f"{task.name} was cancelled"), agent.llm))
+        raise
+    except Exception as exc:
+        outcome = failure(exc, agent.llm)
+    outbox.finish(outcome)
+
+
+async def stream(
+    envelope: Envelope, payload: bytes, *, stores: Stores = LOCAL, key: str = ""
+) -> AsyncIterator[Message]:
+    """Run a shipped task here and yield its messages as they come, outcome last. A task that
+    cannot be loaded yields only its error. Closing the iterator cancels the run."""
+    outbox = Outbox()
+    try:
+        shipped = await unpack(envelope, payload)
+    except Refused as refused:
+        outbox.finish(failure(refused))
+        for message in outbox.read():
+            yield message
+        return
+    running = asyncio.ensure_future(execute(shipped, outbox, stores=stores, key=key))
+    try:
+        async for batch in outbox.follow():
+            for message in batch:
+                yield message
+                if message.kind in ENDS:
+                    return
+    finally:
+        running.cancel()

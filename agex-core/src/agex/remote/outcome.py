@@ -1,0 +1,148 @@
+"""How a run's end travels back to its caller, as plain data, and becomes the task's value or
+its exception there.
+
+A value goes as JSON when JSON carries it exactly; otherwise serialized, with an HMAC under
+the key both sides share. The four task outcomes (``TaskFail``, ``TaskClarify``,
+``TaskTimeout``, ``TaskCancelled``) are raised again as their own type; anything else
+becomes a :class:`~agex.errors.RemoteExecutionError` carrying the remote traceback.
+
+An outcome also carries the configuration the model ended the run with, so a model whose
+configuration moves as it is used (the scripted model's position) continues from there.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from typing import TYPE_CHECKING, Any
+
+from agex.errors import RemoteExecutionError
+
+if TYPE_CHECKING:
+    from agex.agent import Agent
+    from agex.hosts import Sink
+    from agex.serializers import Serializer
+
+#: Task outcomes the caller raises as their own type; anything else is a RemoteExecutionError.
+OUTCOMES = ("TaskFail", "TaskClarify", "TaskTimeout", "TaskCancelled")
+#: Nesting beyond which a value is serialized rather than sent as JSON.
+_JSON_DEPTH = 64
+
+
+def success(value: Any, serializer: Serializer, key: str, model: Any = None) -> dict[str, Any]:
+    """The outcome of a run that returned ``value``."""
+    outcome: dict[str, Any] = {"kind": "result"}
+    if _plain(value):
+        outcome["json"] = value
+    else:
+        data = serializer.dumps(value)
+        outcome["pickle"] = base64.b64encode(data).decode()
+        outcome["mac"] = _mac(key, data)
+    return _with_model(outcome, model)
+
+
+def failure(exc: BaseException, model: Any = None) -> dict[str, Any]:
+    """The outcome of a run that raised ``exc``."""
+    import traceback
+
+    outcome = {
+        "kind": "error",
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+    return _with_model(outcome, model)
+
+
+def deliver(kind: str, data: Any, sink: Sink) -> dict[str, Any] | None:
+    """Hand one message from the far side to the caller's callbacks; the outcome, when the
+    message is the last one."""
+    from agex.events import Event
+
+    if kind == "tokens":
+        for text in data:
+            sink.token(text)
+    elif kind == "event":
+        sink.event(Event.from_json(data))
+    elif kind in ("result", "error"):
+        if not isinstance(data, dict):
+            raise RemoteExecutionError("the run's outcome is malformed")
+        return data
+    return None
+
+
+def settle(outcome: dict[str, Any], agent: Agent, serializer: Serializer, key: str) -> Any:
+    """The task's value, or its exception raised: on the caller's side, from the outcome the
+    far side sent. A serialized value is loaded only when its HMAC under ``key`` matches
+    (loading it runs code)."""
+    _resume(agent, outcome.get("model"))
+    if outcome.get("kind") == "result":
+        return _value(outcome, serializer, key)
+    from agex import errors
+
+    kind = outcome.get("type")
+    text = str(outcome.get("message", ""))
+    if kind in OUTCOMES:
+        raise getattr(errors, str(kind))(text)
+    traceback = outcome.get("traceback")
+    raise RemoteExecutionError(
+        f"{kind}: {text}",
+        remote_traceback=traceback if isinstance(traceback, str) else None,
+        remote_type=str(kind),
+    )
+
+
+def _value(outcome: dict[str, Any], serializer: Serializer, key: str) -> Any:
+    if "json" in outcome:
+        return outcome["json"]
+    try:
+        data = base64.b64decode(outcome["pickle"], validate=True)
+        given = outcome["mac"]
+    except (KeyError, TypeError, ValueError):
+        raise RemoteExecutionError("the run's result is malformed") from None
+    if not isinstance(given, str) or not hmac.compare_digest(given, _mac(key, data)):
+        raise RemoteExecutionError(
+            "the run's result failed its HMAC check and was not loaded: the host does not "
+            "share this client's key (token), or something altered the result"
+        )
+    return serializer.loads(data)
+
+
+def _with_model(outcome: dict[str, Any], model: Any) -> dict[str, Any]:
+    if model is not None:
+        outcome["model"] = model.config()
+    return outcome
+
+
+def _resume(agent: Agent, config: Any) -> None:
+    """Continue with the model as the run left it, when its configuration moved."""
+    llm = agent.llm
+    if llm is None or not isinstance(config, dict) or config == llm.config():
+        return
+    if config.get("provider") != llm.provider:
+        return  # not the caller's model: the far side chose its own
+    from agex import plugins
+
+    options = {k: v for k, v in config.items() if k != "provider"}
+    agent.llm = plugins.create("llm", llm.provider, **options)
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """True when JSON carries ``value`` exactly: plain types only, no subclasses."""
+    if depth > _JSON_DEPTH:
+        return False
+    kind = type(value)
+    if value is None or kind in (str, bool, int):
+        return True
+    if kind is float:
+        return value == value and value not in (float("inf"), float("-inf"))
+    if kind is list:
+        return all(_plain(v, depth + 1) for v in value)
+    if kind is dict:
+        return all(type(k) is str and _plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _mac(key: str, data: bytes) -> str:
+    return hmac.new(key.encode(), data, hashlib.sha256).hexdigest()
