@@ -1,5 +1,5 @@
-"""Sessions: the test matrix (core alone, core with each plugin, everything, a third-party
-plugin), lint, typecheck and bench.
+"""Sessions: the test matrix (core alone, core with each plugin, the http client without
+the server, everything, a third-party plugin), lint, typecheck and bench.
 
 Every session installs the distributions for real (built wheels, not editable), the way a
 user gets them, so a missing file or dependency fails here rather than after a release.
@@ -25,7 +25,10 @@ EXAMPLES = ROOT / "tests" / "thirdparty"
 #: What each test session installs (core extra, or a folder), and the test folders it runs.
 MATRIX: dict[str, tuple[list[str], list[str]]] = {
     "core": ([], []),
-    "http": (["http"], ["http", "e2e"]),
+    # The http host alone, as a machine that only calls a server installs it.
+    "client": (["http"], ["client"]),
+    # Its tests start servers.
+    "http": (["http", "server"], ["http", "e2e"]),
     "modal": (["modal"], ["modal"]),
     "disk": (["disk"], ["disk"]),
     "all": (["all"], ["http", "modal", "disk", "e2e"]),
@@ -36,6 +39,7 @@ MATRIX: dict[str, tuple[list[str], list[str]]] = {
 }
 OURS = {
     "http": ["agex-host-http", "agex-state-disk"],  # http needs disk state
+    "server": ["agex-host-http", "agex-state-disk"],
     "modal": ["agex-host-modal", "agex-state-disk"],  # modal names disk state too
     "disk": ["agex-state-disk"],
     "all": ["agex-host-http", "agex-host-modal", "agex-state-disk"],
@@ -45,7 +49,7 @@ OURS = {
 def _install_agex(session: nox.Session, extras: list[str]) -> list[str]:
     """Install agex-core with ``extras`` from this checkout; returns the plugin
     distributions installed (ours and folders)."""
-    ours = [d for e in extras for d in OURS.get(e, [])]
+    ours = list(dict.fromkeys(d for e in extras for d in OURS.get(e, [])))
     folders = [e for e in extras if e not in OURS]
     core = "./agex-core" + (f"[{','.join(e for e in extras if e in OURS)}]" if ours else "")
     # --no-sources: without it uv installs workspace members editable, from the checkout.
@@ -62,6 +66,8 @@ def tests(session: nox.Session, combo: str) -> None:
     groups = ["test", "test-http"] if "http" in folders else ["test"]
     session.install(*nox.project.dependency_groups(PYPROJECT, *groups))
     session.env["AGEX_EXPECT_DISTRIBUTIONS"] = ",".join(installed)
+    # Which of core's extras, so that a test can tell the http client alone from the server.
+    session.env["AGEX_EXPECT_EXTRAS"] = ",".join(e for e in extras if e in OURS)
     if combo == "thirdparty":
         # Broken on purpose: only the tests about it switch it on.
         session.env["AGEX_DISABLE_PLUGINS"] = "agex-example-broken"
@@ -73,10 +79,15 @@ def tests(session: nox.Session, combo: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff: lint and formatting."""
+    """ruff: lint and formatting; import-linter: the import contracts in .importlinter."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.install("import-linter>=2.1")
+    # It reads the import graph from the sources without importing them, but finds the
+    # packages on the path: every distribution's src folder, nothing installed.
+    sources = os.pathsep.join(str(src) for src in sorted(ROOT.glob("agex-*/src")))
+    session.run("lint-imports", env={"PYTHONPATH": sources})
 
 
 @nox.session

@@ -19,13 +19,16 @@ class Supplier(NamedTuple):
 
 
 HTTP = Supplier("agex-host-http", "http")
+#: `agex serve` needs agex-host-http with its server extra (FastAPI, uvicorn); the http
+#: extra alone is the client.
+SERVER = Supplier("agex-host-http", "server")
 MODAL = Supplier("agex-host-modal", "modal")
 DISK = Supplier("agex-state-disk", "disk")
 
 #: (kind, provider name) -> the distribution that supplies it.
 SUPPLIERS: dict[tuple[str, str], Supplier] = {
     ("host", "http"): HTTP,
-    ("command", "serve"): HTTP,
+    ("command", "serve"): SERVER,
     ("host", "modal"): MODAL,
     ("storage", "modal-dict"): MODAL,
     ("storage", "modal-volume"): MODAL,
