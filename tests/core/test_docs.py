@@ -1,17 +1,24 @@
-"""docs/plugins.md documents every hook with its real signature, and its examples run."""
+"""docs/plugins.md documents every hook with its real signature, and its examples run; the
+install commands in every doc name extras that exist."""
 
 import inspect
 import re
+import tomllib
 import types
+import warnings
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from agex import hookspecs, plugins
 from agex.cli import cli
+from agex.cli.list_plugins import rows
+from agex.errors import PluginWarning
 
 ROOT = Path(__file__).parents[2]
 DOC = (ROOT / "docs" / "plugins.md").read_text()
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 EXAMPLE = ROOT / "tests" / "thirdparty" / "agex-example-shelf"
 
 
@@ -69,3 +76,48 @@ def test_fixture_example_passes(pytester) -> None:
     (block,) = [b for b in code_blocks("python") if "def test_uses_fake_storage" in b]
     pytester.makepyfile(test_from_docs=block)
     pytester.inline_run("-p", "no:cacheprovider").assertoutcome(passed=1)
+
+
+def core_providers() -> list[tuple[str, str]]:
+    """What agex-core registers, as `agex plugins` lists it: (kind, name), in its order."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginWarning)  # about other plugins: not checked here
+        listed = rows()
+    return [(r["kind"], r["name"]) for r in listed if r["distribution"] == "agex-core"]
+
+
+def test_core_s_own_providers_are_the_ones_listed() -> None:
+    intro = DOC[: DOC.index("\n## ")]
+    sentence = intro[intro.index("core registers its built-ins") :]
+    sentence = sentence[: sentence.index("Nothing below")]
+    named = set(re.findall(r"`([a-z][\w.-]*)`", sentence))
+    assert named == {name for _, name in core_providers()}
+
+
+def test_sample_agex_plugins_output_starts_with_the_real_core_rows() -> None:
+    (block,) = re.findall(r"```\n(\$ agex plugins\n.*?)```", DOC, flags=re.S)
+    header, *shown = block.splitlines()[1:]
+    real = CliRunner().invoke(cli, ["plugins"]).output.splitlines()[0]
+    assert header.split() == real.split()
+    core = [row.split()[:2] for row in shown if row.split()[2:3] == ["agex-core"]]
+    assert [tuple(r) for r in core] == core_providers()
+    assert all(row.split()[4] == "ok" for row in shown if row.split()[2:3] == ["agex-core"])
+
+
+def extras() -> set[str]:
+    project = tomllib.loads((ROOT / "agex-core" / "pyproject.toml").read_text())["project"]
+    return set(project["optional-dependencies"])
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_install_commands_name_real_extras(page: Path) -> None:
+    for named in re.findall(r"agex-core\[([\w,-]+)\]", page.read_text()):
+        assert set(named.split(",")) <= extras(), f"{page.name}: agex-core[{named}]"
+
+
+def test_the_http_pages_say_which_extra_goes_where() -> None:
+    readme = (ROOT / "README.md").read_text()
+    hosts = (ROOT / "docs" / "hosts.md").read_text()
+    for page in (readme, hosts):
+        assert 'pip install "agex-core[http]"' in page
+        assert 'pip install "agex-core[server]"' in page
