@@ -9,10 +9,10 @@ import pytest
 
 from agex import Agent, RemoteExecutionError, connect_host, connect_llm, connect_state
 from agex.hosts import Invocation
-from agex.hosts.shipping import NotSerializableError, ship
+from agex.remote import shipping
+from agex.remote.shipping import NotSerializableError, ship
 from agex.serializers import CloudpickleSerializer
 from agex.testing.host import scripted
-from agex_host_http import wire
 
 
 def host(server=None, **options):
@@ -104,8 +104,8 @@ def test_a_version_mismatch_fails_before_the_run(server, monkeypatch) -> None:
         """Job."""
 
     agent.warmup()  # same versions: the handshake passes
-    real = wire.versions()
-    monkeypatch.setattr(wire, "versions", lambda: {**real, "python": "3.99"})
+    real = shipping.versions()
+    monkeypatch.setattr(shipping, "versions", lambda: {**real, "python": "3.99"})
     with pytest.raises(RemoteExecutionError, match=r"python '3.99' on the client") as caught:
         job()
     assert "409" in str(caught.value)

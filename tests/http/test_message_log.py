@@ -1,4 +1,4 @@
-"""A run's message log on the server: numbered, batched, bounded, kept alive."""
+"""A run's messages on the server: numbered, batched, bounded, kept alive, as SSE."""
 
 from __future__ import annotations
 
@@ -35,17 +35,17 @@ def test_tokens_nobody_was_sent_yet_travel_as_one_message() -> None:
     async def main():
         run = Run("r" * 8, "a", "s", limit=100, keepalive=10)
         for text in ["he", "llo"]:
-            run.token(text)
-        run.publish("event", '{"type": "X"}')
-        run.token("!")
-        run.finish("result", {"json": 1})
+            run.outbox.token(text)
+        run.outbox.publish("event", '{"type": "X"}')
+        run.outbox.token("!")
+        run.outbox.finish({"kind": "result", "json": 1})
         return await collect(run)
 
     assert asyncio.run(main()) == [
         ("1", "tokens", '["he","llo"]'),
         ("2", "event", '{"type": "X"}'),
         ("3", "tokens", '["!"]'),
-        ("4", "result", '{"json": 1}'),
+        ("4", "result", '{"kind": "result", "json": 1}'),
     ]
 
 
@@ -53,8 +53,8 @@ def test_following_from_an_id_gives_only_what_came_after() -> None:
     async def main():
         run = Run("r" * 8, "a", "s", limit=100, keepalive=10)
         for i in range(5):
-            run.publish("event", str(i))
-        run.finish("result", {"json": None})
+            run.outbox.publish("event", str(i))
+        run.outbox.finish({"kind": "result", "json": None})
         return await collect(run, after=3)
 
     assert [m[0] for m in asyncio.run(main())] == ["4", "5", "6"]
@@ -72,11 +72,11 @@ def test_a_follower_that_fell_too_far_behind_is_told_so() -> None:
     async def main():
         run = Run("r" * 8, "a", "s", limit=10, keepalive=10)
         for i in range(50):
-            run.publish("event", str(i))
-        run.finish("result", {"json": None})
+            run.outbox.publish("event", str(i))
+        run.outbox.finish({"kind": "result", "json": None})
         late = await collect(run, after=2)
         recent = await collect(run, after=45)
-        return late, recent, len(run._log)
+        return late, recent, len(run.outbox._log)
 
     late, recent, kept = asyncio.run(main())
     assert late[-1][1] == "error"
@@ -90,8 +90,8 @@ def test_waiting_followers_wake_when_a_message_arrives() -> None:
         run = Run("r" * 8, "a", "s", limit=100, keepalive=10)
         followers = [asyncio.create_task(collect(run)) for _ in range(3)]
         await asyncio.sleep(0.05)
-        run.publish("event", "1")
-        run.finish("result", {"json": 2})
+        run.outbox.publish("event", "1")
+        run.outbox.finish({"kind": "result", "json": 2})
         return await asyncio.wait_for(asyncio.gather(*followers), 5)
 
     for messages in asyncio.run(main()):
@@ -102,9 +102,9 @@ def test_a_burst_of_tokens_never_overflows_the_log() -> None:
     async def main():
         run = Run("r" * 8, "a", "s", limit=10, keepalive=10)
         for i in range(100_000):
-            run.token(str(i % 10))
-        run.finish("result", {"json": 1})
-        return await collect(run), len(run._log)
+            run.outbox.token(str(i % 10))
+        run.outbox.finish({"kind": "result", "json": 1})
+        return await collect(run), len(run.outbox._log)
 
     messages, kept = asyncio.run(main())
     assert kept == 2
@@ -115,15 +115,15 @@ def test_a_burst_of_tokens_never_overflows_the_log() -> None:
 def test_tokens_already_sent_are_never_changed() -> None:
     async def main():
         run = Run("r" * 8, "a", "s", limit=100, keepalive=10)
-        run.token("a")
+        run.outbox.token("a")
         first = await anext(run.follow(0, detach_grace=60))
-        run.token("b")  # after "a" went out: a message of its own
-        run.finish("result", {"json": 1})
+        run.outbox.token("b")  # after "a" went out: a message of its own
+        run.outbox.finish({"kind": "result", "json": 1})
         return parse(first), await collect(run, after=1)
 
     first, rest = asyncio.run(main())
     assert first == [("1", "tokens", '["a"]')]
-    assert rest == [("2", "tokens", '["b"]'), ("3", "result", '{"json": 1}')]
+    assert rest == [("2", "tokens", '["b"]'), ("3", "result", '{"kind": "result", "json": 1}')]
 
 
 def test_a_run_cancelled_before_its_first_step_still_ends_its_stream() -> None:
@@ -134,7 +134,7 @@ def test_a_run_cancelled_before_its_first_step_still_ends_its_stream() -> None:
         run = board.open("r" * 8, "a", "s")
 
         async def never_runs() -> None:
-            run.finish("result", {"json": 1})
+            run.outbox.finish({"kind": "result", "json": 1})
 
         board.watch(run, asyncio.create_task(never_runs()))
         assert run.cancel()  # before the task's first step: none of its code runs

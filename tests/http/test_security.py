@@ -5,6 +5,7 @@ the loopback rule, TLS, authenticated results, and a schema-driven fuzz run."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
@@ -23,7 +24,7 @@ import pytest
 
 from agex import Agent, RemoteExecutionError, connect_host, connect_state, plugins
 from agex.hosts import Invocation
-from agex.hosts.shipping import ship
+from agex.remote import outcome, ship, versions
 from agex.testing.host import scripted
 from agex_host_http import wire
 
@@ -53,12 +54,12 @@ def run_id() -> str:
 def envelope(**changes: Any) -> dict[str, Any]:
     """A run envelope the server accepts, with ``changes`` applied."""
     valid: dict[str, Any] = {
-        "agent": "probe",
+        "agent": "agent",
         "session": "s",
         "state": {"type": "ephemeral"},
         "serializer": "cloudpickle",
         "timeout": 30,
-        "versions": wire.versions(),
+        "versions": versions(),
     }
     valid.update(changes)
     return valid
@@ -240,8 +241,8 @@ def test_a_huge_hostile_body_is_never_loaded_without_the_token_or_with_other_ver
         response = post_run(server, body, headers=headers)
         assert response.status_code == status, headers
         assert "token" in response.json()["detail"]
-    versions = {**wire.versions(), "agex": "0.0.0-other"}
-    body = wire.request_body(envelope(versions=versions), hostile(marker, padding))
+    other = {**versions(), "agex": "0.0.0-other"}
+    body = wire.request_body(envelope(versions=other), hostile(marker, padding))
     response = post_run(server, body)
     assert response.status_code == 409
     detail = response.json()["detail"]
@@ -252,14 +253,14 @@ def test_a_huge_hostile_body_is_never_loaded_without_the_token_or_with_other_ver
 
 
 def test_envelope_refusals_come_before_the_task_is_loaded(server, tmp_path) -> None:
-    versions = wire.versions()
+    real = versions()
     disk = {"type": "versioned", "storage": "disk"}
     cases: list[tuple[str, dict[str, Any], int]] = [
-        ("agex version", {"versions": {**versions, "agex": "0.0.0"}}, 409),
-        ("python version", {"versions": {**versions, "python": "2.7"}}, 409),
-        ("cloudpickle version", {"versions": {**versions, "cloudpickle": "0.1"}}, 409),
+        ("agex version", {"versions": {**real, "agex": "0.0.0"}}, 409),
+        ("python version", {"versions": {**real, "python": "2.7"}}, 409),
+        ("cloudpickle version", {"versions": {**real, "cloudpickle": "0.1"}}, 409),
         ("no versions", {"versions": None}, 409),
-        ("versions as a list", {"versions": list(versions.values())}, 409),
+        ("versions as a list", {"versions": list(real.values())}, 409),
         ("no session", {"session": None}, 422),
         ("session not a string", {"session": 5}, 422),
         ("session with a newline", {"session": "a\nb"}, 422),
@@ -276,7 +277,7 @@ def test_envelope_refusals_come_before_the_task_is_loaded(server, tmp_path) -> N
         ("live state", {"state": {"type": "live"}}, 400),
         ("memory storage", {"state": {**disk, "storage": "memory", "path": "p"}}, 400),
         ("disk without a path", {"state": disk}, 400),
-        ("path not a string", {"state": {**disk, "path": ["p"]}}, 400),
+        ("path not a string", {"state": {**disk, "path": ["p"]}}, 422),
         ("unknown storage", {"state": {**disk, "storage": "no-such-storage", "path": "p"}}, 400),
         ("escaping path", {"state": {**disk, "path": "../outside"}}, 403),
     ]
@@ -424,7 +425,7 @@ def test_runs_are_followed_by_id_and_a_second_start_never_loads_its_body(server,
     url = f"{server.url}{API}/runs/{chosen}"
     first = httpx.post(url, content=body, headers=server.headers, timeout=60)
     assert first.status_code == 200
-    assert 'data: {"json": 11' in first.text
+    assert '"kind": "result", "json": 11' in first.text
     marker = tmp_path / "planted"
     other = wire.request_body(envelope(), hostile(marker))
     again = httpx.post(url, content=other, headers=server.headers, timeout=60)
@@ -442,7 +443,7 @@ def test_runs_are_followed_by_id_and_a_second_start_never_loads_its_body(server,
     replay = httpx.get(events, headers={**server.headers, "last-event-id": "3"})
     assert replay.status_code == 200
     assert replay.text.startswith("id: 4\n")
-    assert 'data: {"json": 11' in replay.text
+    assert '"kind": "result", "json": 11' in replay.text
 
 
 def test_a_last_event_id_of_non_ascii_digits_is_400_not_500(server) -> None:
@@ -742,8 +743,16 @@ def mac(token: str, data: bytes) -> str:
     return hmac.new(token.encode(), data, hashlib.sha256).hexdigest()
 
 
+def settle(message: dict[str, Any], key: str) -> Any:
+    """The value of a result message, as the client takes it."""
+    agent = Agent(llm=scripted("task_success(1)"))
+    return outcome.settle({"kind": "result", **message}, agent, SERIALIZER, key)
+
+
+SERIALIZER = plugins.create("serializer", "cloudpickle")
+
+
 def test_a_result_with_a_wrong_mac_is_not_loaded(tmp_path) -> None:
-    serializer = plugins.create("serializer", "cloudpickle")
     token = secrets.token_urlsafe(24)
     marker = tmp_path / "planted"
     data = hostile(marker)
@@ -765,28 +774,28 @@ def test_a_result_with_a_wrong_mac_is_not_loaded(tmp_path) -> None:
         {"mac": right},
     ]
     for message in tampered:
-        with pytest.raises(ValueError, match=r"HMAC|malformed"):
-            wire.decode_value(message, token, serializer)
+        with pytest.raises(RemoteExecutionError, match=r"HMAC|malformed"):
+            settle(message, token)
     assert not marker.exists()
-    with pytest.raises(ValueError, match="HMAC"):
-        wire.decode_value({"pickle": encoded, "mac": right}, token + "x", serializer)
+    with pytest.raises(RemoteExecutionError, match="HMAC"):
+        settle({"pickle": encoded, "mac": right}, token + "x")
     assert not marker.exists()
 
 
 def test_a_result_with_the_right_mac_loads(tmp_path) -> None:
-    serializer = plugins.create("serializer", "cloudpickle")
     token = secrets.token_urlsafe(24)
     value = {"when": (2024, 1), "tags": {"a", "b"}, "raw": b"\x00\xff"}
-    message = wire.encode_value(value, token, serializer)
-    assert set(message) == {"pickle", "mac"}
-    assert wire.decode_value(message, token, serializer) == value
-    assert wire.encode_value({"plain": [1, "x", None]}, token, serializer) == {
-        "json": {"plain": [1, "x", None]}
+    message = outcome.success(value, SERIALIZER, token)
+    assert set(message) == {"kind", "pickle", "mac"}
+    assert settle(message, token) == value
+    assert outcome.success({"plain": [1, "x", None]}, SERIALIZER, token) == {
+        "kind": "result",
+        "json": {"plain": [1, "x", None]},
     }
     marker = tmp_path / "planted"
     data = hostile(marker)
     signed = {"pickle": base64.b64encode(data).decode(), "mac": mac(token, data)}
-    wire.decode_value(signed, token, serializer)
+    settle(signed, token)
     assert marker.exists()  # the MAC is what stands between a response and loading it
 
 
@@ -810,3 +819,62 @@ def test_following_a_run_the_server_does_not_have_is_404(server) -> None:
     response = httpx.get(f"{server.url}{API}/runs/{run_id()}/events", headers=server.headers)
     assert response.status_code == 404
     assert "has no run" in response.json()["detail"]
+
+
+# -- slow clients ----------------------------------------------------------------------
+
+
+def test_connections_that_send_no_head_or_a_slow_one_are_closed(make_server) -> None:
+    server = make_server("--head-timeout", "0.5")
+    silent = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(20)]
+    trickle = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    started = time.monotonic()
+    cut = False
+    for byte in b"GET /v1/health HTTP/1.1\r\nHost: x\r\n" * 10:  # a byte every 50 ms
+        try:
+            trickle.sendall(bytes([byte]))
+        except OSError:  # the server closed it
+            cut = True
+            break
+        time.sleep(0.05)
+    assert cut
+    for sock in silent:
+        with contextlib.suppress(ConnectionResetError):
+            assert sock.recv(1024) == b""  # closed by the server
+        sock.close()
+    trickle.close()
+    assert time.monotonic() - started < 8
+    assert_healthy(server)
+    # A client that sends its head in time is served, on a kept-alive connection too.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        for _ in range(2):
+            sock.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            reply = b""
+            while not reply.endswith(b'{"status":"ok"}'):
+                reply += sock.recv(4096)
+            assert reply.startswith(b"HTTP/1.1 200")
+            time.sleep(0.7)  # longer than the head timeout, between requests: allowed
+
+
+def test_a_body_that_does_not_arrive_in_time_gets_408(make_server) -> None:
+    server = make_server("--body-timeout", "0.5")
+    head = (
+        f"POST {API}/runs/{run_id()} HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {server.token}\r\nContent-Length: 1000\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head + b"{")
+        started = time.monotonic()
+        reply = b""
+        while chunk := sock.recv(4096):  # the server closes the connection after it
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.1 408"), reply
+        assert b"in time" in reply
+        assert time.monotonic() - started < 5
+    response = httpx.post(
+        f"{server.url}{API}/cancel",
+        json={"agent": "a", "session": "s"},
+        headers=server.headers,
+        timeout=10,
+    )
+    assert response.json() == {"cancelled": 0}  # a body sent in time is read as before

@@ -7,7 +7,12 @@ import pytest
 
 from agex import plugins
 
-EXAMPLES = ["agex-example-shelf", "agex-example-clash", "agex-example-broken"]
+EXAMPLES = [
+    "agex-example-shelf",
+    "agex-example-clash",
+    "agex-example-broken",
+    "agex-example-subprocess",
+]
 
 
 def pytest_collection_modifyitems(config, items):

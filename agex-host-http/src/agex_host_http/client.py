@@ -105,10 +105,10 @@ class HttpHost(Host):
     def warmup(self, agent: Agent) -> None:
         """Check that the server answers, accepts the token, and runs versions this
         client's tasks load on."""
-        from agex.remote.shipping import mismatch, versions
+        from agex.remote import shipping
 
         server = self._server.version()
-        why = mismatch(versions(), server)
+        why = shipping.mismatch(shipping.versions(), server)
         if why is not None:
             raise RemoteExecutionError(f"{self.url}: {why}")
         if self.serializer not in server.get("serializers", ()):

@@ -64,6 +64,20 @@ def read_token(token_file: str | None) -> str | None:
     type=click.FloatRange(0),
     help="Seconds a run may go unfollowed by any client before it is cancelled.",
 )
+@click.option(
+    "--head-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds a client has to send a request's line and headers.",
+)
+@click.option(
+    "--body-timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds a client has to send a request's body, once its headers are in.",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     host: str,
@@ -74,6 +88,8 @@ def serve(
     ssl_keyfile: str | None,
     max_body: int,
     detach_grace: float,
+    head_timeout: float,
+    body_timeout: float,
     log_level: str,
 ) -> None:
     """Run the agex server: clients' tasks run here, events stream back.
@@ -92,9 +108,14 @@ def serve(
     import uvicorn
 
     from agex_host_http.server.app import Settings, create_app
+    from agex_host_http.server.protocol import timed_head
 
     settings = Settings(
-        state_dir=state_dir, token=token, max_body=max_body, detach_grace=detach_grace
+        state_dir=state_dir,
+        token=token,
+        max_body=max_body,
+        detach_grace=detach_grace,
+        body_timeout=body_timeout,
     )
     app = create_app(settings)
     scheme = "https" if ssl_certfile else "http"
@@ -117,5 +138,6 @@ def serve(
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
         log_level=log_level,
+        http=timed_head(head_timeout),
         timeout_graceful_shutdown=5,
     )

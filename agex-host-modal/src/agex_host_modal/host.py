@@ -16,6 +16,8 @@ from secrets import token_hex
 from typing import TYPE_CHECKING, Any
 
 from agex.errors import RemoteExecutionError, TaskCancelled
+from agex.hosts import Host
+from agex.state.config import StateConfig
 from agex_host_modal import names, sdk
 
 if TYPE_CHECKING:
@@ -36,7 +38,7 @@ LIVE_REFUSED = (
 _GPU = re.compile(r"[A-Za-z0-9-]+(:[1-9][0-9]*)?")
 
 
-class ModalHost:
+class ModalHost(Host):
     provider = "modal"
 
     def __init__(
@@ -126,41 +128,27 @@ class ModalHost:
             )
 
     async def arun(self, invocation: Invocation, sink: Sink) -> Any:
-        from agex import plugins
+        from agex import plugins, remote
         from agex.hosts.running import RUNS
-        from agex.hosts.shipping import ship, versions
         from agex_host_modal.remote import run_key
 
         sdk.check_credentials()
         agent = invocation.agent
         serializer = plugins.create("serializer", "cloudpickle")
-        run = token_hex(12)
-        envelope = {
-            "run": run,
-            "agent": agent.name,
-            "session": invocation.session,
-            "state": self.state_for(agent, invocation.session),
-            "serializer": "cloudpickle",
-            "timeout": self.timeout,
-            "versions": versions(),
-        }
-        payload = ship(invocation, serializer)
+        envelope = remote.Envelope.of(
+            invocation, state=self.state_for(agent, invocation.session), timeout=self.timeout
+        )
+        payload = remote.ship(invocation, serializer)
         function = await asyncio.to_thread(self.function, agent)
-        stream = self._stream(function, envelope, payload, sink)
+        stream = self._stream(function, envelope.to_json(), payload, sink)
         try:
-            kind, message = await RUNS.run(agent.name, invocation.session, stream)
+            outcome = await RUNS.run(agent.name, invocation.session, stream)
         except (asyncio.CancelledError, TaskCancelled):
             # Modal does not stop a function whose caller stopped listening: ask it to.
-            await asyncio.shield(asyncio.to_thread(_control().put, run_key(run), True))
+            await asyncio.shield(asyncio.to_thread(_control().put, run_key(envelope.run), True))
             raise
-        position = message.get("position")
-        if isinstance(position, int) and hasattr(agent.llm, "position"):
-            agent.llm.position = position  # a scripted model continues where the run stopped
-        if kind == "error":
-            from agex.hosts.outcomes import raise_error
-
-            raise_error(message)
-        return serializer.loads(message["value"])
+        # Modal authenticates both ends of the call: no key of ours signs the value.
+        return remote.settle(outcome, agent, serializer, "")
 
     def cancel(self, agent: Agent, session: str) -> int:
         """Stop the agent's runs in ``session``, wherever they were started; returns how
@@ -191,13 +179,12 @@ class ModalHost:
 
     def state_storage(self, agent: Agent, session: str) -> Any:
         """Where the agent's state is, read from this machine through Modal's API."""
-        from agex.state.config import StateConfig
-        from agex.state.stores import storage_for
+        from agex.stores import LOCAL
 
         state = self.state_for(agent, session)
-        if state["storage"] is None:
+        if state.storage is None:
             raise ValueError(f"agent {agent.name!r} keeps no state on Modal")
-        return storage_for(StateConfig(state["type"], state["storage"], state["path"]))
+        return LOCAL.storage(state)
 
     # -- Modal -------------------------------------------------------------------------
 
@@ -237,42 +224,36 @@ class ModalHost:
             self._functions[name] = function
             return function
 
-    def state_for(self, agent: Agent, session: str) -> dict[str, Any]:
+    def state_for(self, agent: Agent, session: str) -> StateConfig:
         """The state configuration the task uses in the container: Modal storages named
         from the agent's fingerprint and session (memory) or from the path (disk)."""
         from agex_host_modal.app import volume_of
 
         config = agent.state_config
         if config.type != "versioned":
-            return {"type": config.type, "storage": None, "path": None}
+            return StateConfig(config.type, None, None)
         volume = volume_of(agent)
         if volume is not None:
-            return {"type": "versioned", "storage": "modal-volume", "path": volume}
+            return StateConfig("versioned", "modal-volume", volume)
         if config.storage == "modal-dict" and config.path:
-            return {"type": "versioned", "storage": "modal-dict", "path": config.path}
-        return {
-            "type": "versioned",
-            "storage": "modal-dict",
-            "path": names.session_dict(agent.fingerprint, session),
-        }
+            return StateConfig("versioned", "modal-dict", config.path)
+        return StateConfig(
+            "versioned", "modal-dict", names.session_dict(agent.fingerprint, session)
+        )
 
     async def _stream(
         self, function: Any, envelope: dict[str, Any], payload: bytes, sink: Sink
-    ) -> tuple[str, dict[str, Any]]:
+    ) -> dict[str, Any]:
         """Follow the container's messages to the run's outcome."""
-        from agex.events import Event
+        from agex.remote import deliver
 
         modal = sdk.modal()
         messages = function.remote_gen.aio(envelope, payload)
         try:
             async for kind, data in messages:
-                if kind == "tokens":
-                    for text in data:
-                        sink.token(text)
-                elif kind == "event":
-                    sink.event(Event.from_json(data))
-                elif kind in ("result", "error"):
-                    return kind, data
+                outcome = deliver(kind, data, sink)
+                if outcome is not None:
+                    return outcome
         except modal.exception.Error as exc:
             raise RemoteExecutionError(
                 f"Modal failed while running the task: {type(exc).__name__}: {exc}"

@@ -27,7 +27,9 @@ _EXPORTS = {
     "Message": "agex.remote.messages",
     "Outbox": "agex.remote.messages",
     "deliver": "agex.remote.outcome",
+    "failure": "agex.remote.outcome",
     "settle": "agex.remote.outcome",
+    "success": "agex.remote.outcome",
     "NotSerializableError": "agex.remote.shipping",
     "ship": "agex.remote.shipping",
     "versions": "agex.remote.shipping",
@@ -48,7 +50,9 @@ if TYPE_CHECKING:
     from agex.remote.messages import Message as Message
     from agex.remote.messages import Outbox as Outbox
     from agex.remote.outcome import deliver as deliver
+    from agex.remote.outcome import failure as failure
     from agex.remote.outcome import settle as settle
+    from agex.remote.outcome import success as success
     from agex.remote.shipping import NotSerializableError as NotSerializableError
     from agex.remote.shipping import ship as ship
     from agex.remote.shipping import versions as versions

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from agex.errors import AgexError
 from agex.hosts import check_session
-from agex.remote.shipping import mismatch, versions
+from agex.remote import shipping
 from agex.state.config import STATE_TYPES, StateConfig
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ class Envelope:
     serializer: str = "cloudpickle"
     #: Seconds the whole run may take on the far side; None: the agent's own limits only.
     timeout: float | None = None
-    versions: dict[str, str] = field(default_factory=versions)
+    versions: dict[str, str] = field(default_factory=lambda: shipping.versions())
     #: Names the run, so its caller can cancel or follow it.
     run: str = field(default_factory=lambda: secrets.token_urlsafe(16))
 
@@ -84,7 +84,7 @@ class Envelope:
         nothing else the client sent can be trusted to mean the same here."""
         if not isinstance(raw, dict):
             raise Refused(422, "the envelope must be a JSON object")
-        why = mismatch(raw.get("versions"), versions())
+        why = shipping.mismatch(raw.get("versions"), shipping.versions())
         if why is not None:
             raise Refused(409, why)
         session = raw.get("session")
@@ -122,6 +122,8 @@ def _state(raw: object) -> StateConfig:
     kind, storage, path = raw["type"], raw.get("storage"), raw.get("path")
     if kind == "ephemeral":
         return StateConfig("ephemeral", None, None)
+    if kind == "live":  # kept in one process: whether that is this one is the host's to say
+        return StateConfig("live", storage if isinstance(storage, str) else None, None)
     if not isinstance(storage, str) or not storage:
         raise Refused(422, f"{kind} state must name its storage")
     if path is not None and (not isinstance(path, str) or not path):

@@ -96,10 +96,16 @@ async def execute(
 
 
 async def stream(
-    envelope: Envelope, payload: bytes, *, stores: Stores = LOCAL, key: str = ""
+    envelope: Envelope,
+    payload: bytes,
+    *,
+    stores: Stores = LOCAL,
+    key: str = "",
+    stop: asyncio.Event | None = None,
 ) -> AsyncIterator[Message]:
     """Run a shipped task here and yield its messages as they come, outcome last. A task that
-    cannot be loaded yields only its error. Closing the iterator cancels the run."""
+    cannot be loaded yields only its error. Setting ``stop`` cancels the run, whose
+    ``TaskCancelled`` outcome is still yielded; closing the iterator cancels it too."""
     outbox = Outbox()
     try:
         shipped = await unpack(envelope, payload)
@@ -109,6 +115,7 @@ async def stream(
             yield message
         return
     running = asyncio.ensure_future(execute(shipped, outbox, stores=stores, key=key))
+    stopping = asyncio.ensure_future(_stop(stop, running)) if stop is not None else None
     try:
         async for batch in outbox.follow():
             for message in batch:
@@ -117,3 +124,10 @@ async def stream(
                     return
     finally:
         running.cancel()
+        if stopping is not None:
+            stopping.cancel()
+
+
+async def _stop(stop: asyncio.Event, running: asyncio.Future[None]) -> None:
+    await stop.wait()
+    running.cancel()

@@ -45,7 +45,8 @@ class Outbox(Sink):
     __slots__ = ("_changed", "_first", "_log", "_next", "_read", "done", "limit")
 
     def __init__(self, limit: int | None = None) -> None:
-        super().__init__()
+        # As callbacks too: a sub-agent run from this run's agent code reports through them.
+        super().__init__(self.event, self.token)
         self.limit = limit
         self.done = False
         self._log: list[Message] = []

@@ -1,9 +1,8 @@
-"""The agex server's HTTP API (FastAPI).
+"""The agex server's HTTP API: one FastAPI router, whose routes generate the OpenAPI schema.
 
 Every endpoint that acts needs the bearer token, checked by :class:`Guard` before the
-request reaches FastAPI, so nothing from an unauthenticated request is ever parsed, let
-alone unpickled. The run endpoints, which every run goes through, are answered by
-:class:`RunEndpoints` just behind it; FastAPI declares them, for the schema.
+request reaches the router, so nothing from an unauthenticated request is ever parsed, let
+alone unpickled.
 """
 
 from __future__ import annotations
@@ -16,20 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
-from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
+from starlette.responses import Response, StreamingResponse
 
-import agex
-from agex import plugins
+from agex import __version__, plugins
 from agex.hosts import check_session
-from agex.hosts.running import RUNS
-from agex.state.stores import confine_to
-from agex_host_http import wire
-from agex_host_http.server.endpoints import RUN_ID, RunEndpoints
+from agex.remote.shipping import versions
+from agex.stores import Stores
 from agex_host_http.server.guard import PUBLIC, Guard
+from agex_host_http.server.routes import RUN_ID, RunRoutes
 from agex_host_http.server.runs import KEEPALIVE, RunBoard
 
 __all__ = ["PUBLIC", "Settings", "create_app"]
@@ -40,6 +37,8 @@ class Settings:
     state_dir: Path
     token: str | None = None
     max_body: int = 32 * 1024 * 1024
+    #: Seconds a client may take to send a request's body once its head has arrived.
+    body_timeout: float = 30.0
     #: Messages each run keeps for clients that reconnect.
     replay: int = 10_000
     #: Seconds a run may go without any client following it before it is cancelled.
@@ -67,14 +66,39 @@ class Cancelled(BaseModel):
     cancelled: int
 
 
+_SSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the run's messages as server-sent events",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+#: The run endpoints declare the bearer scheme here rather than as a dependency: every run
+#: goes through them, Guard has already checked the token, and a dependency costs each
+#: request its resolution.
+_SECURED = {"security": [{"HTTPBearer": []}]}
+_TASK_BODY = {
+    **_SECURED,
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    },
+}
+
+
 def create_app(settings: Settings) -> Any:
     state_dir = settings.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
-    confine_to(state_dir)
     board = RunBoard(settings.replay, settings.retention, settings.keepalive)
-    server_versions = wire.versions()
+    runs = RunRoutes(
+        board,
+        Stores(root=state_dir),
+        settings.token or "",
+        settings.detach_grace,
+    )
+    server_versions = versions()
     # Declares the bearer scheme in the OpenAPI schema; Guard enforces it.
-    bearer = HTTPBearer(auto_error=False, description="the server's token")
+    secured = [Depends(HTTPBearer(auto_error=False, description="the server's token"))]
+    run_id_param = PathParam(pattern=RUN_ID, description="chosen by the client")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -87,21 +111,12 @@ def create_app(settings: Settings) -> Any:
 
     app = FastAPI(
         title="agex server",
-        version=agex.__version__,
+        version=__version__,
         description="Runs agex tasks: the whole loop runs here, events stream back as SSE.",
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
     )
-    secured = [Depends(bearer)]
-
-    sse: dict[int | str, dict[str, Any]] = {
-        200: {
-            "description": "the run's messages as server-sent events",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-        }
-    }
-    run_id_param = PathParam(pattern=RUN_ID, description="chosen by the client")
 
     @app.get("/v1/health")
     async def health() -> dict[str, str]:
@@ -113,37 +128,27 @@ def create_app(settings: Settings) -> Any:
         """What the client's serialized tasks must match to load here."""
         return Versions(**server_versions, serializers=sorted(plugins.providers("serializer")))
 
-    # Answered by RunEndpoints before FastAPI sees them: declared here for the schema, and
-    # for FastAPI's 422 to a malformed run id.
     @app.post(
         "/v1/runs/{run_id}",
-        dependencies=secured,
-        response_class=StreamingResponse,
-        responses=sse,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-                },
-            }
-        },
+        response_class=StreamingResponse,  # for the schema: they answer with an EventStream
+        responses=_SSE,
+        openapi_extra=_TASK_BODY,
     )
-    async def start_run(run_id: str = run_id_param) -> Any:
+    async def start_run(request: Request, run_id: str = run_id_param) -> Response:
         """Start a run: a JSON envelope line, a newline, the serialized task. Streams the
         run's messages. Sent again for a run that exists (its first answer was lost), it
         follows that run, as ``/events`` does."""
-        raise RuntimeError("served by RunEndpoints")
+        return await runs.start(request, run_id)
 
     @app.get(
         "/v1/runs/{run_id}/events",
-        dependencies=secured,
-        response_class=StreamingResponse,
-        responses=sse,
+        response_class=StreamingResponse,  # for the schema: they answer with an EventStream
+        responses=_SSE,
+        openapi_extra=_SECURED,
     )
-    async def follow_run(run_id: str = run_id_param) -> Any:
+    async def follow_run(request: Request, run_id: str = run_id_param) -> Response:
         """Follow a run; with Last-Event-ID, only the messages after that one."""
-        raise RuntimeError("served by RunEndpoints")
+        return await runs.follow(request, run_id)
 
     @app.post("/v1/runs/{run_id}/cancel", dependencies=secured)
     async def cancel_run(run_id: str = run_id_param) -> Cancelled:
@@ -160,9 +165,6 @@ def create_app(settings: Settings) -> Any:
             check_session(which.session)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
-        return Cancelled(cancelled=RUNS.cancel(which.agent, which.session))
+        return Cancelled(cancelled=board.cancel_session(which.agent, which.session))
 
-    runs = RunEndpoints(
-        app, board, server_versions, state_dir, settings.token or "", settings.detach_grace
-    )
-    return Guard(runs, settings.token, settings.max_body)
+    return Guard(app, settings.token, settings.max_body, settings.body_timeout)

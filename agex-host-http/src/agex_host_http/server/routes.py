@@ -1,0 +1,175 @@
+"""The run endpoints: start a run (``POST /v1/runs/{run_id}``), follow one (``GET
+/v1/runs/{run_id}/events``), cancel one, or cancel an agent's runs in a session.
+
+A run request's envelope (plain JSON, ``agex.remote.Envelope``) is checked first: versions,
+session name, state type and path. Only then is the task loaded, and the run starts on
+``agex.remote.execute``, as on every remote host. :class:`~agex_host_http.server.guard.Guard`
+has checked the token and the declared body size before any of this runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from agex import plugins
+from agex.errors import ProviderError, StatePathRefused
+from agex.remote.envelope import Envelope, Refused
+from agex.remote.execute import execute, unpack
+from agex.stores import Stores, confined
+from agex_host_http import wire
+from agex_host_http.server.runs import Run, RunBoard
+
+#: Run ids are chosen by the client, so that it can reconnect even if the first response
+#: never reached it.
+RUN_ID = r"^[A-Za-z0-9_-]{8,64}$"
+_SSE_HEADERS = [
+    (b"cache-control", b"no-store"),
+    (b"x-accel-buffering", b"no"),
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+]
+_BAD_LAST_ID = "Last-Event-ID must be a message id (a number)"
+
+
+def refusal(status: int, detail: str) -> Response:
+    return JSONResponse({"detail": detail}, status)
+
+
+class RunRoutes:
+    """What the run endpoints share: the runs, the storages, the key values are signed with."""
+
+    def __init__(
+        self,
+        board: RunBoard,
+        stores: Stores,
+        key: str,
+        detach_grace: float,
+    ) -> None:
+        self.board = board
+        self.stores = stores
+        self.key = key
+        self.detach_grace = detach_grace
+
+    async def start(self, request: Request, run_id: str) -> Response:
+        """Start a run and stream its messages. Sent again for a run that exists (its first
+        answer was lost), it follows that run, as ``/events`` does, and its body is never
+        read."""
+        run = self.board.runs.get(run_id)
+        if run is None:
+            try:
+                body = await request.body()
+            except ClientDisconnect:
+                return Response(status_code=499)  # nobody is left to read it
+            try:
+                run = await self._open(run_id, body)
+            except Refused as refused:
+                return refusal(refused.status, str(refused))
+            if run is not None:
+                return EventStream(run, 0, self.detach_grace)
+            run = self.board.runs[run_id]  # the same request, twice at once
+        return self.follow_run(request, run)
+
+    async def follow(self, request: Request, run_id: str) -> Response:
+        """Follow a run; with Last-Event-ID, only the messages after that one."""
+        run = self.board.runs.get(run_id)
+        if run is None:
+            return refusal(
+                404,
+                f"this server has no run {run_id} (it ended long ago, or the server restarted)",
+            )
+        return self.follow_run(request, run)
+
+    def follow_run(self, request: Request, run: Run) -> Response:
+        raw = request.headers.get("last-event-id", "0")
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+            return refusal(400, _BAD_LAST_ID)
+        return EventStream(run, int(raw), self.detach_grace)
+
+    async def _open(self, run_id: str, body: bytes) -> Run | None:
+        """The run this request starts, running; None when another request for the same id
+        started it meanwhile."""
+        try:
+            raw, payload = wire.split_request(body)
+        except wire.BadRequest as exc:
+            raise Refused(400, str(exc)) from None
+        envelope = Envelope.from_json({**raw, "run": run_id})
+        self._check_state(envelope)
+        shipped = await unpack(envelope, payload)
+        if run_id in self.board.runs:
+            return None
+        run = self.board.open(run_id, envelope.agent, envelope.session)
+        work = execute(shipped, run.outbox, stores=self.stores, key=self.key)
+        self.board.watch(run, asyncio.create_task(work))
+        return run
+
+    def _check_state(self, envelope: Envelope) -> None:
+        """The seed's rules for state on a server: versioned or ephemeral, in a storage this
+        server has, at a path inside its state directory."""
+        state = envelope.state
+        if state.type == "live":
+            raise Refused(400, wire.LIVE_REFUSED)
+        if state.type == "ephemeral":
+            return
+        if state.storage == "memory" or not state.path:
+            raise Refused(400, wire.MEMORY_REFUSED)
+        assert state.storage is not None
+        try:
+            plugins.resolve("storage", state.storage)
+        except ProviderError as exc:
+            raise Refused(
+                400, f"storage {state.storage!r} is not available on the server: {exc}"
+            ) from None
+        try:
+            if self.stores.root is not None:
+                confined(state.path, self.stores.root)
+        except StatePathRefused as exc:
+            raise Refused(403, str(exc)) from None
+
+
+class EventStream(Response):
+    """A run's messages as server-sent events, until the run ends or the client goes away: a
+    client that leaves is noticed at once (the server sends nothing on a connection that
+    closed), so that the run's detach grace starts.
+
+    Plain ASGI rather than a StreamingResponse: every run goes through here, and many start
+    at once; this skips the task group a StreamingResponse makes per response."""
+
+    def __init__(self, run: Run, after: int, detach_grace: float) -> None:
+        self.run, self.after, self.detach_grace = run, after, detach_grace
+        self.status_code = 200
+        self.background = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        streaming = asyncio.current_task()
+        assert streaming is not None
+        left = False
+
+        async def watch() -> None:
+            nonlocal left
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            left = True
+            streaming.cancel()
+
+        watcher = asyncio.ensure_future(watch())
+        messages = self.run.follow(self.after, self.detach_grace)
+        try:
+            chunk = b""
+            async for chunk in messages:
+                if self.run.done:  # the chunk may end with the run's last message
+                    break
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                chunk = b""
+            watcher.cancel()  # ending the response wakes it
+            rest = b"".join([chunk] + [more async for more in messages])
+            await send({"type": "http.response.body", "body": rest, "more_body": False})
+        except asyncio.CancelledError:
+            if not left or streaming.uncancel() > 0:
+                raise  # cancelled by more than the client leaving: the server is stopping
+        finally:
+            watcher.cancel()
+            await messages.aclose()
