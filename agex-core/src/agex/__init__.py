@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import importlib
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+from agex.version import __version__ as __version__
 
-__version__ = "0.1.0"
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 
 _EXPORTS = {
     "Agent": "agex.agent",

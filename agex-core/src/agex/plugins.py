@@ -10,6 +10,7 @@ providers register through the same hooks and are always on.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import threading
@@ -20,7 +21,7 @@ from typing import Any, NamedTuple
 
 import pluggy
 
-from agex import __version__, core_plugin, hookspecs
+from agex import hookspecs
 from agex.catalog import SUPPLIERS
 from agex.entry_points import EntryPoint, canonical, entry_points
 from agex.errors import (
@@ -30,9 +31,13 @@ from agex.errors import (
     UnknownProviderError,
 )
 from agex.registry import HOOKS, Provider, Registry
+from agex.version import __version__
 
 GROUP = "agex"
 CORE = "agex-core"
+#: Core's own providers: a plugin like any other, loaded by name (it sits above everything
+#: this module serves, so it is never imported from here).
+CORE_PLUGIN = "agex.core_plugin"
 LOAD_ENV = "AGEX_LOAD_PLUGINS"
 DISABLE_ENV = "AGEX_DISABLE_PLUGINS"
 
@@ -95,7 +100,7 @@ class _Manager:
         self._warned: set[str] = set()
 
         self.plugins[CORE] = _Plugin(CORE, CORE, __version__, "builtin", loaded=True)
-        self.pm.register(core_plugin, name=CORE)
+        self.pm.register(importlib.import_module(CORE_PLUGIN), name=CORE)
         found = [
             _Plugin(f"{ep.distribution}:{ep.name}", ep.distribution, ep.version, "entry point", ep)
             for ep in entry_points(GROUP)
