@@ -6,12 +6,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
 from typing import Any
 
+from agex import llm as models
+from agex import plugins
+from agex.errors import RebuildError
+from agex.protocols import LLM, Host, StateConfig
 from agex.sandbox import Policy, Sandbox
-from agex.state.config import StateConfig
+from agex.state.pickling import AgentStateSerializer
+from agex.state.versioned import VersionedState
+from agex.stores import LOCAL
 from agex.task import Task
 
 
@@ -20,14 +26,12 @@ class Agent:
         self,
         primer: str = "You are helpful.",
         name: str | None = None,
-        host: Any = None,
+        host: Host | None = None,
         state: StateConfig | None = None,
-        llm: Any = None,
+        llm: LLM | None = None,
         max_iterations: int = 10,
         timeout: float | None = None,
     ) -> None:
-        from agex.connect import connect_host
-
         if not isinstance(max_iterations, int) or max_iterations < 1:
             raise ValueError(f"max_iterations must be a positive integer, got {max_iterations!r}")
         if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
@@ -43,9 +47,9 @@ class Agent:
             )
         self.primer = primer
         self.name = name or "agent"
-        self.host = host if host is not None else connect_host("local")
+        self.host: Host = host if host is not None else plugins.create("host", "local")
         self.state_config = state if state is not None else StateConfig("ephemeral", None, None)
-        self.llm = llm
+        self.llm: LLM | None = llm
         self.max_iterations = max_iterations
         self.timeout = timeout
         self.policy = Policy()
@@ -115,15 +119,13 @@ class Agent:
             self._sandbox = Sandbox(self.policy)
         return self._sandbox
 
-    def resolved_llm(self) -> Any:
+    def resolved_llm(self) -> LLM:
         """The model client, from ``llm=`` or the environment (AGEX_LLM_PROVIDER)."""
         if self.llm is None:
-            from agex.connect import connect_llm
-
-            self.llm = connect_llm()
+            self.llm = models.create()
         return self.llm
 
-    def state(self, session: str = "default") -> Any:
+    def state(self, session: str = "default") -> VersionedState:
         """The versioned state of a session: ``history()``, ``checkout(commit)``,
         ``revert(commit)``, ``diff(a, b)``, ``values()``."""
         if self.state_config.type != "versioned":
@@ -131,12 +133,9 @@ class Agent:
                 f"agent {self.name!r} has {self.state_config.type} state; only versioned "
                 "state keeps a history to inspect"
             )
-        from agex.state.pickling import AgentStateSerializer
-        from agex.state.stores import storage_for
-        from agex.state.versioned import VersionedState
-
-        remote = getattr(self.host, "state_storage", None)  # a host that keeps state itself
-        storage = remote(self, session) if remote is not None else storage_for(self.state_config)
+        storage = self.host.state_storage(self, session)
+        if storage is None:  # the host keeps no state of its own: this process keeps it
+            storage = LOCAL.storage(self.state_config)
         return VersionedState(storage, AgentStateSerializer(), self.name, session)
 
     def warmup(self) -> None:
@@ -155,10 +154,24 @@ class Agent:
         }
         return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
+    # -- pickling: host and model travel as their configuration --------------------------
+
     def __getstate__(self) -> dict[str, Any]:
+        """The agent as it travels to where its task runs (a server, a Modal container): its
+        host and model go as their configuration, plain data without secrets, and are built
+        again there by their providers; the sandbox is rebuilt from the policy."""
         state = dict(self.__dict__)
-        state["_sandbox"] = None  # rebuilt from the policy where the agent lands
+        state["_sandbox"] = None
+        state["host"] = _config_of(self.host, "dump_config", "host", self.name)
+        state["llm"] = (
+            None if self.llm is None else _config_of(self.llm, "config", "llm", self.name)
+        )
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.host = _rebuild("host", state["host"], self.name)
+        self.llm = None if state["llm"] is None else _rebuild("llm", state["llm"], self.name)
 
     def __repr__(self) -> str:
         return f"Agent(name={self.name!r})"
@@ -168,9 +181,33 @@ def _check_nesting(parent: Agent, sub: Agent) -> None:
     """Either agent's host may refuse the pair (e.g. one it cannot nest), at registration
     rather than at the first call."""
     for host in (parent.host, sub.host):
-        check = getattr(host, "validate_subagent", None)
-        if check is not None:
-            check(parent, sub)
+        host.validate_subagent(parent, sub)
+
+
+def _config_of(provided: Any, method: str, kind: str, agent: str) -> dict[str, Any]:
+    """What rebuilds ``provided`` (the agent's host or model) where the agent lands."""
+    dump = getattr(provided, method, None)
+    config = dump() if dump is not None else None
+    if not isinstance(config, dict) or not isinstance(config.get("provider"), str):
+        raise TypeError(
+            f"the {kind} of agent {agent!r} ({type(provided).__name__}) cannot travel with "
+            f"it: its {method}() must return a dict naming its provider, from which that "
+            f"provider's factory builds it again; make it with connect_{kind}(...)"
+        )
+    return config
+
+
+def _rebuild(kind: str, config: Mapping[str, Any], agent: str) -> Any:
+    """The host or model ``config`` describes, built by its provider here."""
+    options = dict(config)
+    provider = options.pop("provider")
+    try:
+        return plugins.create(kind, provider, **options)
+    except Exception as exc:
+        raise RebuildError(
+            f"the {kind} of agent {agent!r} (provider {provider!r}) cannot be built here from "
+            f"its configuration: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _qualname(obj: Any) -> str:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from agex import plugins
-from agex.state.config import STATE_TYPES, StateConfig
+from agex import llm, plugins
+from agex.protocols import LLM, Host, StateConfig
+from agex.state.config import STATE_TYPES
 
 
-def connect_host(provider: str = "local", **kwargs: Any) -> Any:
+def connect_host(provider: str = "local", **kwargs: Any) -> Host:
     """A host: where an agent's loop runs ("local", "http", "modal", or any installed).
 
     ``kwargs`` go to the provider, e.g. ``url=`` for http or ``gpu=`` for modal.
     """
-    return plugins.create("host", _name("provider", provider), **kwargs)
+    host: Host = plugins.create("host", _name("provider", provider), **kwargs)
+    return host
 
 
 def connect_state(
@@ -40,18 +42,10 @@ def connect_state(
     return StateConfig(type, storage, None if path is None else os.fspath(path))
 
 
-def connect_llm(provider: str | None = None, model: str | None = None, **kwargs: Any) -> Any:
+def connect_llm(provider: str | None = None, model: str | None = None, **kwargs: Any) -> LLM:
     """An LLM client config. ``provider`` and ``model`` default to the environment variables
     AGEX_LLM_PROVIDER and AGEX_LLM_MODEL; ``kwargs`` go to the provider."""
-    provider = provider or os.environ.get("AGEX_LLM_PROVIDER")
-    if not provider:
-        installed = ", ".join(sorted(plugins.providers("llm"))) or "(none)"
-        raise ValueError(
-            "connect_llm() needs a provider: pass provider=... or set AGEX_LLM_PROVIDER. "
-            f"Installed LLM providers: {installed}."
-        )
-    model = model or os.environ.get("AGEX_LLM_MODEL") or None
-    return plugins.create("llm", _name("provider", provider), model=model, **kwargs)
+    return llm.create(provider, model, **kwargs)
 
 
 def _name(parameter: str, value: object) -> str:

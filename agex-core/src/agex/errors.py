@@ -58,6 +58,11 @@ class DuplicateProviderError(ProviderError):
         self.sources = tuple(sources)
 
 
+class RebuildError(ProviderError):
+    """A host or model could not be built again, from its configuration, where its agent was
+    sent (the provider is missing there, or its configuration does not rebuild it)."""
+
+
 class SandboxError(AgexError):
     """Agent code was refused, or could not finish."""
 

@@ -12,7 +12,7 @@ import asyncio
 import contextvars
 import functools
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
 from agex.coercion import conform
 from agex.errors import (
@@ -38,14 +38,13 @@ from agex.events import (
     bound_text,
     jsonable,
 )
-from agex.llm import Message, split_reply
+from agex.llm import split_reply
 from agex.prompt import system_message, task_message
+from agex.protocols import LLM, AgentLike, Invocation, Message, Sink, TaskLike
 from agex.sandbox import CancelScope, Signal
 from agex.state.live import live_session
 from agex.state.recorder import StepRecorder
-
-if TYPE_CHECKING:
-    from agex.hosts import Invocation, Sink
+from agex.stores import LOCAL, Stores
 
 #: Longest printed output or error fed back to the model in one message. Events carry more
 #: (up to ``EVENT_TEXT_LIMIT``): the model's context is the scarcer of the two.
@@ -53,10 +52,26 @@ FEEDBACK_LIMIT = 8000
 #: Longest repr of an input shown in a ``TaskStartEvent``.
 INPUT_LIMIT = 500
 
-#: (session, sink, event loop) of the run whose agent code is running in this context.
-caller: contextvars.ContextVar[tuple[str, Sink, asyncio.AbstractEventLoop] | None] = (
-    contextvars.ContextVar("agex_caller", default=None)
-)
+
+class Caller(NamedTuple):
+    """The run whose agent code is running in this context: what a sub-agent it calls
+    inherits (its session, its sink for events, the storages its state lives in), and the
+    event loop the sub-agent runs on."""
+
+    session: str
+    sink: Sink
+    loop: asyncio.AbstractEventLoop
+    stores: Stores
+
+
+caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("agex_caller", default=None)
+
+
+def inherited_stores() -> Stores:
+    """The storages of the run calling from here (a sub-agent's state lives where its
+    caller's does: on a server, inside its state directory), or this process's."""
+    inherited = caller.get()
+    return LOCAL if inherited is None else inherited.stores
 
 
 class TaskSuccess(Signal):
@@ -106,10 +121,14 @@ SIGNALS = {
 }
 
 
-async def run_loop(invocation: Invocation, sink: Sink) -> Any:
-    agent, session = invocation.agent, invocation.session
+async def run_loop(invocation: Invocation, sink: Sink, stores: Stores = LOCAL) -> Any:
+    """Run ``invocation``'s task to its end: return its value or raise its outcome. Events
+    and model output go to ``sink``; versioned state lives in the storages of ``stores``,
+    and so does that of the sub-agents the task calls."""
+    agent: AgentLike = invocation.agent
+    session = invocation.session
     if agent.state_config.type == "versioned":
-        recorder = StepRecorder(agent, session)
+        recorder = StepRecorder(agent, session, stores.storage(agent.state_config))
         namespace = agent.sandbox.namespace(builtins=SIGNALS)
         # Loading can run the agent's own methods (a stored set hashes its items): under
         # the agent's time limit, and no signal raised there is obeyed.
@@ -127,10 +146,10 @@ async def run_loop(invocation: Invocation, sink: Sink) -> Any:
                 "move it back with agent.state(session).revert(...)"
             ) from None
         namespace.update(invocation.arguments)
-        return await _run(invocation, sink, namespace, recorder)
+        return await _run(invocation, sink, stores, namespace, recorder)
     if agent.state_config.type != "live":
         namespace = agent.sandbox.namespace(invocation.arguments, builtins=SIGNALS)
-        return await _run(invocation, sink, namespace)
+        return await _run(invocation, sink, stores, namespace)
     with live_session(agent.name, session) as namespace:
         # Another agent of this name may have left its registrations here: only variables
         # carry over, and this agent's registrations and builtins are put back.
@@ -139,7 +158,7 @@ async def run_loop(invocation: Invocation, sink: Sink) -> Any:
         fresh = agent.sandbox.namespace(invocation.arguments, builtins=SIGNALS)
         namespace.update(fresh)
         namespace[INJECTED] = set(agent.policy.names)
-        return await _run(invocation, sink, namespace)
+        return await _run(invocation, sink, stores, namespace)
 
 
 #: The key under which a live namespace remembers which names the sandbox put there.
@@ -149,10 +168,13 @@ INJECTED = "_agex_registered"
 async def _run(
     invocation: Invocation,
     sink: Sink,
+    stores: Stores,
     namespace: dict[str, Any],
     recorder: StepRecorder | None = None,
 ) -> Any:
-    agent, task, session = invocation.agent, invocation.task, invocation.session
+    agent: AgentLike = invocation.agent
+    task: TaskLike = invocation.task
+    session = invocation.session
     llm = agent.resolved_llm()
     sandbox = agent.sandbox
     commit: str | None = None
@@ -171,7 +193,7 @@ async def _run(
         task_name=task.name,
         inputs={k: bound_text(repr(v), INPUT_LIMIT) for k, v in invocation.arguments.items()},
     )
-    token = caller.set((session, sink, asyncio.get_running_loop()))
+    token = caller.set(Caller(session, sink, asyncio.get_running_loop(), stores))
     scope = CancelScope()
     try:
         for step in range(1, agent.max_iterations + 1):
@@ -329,7 +351,7 @@ def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(deadline - time.monotonic(), 0.0)
 
 
-async def _ask(llm: Any, messages: list[Message], sink: Sink, deadline: float | None) -> str:
+async def _ask(llm: LLM, messages: list[Message], sink: Sink, deadline: float | None) -> str:
     pieces: list[str] = []
 
     async def collect() -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import functools
 import inspect
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from agex.agent import Agent
-    from agex.task import Task
+from agex.protocols import AgentLike as Agent
+from agex.protocols import TaskLike as Task
 
 RULES = """\
 Rules:

@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import pickle
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-
-@runtime_checkable
-class Serializer(Protocol):
-    """Turns values into bytes and back. ``loads(dumps(v))`` must equal ``v``."""
-
-    def dumps(self, value: Any) -> bytes: ...
-
-    def loads(self, data: bytes) -> Any: ...
+from agex.protocols import Serializer as Serializer
 
 
 class CloudpickleSerializer:

@@ -14,21 +14,19 @@ import textwrap
 import threading
 import typing
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agex.coercion import conform
 from agex.errors import CallDenied
-from agex.hosts import Invocation, Sink, check_session
+from agex.loop import caller
+from agex.protocols import AgentLike, Invocation, Sink, check_session
 from agex.sandbox.ownership import agent_code_in
-
-if TYPE_CHECKING:
-    from agex.agent import Agent
 
 _runners = threading.local()
 
 
 class Task:
-    def __init__(self, agent: Agent, func: Callable[..., Any]) -> None:
+    def __init__(self, agent: AgentLike, func: Callable[..., Any]) -> None:
         if not inspect.isfunction(func) or func.__name__ == "<lambda>":
             raise TypeError(
                 f"@task takes a function defined with def, got {type(func).__name__}: its "
@@ -45,7 +43,9 @@ class Task:
                 f"task {func.__name__} needs a docstring: it is the agent's instructions"
             )
         _require_empty_body(func)
-        self.agent = agent
+        #: The ``agex.agent.Agent`` whose task this is (typed loosely: that module imports
+        #: this one).
+        self.agent: Any = agent
         clash = sorted(RESERVED & set(inspect.signature(func).parameters))
         if clash:
             raise TypeError(
@@ -134,14 +134,12 @@ class Task:
         on_event: Callable[..., Any] | None,
         on_token: Callable[[str], Any] | None,
     ) -> Any:
-        from agex.loop import caller
-
         inherited = caller.get()
         if session is None:
-            session = inherited[0] if inherited else "default"
+            session = inherited.session if inherited else "default"
         check_session(session)
         if on_event is None and inherited is not None:
-            on_event = inherited[1].on_event  # a sub-agent's events reach its caller
+            on_event = inherited.sink.on_event  # a sub-agent's events reach its caller
         sink = Sink(on_event, on_token)
         return await self.agent.host.arun(Invocation(self.agent, self, arguments, session), sink)
 
@@ -176,12 +174,10 @@ class Task:
         """Run this task for agent code running in a sandbox worker thread: on the calling
         run's event loop, waiting in short slices so the caller's time limit or
         cancellation can interrupt the wait, and then cancel this task too."""
-        from agex.loop import caller
-
         inherited = caller.get()
         if inherited is None:
             return self(*args, **kwargs)
-        session, sink, loop = inherited
+        session, sink, loop = inherited.session, inherited.sink, inherited.loop
         # Checked here, under the calling run's time limit: the event loop must never run
         # the caller's code (its __iter__, __eq__, __repr__).
         arguments = self.bind(args, kwargs)

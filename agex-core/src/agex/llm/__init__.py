@@ -8,28 +8,33 @@ and never travel.
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol, TypedDict, runtime_checkable
+from typing import Any
+
+from agex import plugins
+from agex.protocols import LLM as LLM
+from agex.protocols import Message as Message
+
+PROVIDER_ENV = "AGEX_LLM_PROVIDER"
+MODEL_ENV = "AGEX_LLM_MODEL"
 
 
-class Message(TypedDict):
-    role: str  # "system", "user" or "assistant"
-    content: str
-
-
-@runtime_checkable
-class LLM(Protocol):
-    provider: str
-    model: str | None
-
-    def stream(self, messages: Sequence[Message]) -> AsyncIterator[str]:
-        """The reply to ``messages``, piece by piece as the model produces it."""
-        ...
-
-    def config(self) -> dict[str, Any]:
-        """What rebuilds this client elsewhere: provider, model and options, no secrets."""
-        ...
+def create(provider: str | None = None, model: str | None = None, **options: Any) -> LLM:
+    """A model client from its provider; ``provider`` and ``model`` default to the
+    environment variables AGEX_LLM_PROVIDER and AGEX_LLM_MODEL."""
+    provider = provider or os.environ.get(PROVIDER_ENV)
+    if not provider:
+        installed = ", ".join(sorted(plugins.providers("llm"))) or "(none)"
+        raise ValueError(
+            f"connect_llm() needs a provider: pass provider=... or set {PROVIDER_ENV}. "
+            f"Installed LLM providers: {installed}."
+        )
+    if not isinstance(provider, str):
+        raise TypeError(f"provider must be a provider name (a string), got {provider!r}")
+    model = model or os.environ.get(MODEL_ENV) or None
+    llm: LLM = plugins.create("llm", provider, model=model, **options)
+    return llm
 
 
 _FENCE = re.compile(r"```(?:python|py)[ \t]*\n(.*?)(?:```|\Z)", re.S)

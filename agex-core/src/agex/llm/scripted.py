@@ -1,8 +1,8 @@
 """LLM "scripted": replays the replies it was given, in order. How tests, benchmarks and the
 offline demo drive agents without a model.
 
-The position is kept on the object, so successive tasks (and a remote run, which starts from
-the client's position) continue where the previous call stopped.
+The position is kept on the object, and in its configuration, so successive tasks (and a
+remote run, which starts from the client's position) continue where the previous call stopped.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from agex.llm import Message
+from agex.protocols import LLM, Message
 
 
 class ScriptExhausted(RuntimeError):
     """Every scripted reply has been used."""
 
 
-class ScriptedLLM:
+class ScriptedLLM(LLM):
     provider = "scripted"
 
     def __init__(
@@ -27,6 +27,7 @@ class ScriptedLLM:
         delay: float = 0.0,
         chunk_size: int | None = None,
         model: str | None = None,
+        position: int = 0,
     ) -> None:
         if isinstance(responses, str) or not all(isinstance(r, str) for r in responses):
             raise TypeError("responses must be a list of strings, one per model reply")
@@ -34,11 +35,16 @@ class ScriptedLLM:
             raise ValueError(f"delay must be zero or more seconds, got {delay!r}")
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+        if not isinstance(position, int) or not 0 <= position <= len(responses):
+            raise ValueError(
+                f"position must be the index of the next reply, 0 to {len(responses)}, "
+                f"got {position!r}"
+            )
         self.responses = list(responses)
         self.delay = delay
         self.chunk_size = chunk_size
         self.model = model
-        self.position = 0
+        self.position = position
 
     async def stream(self, messages: Sequence[Message]) -> AsyncIterator[str]:
         if self.position >= len(self.responses):

@@ -16,23 +16,21 @@ import dis
 import functools
 from collections.abc import Iterable
 from types import CodeType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from agex.protocols import AgentLike, Storage
 from agex.sandbox.ownership import agent_class, agent_function
 from agex.state.pickling import AgentStateSerializer, loading_into
-from agex.state.stores import storage_for
 from agex.state.versioned import Committed, VersionedState
-
-if TYPE_CHECKING:
-    from agex.agent import Agent
 
 
 class StepRecorder:
-    def __init__(self, agent: Agent, session: str) -> None:
+    """The versioned state of ``agent`` in ``session``, kept in ``storage`` (the caller
+    chooses it: see ``agex.stores``)."""
+
+    def __init__(self, agent: AgentLike, session: str, storage: Storage) -> None:
         self.agent = agent
-        self.state = VersionedState(
-            storage_for(agent.state_config), AgentStateSerializer(), agent.name, session
-        )
+        self.state = VersionedState(storage, AgentStateSerializer(), agent.name, session)
         self.base = self.state.head()
         self._saved: set[str] = set()  # the variables the last commit holds
         # Names some agent function rebinds (``global x``): it may be called from anywhere,

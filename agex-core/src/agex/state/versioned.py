@@ -32,8 +32,7 @@ from typing import Any
 from urllib.parse import quote
 
 from agex.errors import StateConflict, StateIntegrityError, StateLoadError
-from agex.serializers import Serializer
-from agex.storage import Storage
+from agex.protocols import Serializer, Storage
 
 KEY_ENV = "AGEX_STATE_KEY"
 #: ``base=HEAD``: commit on top of whatever the head is now.

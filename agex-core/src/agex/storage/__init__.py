@@ -1,41 +1,15 @@
-"""The storage protocol: the few byte-store operations versioned state is built on.
+"""Storages: the protocol (:class:`Storage`, defined in :mod:`agex.protocols`) and the checks
+every storage makes of what it is given.
 
-It is small on purpose, so that a Redis, S3 or database storage is an afternoon's work.
-Every storage passes ``agex.testing.StorageContract``.
+The protocol is small on purpose, so that a Redis, S3 or database storage is an afternoon's
+work. Every storage passes ``agex.testing.StorageContract``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping
 
-
-@runtime_checkable
-class Storage(Protocol):
-    """Keys are non-empty strings, values are bytes."""
-
-    def get(self, key: str) -> bytes | None:
-        """The value at ``key``, or None when there is none."""
-        ...
-
-    def put_many(self, items: Mapping[str, bytes]) -> None:
-        """Write every item, or none of them if the write fails."""
-        ...
-
-    def delete(self, key: str) -> None:
-        """Remove ``key``; removing a missing key is not an error."""
-        ...
-
-    def compare_and_set(self, key: str, expected: bytes | None, new: bytes) -> bool:
-        """Atomically set ``key`` to ``new`` if it holds ``expected`` (None: if it is absent).
-
-        Returns whether it did. This is what moves a session's head safely.
-        """
-        ...
-
-    def keys(self, prefix: str = "") -> Iterable[str]:
-        """Every key that starts with ``prefix``."""
-        ...
+from agex.protocols import Storage as Storage
 
 
 def check_key(key: object) -> str:
