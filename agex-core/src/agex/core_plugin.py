@@ -1,29 +1,41 @@
-"""Core's own providers, registered through the same hooks as any plugin's."""
+"""Core's own providers, registered through the same hooks as any plugin's.
+
+This module is the top of agex-core: the plugin manager loads it by name. Each factory
+imports what it builds when it is first called, so that loading the plugin (on the first
+provider lookup) stays cheap: the loop, the sandbox and click load only when used.
+"""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from agex.errors import ProviderNotInstalledError
 from agex.hookspecs import hookimpl
+from agex.protocols import LLM, Host, Serializer, Storage
 
 if TYPE_CHECKING:
+    import click
+
     from agex.registry import Registry
 
 
-def _cloudpickle() -> Any:
+def _cloudpickle() -> Serializer:
     from agex.serializers import CloudpickleSerializer
 
     return CloudpickleSerializer()
 
 
-def _memory(path: str | None = None) -> Any:
+def _memory(path: str | None = None) -> Storage:
     """A new in-process store; ``path`` only names it (agex keeps one store per path)."""
     from agex.storage.memory import MemoryStorage
 
     return MemoryStorage()
 
 
-def _local(**options: Any) -> Any:
+def _local(**options: Any) -> Host:
     from agex.hosts.local import LocalHost
 
     if options:
@@ -31,33 +43,29 @@ def _local(**options: Any) -> Any:
     return LocalHost()
 
 
-def _scripted(**options: Any) -> Any:
+def _scripted(**options: Any) -> LLM:
     from agex.llm.scripted import ScriptedLLM
 
     return ScriptedLLM(**options)
 
 
-def _sdk_llm(name: str, sdk: str, module: str, cls: str) -> Any:
-    def make(**options: Any) -> Any:
-        import importlib
-        import importlib.util
-
+def _sdk_llm(name: str, sdk: str, module: str, cls: str) -> Callable[..., LLM]:
+    def make(**options: Any) -> LLM:
         if importlib.util.find_spec(sdk) is None:
-            from agex.errors import ProviderNotInstalledError
-
             raise ProviderNotInstalledError("llm", name, sdk, f'pip install "agex-core[{name}]"')
-        return getattr(importlib.import_module(module), cls)(**options)
+        llm: LLM = getattr(importlib.import_module(module), cls)(**options)
+        return llm
 
     return make
 
 
-def _demo_command() -> Any:
+def _demo_command() -> click.Command:
     from agex.cli.demo import demo
 
     return demo
 
 
-def _plugins_command() -> Any:
+def _plugins_command() -> click.Command:
     from agex.cli.list_plugins import plugins
 
     return plugins

@@ -163,7 +163,7 @@ class _Manager:
             plugin.loaded = True
 
     def _fail(self, plugin: _Plugin, exc: Exception, what: str) -> None:
-        import traceback
+        import traceback  # only for a failing plugin: the first lookup stays cheap
 
         plugin.error = f"{type(exc).__name__}: {exc}"
         plugin.traceback = "".join(traceback.format_exception(exc))
@@ -244,7 +244,7 @@ class _Manager:
             f"No {kind} provider named {name!r}. "
             f"Installed {kind} providers: {', '.join(names) or '(none)'}."
         ]
-        import difflib
+        import difflib  # only for a missing provider: the first lookup stays cheap
 
         close = difflib.get_close_matches(name, names, n=1)
         if close:

@@ -17,7 +17,7 @@ class CloudpickleSerializer:
     """
 
     def __init__(self) -> None:
-        import cloudpickle
+        import cloudpickle  # the protocol's importers need not load it
 
         self._dumps = cloudpickle.dumps
 

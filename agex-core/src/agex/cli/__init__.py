@@ -6,8 +6,9 @@ from typing import Any
 
 import click
 
-from agex import __version__, plugins
+from agex import plugins
 from agex.errors import UnknownProviderError
+from agex.version import __version__
 
 
 class _PluginCommands(click.Group):

@@ -51,7 +51,10 @@ def load_sales() -> list[dict[str, object]]:
 @click.option("--delay", default=0.3, show_default=True, help="Seconds per scripted reply.")
 def demo(provider: str, model: str | None, delay: float) -> None:
     """Watch an agent solve a small data task, step by step."""
-    from agex import Agent, connect_llm, pprint_events
+    # The agent machinery loads when the demo runs, not when `agex --help` lists it.
+    from agex.agent import Agent
+    from agex.connect import connect_llm
+    from agex.display import pprint_events
     from agex.errors import AgexError
 
     try:

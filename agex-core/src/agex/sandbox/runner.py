@@ -63,7 +63,7 @@ class CancelScope:
         self.cancelled = True
         watch = self._watch
         if watch is not None:
-            from agex.sandbox.watchdog import watchdog
+            from agex.sandbox.watchdog import watchdog  # ctypes and a thread: only when used
 
             watchdog().at(time.monotonic(), watch, CancelInterrupt)
 
@@ -239,7 +239,7 @@ class Sandbox:
     def _watch(timeout: float | None, cancel: CancelScope | None) -> Any:
         if timeout is None and cancel is None:
             return None
-        from agex.sandbox.watchdog import Watch, watchdog
+        from agex.sandbox.watchdog import Watch, watchdog  # ctypes and a thread: only when used
 
         watch = Watch(threading.get_ident())
         if timeout is not None:
@@ -252,6 +252,6 @@ class Sandbox:
 
 
 def agent_error(exc: BaseException, source: str) -> str:
-    from agex.sandbox.tracebacks import agent_traceback
+    from agex.sandbox.tracebacks import agent_traceback  # loaded by the first error only
 
     return agent_traceback(exc, source, AGENT_FILENAME)
