@@ -32,7 +32,8 @@ def test_extras_pin_the_siblings_to_the_same_version() -> None:
         ("disk", "agex-state-disk"),
     ]:
         assert extras[extra] == [f"{dist}=={agex.__version__}"]
-    assert extras["all"] == ["agex-core[http,modal,disk,openai,anthropic]"]
+    assert extras["server"] == [f"agex-host-http[server]=={agex.__version__}"]
+    assert extras["all"] == ["agex-core[http,server,modal,disk,openai,anthropic]"]
 
 
 def test_plugins_pin_core_and_declare_their_entry_point() -> None:
