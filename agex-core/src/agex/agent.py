@@ -194,7 +194,7 @@ def _config_of(provided: Any, method: str, kind: str, agent: str) -> dict[str, A
             f"it: its {method}() must return a dict naming its provider, from which that "
             f"provider's factory builds it again; make it with connect_{kind}(...)"
         )
-    return config
+    return dict(config)
 
 
 def _rebuild(kind: str, config: Mapping[str, Any], agent: str) -> Any:
@@ -214,7 +214,7 @@ def _qualname(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
 
 
-def _llm_identity(llm: Any) -> Any:
+def _llm_identity(llm: LLM | None) -> dict[str, Any] | None:
     if llm is None:
         return None
     return {"provider": getattr(llm, "provider", None), "model": getattr(llm, "model", None)}
