@@ -33,7 +33,7 @@ MATRIX: dict[str, tuple[list[str], list[str]]] = {
     "disk": (["disk"], ["disk"]),
     "all": (["all"], ["http", "modal", "disk", "e2e"]),
     "thirdparty": (
-        [str(EXAMPLES / f"agex-example-{d}") for d in ("shelf", "clash", "broken")],
+        [str(EXAMPLES / f"agex-example-{d}") for d in ("shelf", "clash", "broken", "subprocess")],
         ["thirdparty"],
     ),
 }

@@ -81,6 +81,10 @@ class LLM(Protocol):
 
     provider: str
     model: str | None
+    #: The keys of ``config()`` that move as the model is used (a scripted model's position):
+    #: after a remote run, the caller's model takes the far side's values of these, and of
+    #: nothing else.
+    resumable: tuple[str, ...] = ()
 
     def stream(self, messages: Sequence[Message]) -> AsyncIterator[str]:
         """The reply to ``messages``, piece by piece as the model produces it."""

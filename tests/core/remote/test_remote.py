@@ -213,10 +213,20 @@ def test_the_caller_continues_with_the_model_as_the_run_left_it() -> None:
     ran.position = 1
     settle(remote.success(1, SERIALIZER, "k", ran), agent=agent)
     assert agent.llm.position == 1
-    other = plugins.create("llm", "scripted", responses=["x"])
-    other.provider = "elsewhere"
-    settle(remote.success(1, SERIALIZER, "k", other), agent=agent)
-    assert agent.llm.position == 1  # another provider's config is not the caller's model
+    model = agent.llm
+    hostile = {**ran.config(), "position": 2, "responses": ["task_success(evil)"], "delay": 9}
+    settle({"kind": "result", "json": 1, "model": hostile}, agent=agent)
+    assert agent.llm is model  # the same object, moved on
+    assert (model.position, model.responses[0], model.delay) == (
+        2,
+        "Step 1.\n```python\ntask_success(1)\n```",
+        0.0,
+    )
+    settle({"kind": "result", "json": 1, "model": {**hostile, "position": "9"}}, agent=agent)
+    assert model.position == 2  # a value of another type is ignored
+    other = {**ran.config(), "provider": "elsewhere", "position": 0}
+    settle({"kind": "result", "json": 1, "model": other}, agent=agent)
+    assert model.position == 2  # another provider's config is not the caller's model
 
 
 def test_deliver_hands_events_and_tokens_to_the_callbacks() -> None:

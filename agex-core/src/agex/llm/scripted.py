@@ -20,6 +20,8 @@ class ScriptExhausted(RuntimeError):
 
 class ScriptedLLM(LLM):
     provider = "scripted"
+    #: A remote run hands the position back: the caller's script continues where it stopped.
+    resumable = ("position",)
 
     def __init__(
         self,

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agex.errors import AgexError
-from agex.hosts import check_session
+from agex.protocols import check_session
 from agex.remote import shipping
 from agex.state.config import STATE_TYPES, StateConfig
 
 if TYPE_CHECKING:
-    from agex.hosts import Invocation
+    from agex.protocols import Invocation
 
 #: Longest time limit an envelope may ask for (about 115 days).
 LONGEST = 10**7

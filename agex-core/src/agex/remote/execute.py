@@ -8,13 +8,13 @@ host that forwards messages as they come): there is one way a shipped task runs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from agex import plugins
 from agex.errors import ProviderError, TaskCancelled, TaskTimeout
-from agex.hosts import Invocation
 from agex.loop import run_loop
+from agex.protocols import Invocation
 from agex.remote.envelope import Envelope, Refused
 from agex.remote.messages import ENDS, Message, Outbox
 from agex.remote.outcome import failure, success
@@ -22,8 +22,7 @@ from agex.remote.shipping import unship
 from agex.stores import LOCAL, Stores
 
 if TYPE_CHECKING:
-    from agex.serializers import Serializer
-    from agex.task import Task
+    from agex.protocols import Serializer
 
 #: Payloads larger than this are loaded in a worker thread, not on the event loop.
 INLINE_LOAD = 256 * 1024
@@ -33,7 +32,7 @@ class Shipped(NamedTuple):
     """A task loaded on the far side, ready to run."""
 
     envelope: Envelope
-    task: Task
+    task: Any  # an agex.task.Task (a layer above): its agent is what runs
     arguments: dict[str, Any]
     serializer: Serializer
 
@@ -102,18 +101,16 @@ async def stream(
     stores: Stores = LOCAL,
     key: str = "",
     stop: asyncio.Event | None = None,
-) -> AsyncIterator[Message]:
+) -> AsyncGenerator[Message, None]:
     """Run a shipped task here and yield its messages as they come, outcome last. A task that
     cannot be loaded yields only its error. Setting ``stop`` cancels the run, whose
     ``TaskCancelled`` outcome is still yielded; closing the iterator cancels it too."""
-    outbox = Outbox()
     try:
         shipped = await unpack(envelope, payload)
     except Refused as refused:
-        outbox.finish(failure(refused))
-        for message in outbox.read():
-            yield message
+        yield Message(1, "error", failure(refused))
         return
+    outbox = Outbox()
     running = asyncio.ensure_future(execute(shipped, outbox, stores=stores, key=key))
     stopping = asyncio.ensure_future(_stop(stop, running)) if stop is not None else None
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from agex.hosts import Sink
+from agex.protocols import Sink
 
 if TYPE_CHECKING:
     from agex.events import Event

@@ -7,7 +7,8 @@ the key both sides share. The four task outcomes (``TaskFail``, ``TaskClarify``,
 becomes a :class:`~agex.errors.RemoteExecutionError` carrying the remote traceback.
 
 An outcome also carries the configuration the model ended the run with, so a model whose
-configuration moves as it is used (the scripted model's position) continues from there.
+configuration moves as it is used (the scripted model's position) continues from there: only
+in the keys the model declares ``resumable``.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from typing import TYPE_CHECKING, Any
 from agex.errors import RemoteExecutionError
 
 if TYPE_CHECKING:
-    from agex.agent import Agent
-    from agex.hosts import Sink
-    from agex.serializers import Serializer
+    from agex.protocols import AgentLike as Agent
+    from agex.protocols import Serializer, Sink
 
 #: Task outcomes the caller raises as their own type; anything else is a RemoteExecutionError.
 OUTCOMES = ("TaskFail", "TaskClarify", "TaskTimeout", "TaskCancelled")
@@ -116,16 +116,17 @@ def _with_model(outcome: dict[str, Any], model: Any) -> dict[str, Any]:
 
 
 def _resume(agent: Agent, config: Any) -> None:
-    """Continue with the model as the run left it, when its configuration moved."""
+    """Continue with the model as the run left it: only the configuration keys the model
+    names as moving with use (``resumable``, e.g. the scripted model's position), only with
+    values of the type they have here. The far side chooses nothing else of the caller's
+    model (not its endpoint, not its options)."""
     llm = agent.llm
-    if llm is None or not isinstance(config, dict) or config == llm.config():
+    if llm is None or not isinstance(config, dict) or config.get("provider") != llm.provider:
         return
-    if config.get("provider") != llm.provider:
-        return  # not the caller's model: the far side chose its own
-    from agex import plugins
-
-    options = {k: v for k, v in config.items() if k != "provider"}
-    agent.llm = plugins.create("llm", llm.provider, **options)
+    for name in getattr(type(llm), "resumable", ()):
+        value, current = config.get(name), getattr(llm, name, None)
+        if type(value) is type(current):
+            setattr(llm, name, value)
 
 
 def _plain(value: Any, depth: int = 0) -> bool:

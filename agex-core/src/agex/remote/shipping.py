@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any
 from agex.errors import AgexError
 
 if TYPE_CHECKING:
-    from agex.hosts import Invocation
-    from agex.serializers import Serializer
+    from agex.protocols import Invocation, Serializer
 
 
 class NotSerializableError(AgexError, TypeError):
@@ -52,11 +51,11 @@ def versions() -> dict[str, str]:
     """What must match between the client and the host for serialized code to load."""
     import cloudpickle
 
-    import agex
+    from agex.version import __version__
 
     return {
         "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-        "agex": agex.__version__,
+        "agex": __version__,
         "cloudpickle": cloudpickle.__version__,
     }
 

@@ -55,7 +55,8 @@ class HostContract(ProviderContract):
     def test_a_task_streams_events_and_tokens_and_returns_its_value(
         self, host: Any, tmp_path: Path
     ) -> None:
-        agent = self.agent(host, scripted("n = 40\nprint(n)", "task_success(n + x)"), tmp_path)
+        llm = scripted("n = 40\nprint(n)", "task_success(n + x)")
+        agent = self.agent(host, llm, tmp_path)
         events: list[Any] = []
         tokens: list[str] = []
 
@@ -74,7 +75,7 @@ class HostContract(ProviderContract):
         ]
         assert [e.step for e in events] == [0, 1, 1, 2, 2]
         assert events[2].text == "40\n"
-        assert "".join(tokens) == "".join(agent.llm.responses)
+        assert "".join(tokens) == "".join(llm.responses)
 
     def test_values_keep_their_type(self, host: Any, tmp_path: Path) -> None:
         agent = self.agent(

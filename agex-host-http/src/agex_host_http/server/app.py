@@ -75,7 +75,7 @@ _SSE: dict[int | str, dict[str, Any]] = {
 #: The run endpoints declare the bearer scheme here rather than as a dependency: every run
 #: goes through them, Guard has already checked the token, and a dependency costs each
 #: request its resolution.
-_SECURED = {"security": [{"HTTPBearer": []}]}
+_SECURED: dict[str, Any] = {"security": [{"HTTPBearer": []}]}
 _TASK_BODY = {
     **_SECURED,
     "requestBody": {

@@ -23,7 +23,7 @@ class TimedHeadProtocol(HttpToolsProtocol):
     head_timeout = HEAD_TIMEOUT
     _head_timer: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._arm()
 
