@@ -14,6 +14,7 @@ from measure import PEER, report, run_peer
 
 from agex import Agent, connect_state
 from agex.state.recorder import StepRecorder
+from agex.stores import LOCAL
 
 SIZES_MB = (1, 10, 100)
 ROUNDS = 30
@@ -48,7 +49,7 @@ def ours(storage: str, size_mb: int, tmp: str) -> float:
         name=f"bench-{storage}-{size_mb}",
         state=connect_state(type="versioned", storage=storage, path=path),
     )
-    recorder = StepRecorder(agent, "s")
+    recorder = StepRecorder(agent, "s", LOCAL.storage(agent.state_config))
     namespace = agent.sandbox.namespace()
     recorder.load_into(namespace)
     for i in range(size_mb):

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import itertools
 
+import grimp
 import pytest
-
-grimp = pytest.importorskip("grimp", reason="grimp (import-linter's graph) is not installed")
 
 
 @pytest.fixture(scope="module")

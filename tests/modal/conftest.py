@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agex.state import stores
+from agex.stores import LOCAL
 from agex_host_modal import sdk
 from agex_host_modal.testing import FakeModal
 
@@ -32,10 +32,10 @@ def clock() -> Clock:
 @pytest.fixture
 def fake(clock: Clock) -> Iterator[FakeModal]:
     modal = FakeModal(secrets=KEYS, clock=clock)
-    stores.forget()  # storages made under another fake must not answer here
+    LOCAL.forget()  # storages made under another fake must not answer here
     try:
         with sdk.use(modal):
             yield modal
     finally:
-        stores.forget()
+        LOCAL.forget()
         modal.close()

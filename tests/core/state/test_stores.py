@@ -9,7 +9,6 @@ from agex import Agent, connect_llm, connect_state
 from agex.errors import StatePathRefused
 from agex.hosts import Invocation, Sink
 from agex.loop import run_loop
-from agex.state import stores as transitional
 from agex.state.config import StateConfig
 from agex.state.pickling import AgentStateSerializer
 from agex.state.versioned import VersionedState
@@ -51,20 +50,6 @@ def test_paths_are_confined_inside_the_root(tmp_path) -> None:
         stores.storage(StateConfig("versioned", "memory", "door/out"))
     inside = stores.storage(StateConfig("versioned", "memory", "/same"))
     assert stores.storage(StateConfig("versioned", "memory", "same")) is inside
-
-
-def test_the_transitional_names_use_this_process_s_stores(tmp_path) -> None:
-    config = StateConfig("versioned", "memory", "transitional")
-    assert transitional.storage_for(config) is LOCAL.storage(config)
-    assert transitional.confined is confined
-    try:
-        transitional.confine_to(tmp_path)
-        assert LOCAL.root == tmp_path.resolve()
-        with pytest.raises(StatePathRefused):
-            transitional.storage_for(StateConfig("versioned", "memory", "../out"))
-    finally:
-        transitional.confine_to(None)
-    assert LOCAL.root is None
 
 
 def test_the_loop_keeps_state_and_its_sub_agents_state_in_the_stores_it_is_given(
