@@ -212,8 +212,9 @@ def agex(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=60)
 
 
-def test_agex_serve_says_what_to_install() -> None:
-    result = agex("serve")
+@pytest.mark.parametrize("args", [(), ("--port", "8000"), ("--help",)])
+def test_agex_serve_says_what_to_install(args: tuple[str, ...]) -> None:
+    result = agex("serve", *args)
     assert result.returncode != 0
     assert SERVER_INSTALL in result.stderr
     assert "Traceback" not in result.stderr

@@ -38,7 +38,14 @@ def _unavailable(name: str, why: str) -> click.Command:
     def fail() -> None:
         raise click.ClickException(f"the {name!r} command is unavailable: {why}")
 
-    return click.Command(name, callback=fail, help=f"(unavailable) {why}", add_help_option=False)
+    return click.Command(
+        name,
+        callback=fail,
+        help=f"(unavailable) {why}",
+        add_help_option=False,
+        # Whatever it is given (`agex serve --port 8000`, `--help`), it says why it cannot run.
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
 
 
 @click.group(cls=_PluginCommands)
