@@ -878,3 +878,34 @@ def test_a_body_that_does_not_arrive_in_time_gets_408(make_server) -> None:
         timeout=10,
     )
     assert response.json() == {"cancelled": 0}  # a body sent in time is read as before
+
+
+def test_bytes_between_requests_do_not_hold_a_connection_open(make_server) -> None:
+    server = make_server("--head-timeout", "0.5")
+    # A stray line end after an answer, and the rest of a body the 401 did not wait for.
+    probes = [
+        (b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n", b"\r\n"),
+        (f"POST {API}/cancel HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n".encode(), b"{"),
+    ]
+    for request, extra in probes:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(request)
+            time.sleep(0.2)
+            started = time.monotonic()
+            with contextlib.suppress(OSError):
+                sock.sendall(extra)
+                while sock.recv(4096):  # the answer, then the close
+                    pass
+            assert time.monotonic() - started < 5, request
+
+
+def test_a_last_event_id_past_the_end_of_a_run_is_400(server) -> None:
+    chosen = run_id()
+    body = wire.request_body(envelope(), shipped_task(server, "task_success(3)"))
+    url = f"{server.url}{API}/runs/{chosen}"
+    assert httpx.post(url, content=body, headers=server.headers, timeout=60).status_code == 200
+    events = f"{url}/events"
+    for last, status in (("1", 200), ("99", 400)):
+        response = httpx.get(events, headers={**server.headers, "last-event-id": last}, timeout=10)
+        assert response.status_code == status, last
+    assert "past" in response.json()["detail"]

@@ -55,6 +55,8 @@ def test_the_envelope_round_trips_as_plain_json() -> None:
         ({"session": ""}, 422, "session"),
         ({"session": "a\nb"}, 422, "printable"),
         ({"agent": 3}, 422, "agent"),
+        ({"agent": "a\x00b"}, 422, "printable"),
+        ({"state": {"type": "versioned", "storage": "disk", "path": "p" * 1001}}, 422, "path"),
         ({"timeout": -1}, 422, "timeout"),
         ({"timeout": True}, 422, "timeout"),
         ({"timeout": float("nan")}, 422, "timeout"),

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 #: Longest time limit an envelope may ask for (about 115 days).
 LONGEST = 10**7
+#: Longest state path an envelope may name.
+MAX_PATH = 1000
 
 
 class Refused(AgexError):
@@ -93,8 +95,8 @@ class Envelope:
         except ValueError as exc:
             raise Refused(422, str(exc)) from None
         agent = raw.get("agent")
-        if not isinstance(agent, str) or not 0 < len(agent) <= 200:
-            raise Refused(422, "agent must be the agent's name, 1 to 200 characters")
+        if not isinstance(agent, str) or not 0 < len(agent) <= 200 or not agent.isprintable():
+            raise Refused(422, "agent must be the agent's name, 1 to 200 printable characters")
         timeout = raw.get("timeout")
         if timeout is not None and (type(timeout) not in (int, float) or not 0 < timeout < LONGEST):
             raise Refused(422, f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -126,6 +128,6 @@ def _state(raw: object) -> StateConfig:
         return StateConfig("live", storage if isinstance(storage, str) else None, None)
     if not isinstance(storage, str) or not storage:
         raise Refused(422, f"{kind} state must name its storage")
-    if path is not None and (not isinstance(path, str) or not path):
-        raise Refused(422, "a state path must be a non-empty string")
+    if path is not None and (not isinstance(path, str) or not 0 < len(path) <= MAX_PATH):
+        raise Refused(422, f"a state path must be a string of 1 to {MAX_PATH} characters")
     return StateConfig(kind, storage, path)

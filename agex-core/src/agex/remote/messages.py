@@ -87,6 +87,11 @@ class Outbox(Sink):
 
     # -- reading ---------------------------------------------------------------------
 
+    @property
+    def last(self) -> int:
+        """The id of the newest message (0 before the first)."""
+        return self._next - 1
+
     def read(self, after: int = 0) -> list[Message] | Lost:
         """The messages after id ``after`` that are written now (none: an empty list)."""
         if after + 1 < self._first:

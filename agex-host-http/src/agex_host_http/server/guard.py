@@ -30,6 +30,9 @@ class Guard:
         self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":  # no route speaks it: refused before anything reads it
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -37,7 +40,8 @@ class Guard:
         refused = self._refuse(scope, headers)
         if refused is not None:
             status, detail, extra = refused
-            await respond(send, status, detail, extra)
+            # The body is never read: the connection goes, with whatever else was sent.
+            await respond(send, status, detail, [*extra, (b"connection", b"close")])
             return
         if scope["method"] in ("POST", "PUT", "PATCH"):
             timed = _TimedBody(receive, send, self.body_timeout)

@@ -4,7 +4,8 @@ uvicorn limits how long an idle kept-alive connection stays open, but not how lo
 may take to send a request's head: a connection that sends nothing, or a header a byte at a
 time, would stay open for as long as the client likes, and enough of them exhaust the
 server's file descriptors. Here each request's head must arrive within ``HEAD_TIMEOUT``
-seconds of the connection opening or of the request's first byte; its body is timed by
+seconds of the connection opening, of the request's first byte, or of any byte that arrives
+while no request is being served; its body is timed by
 :class:`~agex_host_http.server.guard.Guard`.
 """
 
@@ -26,6 +27,13 @@ class TimedHeadProtocol(HttpToolsProtocol):
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # Bytes while no request is being served (a stray line end, the rest of a body the
+        # answer did not wait for) stopped uvicorn's keep-alive timer: this one stands in.
+        if self._head_timer is None and (self.cycle is None or self.cycle.response_complete):
+            self._arm()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

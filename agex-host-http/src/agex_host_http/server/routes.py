@@ -86,7 +86,13 @@ class RunRoutes:
         raw = request.headers.get("last-event-id", "0")
         if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
             return refusal(400, _BAD_LAST_ID)
-        return EventStream(run, int(raw), self.detach_grace)
+        after = int(raw)
+        if after > run.outbox.last:
+            return refusal(
+                400,
+                f"Last-Event-ID {after} is past run {run.id}'s last message ({run.outbox.last})",
+            )
+        return EventStream(run, after, self.detach_grace)
 
     async def _open(self, run_id: str, body: bytes) -> Run | None:
         """The run this request starts, running; None when another request for the same id
