@@ -65,7 +65,7 @@ def test_serve_without_the_http_plugin_says_what_to_install() -> None:
         pytest.skip("agex-host-http is installed in this session")
     result = agex("serve")
     assert result.returncode == 1
-    assert 'pip install "agex-core[http]"' in result.stderr
+    assert 'pip install "agex-core[server]"' in result.stderr
 
 
 class CommandPlugin:

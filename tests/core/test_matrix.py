@@ -26,6 +26,7 @@ REGISTERS: dict[str, set[tuple[str, str]]] = {
     "agex-example-shelf": {("storage", "shelf")},
     "agex-example-clash": {("storage", "shelf")},
     "agex-example-broken": set(),
+    "agex-example-subprocess": {("host", "subprocess")},
 }
 BROKEN = {"agex-example-broken"}
 
