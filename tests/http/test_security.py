@@ -909,3 +909,18 @@ def test_a_last_event_id_past_the_end_of_a_run_is_400(server) -> None:
         response = httpx.get(events, headers={**server.headers, "last-event-id": last}, timeout=10)
         assert response.status_code == status, last
     assert "past" in response.json()["detail"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="reads /proc")
+def test_the_server_raises_its_open_file_limit(make_server) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        server = make_server()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    limits = Path(f"/proc/{server.process.pid}/limits").read_text().splitlines()
+    (line,) = [line for line in limits if line.startswith("Max open files")]
+    assert int(line.split()[3]) > 256  # the soft limit, raised towards the hard one

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import ipaddress
 import os
@@ -124,6 +125,7 @@ def serve(
         + ("token required" if token else "no token (loopback only)"),
         err=True,
     )
+    _more_files()
     # Every run in flight waits through a garbage collection, and with many runs alive a
     # full one took tens of milliseconds, once every round of runs. What is alive now (the
     # modules, the app) lives as long as the server: it is set aside from collections; and
@@ -141,3 +143,17 @@ def serve(
         http=timed_head(head_timeout),
         timeout_graceful_shutdown=5,
     )
+
+
+def _more_files() -> None:
+    """Let the server hold as many connections as the system lets this process open: every
+    run a client follows is a connection, and the usual default of 1024 files is soon met."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
