@@ -3,11 +3,6 @@ WHATWG event-stream format defines them."""
 
 from __future__ import annotations
 
-import re
-
-#: Lines end with CRLF, LF or CR.
-_EOL = re.compile(rb"\r\n|\r|\n")
-
 
 class EventDecoder:
     """Feed it body bytes as they come; it returns each message completed, as (id, event,
@@ -15,9 +10,8 @@ class EventDecoder:
     empty string when a message names none."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._scanned = 0  # the buffer before this has no line end
-        self._after_cr = False
+        self._partial = bytearray()  # the start of a line whose end has not come
+        self._after_cr = False  # the last byte was a CR: a LF just after it is its pair
         self._event = ""
         self._data: list[str] = []
         self.last_id = ""
@@ -27,35 +21,38 @@ class EventDecoder:
             self._after_cr = False
             if data[:1] == b"\n":
                 data = data[1:]  # the LF of a CRLF split between two pieces
-        buffer = self._buffer
-        buffer += data
+        cr = b"\r" in data
+        end = max(data.rfind(b"\n"), data.rfind(b"\r")) if cr else data.rfind(b"\n")
+        if end < 0:  # no line ends here: only the bytes of the new piece are searched
+            self._partial += data
+            return []
+        if self._partial:
+            complete = bytes(self._partial) + data[: end + 1]
+            self._partial.clear()
+        else:
+            complete = data[: end + 1]
+        self._partial += data[end + 1 :]
+        # Lines end at ASCII bytes, so the complete lines decode as one text.
+        text = complete.decode("utf-8", "replace")
+        if cr:
+            self._after_cr = complete[-1:] == b"\r"
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        lines = text.split("\n")
+        lines.pop()  # after the last line end: nothing
         messages: list[tuple[str, str, str]] = []
-        start = 0
-        while end := _EOL.search(buffer, max(start, self._scanned)):
-            message = self._line(buffer[start : end.start()].decode("utf-8", "replace"))
-            if message is not None:
-                messages.append(message)
-            start = end.end()
-        if start:
-            self._after_cr = buffer[start - 1] == 13  # a CR: its LF may come next
-            del buffer[:start]
-        self._scanned = len(buffer)
+        for line in lines:
+            if not line:  # the end of a message: one without data is dropped
+                if self._data:
+                    messages.append((self.last_id, self._event, "\n".join(self._data)))
+                self._event, self._data = "", []
+            elif line[0] != ":":  # not a comment (a keep-alive)
+                field, _, value = line.partition(":")
+                if value[:1] == " ":
+                    value = value[1:]
+                if field == "data":
+                    self._data.append(value)
+                elif field == "event":
+                    self._event = value
+                elif field == "id" and "\0" not in value:
+                    self.last_id = value
         return messages
-
-    def _line(self, line: str) -> tuple[str, str, str] | None:
-        if not line:  # the end of a message: one without data is dropped
-            message = (self.last_id, self._event, "\n".join(self._data)) if self._data else None
-            self._event, self._data = "", []
-            return message
-        if line[0] == ":":
-            return None  # a comment: a keep-alive
-        field, _, value = line.partition(":")
-        if value[:1] == " ":
-            value = value[1:]
-        if field == "data":
-            self._data.append(value)
-        elif field == "event":
-            self._event = value
-        elif field == "id" and "\0" not in value:
-            self.last_id = value
-        return None
