@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import threading
 import time
@@ -20,7 +21,7 @@ from agex import (
     connect_state,
 )
 from agex.testing.host import scripted
-from agex_host_http import client as http_client
+from agex_host_http import transport
 
 
 def disk(path: str = "/runs") -> object:
@@ -241,7 +242,7 @@ def test_a_run_nobody_follows_is_cancelled_after_the_grace_period(
     async def vanish(self, run_id: str) -> None:
         """A client that dies says nothing."""
 
-    monkeypatch.setattr(http_client.HttpHost, "_cancel_run", vanish)
+    monkeypatch.setattr(transport.Server, "cancel_run", vanish)
     steps = ["n = 0"] + ["n += 1"] * 40
     agent = remote(server, scripted(*steps, delay=0.1), state=disk(), name="orphan")
 
@@ -265,8 +266,8 @@ def test_a_client_that_leaves_while_the_model_thinks_is_noticed_at_once(make_ser
     """Nothing is sent while the model thinks (the next keep-alive is seconds away), yet the
     server notices the closed connection, and the detach grace starts then."""
     from agex import plugins
+    from agex import remote as core
     from agex.hosts import Invocation
-    from agex.hosts.shipping import ship
     from agex_host_http import wire
 
     server = make_server("--detach-grace", "0.3")
@@ -276,17 +277,11 @@ def test_a_client_that_leaves_while_the_model_thinks_is_noticed_at_once(make_ser
     def job() -> int:
         """Job."""
 
-    envelope = {
-        "agent": agent.name,
-        "session": "s",
-        "state": {"type": "ephemeral"},
-        "serializer": "cloudpickle",
-        "timeout": 60,
-        "versions": wire.versions(),
-    }
-    payload = ship(Invocation(agent, job, {}, "s"), plugins.create("serializer", "cloudpickle"))
-    url = f"{server.url}{wire.API}/runs/leaving_run_01"
-    body = wire.request_body(envelope, payload)
+    invocation = Invocation(agent, job, {}, "s")
+    envelope = dataclasses.replace(core.Envelope.of(invocation, timeout=60), run="leaving_run_01")
+    payload = core.ship(invocation, plugins.create("serializer", "cloudpickle"))
+    url = f"{server.url}{wire.API}/runs/{envelope.run}"
+    body = wire.request_body(envelope.to_json(), payload)
     with httpx.stream("POST", url, content=body, headers=server.headers, timeout=10) as response:
         assert response.status_code == 200
         assert next(response.iter_lines()).startswith("id: 1")  # the run started

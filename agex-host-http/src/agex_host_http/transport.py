@@ -1,36 +1,57 @@
 """How the http host talks to an agex server: start a run and follow its event stream to the
 end (picking a dropped stream up again with ``Last-Event-ID``), cancel runs, and ask the
-server's versions. Everything about HTTP on the client's side is here; what the messages
-mean is :mod:`agex.remote`'s."""
+server's versions. What the messages mean is :mod:`agex.remote`'s.
+
+All of it goes through httpcore, the transport layer of httpx: HTTP/1.1, TLS and proxies as
+httpx has them. Proxies are those the environment names (HTTP_PROXY, HTTPS_PROXY,
+ALL_PROXY, and NO_PROXY to go around them; SOCKS with the socksio package); certificates
+are checked against SSL_CERT_FILE or SSL_CERT_DIR when set, certifi's otherwise. Each event
+loop has its connections (:mod:`agex_host_http.connections`), and keeps them between runs.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import functools
+import importlib.util
 import json
 import os
+import urllib.request
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote, urlsplit
 
 from agex.errors import RemoteExecutionError
 from agex_host_http import wire
 from agex_host_http.sse import EventDecoder
-from agex_host_http.stream import Origin, StreamError
 
 if TYPE_CHECKING:
-    from agex_host_http.proxied import ProxiedOrigin
+    import ssl
+
+    import httpcore
+
+    from agex_host_http.connections import Pool
 
 TOKEN_ENV = "AGEX_SERVER_TOKEN"
 #: Seconds between attempts to pick a dropped stream up again; then the call fails.
 RECONNECT = (0.1, 0.25, 0.5, 1.0, 2.0)
 #: A stream silent this long is dead: the server sends a keep-alive every 10 seconds.
 READ_TIMEOUT = 60.0
+#: Seconds to connect (TLS included), and to send a request.
+CONNECT_TIMEOUT = 30.0
+#: Seconds a connection is kept idle for the next request: less than the server keeps it
+#: (uvicorn: 5), so that the client, not the server, closes it.
+KEEPALIVE = 4.0
+#: Seconds for the calls that are not runs (the version handshake, cancelling).
+CALL_TIMEOUT = 30.0
 
 #: Called with each new message of a run (its kind and its data, JSON text); returns the
 #: run's outcome when the message is the last one.
 OnMessage = Callable[[str, str], "dict[str, Any] | None"]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class Server:
@@ -40,32 +61,48 @@ class Server:
     def __init__(self, url: str, credential: Callable[[], str | None]) -> None:
         self.url = url
         self.credential = credential
-        self._origins: weakref.WeakKeyDictionary[Any, Origin | ProxiedOrigin] = (
+        parts = urlsplit(url)
+        if parts.hostname is None or parts.scheme not in _DEFAULT_PORTS:
+            raise ValueError(f"not an http:// or https:// address with a host: {url!r}")
+        self._scheme = parts.scheme
+        # A name beyond ASCII goes as the DNS has it (IDNA).
+        self._host = (
+            parts.hostname if parts.hostname.isascii() else parts.hostname.encode("idna").decode()
+        )
+        self._port = parts.port or _DEFAULT_PORTS[parts.scheme]
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        self._authority = (host if parts.port is None else f"{host}:{parts.port}").encode()
+        self._base = quote(parts.path.rstrip("/"), safe="/%:@!$&'()*+,;=-._~")
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pool] = (
             weakref.WeakKeyDictionary()
         )
 
     async def prepare(self) -> None:
         """Connect ahead of the first request, while the caller prepares its body."""
-        await self._origin().connect_ahead()
+        await self._pool().connect_ahead(CONNECT_TIMEOUT)
 
     async def run(self, run_id: str, body: bytes, on_message: OnMessage) -> dict[str, Any]:
         """Start the run and follow it to its end, reconnecting when the stream drops; the
         outcome ``on_message`` returned."""
-        origin = self._origin()
+        from agex_host_http.connections import FAILURES
+
+        pool = self._pool()
         started = False  # the server has the run
         last = 0  # id of the last message handled
         retries = iter(RECONNECT)
         problem: Exception | None = None
         while True:
-            headers = self._headers()
             if started:
-                method, path, content = "GET", f"{wire.API}/runs/{run_id}/events", None
-                headers["last-event-id"] = str(last)
+                method, path, content = b"GET", f"{wire.API}/runs/{run_id}/events", None
+                headers = self._headers(content, b"text/event-stream")
+                headers.append((b"Last-Event-ID", str(last).encode()))
             else:  # sent again, it follows the run if the first attempt got through
-                method, path, content = "POST", f"{wire.API}/runs/{run_id}", body
-            headers["accept"] = "text/event-stream"
+                method, path, content = b"POST", f"{wire.API}/runs/{run_id}", body
+                headers = self._headers(content, b"text/event-stream")
             try:
-                response = await origin.request(method, path, headers, content)
+                response = await pool.send(
+                    method, self._target(path), headers, content, _timeouts()
+                )
                 try:
                     if response.status != 200:
                         raise_for(
@@ -98,7 +135,7 @@ class Server:
                 finally:
                     await response.aclose()
                 problem = None  # the stream ended before the run did
-            except StreamError as exc:
+            except FAILURES as exc:
                 problem = exc
             delay = next(retries, None)
             if delay is None:
@@ -113,79 +150,178 @@ class Server:
     async def cancel_run(self, run_id: str) -> None:
         """Tell the server to stop the run; best effort (the server also cancels runs that
         nobody follows)."""
-        path = f"{wire.API}/runs/{run_id}/cancel"
-        with contextlib.suppress(StreamError, TimeoutError):
+        from agex_host_http.connections import FAILURES
+
+        target = self._target(f"{wire.API}/runs/{run_id}/cancel")
+        with contextlib.suppress(TimeoutError, *FAILURES):
             async with asyncio.timeout(5.0):
-                response = await self._origin().request("POST", path, self._headers(), b"")
-                await response.read()
-                await response.aclose()
+                response = await self._pool().send(
+                    b"POST", target, self._headers(b""), b"", _timeouts()
+                )
+                try:
+                    await response.read()
+                finally:
+                    await response.aclose()
 
     def cancel_session(self, agent: str, session: str) -> int:
         """Stop the agent's runs in ``session`` on the server; how many there were."""
-        import httpx
-
-        response = httpx.post(
-            f"{self.url}{wire.API}/cancel",
-            json={"agent": agent, "session": session},
-            headers=self._headers(),
-            timeout=30.0,
-        )
-        raise_for(response.status_code, response.reason_phrase, response.content, self.url)
-        cancelled: int = response.json()["cancelled"]
+        body = json.dumps({"agent": agent, "session": session}).encode()
+        answer = self._call(b"POST", f"{wire.API}/cancel", body)
+        cancelled: int = answer["cancelled"]
         return cancelled
 
     def version(self) -> dict[str, Any]:
         """What the server runs (``/v1/version``)."""
-        import httpx
-
-        try:
-            response = httpx.get(
-                f"{self.url}{wire.API}/version", headers=self._headers(), timeout=30.0
-            )
-        except httpx.TransportError as exc:
-            raise RemoteExecutionError(
-                f"cannot reach the agex server at {self.url}: {exc}"
-            ) from None
-        raise_for(response.status_code, response.reason_phrase, response.content, self.url)
-        answer: dict[str, Any] = response.json()
-        return answer
+        return self._call(b"GET", f"{wire.API}/version")
 
     # -- plumbing ----------------------------------------------------------------------
 
-    def _headers(self) -> dict[str, str]:
-        credential = self.credential()
-        return {} if credential is None else {"authorization": f"Bearer {credential}"}
+    def _call(self, method: bytes, path: str, body: bytes | None = None) -> dict[str, Any]:
+        """A request outside any event loop, on a connection of its own; the JSON answer."""
+        from agex_host_http.connections import FAILURES
 
-    def _origin(self) -> Origin | ProxiedOrigin:
+        headers = self._headers(body, b"application/json")
+        if body is not None:
+            headers.append((b"Content-Type", b"application/json"))
+        try:
+            with self._maker(proxy_for(self.url), sync=True) as maker:
+                response = maker.request(
+                    method,
+                    self._target(path),
+                    headers=headers,
+                    content=body,
+                    extensions={"timeout": _timeouts(CALL_TIMEOUT)},
+                )
+        except FAILURES as exc:
+            raise RemoteExecutionError(
+                f"cannot reach the agex server at {self.url}: {exc}"
+            ) from None
+        reason = response.extensions.get("reason_phrase", b"")
+        reason = reason.decode("latin-1") if isinstance(reason, bytes) else ""
+        raise_for(response.status, reason, response.content, self.url)
+        try:
+            answer: dict[str, Any] = json.loads(response.content)
+        except ValueError:
+            raise RemoteExecutionError(
+                f"the agex server at {self.url} answered {path} with something not JSON"
+            ) from None
+        return answer
+
+    def _headers(self, body: bytes | None, accept: bytes = b"*/*") -> list[tuple[bytes, bytes]]:
+        headers = [(b"Host", self._authority), (b"Accept", accept)]
+        credential = self.credential()
+        if credential is not None:
+            headers.append((b"Authorization", f"Bearer {credential}".encode()))
+        if body is not None:
+            headers.append((b"Content-Length", str(len(body)).encode()))
+        return headers
+
+    def _target(self, path: str) -> httpcore.URL:
+        import httpcore
+
+        target = (self._base + path).encode()
+        return httpcore.URL(scheme=self._scheme, host=self._host, port=self._port, target=target)
+
+    def _pool(self) -> Pool:
         """The connections of the running event loop (a connection belongs to one loop)."""
         loop = asyncio.get_running_loop()
-        origin = self._origins.get(loop)
-        if origin is None:
+        pool = self._pools.get(loop)
+        if pool is None:
             # Idle connections hold on to their loop: those of loops that have closed (an
             # earlier asyncio.run) go, so that loop and connections can be collected.
-            for closed in [other for other in self._origins if other.is_closed()]:
-                del self._origins[closed]
-            tls = None
-            if self.url.startswith("https:"):
-                tls = _tls(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
-            from agex_host_http.proxied import ProxiedOrigin, names_a_proxy
+            for closed in [other for other in self._pools if other.is_closed()]:
+                del self._pools[closed]
+            import httpcore
 
-            if names_a_proxy(self.url):
-                origin = ProxiedOrigin(self.url, tls, READ_TIMEOUT)
-            else:
-                origin = Origin(self.url, tls, READ_TIMEOUT)
-            self._origins[loop] = origin
-        return origin
+            from agex_host_http.connections import Pool
+
+            origin = httpcore.Origin(self._scheme.encode(), self._host.encode(), self._port)
+            proxy = proxy_for(self.url)
+            maker = None if proxy is None else self._maker(proxy, sync=False)
+            pool = self._pools[loop] = Pool(origin, self._tls(proxy), KEEPALIVE, maker)
+        return pool
+
+    def _tls(self, proxy: str | None) -> ssl.SSLContext | None:
+        if self._scheme == "https" or (proxy is not None and proxy.startswith("https:")):
+            return _tls(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+        return None
+
+    def _maker(self, proxy: str | None, sync: bool) -> Any:
+        """An httpcore pool that makes connections to the server: directly, or through
+        ``proxy``."""
+        import httpcore
+
+        options: dict[str, Any] = {"keepalive_expiry": KEEPALIVE}
+        tls = self._tls(proxy)
+        if tls is not None:
+            options["ssl_context"] = tls
+        if not sync:
+            from agex_host_http.connections import BACKEND
+
+            options["network_backend"] = BACKEND
+        if proxy is None:
+            return (httpcore.ConnectionPool if sync else httpcore.AsyncConnectionPool)(**options)
+        parts = urlsplit(proxy)
+        if parts.hostname is None:
+            raise RemoteExecutionError(f"the proxy the environment names, {proxy!r}, has no host")
+        proxy_url = httpcore.URL(
+            scheme=parts.scheme, host=parts.hostname, port=parts.port, target="/"
+        )
+        auth = None
+        if parts.username is not None:
+            auth = (unquote(parts.username), unquote(parts.password or ""))
+        if parts.scheme in ("http", "https"):
+            if parts.scheme == "https":
+                options["proxy_ssl_context"] = tls
+            kind = httpcore.HTTPProxy if sync else httpcore.AsyncHTTPProxy
+            return kind(proxy_url=proxy_url, proxy_auth=auth, **options)
+        if parts.scheme in ("socks5", "socks5h"):
+            if importlib.util.find_spec("socksio") is None:
+                raise RemoteExecutionError(
+                    f"the proxy for {self.url} is a SOCKS proxy ({proxy}): that needs the "
+                    "socksio package (pip install 'httpx[socks]')"
+                )
+            socks = httpcore.SOCKSProxy if sync else httpcore.AsyncSOCKSProxy
+            return socks(proxy_url=proxy_url, proxy_auth=auth, **options)
+        raise RemoteExecutionError(
+            f"the proxy for {self.url} is {proxy}: only http, https and socks5 proxies work"
+        )
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (HTTP_PROXY, HTTPS_PROXY or ALL_PROXY),
+    unless NO_PROXY exempts its host; None for a direct connection."""
+    proxies = urllib.request.getproxies()
+    parts = urlsplit(url)
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or parts.hostname is None:
+        return None
+    host = parts.hostname
+    port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 80)
+    if urllib.request.proxy_bypass(host if ":" in host else f"{host}:{port}"):
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
+
+
+def _timeouts(limit: float | None = None) -> dict[str, float]:
+    read = READ_TIMEOUT if limit is None else limit
+    send = CONNECT_TIMEOUT if limit is None else limit
+    return {"connect": send, "read": read, "write": send, "pool": send}
 
 
 @functools.lru_cache(maxsize=4)
-def _tls(cafile: str | None, capath: str | None) -> Any:
-    """One TLS context per trust setting (httpx reads SSL_CERT_FILE and SSL_CERT_DIR), made
-    once: loading the certificate store costs tens of milliseconds, and every event loop
-    gets its own connection pool."""
-    import httpx
+def _tls(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    """One TLS context per trust setting, made once: loading the certificate store costs
+    tens of milliseconds, and every event loop gets its own connections."""
+    import ssl
 
-    return httpx.create_ssl_context()
+    if cafile:
+        return ssl.create_default_context(cafile=cafile)
+    if capath:
+        return ssl.create_default_context(capath=capath)
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def raise_for(status: int, reason: str, body: bytes, url: str, run_id: str | None = None) -> None:
