@@ -356,6 +356,36 @@ def test_bursts_of_runs_reuse_the_connections_the_last_burst_left() -> None:
     assert idle == 150
 
 
+def test_a_request_goes_out_before_other_ready_tasks_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a burst, each run's request is sent as soon as its body is ready, not after every
+    other run has prepared its own: the server starts on the first meanwhile."""
+    order: list[str] = []
+    send = connections._Stream._send
+
+    def recorded(self: Any) -> None:
+        if self._unsent:
+            order.append("request sent")
+        send(self)
+
+    monkeypatch.setattr(connections._Stream, "_send", recorded)
+
+    async def main() -> None:
+        async with serving(streaming(result(1), END)) as loopback:
+            server = client(loopback.url)
+            for _ in range(2):  # on a connection made ahead, then on one kept alive
+                await server.prepare()
+
+                async def another() -> None:
+                    order.append("another task ran")
+
+                other = asyncio.create_task(another())  # ready to run
+                await server.run("run", b"task", Follower())
+                await other
+
+    asyncio.run(main())
+    assert order == ["request sent", "another task ran"] * 2
+
+
 def test_a_kept_connection_the_server_closed_is_replaced_unnoticed() -> None:
     async def handle(request: Request, writer: asyncio.StreamWriter) -> bool:
         await send(writer, STREAM_HEAD, result(1), END)
