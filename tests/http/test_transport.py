@@ -671,7 +671,7 @@ def certificates(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
     trustme = pytest.importorskip("trustme")
     authority = trustme.CA()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("127.0.0.1").configure_cert(context)
+    authority.issue_cert("127.0.0.1", "localhost").configure_cert(context)
     path = tmp_path / "authority.pem"
     authority.cert_pem.write_to_path(str(path))
     return context, path
@@ -713,6 +713,38 @@ def test_https_goes_through_a_proxy_tunnel(
     authority_of = urlsplit(loopback.url).netloc
     assert proxy.seen == [f"CONNECT {authority_of} HTTP/1.1"] * 2  # the run, then the call
     assert [r.target for r in loopback.requests] == ["/v1/runs/run-p", "/v1/version"]
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_runs_work_on_any_event_loop(
+    loop: str, certificates: tuple[ssl.SSLContext, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sub-agent calls its own server from agex serve's event loop, which is uvloop's: the
+    transport asks of a loop only what asyncio's interface has. Here over TLS, to a server
+    named rather than numbered, with a stream that drops and is picked up again."""
+    factory = asyncio.new_event_loop
+    if loop == "uvloop":
+        factory = pytest.importorskip("uvloop").new_event_loop
+    context, authority = certificates
+    monkeypatch.setenv("SSL_CERT_FILE", str(authority))
+
+    async def handle(request: Request, writer: asyncio.StreamWriter) -> bool:
+        if request.method == "POST":
+            await send(writer, STREAM_HEAD, message(1), b"5\r\nid: ")
+            return False
+        await send(writer, STREAM_HEAD, message(2), result(3), END)
+        return True
+
+    async def main() -> tuple[dict[str, Any], Follower]:
+        async with serving(handle, tls=context) as loopback:
+            follower = Follower()
+            url = loopback.url.replace("127.0.0.1", "localhost")
+            return await client(url).run("run-l", b"task", follower), follower
+
+    with asyncio.Runner(loop_factory=factory) as runner:
+        outcome, follower = runner.run(main())
+    assert outcome == {"value": 3}
+    assert [kind for kind, _ in follower.messages] == ["event", "event", "result"]
 
 
 def test_unusable_proxies_are_clear_errors(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,7 +30,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
-from typing import Any
+from typing import Any, cast
 
 import httpcore
 
@@ -73,8 +73,7 @@ class _Protocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         self.received += data
@@ -249,7 +248,6 @@ class _Stream(httpcore.AsyncNetworkStream):
             raise
         if transport is None:  # the connection closed during the handshake
             raise httpcore.ConnectError("the connection closed during the TLS handshake")
-        assert isinstance(transport, asyncio.Transport)
         self._protocol.transport = transport
         return _Stream(transport, self._protocol)
 
@@ -272,16 +270,16 @@ class Backend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
+        options: dict[str, Any] = {}
+        if local_address is not None:
+            options["local_addr"] = (local_address, 0)
+        if isinstance(loop, asyncio.BaseEventLoop) and not _is_address(host):
+            # A name may have IPv6 and IPv4 addresses: try them side by side. (asyncio's
+            # own loop does; others, such as uvloop on a server, may not know how.)
+            options["happy_eyeballs_delay"] = 0.25
         try:
             async with asyncio.timeout(timeout):
-                transport, protocol = await loop.create_connection(
-                    _Protocol,
-                    host,
-                    port,
-                    local_addr=None if local_address is None else (local_address, 0),
-                    # A name may have IPv6 and IPv4 addresses: try them side by side.
-                    happy_eyeballs_delay=None if _is_address(host) else 0.25,
-                )
+                transport, protocol = await loop.create_connection(_Protocol, host, port, **options)
         except TimeoutError:
             raise httpcore.ConnectTimeout(f"connecting took over {timeout:g}s") from None
         except OSError as exc:

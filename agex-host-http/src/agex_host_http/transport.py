@@ -279,7 +279,7 @@ class Server:
             if importlib.util.find_spec("socksio") is None:
                 raise RemoteExecutionError(
                     f"the proxy for {self.url} is a SOCKS proxy ({proxy}): that needs the "
-                    "socksio package (pip install 'httpx[socks]')"
+                    "socksio package (pip install socksio)"
                 )
             socks = httpcore.SOCKSProxy if sync else httpcore.AsyncSOCKSProxy
             return socks(proxy_url=proxy_url, proxy_auth=auth, **options)
