@@ -6,6 +6,7 @@ And the server-sent-events decoder."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import gc
 import json
@@ -579,6 +580,7 @@ def test_agex_serve_keeps_one_connection_for_the_runs_of_an_event_loop(
 class Proxy:
     url: str
     seen: list[str] = field(default_factory=list)  # the first line of each request
+    credentials: list[str] = field(default_factory=list)  # each Proxy-Authorization
 
 
 @contextlib.asynccontextmanager
@@ -598,8 +600,13 @@ async def proxying() -> AsyncIterator[Proxy]:
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
-        line = head.split(b"\r\n", 1)[0].decode()
+        line, *fields = head.decode().split("\r\n")
         proxy.seen.append(line)
+        proxy.credentials += [
+            value.strip()
+            for name, _, value in (field.partition(":") for field in fields)
+            if name.lower() == "proxy-authorization"
+        ]
         method, target, _ = line.split(" ")
         if method == "CONNECT":
             host, _, port = target.rpartition(":")
@@ -651,6 +658,19 @@ def test_runs_and_calls_go_through_the_proxy_the_environment_names(
         f"POST {loopback.url}/v1/runs/run-p HTTP/1.1",
         f"GET {loopback.url}/v1/version HTTP/1.1",
     ]
+
+
+def test_a_proxy_url_with_credentials_authenticates(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def main() -> tuple[Any, Proxy]:
+        async with serving(stream_or_version) as loopback, proxying() as proxy:
+            with_credentials = proxy.url.replace("http://", "http://agent:p%40ss@")
+            monkeypatch.setenv("HTTP_PROXY", with_credentials)
+            return await run_and_ask(loopback.url), proxy
+
+    answers, proxy = asyncio.run(main())
+    assert answers == ({"value": 1}, {"agex": "x"})
+    basic = "Basic " + base64.b64encode(b"agent:p@ss").decode()
+    assert proxy.credentials == [basic, basic]
 
 
 def test_no_proxy_goes_around_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
