@@ -1,5 +1,5 @@
 """The entry point agex loads for agex-host-http (group `agex`): the `http` host and the
-`agex serve` command. Only `agex` is imported here; httpx, FastAPI and uvicorn load inside
+`agex serve` command. Only `agex` is imported here; httpcore, FastAPI and uvicorn load inside
 the factories, when a host or the server is actually made.
 
 The client is agex-host-http's required dependencies; the server stack is its `server`
