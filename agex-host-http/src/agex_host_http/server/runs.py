@@ -102,8 +102,8 @@ def _lost(run_id: str, after: int, lost: Lost) -> bytes:
         "kind": "error",
         "type": "EventsLost",
         "message": f"messages {after + 1} to {lost.first - 1} of run {run_id} are no longer "
-        f"kept (the server keeps the most recent ones); the run goes on, its result is lost "
-        "to this client",
+        "kept (the server keeps the most recent ones): what the run says from here on, its "
+        "result included, is lost to this client",
     }
     return encode([Message(lost.last + 1, "error", detail)])
 
