@@ -112,6 +112,7 @@ def bench(session: nox.Session) -> None:
     # that compile from source would measure the compiler.
     session.env["UV_COMPILE_BYTECODE"] = "1"
     _install_agex(session, ["all"])
+    session.install("httpx>=0.27")  # the scripts' own requests (health checks)
     peers = {
         # agex 0.12.4 shares our import name, so it gets an environment of its own, with its
         # server for the http figures. Offline it would try to download tokenizer data;
