@@ -743,13 +743,17 @@ def mac(token: str, data: bytes) -> str:
     return hmac.new(token.encode(), data, hashlib.sha256).hexdigest()
 
 
-def settle(message: dict[str, Any], key: str) -> Any:
-    """The value of a result message, as the client takes it."""
+def settle(message: dict[str, Any], key: str, returns: Any = Any) -> Any:
+    """The value of a result message, as the client takes it for a task returning
+    ``returns``."""
     agent = Agent(llm=scripted("task_success(1)"))
-    return outcome.settle({"kind": "result", **message}, agent, SERIALIZER, key)
 
+    def job() -> None:
+        """Job."""
 
-SERIALIZER = plugins.create("serializer", "cloudpickle")
+    job.__annotations__["return"] = returns
+    invocation = Invocation(agent, agent.task(job), {}, "s")
+    return outcome.settle({"kind": "result", **message}, invocation, key)
 
 
 def test_a_result_with_a_wrong_mac_is_not_loaded(tmp_path) -> None:
@@ -782,21 +786,25 @@ def test_a_result_with_a_wrong_mac_is_not_loaded(tmp_path) -> None:
     assert not marker.exists()
 
 
-def test_a_result_with_the_right_mac_loads(tmp_path) -> None:
+def test_a_result_with_the_right_mac_loads_only_the_annotated_types(tmp_path) -> None:
     token = secrets.token_urlsafe(24)
     value = {"when": (2024, 1), "tags": {"a", "b"}, "raw": b"\x00\xff"}
-    message = outcome.success(value, SERIALIZER, token)
+    message = outcome.success(value, dict[str, Any], token)
     assert set(message) == {"kind", "pickle", "mac"}
     assert settle(message, token) == value
-    assert outcome.success({"plain": [1, "x", None]}, SERIALIZER, token) == {
+    assert outcome.success({"plain": [1, "x", None]}, Any, token) == {
         "kind": "result",
         "json": {"plain": [1, "x", None]},
     }
     marker = tmp_path / "planted"
     data = hostile(marker)
     signed = {"pickle": base64.b64encode(data).decode(), "mac": mac(token, data)}
-    settle(signed, token)
-    assert marker.exists()  # the MAC is what stands between a response and loading it
+    refused = r"refused: the value holds pathlib\.Path\.write_text"
+    with pytest.raises(RemoteExecutionError, match=refused):
+        settle(signed, token)  # signed with the right key, and still not loaded
+    assert not marker.exists()
+    pickle.loads(data)
+    assert marker.exists()  # the probe is live
 
 
 # -- schema-driven fuzzing -------------------------------------------------------------

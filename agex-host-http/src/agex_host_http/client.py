@@ -97,7 +97,7 @@ class HttpHost(Host):
         except asyncio.CancelledError:
             await asyncio.shield(self._server.cancel_run(envelope.run))
             raise
-        return remote.settle(outcome, invocation.agent, serializer, self._credential() or "")
+        return remote.settle(outcome, invocation, self._credential() or "")
 
     def cancel(self, agent: Agent, session: str) -> int:
         return self._server.cancel_session(agent.name, session)

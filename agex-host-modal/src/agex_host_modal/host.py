@@ -148,7 +148,7 @@ class ModalHost(Host):
             await asyncio.shield(asyncio.to_thread(_control().put, run_key(envelope.run), True))
             raise
         # Modal authenticates both ends of the call: no key of ours signs the value.
-        return remote.settle(outcome, agent, serializer, "")
+        return remote.settle(outcome, invocation, "")
 
     def cancel(self, agent: Agent, session: str) -> int:
         """Stop the agent's runs in ``session``, wherever they were started; returns how

@@ -168,8 +168,21 @@ def test_a_bounded_outbox_tells_a_late_reader_what_it_lost() -> None:
 # -- the caller's side -----------------------------------------------------------------
 
 
-def settle(outcome: dict[str, Any], key: str = "k", agent: Agent | None = None) -> Any:
-    return remote.settle(outcome, agent or Agent(), SERIALIZER, key)
+def call(returns: Any = Any, agent: Agent | None = None) -> Invocation:
+    """A call of a task whose return annotation is ``returns``."""
+    agent = agent or Agent()
+
+    def job() -> None:
+        """Job."""
+
+    job.__annotations__["return"] = returns
+    return Invocation(agent, agent.task(job), {}, "s")
+
+
+def settle(
+    outcome: dict[str, Any], key: str = "k", agent: Agent | None = None, returns: Any = Any
+) -> Any:
+    return remote.settle(outcome, call(returns, agent), key)
 
 
 @pytest.mark.parametrize("error", [TaskFail("a"), TaskClarify("b"), TaskTimeout("c")])
@@ -196,24 +209,32 @@ def test_other_errors_are_remote_execution_errors_with_the_traceback() -> None:
 
 def test_values_json_carries_exactly_go_as_json_and_others_signed() -> None:
     plain = {"a": [1, 2.5, None, True, "x"]}
-    assert remote.success(plain, SERIALIZER, "k") == {"kind": "result", "json": plain}
-    for value in [(1, 2), {1: "a"}, float("nan"), Measured("m", (1, 2)), [[[[]]]] * 2]:
-        outcome = json.loads(json.dumps(remote.success(value, SERIALIZER, "k")))
-        got = settle(outcome)
+    assert remote.success(plain, Any, "k") == {"kind": "result", "json": plain}
+    cases: list[tuple[Any, Any]] = [
+        ((1, 2), tuple[int, int]),
+        ({1: "a"}, dict[int, str]),
+        (float("nan"), float),
+        (Measured("m", (1, 2)), Measured),
+        ([Measured("a", (1, 1)), None], list[Measured | None]),
+        ([[[[]]]] * 2, Any),
+    ]
+    for value, returns in cases:
+        outcome = json.loads(json.dumps(remote.success(value, returns, "k")))
+        got = settle(outcome, returns=returns)
         assert got == value or (value != value and got != got)
     nested: Any = []
     for _ in range(100):
         nested = [nested]
-    assert "pickle" in remote.success(nested, SERIALIZER, "k")
+    assert "pickle" in remote.success(nested, Any, "k")
     with pytest.raises(RemoteExecutionError, match="HMAC"):
-        settle(remote.success((1,), SERIALIZER, "k"), key="other")
+        settle(remote.success((1,), Any, "k"), key="other")
 
 
 def test_the_caller_continues_with_the_model_as_the_run_left_it() -> None:
     agent = Agent(llm=scripted("task_success(1)", "task_success(2)"))
     ran = scripted("task_success(1)", "task_success(2)")
     ran.position = 1
-    settle(remote.success(1, SERIALIZER, "k", ran), agent=agent)
+    settle(remote.success(1, Any, "k", ran), agent=agent)
     assert agent.llm.position == 1
     model = agent.llm
     hostile = {**ran.config(), "position": 2, "responses": ["task_success(evil)"], "delay": 9}

@@ -85,7 +85,7 @@ async def execute(
             if not limit.expired():
                 raise
             raise TaskTimeout(f"{task.name} ran past the host's {timeout:g}s timeout") from None
-        outcome = success(value, shipped.serializer, key, agent.llm)
+        outcome = success(value, task.returns, key, agent.llm)
     except asyncio.CancelledError:
         outbox.finish(failure(TaskCancelled(f"{task.name} was cancelled"), agent.llm))
         raise

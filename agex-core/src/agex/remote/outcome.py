@@ -1,10 +1,12 @@
 """How a run's end travels back to its caller, as plain data, and becomes the task's value or
 its exception there.
 
-A value goes as JSON when JSON carries it exactly; otherwise serialized, with an HMAC under
-the key both sides share. The four task outcomes (``TaskFail``, ``TaskClarify``,
-``TaskTimeout``, ``TaskCancelled``) are raised again as their own type; anything else
-becomes a :class:`~agex.errors.RemoteExecutionError` carrying the remote traceback.
+A value goes as JSON when JSON carries it exactly; otherwise pickled so that the caller
+rebuilds it with only the classes the task's return annotation names
+(:mod:`agex.remote.values`), with an HMAC under the key both sides share. The four task
+outcomes (``TaskFail``, ``TaskClarify``, ``TaskTimeout``, ``TaskCancelled``) are raised
+again as their own type; anything else becomes a
+:class:`~agex.errors.RemoteExecutionError` carrying the remote traceback.
 
 An outcome also carries the configuration the model ended the run with, so a model whose
 configuration moves as it is used (the scripted model's position) continues from there: only
@@ -19,10 +21,11 @@ import hmac
 from typing import TYPE_CHECKING, Any
 
 from agex.errors import RemoteExecutionError
+from agex.remote import values
 
 if TYPE_CHECKING:
     from agex.protocols import AgentLike as Agent
-    from agex.protocols import Serializer, Sink
+    from agex.protocols import Invocation, Sink
 
 #: Task outcomes the caller raises as their own type; anything else is a RemoteExecutionError.
 OUTCOMES = ("TaskFail", "TaskClarify", "TaskTimeout", "TaskCancelled")
@@ -30,13 +33,14 @@ OUTCOMES = ("TaskFail", "TaskClarify", "TaskTimeout", "TaskCancelled")
 _JSON_DEPTH = 64
 
 
-def success(value: Any, serializer: Serializer, key: str, model: Any = None) -> dict[str, Any]:
-    """The outcome of a run that returned ``value``."""
+def success(value: Any, returns: Any, key: str, model: Any = None) -> dict[str, Any]:
+    """The outcome of a run that returned ``value``, for a task whose return annotation is
+    ``returns``."""
     outcome: dict[str, Any] = {"kind": "result"}
     if _plain(value):
         outcome["json"] = value
     else:
-        data = serializer.dumps(value)
+        data = values.dumps(value, returns)
         outcome["pickle"] = base64.b64encode(data).decode()
         outcome["mac"] = _mac(key, data)
     return _with_model(outcome, model)
@@ -72,13 +76,14 @@ def deliver(kind: str, data: Any, sink: Sink) -> dict[str, Any] | None:
     return None
 
 
-def settle(outcome: dict[str, Any], agent: Agent, serializer: Serializer, key: str) -> Any:
+def settle(outcome: dict[str, Any], invocation: Invocation, key: str) -> Any:
     """The task's value, or its exception raised: on the caller's side, from the outcome the
-    far side sent. A serialized value is loaded only when its HMAC under ``key`` matches
-    (loading it runs code)."""
-    _resume(agent, outcome.get("model"))
+    far side sent. A value JSON cannot carry is loaded only when its HMAC under ``key``
+    matches, and then only with the classes the task's return annotation names
+    (:mod:`agex.remote.values`): what the far side sends cannot run code here."""
+    _resume(invocation.agent, outcome.get("model"))
     if outcome.get("kind") == "result":
-        return _value(outcome, serializer, key)
+        return _value(outcome, invocation.task.returns, key)
     from agex import errors
 
     kind = outcome.get("type")
@@ -93,7 +98,7 @@ def settle(outcome: dict[str, Any], agent: Agent, serializer: Serializer, key: s
     )
 
 
-def _value(outcome: dict[str, Any], serializer: Serializer, key: str) -> Any:
+def _value(outcome: dict[str, Any], returns: Any, key: str) -> Any:
     if "json" in outcome:
         return outcome["json"]
     try:
@@ -106,7 +111,14 @@ def _value(outcome: dict[str, Any], serializer: Serializer, key: str) -> Any:
             "the run's result failed its HMAC check and was not loaded: the host does not "
             "share this client's key (token), or something altered the result"
         )
-    return serializer.loads(data)
+    try:
+        return values.loads(data, returns)
+    except values.RefusedValue as exc:
+        raise RemoteExecutionError(f"the run's result was refused: {exc}") from None
+    except Exception as exc:
+        raise RemoteExecutionError(
+            f"the run's result could not be rebuilt: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _with_model(outcome: dict[str, Any], model: Any) -> dict[str, Any]:

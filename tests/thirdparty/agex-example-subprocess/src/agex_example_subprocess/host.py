@@ -33,7 +33,7 @@ class SubprocessHost(Host):
         agent = invocation.agent
         run = self._follow(envelope, payload, sink)
         outcome = await RUNS.run(agent.name, invocation.session, run)
-        return remote.settle(outcome, agent, serializer, key="")  # a pipe only we hold
+        return remote.settle(outcome, invocation, key="")  # a pipe only we hold
 
     async def _follow(self, envelope: Any, payload: bytes, sink: Any) -> Any:
         child = await asyncio.create_subprocess_exec(
