@@ -262,3 +262,17 @@ def test_deliver_hands_events_and_tokens_to_the_callbacks() -> None:
     assert all(o is None for o in outcomes[:-1])
     assert any(isinstance(item, str) for item in seen)
     assert type(seen[0]).__name__ == "TaskStartEvent"
+
+
+def test_a_result_that_does_not_fit_the_annotation_is_refused() -> None:
+    with pytest.raises(RemoteExecutionError, match="does not fit"):
+        settle({"kind": "result", "json": "not a number"}, returns=int)
+    with pytest.raises(RemoteExecutionError, match="does not fit"):
+        settle(remote.success((1, 2), Any, "k"), returns=Measured)
+    assert settle({"kind": "result", "json": [1, 2]}, returns=tuple[int, int]) == (1, 2)
+
+
+def test_a_mac_that_is_not_ascii_is_refused_like_any_wrong_mac() -> None:
+    outcome = remote.success((1,), Any, "k")
+    with pytest.raises(RemoteExecutionError, match="HMAC"):
+        settle({**outcome, "mac": "é" * 64})

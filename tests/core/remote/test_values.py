@@ -171,3 +171,44 @@ def test_plain_containers_need_no_names_at_any_protocol(protocol: int) -> None:
     else:  # bytearray rebuilds by a call below protocol 5: refused, like any call
         with pytest.raises(RefusedValue):
             values.loads(data, Any)
+
+
+def opcodes(*parts: bytes) -> bytes:
+    return b"\x80\x05" + b"".join(parts) + b"."
+
+
+def test_values_too_deep_or_too_shared_are_refused_before_they_are_built() -> None:
+    deep = opcodes(b"\x8f(", b")" + b"\x85" * 200_000, b"\x90")  # a set holding a deep tuple
+    shared = b")\x94"  # (), memoized as slot 0
+    for level in range(40):  # slot n+1 = (slot n, slot n): 2**40 objects in 0.4 KB
+        shared += b"h" + bytes([level]) + b"h" + bytes([level]) + b"\x86\x94"
+    dag = opcodes(b"\x8f(", shared, b"\x90")
+    memo = opcodes(b"N", b"r" + (2**28).to_bytes(4, "little"))  # LONG_BINPUT 2**28
+    for payload, why in [(deep, "deeper"), (dag, "far more objects"), (memo, "out of turn")]:
+        with pytest.raises(RefusedValue, match=why):
+            values.loads(payload, Any)
+
+
+def test_safe_types_refuse_arguments_that_cost_more_than_their_bytes() -> None:
+    huge = 10**300_000
+    data = pickle.dumps(huge, protocol=5)[:-1]
+    decimal_of_int = b"\x80\x05cdecimal\nDecimal\n" + data[2:] + b"\x85R."
+    deque_of_range = b"\x80\x05ccollections\ndeque\ncbuiltins\nrange\nJ\x00\xe1\xf5\x05\x85R\x85R."
+    with pytest.raises(RefusedValue, match="Decimal"):
+        values.loads(decimal_of_int, Any)
+    with pytest.raises(RefusedValue, match=r"builtins\.range"):
+        values.loads(deque_of_range, Any)
+    assert round_trip(Decimal("1e999999999"), Decimal) == Decimal("1e999999999")
+
+
+def test_only_the_classes_a_value_can_hold_are_admitted() -> None:
+    from typing import Annotated
+
+    class Marker:
+        pass
+
+    assert values.named_types(Annotated[str, Marker]) == []
+    assert values.named_types(Any) == []
+    assert values.named_types(type[Point]) == [Point]
+    for _ in range(200):  # the walk keeps what it saw alive: no id is reused mid-walk
+        assert set(values.named_types(Tagged)) == {Tagged, Pair, Color, Decimal}

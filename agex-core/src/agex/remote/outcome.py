@@ -20,6 +20,7 @@ import hashlib
 import hmac
 from typing import TYPE_CHECKING, Any
 
+from agex.coercion import conform
 from agex.errors import RemoteExecutionError
 from agex.remote import values
 
@@ -83,7 +84,12 @@ def settle(outcome: dict[str, Any], invocation: Invocation, key: str) -> Any:
     (:mod:`agex.remote.values`): what the far side sends cannot run code here."""
     _resume(invocation.agent, outcome.get("model"))
     if outcome.get("kind") == "result":
-        return _value(outcome, invocation.task.returns, key)
+        returns = invocation.task.returns
+        value = _value(outcome, returns, key)
+        try:  # what the far side says it returned is checked as the local loop checks it
+            return conform(value, returns, f"the value {invocation.task.name} returned")
+        except TypeError as exc:
+            raise RemoteExecutionError(f"the run's result does not fit: {exc}") from None
     from agex import errors
 
     kind = outcome.get("type")
@@ -106,7 +112,11 @@ def _value(outcome: dict[str, Any], returns: Any, key: str) -> Any:
         given = outcome["mac"]
     except (KeyError, TypeError, ValueError):
         raise RemoteExecutionError("the run's result is malformed") from None
-    if not isinstance(given, str) or not hmac.compare_digest(given, _mac(key, data)):
+    if (
+        not isinstance(given, str)
+        or not given.isascii()
+        or not hmac.compare_digest(given, _mac(key, data))
+    ):
         raise RemoteExecutionError(
             "the run's result failed its HMAC check and was not loaded: the host does not "
             "share this client's key (token), or something altered the result"

@@ -14,21 +14,23 @@ of the annotated types: never run code in the caller.
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import io
 import pickle
+import pickletools
 import typing
 from typing import Any
 
 #: What the bytes may name besides the annotation's classes, by (module, name) as pickle
 #: names them. Lists, tuples, dicts, sets, strings, bytes and numbers have opcodes of their
 #: own and need no name: only types that rebuild by a call are here, and only those whose
-#: call cannot be made to cost more than its arguments (so not ``bytes``, ``bytearray`` or
-#: ``list``, which a tiny call could make enormous, nor ``Fraction``, which parses
-#: exponents).
+#: call cannot be made to cost more than its arguments (so not ``bytes``, ``bytearray``,
+#: ``list`` or ``range``, which a tiny call could make enormous, nor ``Fraction``, which
+#: parses exponents). Instances of other classes rebuild with ``NEWOBJ`` (protocol 2 and
+#: later), which needs no helper.
 SAFE = {
     ("builtins", "complex"),
     ("builtins", "slice"),
-    ("builtins", "range"),
     ("collections", "OrderedDict"),
     ("collections", "deque"),
     ("collections", "Counter"),
@@ -39,11 +41,13 @@ SAFE = {
     ("datetime", "timezone"),
     ("decimal", "Decimal"),
     ("uuid", "UUID"),
-    # How pickle rebuilds an instance of a class without a reduce of its own: it calls only
-    # ``cls.__new__(cls)`` (or object.__new__) on a class this loader admitted.
-    ("copyreg", "_reconstructor"),
-    ("builtins", "object"),
 }
+#: Longest text a Decimal is rebuilt from (its pickle is its text).
+DECIMAL_TEXT = 1000
+#: Deepest nesting, and most objects counted with every shared one as often as it is used,
+#: per byte of the value plus a floor: hashing or printing a value costs about that.
+MAX_DEPTH = 100
+WEIGHT_PER_BYTE, WEIGHT_FLOOR = 4, 10_000
 
 _TAG = "agex-type"
 
@@ -56,23 +60,31 @@ def named_types(annotation: Any) -> list[type]:
     """The classes an annotation names, with those its dataclasses', attrs classes',
     NamedTuples' and TypedDicts' fields name."""
     found: list[type] = []
-    _walk(annotation, found, set())
+    _walk(annotation, found, {})
     return found
 
 
-def _walk(annotation: Any, found: list[type], seen: set[int]) -> None:
+#: Modules whose classes an annotation may name without admitting them: builtins rebuild
+#: from opcodes, and typing's and the abstract collections' are not values.
+_NOT_VALUES = ("builtins", "typing", "collections.abc", "abc")
+
+
+def _walk(annotation: Any, found: list[type], seen: dict[int, Any]) -> None:
     if id(annotation) in seen:
         return
-    seen.add(id(annotation))
+    seen[id(annotation)] = annotation  # kept alive, so that its id is not reused meanwhile
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:  # the metadata is not a type the value holds
+        _walk(annotation.__origin__, found, seen)
+        return
     for arg in typing.get_args(annotation):
         _walk(arg, found, seen)
-    origin = typing.get_origin(annotation)
     if origin is not None:
         return  # list[X], X | None, Literal[...]: what it holds was walked above
     if isinstance(annotation, typing.NewType):
         _walk(annotation.__supertype__, found, seen)
         return
-    if not isinstance(annotation, type) or annotation.__module__ == "builtins":
+    if not isinstance(annotation, type) or annotation.__module__ in _NOT_VALUES:
         return
     found.append(annotation)
     if (
@@ -105,8 +117,124 @@ def dumps(value: Any, annotation: Any) -> bytes:
 
 
 def loads(data: bytes, annotation: Any) -> Any:
-    """The value :func:`dumps` sent, rebuilt with only what ``annotation`` admits."""
+    """The value :func:`dumps` sent, rebuilt with only what ``annotation`` admits; its shape
+    is checked first (:func:`check_shape`)."""
+    check_shape(data)
     return _Unpickler(io.BytesIO(data), named_types(annotation)).load()
+
+
+class _Node:
+    """What the shape check knows of one object on the stack: how deep it nests, and how
+    many objects it holds counting a shared one each time it is used."""
+
+    __slots__ = ("depth", "weight")
+
+    def __init__(self, depth: int = 0, weight: int = 1) -> None:
+        self.depth, self.weight = depth, weight
+
+    def holds(self, items: list[_Node]) -> _Node:
+        for item in items:
+            self.depth = max(self.depth, item.depth + 1)
+            self.weight += item.weight
+        return self
+
+
+_MARK = _Node(-1, 0)
+#: Opcodes that build a container from the items above the last mark.
+_FROM_MARK = {"TUPLE", "LIST", "DICT", "FROZENSET", "OBJ", "INST"}
+#: Opcodes that add the items above the last mark to the container below it.
+_INTO = {"APPENDS", "SETITEMS", "ADDITEMS"}
+_FIXED = {"TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}
+_REFUSED = {"EXT1", "EXT2", "EXT4", "NEXT_BUFFER", "READONLY_BUFFER"}
+
+
+def check_shape(data: bytes) -> None:
+    """Refuse, without building anything, bytes that would nest deeper than ``MAX_DEPTH``,
+    hold far more objects than they have bytes (shared objects used over and over, which
+    hashing or printing walks each time), or number a memo slot past those made: each costs
+    the loader (or whoever hashes the value) far more than the bytes it came in."""
+    limit = WEIGHT_FLOOR + WEIGHT_PER_BYTE * len(data)
+    stack: list[_Node] = []
+    memo: dict[int, _Node] = {}
+
+    def pop_mark() -> list[_Node]:
+        items = []
+        while stack and stack[-1] is not _MARK:
+            items.append(stack.pop())
+        if not stack:
+            raise RefusedValue("the value's bytes are malformed (no mark)")
+        stack.pop()
+        return items
+
+    def top() -> _Node:
+        if not stack or stack[-1] is _MARK:
+            raise RefusedValue("the value's bytes are malformed (empty stack)")
+        return stack[-1]
+
+    try:
+        for opcode, arg, _ in pickletools.genops(data):
+            name = opcode.name
+            if name in _REFUSED:
+                raise RefusedValue(f"the value's bytes use {name}, which a value never needs")
+            if name == "MARK":
+                stack.append(_MARK)
+            elif name in _FROM_MARK:
+                stack.append(_Node().holds(pop_mark()))
+            elif name in _INTO:
+                items = pop_mark()
+                top().holds(items)
+            elif name in _FIXED:
+                items = [stack.pop() for _ in range(_FIXED[name])]
+                stack.append(_Node().holds(items))
+            elif name in ("APPEND", "BUILD"):
+                item = stack.pop()
+                top().holds([item])
+            elif name == "SETITEM":
+                items = [stack.pop(), stack.pop()]
+                top().holds(items)
+            elif name in ("REDUCE", "NEWOBJ", "STACK_GLOBAL"):
+                items = [stack.pop(), stack.pop()]
+                stack.append(_Node().holds(items))
+            elif name == "NEWOBJ_EX":
+                items = [stack.pop(), stack.pop(), stack.pop()]
+                stack.append(_Node().holds(items))
+            elif name == "BINPERSID":
+                stack.append(_Node().holds([stack.pop()]))
+            elif name == "POP":
+                stack.pop()
+            elif name == "POP_MARK":
+                pop_mark()
+            elif name == "DUP":
+                stack.append(top())
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                index = len(memo) if name == "MEMOIZE" else arg
+                if not isinstance(index, int) or index > len(memo):
+                    raise RefusedValue(
+                        f"the value's bytes number a memo slot ({index}) out of turn"
+                    )
+                memo[index] = top()
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                node = memo.get(arg) if isinstance(arg, int) else None
+                if node is None:
+                    raise RefusedValue("the value's bytes use a memo slot never filled")
+                stack.append(node)
+            elif name in ("PROTO", "FRAME", "STOP"):
+                pass
+            else:  # an atom: a number, a string, an empty container, a global, a persid
+                stack.append(_Node())
+            if stack and stack[-1] is not _MARK:
+                node = stack[-1]
+                if node.depth > MAX_DEPTH:
+                    raise RefusedValue(f"the value nests deeper than {MAX_DEPTH} levels")
+                if node.weight > limit:
+                    raise RefusedValue(
+                        "the value holds far more objects than its bytes (shared objects "
+                        "used over and over)"
+                    )
+    except IndexError:
+        raise RefusedValue("the value's bytes are malformed (stack underflow)") from None
+    except ValueError as exc:  # pickletools: not a pickle, or cut short
+        raise RefusedValue(f"the value's bytes are malformed: {exc}") from None
 
 
 class _Pickler(pickle.Pickler):
@@ -134,11 +262,16 @@ class _Unpickler(pickle.Unpickler):
             named = self._by_name.get((pid[1], pid[2]))
             if named is not None:
                 return named
+        shown = type(pid).__name__
+        if isinstance(pid, tuple) and len(pid) == 3 and all(type(p) is str for p in pid[1:]):
+            shown = f"{pid[1][:100]}.{pid[2][:100]}"
         raise RefusedValue(
-            f"the value names a class {pid!r} the task's return annotation does not name"
+            f"the value names a class ({shown}) the task's return annotation does not name"
         )
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("decimal", "Decimal"):
+            return _decimal
         if (module, name) in SAFE:
             return super().find_class(module, name)
         named = self._by_name.get((module, name))
@@ -152,4 +285,11 @@ class _Unpickler(pickle.Unpickler):
         )
 
 
-__all__ = ["SAFE", "RefusedValue", "dumps", "loads", "named_types"]
+def _decimal(text: Any) -> decimal.Decimal:
+    """A Decimal as its pickle rebuilds it: from its text, of a bounded length."""
+    if type(text) is not str or len(text) > DECIMAL_TEXT:
+        raise RefusedValue(f"a Decimal is rebuilt from text of at most {DECIMAL_TEXT} characters")
+    return decimal.Decimal(text)
+
+
+__all__ = ["SAFE", "RefusedValue", "check_shape", "dumps", "loads", "named_types"]
