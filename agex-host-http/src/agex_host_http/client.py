@@ -66,11 +66,9 @@ class HttpHost(Host):
 
     def validate(self, agent: Agent) -> None:
         """The seed's rules: state must live where the server can reach it."""
-        config = agent.state_config
-        if config.type == "live":
-            raise ValueError(wire.LIVE_REFUSED)
-        if config.type == "versioned" and (config.storage == "memory" or not config.path):
-            raise ValueError(wire.MEMORY_REFUSED)
+        why = wire.state_refused(agent.state_config)
+        if why is not None:
+            raise ValueError(why)
 
     async def arun(self, invocation: Invocation, sink: Sink) -> Any:
         from agex import plugins, remote

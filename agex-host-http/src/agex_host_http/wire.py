@@ -15,7 +15,10 @@ message of the run (``agex.remote.messages``):
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agex.protocols import StateConfig
 
 API = "/v1"
 ENVELOPE_LIMIT = 64 * 1024
@@ -31,6 +34,15 @@ LIVE_REFUSED = (
     "live state keeps objects in one process and cannot run on a remote host; use "
     'connect_state(type="versioned", storage="disk", path="...") or type="ephemeral"'
 )
+
+
+def state_refused(state: StateConfig) -> str | None:
+    """Why state of this configuration cannot be kept by a server, or None."""
+    if state.type == "live":
+        return LIVE_REFUSED
+    if state.type == "versioned" and (state.storage == "memory" or not state.path):
+        return MEMORY_REFUSED
+    return None
 
 
 class BadRequest(ValueError):

@@ -115,13 +115,13 @@ class RunRoutes:
         """The seed's rules for state on a server: versioned or ephemeral, in a storage this
         server has, at a path inside its state directory."""
         state = envelope.state
-        if state.type == "live":
-            raise Refused(400, wire.LIVE_REFUSED)
+        why = wire.state_refused(state)
+        if why is not None:
+            raise Refused(400, why)
         if state.type == "ephemeral":
             return
-        if state.storage == "memory" or not state.path:
-            raise Refused(400, wire.MEMORY_REFUSED)
         assert state.storage is not None
+        assert state.path is not None
         try:
             plugins.resolve("storage", state.storage)
         except ProviderError as exc:
