@@ -16,7 +16,7 @@ from agex.errors import ProviderError, TaskCancelled, TaskTimeout
 from agex.loop import run_loop
 from agex.protocols import Invocation
 from agex.remote.envelope import Envelope, Refused
-from agex.remote.messages import ENDS, Message, Outbox
+from agex.remote.messages import Lost, Message, Outbox
 from agex.remote.outcome import failure, success
 from agex.remote.shipping import unship
 from agex.stores import LOCAL, Stores
@@ -115,10 +115,9 @@ async def stream(
     stopping = asyncio.ensure_future(_stop(stop, running)) if stop is not None else None
     try:
         async for batch in outbox.follow():
+            assert not isinstance(batch, Lost)  # an unbounded outbox drops nothing
             for message in batch:
                 yield message
-                if message.kind in ENDS:
-                    return
     finally:
         running.cancel()
         if stopping is not None:

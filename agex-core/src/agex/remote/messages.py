@@ -9,6 +9,7 @@ messages and a slow reader costs nothing extra.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from agex.protocols import Sink
@@ -114,16 +115,26 @@ class Outbox(Sink):
             return False
         return True
 
-    async def follow(self, after: int = 0) -> Any:
-        """Every message after ``after``, in batches as they come, to the outcome."""
+    async def follow(
+        self, after: int = 0, keepalive: float | None = None
+    ) -> AsyncGenerator[list[Message] | Lost, None]:
+        """Every message after ``after``, in batches as they come, to the outcome; an empty
+        batch each ``keepalive`` seconds without one; :class:`Lost` (and the end) when the
+        messages asked for are no longer kept."""
         while True:
             batch = self.read(after)
             if isinstance(batch, Lost):
-                raise RuntimeError(f"messages after {after} are no longer kept")
+                yield batch
+                return
             if batch:
                 after = batch[-1].id
                 yield batch
                 if batch[-1].kind in ENDS:
                     return
                 continue
-            await self.changed(after)
+            if not await self.changed(after, keepalive):
+                yield []
+                continue
+            # Whatever else is written in the same moment (an event, then the outcome)
+            # goes out with it, in one batch.
+            await asyncio.sleep(0)

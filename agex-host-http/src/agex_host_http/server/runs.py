@@ -14,7 +14,7 @@ import json
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from agex.remote.messages import ENDS, Lost, Message, Outbox
+from agex.remote.messages import Lost, Message, Outbox
 from agex.remote.outcome import failure
 
 #: SSE comment sent when nothing else has been for this long, so proxies and the client
@@ -52,25 +52,15 @@ class Run:
         if self._orphan is not None:
             self._orphan.cancel()
             self._orphan = None
-        outbox = self.outbox
         try:
-            while True:
-                batch = outbox.read(after)
+            async for batch in self.outbox.follow(after, self.keepalive):
                 if isinstance(batch, Lost):
                     yield _lost(self.id, after, batch)
-                    return
-                if batch:
+                elif batch:
                     after = batch[-1].id
                     yield encode(batch)
-                    if batch[-1].kind in ENDS:
-                        return
-                    continue
-                if not await outbox.changed(after, self.keepalive):
+                else:
                     yield b": keep-alive\n\n"
-                    continue
-                # Whatever else is written in the same moment (an event, then the run's
-                # outcome) goes out with it, in one write.
-                await asyncio.sleep(0)
         finally:
             self.followers -= 1
             if self.followers == 0 and not self.done:
