@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import cloudpickle
 import httpx
 import pytest
 
@@ -55,6 +54,13 @@ class Server:
             token_file.write_text(self.token + "\n")
             command += ["--token-file", str(token_file)]
         return command + list(self.extra)
+
+    def forked(self, parent: int) -> bool:
+        """Whether a process whose parent is ``parent`` is one of this server's workers:
+        forked by its template, which the server started."""
+        assert self.process is not None
+        stat = Path(f"/proc/{parent}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[1]) == self.process.pid
 
     def start(self, verify: str | bool = True) -> Server:
         with self.log.open("ab") as log:
@@ -119,15 +125,8 @@ def server(make_server) -> Server:
 
 
 @pytest.fixture(autouse=True)
-def _send_test_modules_by_value(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Test modules are not importable on the server; cloudpickle sends them by value,
-    as it does for a script's __main__."""
-    module = sys.modules[request.module.__name__]
-    cloudpickle.register_pickle_by_value(module)
-    try:
-        yield
-    finally:
-        cloudpickle.unregister_pickle_by_value(module)
+def _send_test_modules_by_value(ship_test_module: None) -> None:
+    """Test modules are not importable on the server."""
 
 
 @pytest.fixture

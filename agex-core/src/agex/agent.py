@@ -13,6 +13,7 @@ from typing import Any
 from agex import llm as models
 from agex import plugins
 from agex.errors import RebuildError
+from agex.isolation import check as check_isolation
 from agex.protocols import LLM, Host, StateConfig
 from agex.sandbox import Policy, Sandbox
 from agex.state.pickling import AgentStateSerializer
@@ -31,6 +32,8 @@ class Agent:
         llm: LLM | None = None,
         max_iterations: int = 10,
         timeout: float | None = None,
+        isolation: str | None = None,
+        max_memory_mb: int | None = None,
     ) -> None:
         if not isinstance(max_iterations, int) or max_iterations < 1:
             raise ValueError(f"max_iterations must be a positive integer, got {max_iterations!r}")
@@ -40,6 +43,20 @@ class Agent:
             raise TypeError("state must come from connect_state(...)")
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError(f"name must be a non-empty string, got {name!r}")
+        if isolation is not None:
+            isolation = check_isolation(isolation)
+        if max_memory_mb is not None and (
+            type(max_memory_mb) is not int or not 64 <= max_memory_mb <= 1 << 30
+        ):
+            raise ValueError(
+                f"max_memory_mb must be a whole number of MB (64 or more), got {max_memory_mb!r}"
+            )
+        if state is not None and state.type == "live" and isolation not in (None, "none"):
+            raise ValueError(
+                f"live state keeps live objects in this process, and isolation={isolation!r} "
+                "runs agent code in a worker process that cannot share them; use versioned "
+                'state, or isolation="none"'
+            )
         if state is not None and state.type == "live" and name is None:
             raise ValueError(
                 'live state needs a name: Agent(name="...") says whose variables they are, '
@@ -52,6 +69,11 @@ class Agent:
         self.llm: LLM | None = llm
         self.max_iterations = max_iterations
         self.timeout = timeout
+        #: Where its code runs: "none" (this process), "process" or "kernel" (a confined
+        #: worker process); None lets the host decide (see docs/security.md).
+        self.isolation = isolation
+        #: The worker's memory limit, with isolation.
+        self.max_memory_mb = max_memory_mb
         self.policy = Policy()
         self._sandbox: Sandbox | None = None
         self.host.validate(self)

@@ -170,3 +170,9 @@ class StateLoadError(AgexError):
 class StateIntegrityError(StateLoadError):
     """Stored state failed its integrity check and was not loaded (unpickling data someone
     else could have written runs their code)."""
+
+
+class IsolationError(AgexError):
+    """The worker process that runs a task's agent code could not start, could not load
+    the task, or ended before the run did (a crash, a limit reached); the message says
+    which. Only that run ends."""

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import time
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
 
-from agex.coercion import conform
 from agex.errors import (
-    AgexError,
-    CallDenied,
-    SandboxCancelled,
     SandboxTimeout,
     StateLoadError,
     TaskCancelled,
@@ -36,21 +32,18 @@ from agex.events import (
     SuccessEvent,
     TaskStartEvent,
     bound_text,
-    jsonable,
 )
 from agex.llm import split_reply
-from agex.prompt import system_message, task_message
-from agex.protocols import LLM, AgentLike, Invocation, Message, Sink, TaskLike
-from agex.sandbox import CancelScope, Signal
+from agex.protocols import LLM, AgentLike, Invocation, Message, Sink, StateConfig
+from agex.runtime import SIGNALS, Runtime, Step
 from agex.state.live import live_session
-from agex.state.recorder import StepRecorder
+from agex.state.pickling import AgentStateSerializer
+from agex.state.versioned import VersionedState
 from agex.stores import LOCAL, Stores
 
 #: Longest printed output or error fed back to the model in one message. Events carry more
 #: (up to ``EVENT_TEXT_LIMIT``): the model's context is the scarcer of the two.
 FEEDBACK_LIMIT = 8000
-#: Longest repr of an input shown in a ``TaskStartEvent``.
-INPUT_LIMIT = 500
 
 
 class Caller(NamedTuple):
@@ -60,8 +53,10 @@ class Caller(NamedTuple):
 
     session: str
     sink: Sink
-    loop: asyncio.AbstractEventLoop
+    loop: asyncio.AbstractEventLoop | None
     stores: Stores
+    #: In a worker process: hands a sub-agent's call to the supervisor, which runs it.
+    relay: Callable[[Any, dict[str, Any]], Any] | None = None
 
 
 caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("agex_caller", default=None)
@@ -74,129 +69,132 @@ def inherited_stores() -> Stores:
     return LOCAL if inherited is None else inherited.stores
 
 
-class TaskSuccess(Signal):
-    pass
+class Executor(Protocol):
+    """What runs a run's agent code for the loop: in this process (:class:`InProcess`), or
+    in a confined worker process (``agex.isolation``)."""
+
+    async def load(self, blobs: dict[str, bytes], timeout: float | None) -> None:
+        """The session's variables (checked bytes, by name), then the task's arguments."""
+
+    async def step(self, code: str, timeout: float | None) -> Step:
+        """One step's code, what it changed (serialized), and task_success's value checked
+        (``Step.value``: the value itself in this process, its outcome from a worker)."""
+        ...
+
+    def cancel(self) -> None:
+        """Stop the step running now, from the event loop."""
 
 
-class TaskFailSignal(Signal):
-    pass
+class InProcess:
+    """Agent code in this process, in a worker thread per step."""
 
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
 
-class TaskClarifySignal(Signal):
-    pass
+    async def load(self, blobs: dict[str, bytes], timeout: float | None) -> None:
+        await asyncio.to_thread(self.runtime.load, blobs, timeout)
 
+    async def step(self, code: str, timeout: float | None) -> Step:
+        return await asyncio.to_thread(self.runtime.step, code, timeout)
 
-def _settle(value: Any, annotation: Any) -> tuple[Any, Any]:
-    """The value as the task's return annotation wants it, and how events show it."""
-    value = conform(value, annotation, "the value given to task_success")
-    return value, jsonable(value)
-
-
-def _plain_error(exc: Exception) -> str:
-    """An exception from checking a value, described without running any of its code."""
-    if type(exc) is TypeError or isinstance(exc, AgexError):  # messages agex wrote
-        return f"{type(exc).__name__}: {str.__str__(exc.args[0]) if exc.args else ''}"
-    return f"{type(exc).__name__} raised while checking the value given to task_success"
-
-
-def _task_success(value: Any = None) -> None:
-    """Finish the task with ``value``."""
-    raise TaskSuccess.issue(value)
-
-
-def _task_fail(message: str) -> None:
-    """Give up, saying why."""
-    raise TaskFailSignal.issue(str.__str__(str(message)))
-
-
-def _task_clarify(message: str) -> None:
-    """Stop and ask the caller a question."""
-    raise TaskClarifySignal.issue(str.__str__(str(message)))
-
-
-SIGNALS = {
-    "task_success": _task_success,
-    "task_fail": _task_fail,
-    "task_clarify": _task_clarify,
-}
+    def cancel(self) -> None:
+        self.runtime.scope.cancel()
 
 
 async def run_loop(invocation: Invocation, sink: Sink, stores: Stores = LOCAL) -> Any:
-    """Run ``invocation``'s task to its end: return its value or raise its outcome. Events
-    and model output go to ``sink``; versioned state lives in the storages of ``stores``,
-    and so does that of the sub-agents the task calls."""
+    """Run ``invocation``'s task to its end, its agent code in this process: return its value
+    or raise its outcome. Events and model output go to ``sink``; versioned state lives in
+    the storages of ``stores``, and so does that of the sub-agents the task calls."""
     agent: AgentLike = invocation.agent
-    session = invocation.session
-    if agent.state_config.type == "versioned":
-        recorder = StepRecorder(agent, session, stores.storage(agent.state_config))
-        namespace = agent.sandbox.namespace(builtins=SIGNALS)
-        # Loading can run the agent's own methods (a stored set hashes its items): under
-        # the agent's time limit, and no signal raised there is obeyed.
-        try:
-            await asyncio.to_thread(
-                agent.sandbox.call, recorder.load_into, namespace, timeout=agent.timeout
+    kind = agent.state_config.type
+    token = caller.set(Caller(invocation.session, sink, asyncio.get_running_loop(), stores))
+    try:
+        if kind != "live":
+            runtime = Runtime(invocation.task, invocation.arguments, versioned=kind == "versioned")
+            return await drive(
+                InProcess(runtime),
+                runtime.manifest(),
+                agent.resolved_llm(),
+                sink,
+                invocation.session,
+                _state(agent.state_config, invocation, stores),
             )
-        except SandboxTimeout:
-            raise TaskTimeout(
-                f"loading the state of session {session!r} ran past the timeout"
-            ) from None
-        except CallDenied as exc:
-            raise StateLoadError(
-                f"loading the state of session {session!r} failed: {exc}; "
-                "move it back with agent.state(session).revert(...)"
-            ) from None
-        namespace.update(invocation.arguments)
-        return await _run(invocation, sink, stores, namespace, recorder)
-    if agent.state_config.type != "live":
-        namespace = agent.sandbox.namespace(invocation.arguments, builtins=SIGNALS)
-        return await _run(invocation, sink, stores, namespace)
-    with live_session(agent.name, session) as namespace:
-        # Another agent of this name may have left its registrations here: only variables
-        # carry over, and this agent's registrations and builtins are put back.
-        for name in namespace.pop(INJECTED, ()):
-            namespace.pop(name, None)
-        fresh = agent.sandbox.namespace(invocation.arguments, builtins=SIGNALS)
-        namespace.update(fresh)
-        namespace[INJECTED] = set(agent.policy.names)
-        return await _run(invocation, sink, stores, namespace)
+        with live_session(agent.name, invocation.session) as namespace:
+            # Another agent of this name may have left its registrations here: only
+            # variables carry over, and this agent's registrations and builtins are put back.
+            for name in namespace.pop(INJECTED, ()):
+                namespace.pop(name, None)
+            fresh = agent.sandbox.namespace(invocation.arguments, builtins=SIGNALS)
+            namespace.update(fresh)
+            namespace[INJECTED] = set(agent.policy.names)
+            runtime = Runtime(invocation.task, invocation.arguments, namespace=namespace)
+            return await drive(
+                InProcess(runtime),
+                runtime.manifest(),
+                agent.resolved_llm(),
+                sink,
+                invocation.session,
+                None,
+            )
+    finally:
+        caller.reset(token)
+
+
+def _state(config: StateConfig, invocation: Invocation, stores: Stores) -> VersionedState | None:
+    if config.type != "versioned":
+        return None
+    return versioned(stores, config, invocation.agent.name, invocation.session)
+
+
+def versioned(stores: Stores, config: StateConfig, agent: str, session: str) -> VersionedState:
+    """The versioned state of ``agent`` in ``session``, in the storage ``config`` names."""
+    return VersionedState(stores.storage(config), AgentStateSerializer(), agent, session)
 
 
 #: The key under which a live namespace remembers which names the sandbox put there.
 INJECTED = "_agex_registered"
 
 
-async def _run(
-    invocation: Invocation,
+async def drive(
+    executor: Executor,
+    manifest: dict[str, Any],
+    llm: LLM,
     sink: Sink,
-    stores: Stores,
-    namespace: dict[str, Any],
-    recorder: StepRecorder | None = None,
+    session: str,
+    state: VersionedState | None,
 ) -> Any:
-    agent: AgentLike = invocation.agent
-    task: TaskLike = invocation.task
-    session = invocation.session
-    llm = agent.resolved_llm()
-    sandbox = agent.sandbox
+    """The loop itself, on the side that holds the model, the storage and the caller's
+    callbacks: ask the model, have ``executor`` run the code, commit, feed back. Returns
+    the last step's ``value``, or raises the task's outcome."""
+    agent, task = manifest["agent"], manifest["task"]
+    timeout, max_iterations = manifest["timeout"], manifest["max_iterations"]
     commit: str | None = None
 
     def emit(cls: Any, step: int, **fields: Any) -> None:
-        sink.event(cls(agent_name=agent.name, session=session, step=step, commit=commit, **fields))
+        sink.event(cls(agent_name=agent, session=session, step=step, commit=commit, **fields))
 
-    deadline = None if agent.timeout is None else time.monotonic() + agent.timeout
+    deadline = None if timeout is None else time.monotonic() + timeout
     messages: list[Message] = [
-        {"role": "system", "content": system_message(agent, task)},
-        {"role": "user", "content": task_message(task, invocation.arguments)},
+        {"role": "system", "content": manifest["system"]},
+        {"role": "user", "content": manifest["user"]},
     ]
-    emit(
-        TaskStartEvent,
-        0,
-        task_name=task.name,
-        inputs={k: bound_text(repr(v), INPUT_LIMIT) for k, v in invocation.arguments.items()},
-    )
-    token = caller.set(Caller(session, sink, asyncio.get_running_loop(), stores))
-    scope = CancelScope()
     try:
-        for step in range(1, agent.max_iterations + 1):
+        if state is not None:
+            base = await asyncio.to_thread(state.head)
+            blobs = await asyncio.to_thread(state.raw, base)
+            try:
+                await executor.load(blobs, timeout)
+            except SandboxTimeout:
+                raise TaskTimeout(
+                    f"loading the state of session {session!r} ran past the timeout"
+                ) from None
+            except StateLoadError as exc:
+                raise StateLoadError(
+                    f"{exc} (session {session!r}, commit {str(base)[:12]}); move it back "
+                    "with agent.state(session).revert(...)"
+                ) from None
+        emit(TaskStartEvent, 0, task_name=task, inputs=manifest["inputs"])
+        for step in range(1, max_iterations + 1):
             reply = await _ask(llm, messages, sink, deadline)
             thinking, code = split_reply(reply)
             messages.append({"role": "assistant", "content": reply})
@@ -210,86 +208,51 @@ async def _run(
                     }
                 )
                 continue
-            settled: tuple[Any, Any] | Exception | None = None
-            try:
-                if recorder is None:
-                    result, settled = await asyncio.to_thread(
-                        _run_and_settle, sandbox, code, namespace, task.returns, deadline, scope
-                    )
-                else:  # the state is committed before the value is checked
-                    result = await asyncio.to_thread(
-                        sandbox.run, code, namespace, timeout=_remaining(deadline), cancel=scope
-                    )
-            except SandboxTimeout as exc:
-                if exc.output:
-                    emit(OutputEvent, step, text=exc.output)
-                raise TaskTimeout(f"{task.name} ran past its {agent.timeout:g}s timeout") from None
-            except SandboxCancelled:
+            done = await executor.step(code, _remaining(deadline))
+            if done.stopped == "timeout":
+                if done.output:
+                    emit(OutputEvent, step, text=done.output)
+                during = f" {done.where}" if done.where else ""
+                raise TaskTimeout(f"{task} ran past its {_limit(timeout)}timeout{during}")
+            if done.stopped == "cancelled":
                 emit(CancelledEvent, step)
-                raise TaskCancelled(f"{task.name} was cancelled") from None
-            feedback = [bound_text(result.output, FEEDBACK_LIMIT)] if result.output else []
-            if recorder is not None:
-                # Serializing can run the agent's own methods: under its time limit too.
-                remaining = _remaining(deadline)
-                record = [
-                    {"step": step, "code": code, "output": result.output, "error": result.error}
-                ]
-                try:
-                    committed = await asyncio.to_thread(
-                        sandbox.call,
-                        functools.partial(
-                            recorder.commit, sandbox.compile(code).code, namespace, record
-                        ),
-                        timeout=remaining,
-                        cancel=scope,
-                    )
-                except SandboxTimeout:
-                    raise TaskTimeout(f"{task.name} ran past its timeout saving state") from None
+                raise TaskCancelled(f"{task} was cancelled")
+            feedback = [bound_text(done.output, FEEDBACK_LIMIT)] if done.output else []
+            if state is not None:
+                record = [{"step": step, "code": code, "output": done.output, "error": done.error}]
+                committed = await asyncio.to_thread(
+                    state.commit_serialized, done.changes, record, commit or base
+                )
                 commit = committed.id
-                for name, why in committed.skipped.items():
+                base = commit
+                for name, why in done.skipped.items():
                     note = (
                         f"State: variable {name!r} could not be saved ({why}); it is gone "
                         "in later tasks."
                     )
                     emit(ErrorEvent, step, error=note)
                     feedback.append(bound_text(note, FEEDBACK_LIMIT))
-            if result.output:
-                emit(OutputEvent, step, text=result.output)
-            signal = result.signal
-            if isinstance(signal, TaskSuccess):
-                try:
-                    if settled is None:
-                        settled = await asyncio.to_thread(
-                            _check, sandbox, signal, task.returns, deadline, scope
-                        )
-                    if isinstance(settled, Exception):
-                        raise settled
-                    value, shown = settled
-                except SandboxTimeout:
-                    raise TaskTimeout(f"{task.name} ran past its timeout") from None
-                except SandboxCancelled:
-                    emit(CancelledEvent, step)
-                    raise TaskCancelled(f"{task.name} was cancelled") from None
-                except Exception as exc:
-                    error = _plain_error(exc)
-                    emit(ErrorEvent, step, error=error)
-                    feedback.append(
-                        bound_text(error, FEEDBACK_LIMIT)
-                        + f"\nThe task returns {task.returns_text}; fix the "
-                        "value and call task_success again."
-                    )
-                else:
-                    emit(SuccessEvent, step, result=shown)
-                    return value
-            elif isinstance(signal, TaskFailSignal):
-                emit(FailEvent, step, message=signal.args[0])
-                raise TaskFail(signal.args[0])
-            elif isinstance(signal, TaskClarifySignal):
-                emit(ClarifyEvent, step, message=signal.args[0])
-                raise TaskClarify(signal.args[0])
-            elif result.error is not None:
-                emit(ErrorEvent, step, error=result.error)
-                feedback.append(bound_text(result.error, FEEDBACK_LIMIT))
+            if done.output:
+                emit(OutputEvent, step, text=done.output)
+            if done.signal == "success":
+                if done.refused is None:
+                    emit(SuccessEvent, step, result=done.shown)
+                    return done.value
+                emit(ErrorEvent, step, error=done.refused)
+                feedback.append(
+                    bound_text(done.refused, FEEDBACK_LIMIT)
+                    + f"\nThe task returns {manifest['returns']}; fix the "
+                    "value and call task_success again."
+                )
+            elif done.signal == "fail":
+                emit(FailEvent, step, message=done.message)
+                raise TaskFail(done.message)
+            elif done.signal == "clarify":
+                emit(ClarifyEvent, step, message=done.message)
+                raise TaskClarify(done.message)
+            elif done.error is not None:
+                emit(ErrorEvent, step, error=done.error)
+                feedback.append(bound_text(done.error, FEEDBACK_LIMIT))
             messages.append(
                 {
                     "role": "user",
@@ -297,53 +260,17 @@ async def _run(
                     or "(no output) Continue; call task_success(...) when done.",
                 }
             )
-        raise TaskTimeout(
-            f"{task.name} found no result in {agent.max_iterations} steps (max_iterations)"
-        )
+        raise TaskTimeout(f"{task} found no result in {max_iterations} steps (max_iterations)")
     except asyncio.CancelledError:
         # Cancelled by the caller (task.cancel(), wait_for, Ctrl-C in a sync call): stop the
         # step's code too, then let asyncio's cancellation run its course.
-        scope.cancel()
+        executor.cancel()
         emit(CancelledEvent, 0)
         raise
-    finally:
-        caller.reset(token)
 
 
-def _check(
-    sandbox: Any,
-    signal: TaskSuccess,
-    annotation: Any,
-    deadline: float | None,
-    scope: CancelScope,
-) -> tuple[Any, Any] | Exception:
-    """The value given to task_success as the task returns it, and as events show it; or
-    why it is not right. Checking it can run the agent's own methods (__eq__, __iter__,
-    __repr__): in a worker thread, under the same time limit as its code."""
-    value = signal.args[0] if signal.args else None
-    try:
-        settled: tuple[Any, Any] = sandbox.call(
-            _settle, value, annotation, timeout=_remaining(deadline), cancel=scope
-        )
-    except Exception as exc:
-        return exc
-    return settled
-
-
-def _run_and_settle(
-    sandbox: Any,
-    code: str,
-    namespace: dict[str, Any],
-    annotation: Any,
-    deadline: float | None,
-    scope: CancelScope,
-) -> tuple[Any, tuple[Any, Any] | Exception | None]:
-    """A step's code and, when it calls task_success, the check of its value: one trip to a
-    worker thread rather than two, when no state is committed between them."""
-    result = sandbox.run(code, namespace, timeout=_remaining(deadline), cancel=scope)
-    if not isinstance(result.signal, TaskSuccess):
-        return result, None
-    return result, _check(sandbox, result.signal, annotation, deadline, scope)
+def _limit(timeout: float | None) -> str:
+    return "" if timeout is None else f"{timeout:g}s "
 
 
 def _remaining(deadline: float | None) -> float | None:

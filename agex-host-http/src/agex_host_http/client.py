@@ -78,14 +78,33 @@ class HttpHost(Host):
         await self._server.prepare()
         serializer = plugins.create("serializer", self.serializer)
         envelope = remote.Envelope.of(invocation, serializer=self.serializer, timeout=self.timeout)
-        body = wire.request_body(envelope.to_json(), remote.ship(invocation, serializer))
+        outcome = await self._post(envelope, remote.ship(invocation, serializer), sink)
+        return remote.settle(outcome, invocation, self._credential() or "")
+
+    async def arun_shipped(self, envelope: Any, payload: bytes, sink: Sink) -> dict[str, Any]:
+        """A task a worker process shipped (a sub-agent its agent code calls): run on the
+        server, its outcome's HMAC checked here and the value left for the worker to load."""
+        from dataclasses import replace
+
+        from agex.remote.outcome import verified
+
+        await self._server.prepare()
+        envelope = replace(envelope, serializer=self.serializer, timeout=self.timeout)
+        outcome = await self._post(envelope, payload, sink)
+        return verified(outcome, self._credential() or "")
+
+    async def _post(self, envelope: Any, payload: bytes, sink: Sink) -> dict[str, Any]:
+        """Run a shipped task on the server, its messages to ``sink``; its outcome."""
+        from agex import remote
+
+        body = wire.request_body(envelope.to_json(), payload)
 
         def on_message(kind: str, data: str) -> dict[str, Any] | None:
             return remote.deliver(kind, data if kind == "event" else json.loads(data), sink)
 
         try:
             async with asyncio.timeout(self.timeout + 30.0):  # the server enforces timeout
-                outcome = await self._server.run(envelope.run, body, on_message)
+                outcome: dict[str, Any] = await self._server.run(envelope.run, body, on_message)
         except TimeoutError:
             await self._server.cancel_run(envelope.run)
             raise RemoteExecutionError(
@@ -95,7 +114,7 @@ class HttpHost(Host):
         except asyncio.CancelledError:
             await asyncio.shield(self._server.cancel_run(envelope.run))
             raise
-        return remote.settle(outcome, invocation, self._credential() or "")
+        return outcome
 
     def cancel(self, agent: Agent, session: str) -> int:
         return self._server.cancel_session(agent.name, session)

@@ -7,6 +7,7 @@ import gc
 import ipaddress
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -79,6 +80,31 @@ def read_token(token_file: str | None) -> str | None:
     type=click.FloatRange(0, min_open=True),
     help="Seconds a client has to send a request's body, once its headers are in.",
 )
+@click.option(
+    "--isolation",
+    type=click.Choice(["none", "process", "kernel"]),
+    default=None,
+    help="The weakest isolation agent code runs at here; agents asking for less are "
+    "refused. Default: the strongest this machine has (kernel on Linux).",
+)
+@click.option(
+    "--max-memory-mb",
+    default=2048,
+    show_default=True,
+    type=click.IntRange(64),
+    help="Memory limit of each worker process (and the most an agent may ask for).",
+)
+@click.option(
+    "--worker-network",
+    is_flag=True,
+    help="Let workers open network connections (registered functions that call an API).",
+)
+@click.option(
+    "--worker-read",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="A path workers may read besides Python and its packages (repeatable).",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     host: str,
@@ -91,6 +117,10 @@ def serve(
     detach_grace: float,
     head_timeout: float,
     body_timeout: float,
+    isolation: str | None,
+    max_memory_mb: int,
+    worker_network: bool,
+    worker_read: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Run the agex server: clients' tasks run here, events stream back.
@@ -108,15 +138,25 @@ def serve(
         raise click.UsageError("TLS needs both --ssl-certfile and --ssl-keyfile")
     import uvicorn
 
-    from agex_host_http.server.app import Settings, create_app
+    from agex.isolation.settings import Isolation
+    from agex_host_http.server.app import Settings, create_app, isolating
     from agex_host_http.server.protocol import timed_head
 
+    level = _level(isolation)
+    hidden = (str(Path(token_file).resolve()),) if token_file else ()
     settings = Settings(
         state_dir=state_dir,
         token=token,
         max_body=max_body,
         detach_grace=detach_grace,
         body_timeout=body_timeout,
+        isolation=Isolation(
+            level=level,
+            memory_mb=max_memory_mb,
+            network=worker_network,
+            readable=tuple(str(Path(p).resolve()) for p in worker_read),
+            hidden=hidden,
+        ),
     )
     app = create_app(settings)
     scheme = "https" if ssl_certfile else "http"
@@ -126,6 +166,7 @@ def serve(
         err=True,
     )
     _more_files()
+    _report_isolation(isolating(settings.isolation, settings.state_dir.resolve()))
     # Every run in flight waits through a garbage collection, and with many runs alive a
     # full one took tens of milliseconds, once every round of runs. What is alive now (the
     # modules, the app) lives as long as the server: it is set aside from collections; and
@@ -157,3 +198,34 @@ def _more_files() -> None:
     if soft != resource.RLIM_INFINITY and soft < wanted:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def _level(asked: str | None) -> str:
+    from agex.isolation import check, strongest
+
+    if asked is None:
+        return strongest()
+    try:
+        return check(asked, "--isolation")
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _report_isolation(isolation: Any) -> None:
+    """Say how agent code is isolated, layer by layer, and start the warm workers."""
+    if isolation.level == "none":
+        click.echo(
+            "WARNING: --isolation none: agent code runs inside this server process, next to "
+            "its token, its state and its keys; the sandbox's guards are its only boundary",
+            err=True,
+        )
+        return
+    from agex.isolation.pool import pool
+
+    spec = isolation.spec(None, None, "this server")
+    layers = pool().prepare(spec)
+    click.echo(
+        f"isolation {isolation.level}: agent code runs in confined worker processes", err=True
+    )
+    for layer, state in layers.items():
+        click.echo(f"  {layer}: {state}", err=True)

@@ -1,4 +1,5 @@
-"""Host "local": the loop runs in this process."""
+"""Host "local": the loop runs in this process; agent code too, or in a confined worker
+process when the agent asks for isolation."""
 
 from __future__ import annotations
 
@@ -18,8 +19,12 @@ class LocalHost(Host):
     async def arun(self, invocation: Invocation, sink: Sink) -> Any:
         # Called from a run's agent code (a sub-agent), the loop keeps its state where that
         # run keeps its own: on a server, inside the server's state directory.
-        work = run_loop(invocation, sink, inherited_stores())
-        return await RUNS.run(invocation.agent.name, invocation.session, work)
+        stores = inherited_stores()
+        agent = invocation.agent
+        if getattr(agent, "isolation", None) in (None, "none"):
+            work = run_loop(invocation, sink, stores)
+            return await RUNS.run(agent.name, invocation.session, work)
+        return await RUNS.run(agent.name, invocation.session, _isolated(invocation, sink, stores))
 
     def cancel(self, agent: AgentLike, session: str) -> int:
         return RUNS.cancel(agent.name, session)
@@ -29,3 +34,20 @@ class LocalHost(Host):
 
     def __repr__(self) -> str:
         return "LocalHost()"
+
+
+async def _isolated(invocation: Invocation, sink: Sink, stores: Any) -> Any:
+    """The loop here, the agent code in a worker: the task goes there as bytes, and its value
+    comes back through the restricted loader, as from a remote host."""
+    from agex.isolation.settings import LOCAL
+    from agex.isolation.supervisor import Run
+    from agex.remote import Envelope, settle, ship
+    from agex.serializers import CloudpickleSerializer
+
+    agent = invocation.agent
+    envelope = Envelope.of(invocation)
+    spec = LOCAL.spec(envelope.isolation, envelope.memory_mb)
+    assert spec is not None
+    payload = ship(invocation, CloudpickleSerializer())
+    run = Run(envelope, payload, sink, stores=stores, spec=spec, llm=agent.resolved_llm())
+    return settle(await run(), invocation, None)

@@ -46,6 +46,9 @@ class Envelope:
     versions: dict[str, str] = field(default_factory=lambda: shipping.versions())
     #: Names the run, so its caller can cancel or follow it.
     run: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    #: The isolation the agent asks for (None: the host's), and its worker's memory limit.
+    isolation: str | None = None
+    memory_mb: int | None = None
 
     @classmethod
     def of(
@@ -65,6 +68,8 @@ class Envelope:
             state=agent.state_config if state is None else state,
             serializer=serializer,
             timeout=timeout,
+            isolation=getattr(agent, "isolation", None),
+            memory_mb=getattr(agent, "max_memory_mb", None),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -77,6 +82,8 @@ class Envelope:
             "serializer": self.serializer,
             "timeout": self.timeout,
             "versions": self.versions,
+            "isolation": self.isolation,
+            "memory_mb": self.memory_mb,
         }
 
     @classmethod
@@ -106,6 +113,12 @@ class Envelope:
         run = raw.get("run")
         if not isinstance(run, str) or not 0 < len(run) <= 64:
             raise Refused(422, "run must name the run, 1 to 64 characters")
+        isolation = raw.get("isolation")
+        if isolation is not None and isolation not in ("none", "process", "kernel"):
+            raise Refused(422, 'isolation must be "none", "process", "kernel" or null')
+        memory = raw.get("memory_mb")
+        if memory is not None and (type(memory) is not int or not 64 <= memory <= 1 << 30):
+            raise Refused(422, "memory_mb must be a whole number of MB, 64 or more")
         assert isinstance(session, str)
         return cls(
             agent=agent,
@@ -115,6 +128,8 @@ class Envelope:
             timeout=None if timeout is None else float(timeout),
             versions=dict(raw["versions"]),
             run=run,
+            isolation=isolation,
+            memory_mb=memory,
         )
 
 

@@ -13,11 +13,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from agex import plugins
 from agex.errors import ProviderError, TaskCancelled, TaskTimeout
+from agex.isolation.settings import LOCAL as LOCAL_ISOLATION
+from agex.isolation.settings import Isolation
+from agex.isolation.supervisor import Run
 from agex.loop import run_loop
 from agex.protocols import Invocation
 from agex.remote.envelope import Envelope, Refused
 from agex.remote.messages import Lost, Message, Outbox
-from agex.remote.outcome import failure, success
+from agex.remote.outcome import failure, seal, success, with_model
 from agex.remote.shipping import unship
 from agex.stores import LOCAL, Stores
 
@@ -64,34 +67,63 @@ async def unpack(envelope: Envelope, payload: bytes) -> Shipped:
 
 
 async def execute(
-    shipped: Shipped, outbox: Outbox, *, stores: Stores = LOCAL, key: str = ""
+    envelope: Envelope,
+    payload: bytes,
+    outbox: Outbox,
+    *,
+    stores: Stores = LOCAL,
+    key: str = "",
+    isolation: Isolation = LOCAL_ISOLATION,
 ) -> None:
-    """Run the task's loop here, its events and model output into ``outbox``, and its outcome
-    last, however it ends: with a value, an exception, the envelope's time limit, or
-    cancelled (then the outcome is ``TaskCancelled`` and the cancellation goes on).
+    """Run the shipped task's loop here, its events and model output into ``outbox``, and its
+    outcome last, however it ends: with a value, an exception, the envelope's time limit,
+    or cancelled (then the outcome is ``TaskCancelled`` and the cancellation goes on).
 
     ``stores`` makes the storages its state lives in (a server passes its own, confined to
-    its state directory); ``key`` authenticates a serialized value (see ``settle``).
+    its state directory); ``key`` authenticates a serialized value (see ``settle``);
+    ``isolation`` says where the agent code runs: in a confined worker process, which alone
+    loads the payload, or (level ``"none"``) in this process.
     """
-    envelope, task = shipped.envelope, shipped.task
-    agent = task.agent
-    invocation = Invocation(agent, task, shipped.arguments, envelope.session)
-    timeout = envelope.timeout
+    model: Any = None
     try:
+        spec = isolation.spec(envelope.isolation, envelope.memory_mb)
+        if spec is None:
+            shipped = await unpack(envelope, payload)
+            model = shipped.task.agent.llm
+            work = _in_process(shipped, outbox, stores)
+        else:
+            run = Run(envelope, payload, outbox, stores=stores, spec=spec)
+            work = run()
         try:
-            async with asyncio.timeout(timeout) as limit:
-                value = await run_loop(invocation, outbox, stores)
+            async with asyncio.timeout(envelope.timeout) as limit:
+                outcome = await work
         except TimeoutError:
             if not limit.expired():
                 raise
-            raise TaskTimeout(f"{task.name} ran past the host's {timeout:g}s timeout") from None
-        outcome = success(value, task.returns, key, agent.llm)
+            raise TaskTimeout(
+                f"the run ran past the host's {envelope.timeout:g}s timeout"
+            ) from None
+        finally:
+            if spec is not None:
+                model = run.model
+        if spec is None:
+            outcome = success(outcome, shipped.task.returns, key, model)
+        else:
+            outcome = seal(with_model(outcome, model), key)
     except asyncio.CancelledError:
-        outbox.finish(failure(TaskCancelled(f"{task.name} was cancelled"), agent.llm))
+        outbox.finish(failure(TaskCancelled("the run was cancelled"), model))
         raise
+    except Refused as refused:
+        outcome = failure(refused)
     except Exception as exc:
-        outcome = failure(exc, agent.llm)
+        outcome = failure(exc, model)
     outbox.finish(outcome)
+
+
+async def _in_process(shipped: Shipped, outbox: Outbox, stores: Stores) -> Any:
+    task = shipped.task
+    invocation = Invocation(task.agent, task, shipped.arguments, shipped.envelope.session)
+    return await run_loop(invocation, outbox, stores)
 
 
 async def stream(
@@ -100,18 +132,16 @@ async def stream(
     *,
     stores: Stores = LOCAL,
     key: str = "",
+    isolation: Isolation = LOCAL_ISOLATION,
     stop: asyncio.Event | None = None,
 ) -> AsyncGenerator[Message, None]:
     """Run a shipped task here and yield its messages as they come, outcome last. A task that
     cannot be loaded yields only its error. Setting ``stop`` cancels the run, whose
     ``TaskCancelled`` outcome is still yielded; closing the iterator cancels it too."""
-    try:
-        shipped = await unpack(envelope, payload)
-    except Refused as refused:
-        yield Message(1, "error", failure(refused))
-        return
     outbox = Outbox()
-    running = asyncio.ensure_future(execute(shipped, outbox, stores=stores, key=key))
+    running = asyncio.ensure_future(
+        execute(envelope, payload, outbox, stores=stores, key=key, isolation=isolation)
+    )
     stopping = asyncio.ensure_future(_stop(stop, running)) if stop is not None else None
     try:
         async for batch in outbox.follow():

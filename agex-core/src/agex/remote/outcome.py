@@ -38,13 +38,13 @@ def success(value: Any, returns: Any, key: str, model: Any = None) -> dict[str, 
     """The outcome of a run that returned ``value``, for a task whose return annotation is
     ``returns``."""
     outcome: dict[str, Any] = {"kind": "result"}
-    if _plain(value):
+    if plain(value):
         outcome["json"] = value
     else:
         data = values.dumps(value, returns)
         outcome["pickle"] = base64.b64encode(data).decode()
         outcome["mac"] = _mac(key, data)
-    return _with_model(outcome, model)
+    return with_model(outcome, model)
 
 
 def failure(exc: BaseException, model: Any = None) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def failure(exc: BaseException, model: Any = None) -> dict[str, Any]:
         "message": str(exc),
         "traceback": "".join(traceback.format_exception(exc)),
     }
-    return _with_model(outcome, model)
+    return with_model(outcome, model)
 
 
 def deliver(kind: str, data: Any, sink: Sink) -> dict[str, Any] | None:
@@ -77,11 +77,37 @@ def deliver(kind: str, data: Any, sink: Sink) -> dict[str, Any] | None:
     return None
 
 
-def settle(outcome: dict[str, Any], invocation: Invocation, key: str) -> Any:
+def seal(outcome: dict[str, Any], key: str) -> dict[str, Any]:
+    """``outcome`` (from a worker, which holds no key) with the HMAC a caller checks."""
+    if "pickle" in outcome:
+        try:
+            data = base64.b64decode(outcome["pickle"], validate=True)
+        except (TypeError, ValueError):
+            raise RemoteExecutionError("the run's result is malformed") from None
+        outcome = {**outcome, "mac": _mac(key, data)}
+    return outcome
+
+
+def verified(outcome: dict[str, Any], key: str) -> dict[str, Any]:
+    """``outcome`` after its HMAC is checked, without it: for a worker process to load (a
+    sub-agent's value), which holds no key."""
+    if "pickle" not in outcome:
+        return outcome
+    try:
+        data = base64.b64decode(outcome["pickle"], validate=True)
+        given = outcome["mac"]
+    except (KeyError, TypeError, ValueError):
+        raise RemoteExecutionError("the run's result is malformed") from None
+    _check_mac(given, key, data)
+    return {k: v for k, v in outcome.items() if k != "mac"}
+
+
+def settle(outcome: dict[str, Any], invocation: Invocation, key: str | None) -> Any:
     """The task's value, or its exception raised: on the caller's side, from the outcome the
     far side sent. A value JSON cannot carry is loaded only when its HMAC under ``key``
-    matches, and then only with the classes the task's return annotation names
-    (:mod:`agex.remote.values`): what the far side sends cannot run code here."""
+    matches (``None``: the outcome came over a channel that needs none, from a worker
+    process of this one), and then only with the classes the task's return annotation
+    names (:mod:`agex.remote.values`): what the far side sends cannot run code here."""
     _resume(invocation.agent, outcome.get("model"))
     if outcome.get("kind") == "result":
         returns = invocation.task.returns
@@ -104,23 +130,16 @@ def settle(outcome: dict[str, Any], invocation: Invocation, key: str) -> Any:
     )
 
 
-def _value(outcome: dict[str, Any], returns: Any, key: str) -> Any:
+def _value(outcome: dict[str, Any], returns: Any, key: str | None) -> Any:
     if "json" in outcome:
         return outcome["json"]
     try:
         data = base64.b64decode(outcome["pickle"], validate=True)
-        given = outcome["mac"]
+        given = outcome["mac"] if key is not None else None
     except (KeyError, TypeError, ValueError):
         raise RemoteExecutionError("the run's result is malformed") from None
-    if (
-        not isinstance(given, str)
-        or not given.isascii()
-        or not hmac.compare_digest(given, _mac(key, data))
-    ):
-        raise RemoteExecutionError(
-            "the run's result failed its HMAC check and was not loaded: the host does not "
-            "share this client's key (token), or something altered the result"
-        )
+    if key is not None:
+        _check_mac(given, key, data)
     try:
         return values.loads(data, returns)
     except values.RefusedValue as exc:
@@ -131,7 +150,7 @@ def _value(outcome: dict[str, Any], returns: Any, key: str) -> Any:
         ) from None
 
 
-def _with_model(outcome: dict[str, Any], model: Any) -> dict[str, Any]:
+def with_model(outcome: dict[str, Any], model: Any) -> dict[str, Any]:
     if model is not None:
         outcome["model"] = model.config()
     return outcome
@@ -151,7 +170,7 @@ def _resume(agent: Agent, config: Any) -> None:
             setattr(llm, name, value)
 
 
-def _plain(value: Any, depth: int = 0) -> bool:
+def plain(value: Any, depth: int = 0) -> bool:
     """True when JSON carries ``value`` exactly: plain types only, no subclasses."""
     if depth > _JSON_DEPTH:
         return False
@@ -161,10 +180,22 @@ def _plain(value: Any, depth: int = 0) -> bool:
     if kind is float:
         return value == value and value not in (float("inf"), float("-inf"))
     if kind is list:
-        return all(_plain(v, depth + 1) for v in value)
+        return all(plain(v, depth + 1) for v in value)
     if kind is dict:
-        return all(type(k) is str and _plain(v, depth + 1) for k, v in value.items())
+        return all(type(k) is str and plain(v, depth + 1) for k, v in value.items())
     return False
+
+
+def _check_mac(given: Any, key: str, data: bytes) -> None:
+    if (
+        not isinstance(given, str)
+        or not given.isascii()
+        or not hmac.compare_digest(given, _mac(key, data))
+    ):
+        raise RemoteExecutionError(
+            "the run's result failed its HMAC check and was not loaded: the host does not "
+            "share this client's key (token), or something altered the result"
+        )
 
 
 def _mac(key: str, data: bytes) -> str:

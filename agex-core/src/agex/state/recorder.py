@@ -1,5 +1,6 @@
-"""Versioned state for one task: load the session's variables at the start, and after every
-step commit the variables the step could have touched.
+"""Versioned state for one task, on the side that runs agent code: load the session's
+variables at the start, and after every step serialize the variables the step could have
+touched, for the other side to commit.
 
 What a step could have touched: the names its code mentions and, transitively, the names
 mentioned by the agent's functions, classes and objects among those (the step may call
@@ -14,55 +15,74 @@ from __future__ import annotations
 
 import dis
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import CodeType
 from typing import Any
 
-from agex.protocols import AgentLike, Storage
+from agex.errors import StateLoadError
+from agex.protocols import AgentLike
 from agex.sandbox.ownership import agent_class, agent_function
 from agex.state.pickling import AgentStateSerializer, loading_into
-from agex.state.versioned import Committed, VersionedState
 
 
-class StepRecorder:
-    """The versioned state of ``agent`` in ``session``, kept in ``storage`` (the caller
-    chooses it: see ``agex.stores``)."""
+class Recorder:
+    """The agent-code side of versioned state for one run: which variables a step could
+    have touched, serialized. Whoever holds the storage commits the bytes without loading
+    them."""
 
-    def __init__(self, agent: AgentLike, session: str, storage: Storage) -> None:
+    def __init__(self, agent: AgentLike) -> None:
         self.agent = agent
-        self.state = VersionedState(storage, AgentStateSerializer(), agent.name, session)
-        self.base = self.state.head()
+        self.serializer = AgentStateSerializer()
         self._saved: set[str] = set()  # the variables the last commit holds
         # Names some agent function rebinds (``global x``): it may be called from anywhere,
         # through a list, an attribute or a partial, so these are always checked.
         self._rebound: set[str] = set()
 
-    def load_into(self, namespace: dict[str, Any]) -> None:
-        """The session's variables, put into ``namespace`` (agent functions bound to it)."""
+    def load(self, blobs: Mapping[str, bytes], namespace: dict[str, Any]) -> dict[str, Any]:
+        """The session's variables (checked blobs, by name), loaded for ``namespace``: agent
+        functions bound to it."""
+        values = {}
         with loading_into(namespace):
-            values = self.state.values(self.base)
-        namespace.update(values)
+            for name, blob in blobs.items():
+                if name.startswith(("__", "_agex")):
+                    raise StateLoadError(f"the state binds the reserved name {name!r}")
+                try:
+                    values[name] = self.serializer.loads(blob)
+                except Exception as exc:
+                    raise StateLoadError(
+                        f"variable {name!r} could not be loaded ({type(exc).__name__}: {exc})"
+                    ) from exc
         self._saved = set(values)
         self._rebound = _rebinds(values.values())
+        return values
 
-    def commit(self, code: CodeType, namespace: dict[str, Any], events: list[Any]) -> Committed:
-        """Commit what this step could have touched, on top of the last commit."""
+    def changes(
+        self, code: CodeType, namespace: dict[str, Any]
+    ) -> tuple[dict[str, bytes | None], dict[str, str]]:
+        """What this step could have touched, serialized (None: removed), and the variables
+        that could not be serialized, with why (they are removed too)."""
         touched = _reachable(_mentioned(code), namespace) | self._rebound
         registered = self.agent.policy.names
-        changed = {
-            name: namespace[name]
-            for name in sorted(touched)
-            if name in namespace
-            and not name.startswith(("__", "_agex"))
-            and registered.get(name) is not namespace[name]
-        }
-        removed = sorted(name for name in touched & self._saved if name not in namespace)
-        committed = self.state.commit(changed, removed, events, base=self.base)
-        self.base = committed.id
-        self._rebound |= _rebinds(changed.values())
-        self._saved |= changed.keys() - committed.skipped.keys()
-        self._saved -= set(removed) | committed.skipped.keys()
-        return committed
+        changes: dict[str, bytes | None] = {}
+        skipped: dict[str, str] = {}
+        for name in sorted(touched):
+            if name not in namespace:
+                if name in self._saved:
+                    changes[name] = None
+                continue
+            value = namespace[name]
+            if name.startswith(("__", "_agex")) or registered.get(name) is value:
+                continue
+            try:
+                changes[name] = self.serializer.dumps(value)
+            except Exception as exc:
+                skipped[name] = f"{type(exc).__name__}: {exc}"
+                changes[name] = None  # gone, not its older value
+                continue
+            self._rebound |= _rebinds([value])
+        self._saved |= {n for n, v in changes.items() if v is not None}
+        self._saved -= {n for n, v in changes.items() if v is None}
+        return changes, skipped
 
 
 def _reachable(names: frozenset[str], namespace: dict[str, Any]) -> set[str]:

@@ -162,21 +162,31 @@ class VersionedState:
             _apply(index, commit.changes)
         return index
 
-    def values(self, commit_id: str | None = None) -> dict[str, Any]:
-        """The variables at a commit (default: the head), loaded."""
+    def raw(self, commit_id: str | None = None) -> dict[str, bytes]:
+        """The variables at a commit (default: the head) as their checked bytes, not loaded:
+        for the side that loads them (a worker process, or :meth:`values`)."""
         commit_id = commit_id or self.head()
         out = {}
         for name, digest in self.tree(commit_id).items():
             if name.startswith(("__", "_agex")):
                 raise StateIntegrityError(f"commit {commit_id} binds the reserved name {name!r}")
             try:
-                out[name] = self._load(digest)
+                out[name] = self._blob(digest)
             except StateIntegrityError as exc:
                 raise StateIntegrityError(
                     f"variable {name!r}: {exc}; if the storage was damaged rather than "
                     "tampered with, agent.state(session).revert(<an earlier commit>) moves "
                     "the session back"
                 ) from None
+        return out
+
+    def values(self, commit_id: str | None = None) -> dict[str, Any]:
+        """The variables at a commit (default: the head), loaded."""
+        commit_id = commit_id or self.head()
+        out = {}
+        for name, payload in self.raw(commit_id).items():
+            try:
+                out[name] = self.serializer.loads(payload)
             except Exception as exc:
                 raise StateLoadError(
                     f"variable {name!r} at commit {str(commit_id)[:12]} could not be loaded "
@@ -219,25 +229,37 @@ class VersionedState:
         """Record ``changed`` (serialized now) and ``removed`` on top of ``base``: the head
         the caller last saw (default: the head now). If another run has moved the head
         since, nothing moves and StateConflict says so."""
+        payloads: dict[str, bytes | None] = {name: None for name in removed}
+        skipped: dict[str, str] = {}
+        for name, value in changed.items():
+            try:
+                payloads[name] = self.serializer.dumps(value)
+            except Exception as exc:
+                skipped[name] = f"{type(exc).__name__}: {exc}"
+                payloads[name] = None  # gone, not its older value
+        return Committed(self.commit_serialized(payloads, events, base).id, skipped)
+
+    def commit_serialized(
+        self,
+        payloads: Mapping[str, bytes | None],
+        events: Iterable[Any] = (),
+        base: str | object | None = HEAD,
+    ) -> Committed:
+        """:meth:`commit` for values serialized elsewhere (by name; None: removed): the
+        bytes are stored, never loaded here."""
         parent = self.head() if base is HEAD else base
         if parent is not None and not isinstance(parent, str):
             raise TypeError(f"base must be a commit id or None, got {parent!r}")
         changes: dict[str, str | None] = {}
         writes: dict[str, bytes] = {}
-        skipped: dict[str, str] = {}
-        for name, value in changed.items():
-            try:
-                payload = self.serializer.dumps(value)
-            except Exception as exc:
-                skipped[name] = f"{type(exc).__name__}: {exc}"
-                changes[name] = None  # gone, not its older value
+        for name, payload in payloads.items():
+            if payload is None:
+                changes[name] = None
                 continue
             digest = hashlib.sha256(payload).hexdigest()
             changes[name] = digest
             writes[self._blobs + digest] = self._sign(payload)
-        for name in removed:
-            changes[name] = None
-        return Committed(self._write(parent, changes, events, writes), skipped)
+        return Committed(self._write(parent, changes, events, writes))
 
     def revert(self, commit_id: str) -> Committed:
         """A new commit on top of the head whose variables are those of ``commit_id``."""
@@ -304,7 +326,8 @@ class VersionedState:
             )
         return payload
 
-    def _load(self, digest: str) -> Any:
+    def _blob(self, digest: str) -> bytes:
+        """The checked bytes of one value."""
         raw = self.storage.get(self._blobs + digest)
         if raw is None:
             raise StateIntegrityError(
@@ -316,7 +339,7 @@ class VersionedState:
         payload = self._verified(raw, f"value {digest}")
         if hashlib.sha256(payload).hexdigest() != digest:
             raise StateIntegrityError(f"value {digest} does not match its hash; not loaded")
-        return self.serializer.loads(payload)
+        return payload
 
 
 def _apply(index: dict[str, str], changes: Mapping[str, str | None]) -> None:

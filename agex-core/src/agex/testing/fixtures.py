@@ -27,3 +27,19 @@ def register_plugin() -> Iterator[Callable[..., str]]:
     finally:
         for name in reversed(names):
             plugins.unregister(name)
+
+
+@pytest.fixture
+def ship_test_module(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Send the test's own module by value with its tasks: it is not importable where they
+    run (a server, a worker process), as a script's ``__main__`` is not."""
+    import sys
+
+    import cloudpickle
+
+    module = sys.modules[request.module.__name__]
+    cloudpickle.register_pickle_by_value(module)
+    try:
+        yield
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from starlette.responses import Response, StreamingResponse
 
 from agex import __version__, plugins
 from agex.hosts import check_session
+from agex.isolation import strongest
+from agex.isolation.settings import Isolation
 from agex.remote.shipping import versions
 from agex.stores import Stores
 from agex_host_http.server.guard import PUBLIC, Guard
@@ -48,6 +51,9 @@ class Settings:
     keepalive: float = KEEPALIVE
     #: Threads that run agent code (sandbox steps, state commits).
     workers: int = 32
+    #: How agent code is isolated; None: in confined workers, at the strongest level this
+    #: machine has. The state directory is hidden from workers either way.
+    isolation: Isolation | None = None
 
 
 class Versions(BaseModel):
@@ -85,6 +91,15 @@ _TASK_BODY = {
 }
 
 
+def isolating(isolation: Isolation | None, state_dir: Path) -> Isolation:
+    """The server's isolation (by default the strongest level here), its workers never
+    reading the state directory."""
+    if isolation is None:
+        isolation = Isolation(level=strongest())
+    hidden = (*isolation.hidden, str(state_dir))
+    return dataclasses.replace(isolation, hidden=hidden)
+
+
 def create_app(settings: Settings) -> Any:
     state_dir = settings.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -94,6 +109,7 @@ def create_app(settings: Settings) -> Any:
         Stores(root=state_dir),
         settings.token or "",
         settings.detach_grace,
+        isolating(settings.isolation, state_dir),
     )
     server_versions = versions()
     # Declares the bearer scheme in the OpenAPI schema; Guard enforces it.

@@ -2,9 +2,11 @@
 /v1/runs/{run_id}/events``), cancel one, or cancel an agent's runs in a session.
 
 A run request's envelope (plain JSON, ``agex.remote.Envelope``) is checked first: versions,
-session name, state type and path. Only then is the task loaded, and the run starts on
-``agex.remote.execute``, as on every remote host. :class:`~agex_host_http.server.guard.Guard`
-has checked the token and the declared body size before any of this runs.
+session name, state type and path, isolation. The run starts on ``agex.remote.execute``,
+as on every remote host, which loads the task only where its code runs: in a confined
+worker process, unless the server runs at isolation "none".
+:class:`~agex_host_http.server.guard.Guard` has checked the token and the declared body
+size before any of this runs.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from starlette.responses import JSONResponse, Response
 
 from agex import plugins
 from agex.errors import ProviderError, StatePathRefused
+from agex.isolation.settings import Isolation
 from agex.remote.envelope import Envelope, Refused
-from agex.remote.execute import execute, unpack
+from agex.remote.execute import execute
 from agex.stores import Stores, confined
 from agex_host_http import wire
 from agex_host_http.server.runs import Run, RunBoard
@@ -47,11 +50,13 @@ class RunRoutes:
         stores: Stores,
         key: str,
         detach_grace: float,
+        isolation: Isolation,
     ) -> None:
         self.board = board
         self.stores = stores
         self.key = key
         self.detach_grace = detach_grace
+        self.isolation = isolation
 
     async def start(self, request: Request, run_id: str) -> Response:
         """Start a run and stream its messages. Sent again for a run that exists (its first
@@ -103,11 +108,25 @@ class RunRoutes:
             raise Refused(400, str(exc)) from None
         envelope = Envelope.from_json({**raw, "run": run_id})
         self._check_state(envelope)
-        shipped = await unpack(envelope, payload)
+        try:
+            plugins.resolve("serializer", envelope.serializer)
+        except ProviderError as exc:
+            raise Refused(
+                400, f"serializer {envelope.serializer!r} is not available here: {exc}"
+            ) from None
+        # The isolation asked for, checked now; the task is loaded only where its code runs.
+        self.isolation.spec(envelope.isolation, envelope.memory_mb, "this server")
         if run_id in self.board.runs:
             return None
         run = self.board.open(run_id, envelope.agent, envelope.session)
-        work = execute(shipped, run.outbox, stores=self.stores, key=self.key)
+        work = execute(
+            envelope,
+            payload,
+            run.outbox,
+            stores=self.stores,
+            key=self.key,
+            isolation=self.isolation,
+        )
         self.board.watch(run, asyncio.create_task(work))
         return run
 

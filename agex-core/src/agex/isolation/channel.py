@@ -1,0 +1,115 @@
+"""Messages between a worker process and its supervisor, over a Unix socket: a JSON header
+and raw byte blobs (serialized values), never a pickle.
+
+The supervisor holds secrets and reads what a possibly escaped worker writes, so a frame is
+bounded before it is read, its header is plain JSON, and the blobs are only ever stored or
+handed to another worker, not loaded.
+
+A frame: its length (8 bytes), the header's length (4 bytes), the header (JSON, with
+``"blobs"``: the blobs' lengths), then the blobs one after another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+_FRAME = struct.Struct("!QI")
+#: Largest frame read from a worker: what one step may hand back (its changed variables).
+MAX_FRAME = 1 << 30
+MAX_HEADER = 16 << 20
+
+Frame = tuple[dict[str, Any], list[bytes]]
+
+
+class ChannelClosed(ConnectionError):
+    """The other side went away (a worker that exited, or a supervisor that did)."""
+
+
+class BadFrame(ValueError):
+    """A frame that breaks the format or its bounds."""
+
+
+def encode(header: dict[str, Any], blobs: Sequence[bytes] = ()) -> list[bytes]:
+    """The pieces of one frame, ready to send."""
+    head = json.dumps({**header, "blobs": [len(b) for b in blobs]}).encode()
+    total = len(head) + sum(len(b) for b in blobs)
+    return [_FRAME.pack(total, len(head)), head, *blobs]
+
+
+def decode(body: bytes | bytearray | memoryview, head_size: int) -> Frame:
+    view = memoryview(body)
+    try:
+        header = json.loads(bytes(view[:head_size]))
+    except (ValueError, RecursionError):
+        raise BadFrame("a frame's header is not JSON") from None
+    sizes = header.pop("blobs", None) if isinstance(header, dict) else None
+    if not isinstance(sizes, list) or not all(type(n) is int and n >= 0 for n in sizes):
+        raise BadFrame("a frame's header does not say what it carries")
+    if head_size + sum(sizes) != len(view):
+        raise BadFrame("a frame's blobs do not add up to its length")
+    blobs, at = [], head_size
+    for size in sizes:
+        blobs.append(bytes(view[at : at + size]))
+        at += size
+    return header, blobs
+
+
+def _sizes(prefix: bytes | bytearray, limit: int) -> tuple[int, int]:
+    total, head = _FRAME.unpack(prefix)
+    if total > limit or head > min(total, MAX_HEADER):
+        raise BadFrame(f"a frame of {total} bytes is over the limit of {limit}")
+    return total, head
+
+
+# -- blocking (the worker's side) -------------------------------------------------------
+
+
+def send(sock: socket.socket, header: dict[str, Any], blobs: Sequence[bytes] = ()) -> None:
+    sock.sendall(b"".join(encode(header, blobs)))
+
+
+def recv(sock: socket.socket, limit: int = MAX_FRAME) -> Frame:
+    total, head = _sizes(_exactly(sock, _FRAME.size), limit)
+    return decode(_exactly(sock, total), head)
+
+
+def _exactly(sock: socket.socket, size: int) -> bytearray:
+    buffer = bytearray(size)
+    view, got = memoryview(buffer), 0
+    while got < size:
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            raise ChannelClosed("the other side closed the channel")
+        got += n
+    return buffer
+
+
+# -- asyncio (the supervisor's side) ----------------------------------------------------
+
+
+async def asend(sock: socket.socket, header: dict[str, Any], blobs: Sequence[bytes] = ()) -> None:
+    loop = asyncio.get_running_loop()
+    for piece in encode(header, blobs):
+        await loop.sock_sendall(sock, piece)
+
+
+async def arecv(sock: socket.socket, limit: int = MAX_FRAME) -> Frame:
+    total, head = _sizes(await _aexactly(sock, _FRAME.size), limit)
+    return decode(await _aexactly(sock, total), head)
+
+
+async def _aexactly(sock: socket.socket, size: int) -> bytearray:
+    loop = asyncio.get_running_loop()
+    buffer = bytearray(size)
+    view, got = memoryview(buffer), 0
+    while got < size:
+        n = await loop.sock_recv_into(sock, view[got:])
+        if n == 0:
+            raise ChannelClosed("the other side closed the channel")
+        got += n
+    return buffer

@@ -1,0 +1,341 @@
+"""The trusted side of an isolated run: the loop here (the model, the storage, the events),
+the agent code in a worker process (:mod:`agex.isolation.worker`).
+
+Nothing a client shipped or agent code shaped is loaded here: the payload goes to the
+worker as bytes, the worker answers with plain data (checked field by field before use),
+state values cross as bytes this side stores without loading, and the task's value comes
+back as an outcome (JSON, or a pickle only the caller's restricted loader opens).
+
+A step's time limit is the worker's own, and this side kills the worker shortly after it,
+which also ends long calls into C; cancelling kills it at once; a worker that dies ends
+only its run, with an :class:`~agex.errors.IsolationError` saying how.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from agex import plugins
+from agex.errors import IsolationError, SandboxTimeout, StateLoadError
+from agex.events import bound_text
+from agex.isolation import channel
+from agex.isolation.pool import Spec, Worker, WorkerGone, pool
+from agex.loop import drive, versioned
+from agex.protocols import LLM, Sink
+from agex.remote.envelope import Envelope, Refused
+from agex.remote.outcome import failure
+from agex.runtime import Step
+from agex.stores import Stores
+
+#: Seconds a worker gets past a time limit to report it itself before it is killed.
+GRACE = 1.0
+_SIGNALS = (None, "success", "fail", "clarify")
+_STOPS = (None, "timeout", "cancelled")
+_VALUE = ("kind", "json", "pickle")
+_HINTS = {
+    "signal SIGSEGV": "it crashed in C code (SIGSEGV)",
+    "signal SIGKILL": "it was killed (SIGKILL), most likely for running out of memory",
+    "signal SIGXCPU": "it used up its CPU time limit (SIGXCPU)",
+    "signal SIGXFSZ": "it wrote past its file size limit (SIGXFSZ)",
+    "signal SIGABRT": "it aborted (SIGABRT)",
+}
+
+Call = Callable[[Envelope, dict[str, Any], bytes], Awaitable[dict[str, Any]]]
+
+
+class Isolated:
+    """The loop's executor for agent code in ``worker``; ``call`` runs the sub-agents its
+    code calls (an envelope, the sub-agent's host configuration, the shipped task) and
+    returns their outcome."""
+
+    def __init__(self, worker: Worker, call: Call) -> None:
+        self.worker, self.call = worker, call
+        self._sending = asyncio.Lock()
+        self._calls: set[asyncio.Task[None]] = set()
+
+    async def start(self, envelope: Envelope, payload: bytes) -> dict[str, Any]:
+        header = {
+            "op": "start",
+            "agent": envelope.agent,
+            "session": envelope.session,
+            "serializer": envelope.serializer,
+            "versioned": envelope.state.type == "versioned",
+        }
+        reply, _ = await self._request(header, [payload], None)
+        return _manifest(_expect(reply, "started"), envelope.agent)
+
+    async def load(self, blobs: dict[str, bytes], timeout: float | None) -> None:
+        header = {"op": "load", "names": list(blobs), "timeout": timeout}
+        try:
+            reply, _ = await self._request(header, list(blobs.values()), timeout)
+        except _Overdue:
+            raise SandboxTimeout("loading the state ran past the timeout") from None
+        if reply.get("op") == "failed" and _kind(reply) == "StateLoadError":
+            raise StateLoadError(_text(reply["outcome"].get("message")))
+        if reply.get("op") == "failed" and _kind(reply) == "SandboxTimeout":
+            raise SandboxTimeout("loading the state ran past the timeout")
+        _expect(reply, "loaded")
+
+    async def step(self, code: str, timeout: float | None) -> Step:
+        try:
+            reply, blobs = await self._request(
+                {"op": "step", "code": code, "timeout": timeout}, [], timeout
+            )
+        except _Overdue:
+            return Step(stopped="timeout", where="(the worker was stopped)")
+        return _step(_expect(reply, "ran"), blobs)
+
+    def cancel(self) -> None:
+        asyncio.get_running_loop().run_in_executor(None, self.worker.end)
+
+    async def close(self) -> None:
+        for call in self._calls:
+            call.cancel()
+        await self.worker.aend()
+
+    async def _request(
+        self, header: dict[str, Any], blobs: list[bytes], timeout: float | None
+    ) -> channel.Frame:
+        """Send ``header`` and wait for the answer, running the sub-agents the worker asks
+        for meanwhile; past ``timeout`` (and the grace), the worker is killed."""
+        sock = self.worker.sock
+        try:
+            async with self._sending:
+                await channel.asend(sock, header, blobs)
+            async with asyncio.timeout(None if timeout is None else timeout + GRACE):
+                while True:
+                    reply, out = await channel.arecv(sock)
+                    if reply.get("op") != "call":
+                        return reply, out
+                    task = asyncio.ensure_future(self._answer(reply, out))
+                    self._calls.add(task)
+                    task.add_done_callback(self._calls.discard)
+        except TimeoutError:
+            await self.worker.aend()
+            raise _Overdue from None
+        except (OSError, channel.BadFrame, UnicodeDecodeError) as exc:
+            status = await self.worker.aend(exiting=isinstance(exc, channel.ChannelClosed))
+            if isinstance(exc, channel.BadFrame):
+                raise IsolationError(
+                    f"the worker broke the protocol ({exc}); it was stopped"
+                ) from None
+            raise IsolationError(_ended(status)) from None
+
+    async def _answer(self, request: dict[str, Any], blobs: list[bytes]) -> None:
+        number = request.get("call")
+        try:
+            host = request.get("host")
+            if not isinstance(host, dict) or not isinstance(host.get("provider"), str):
+                raise IsolationError("a sub-agent call must name its host's provider")
+            if len(blobs) != 1:
+                raise IsolationError("a sub-agent call carries exactly its shipped task")
+            envelope = Envelope.from_json(request.get("envelope"))
+            outcome = await self.call(envelope, host, blobs[0])
+        except asyncio.CancelledError:
+            raise
+        except Refused as exc:
+            outcome = failure(IsolationError(f"the sub-agent call was refused: {exc}"))
+        except Exception as exc:
+            outcome = failure(exc)
+        async with self._sending:
+            await channel.asend(
+                self.worker.sock, {"op": "answer", "call": number, "outcome": outcome}
+            )
+
+
+class _Overdue(Exception):
+    """The worker did not answer within its time limit and the grace; it was killed."""
+
+
+class Run:
+    """One task run with its agent code in a worker: ``await run()`` returns the outcome of
+    a value (unsealed), or raises the run's exception. ``model`` is the model the loop used
+    (built from the worker's description of it unless ``llm`` is given), for the outcome."""
+
+    def __init__(
+        self,
+        envelope: Envelope,
+        payload: bytes,
+        sink: Sink,
+        *,
+        stores: Stores,
+        spec: Spec,
+        llm: LLM | None = None,
+    ) -> None:
+        self.envelope, self.payload, self.sink = envelope, payload, sink
+        self.stores, self.spec = stores, spec
+        self.model: LLM | None = llm
+
+    async def __call__(self) -> dict[str, Any]:
+        envelope = self.envelope
+        try:
+            worker = await pool().take(self.spec)
+        except WorkerGone as exc:
+            raise IsolationError(f"no worker process could be started: {exc.status}") from None
+        executor = Isolated(worker, self._subagent)
+        try:
+            manifest = await executor.start(envelope, self.payload)
+            if self.model is None:
+                self.model = _model(manifest["llm"], envelope.agent)
+            state = None
+            if envelope.state.type == "versioned":
+                state = versioned(self.stores, envelope.state, envelope.agent, envelope.session)
+            outcome: dict[str, Any] = await drive(
+                executor, manifest, self.model, self.sink, envelope.session, state
+            )
+            return outcome
+        finally:
+            await executor.close()
+
+    async def _subagent(self, envelope: Envelope, host: dict[str, Any], payload: bytes) -> Any:
+        """A sub-agent called from the worker's agent code: its loop here, its code in a
+        worker of its own (at least as confined), or on its own remote host."""
+        sink = Sink(self.sink.on_event, None)
+        options = dict(host)
+        provider = options.pop("provider")
+        if provider == "local":
+            run = Run(envelope, payload, sink, stores=self.stores, spec=self.spec)
+            try:
+                return await run()
+            except Exception as exc:
+                return failure(exc, run.model)
+        remote = plugins.create("host", provider, **options)
+        shipped = getattr(remote, "arun_shipped", None)
+        if shipped is None:
+            raise IsolationError(
+                f"host {provider!r} cannot run a sub-agent for an isolated run; give the "
+                "sub-agent a local or http host"
+            )
+        outcome: dict[str, Any] = await shipped(envelope, payload, sink)
+        return outcome
+
+
+def _model(config: Any, agent: str) -> LLM:
+    """The model the worker says the agent uses, built here by its provider (with this
+    side's keys); the agent's default model when it names none."""
+    from agex import llm as models
+
+    if config is None:
+        return models.create()
+    options = dict(config)
+    provider = options.pop("provider", None)
+    if not isinstance(provider, str):
+        raise IsolationError(f"the model of agent {agent!r} does not name its provider")
+    try:
+        built: LLM = plugins.create("llm", provider, **options)
+    except Exception as exc:
+        raise IsolationError(
+            f"the model of agent {agent!r} (provider {provider!r}) cannot be built here: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    return built
+
+
+# -- what a worker says, checked ----------------------------------------------------------
+
+
+def _expect(reply: dict[str, Any], op: str) -> dict[str, Any]:
+    if reply.get("op") == op:
+        return reply
+    if reply.get("op") == "failed":
+        raise IsolationError(
+            f"in the worker: {_kind(reply)}: {_text(_outcome(reply).get('message'))}"
+        )
+    raise IsolationError(f"the worker answered {str(reply.get('op'))[:40]!r}, not {op!r}")
+
+
+def _outcome(reply: dict[str, Any]) -> dict[str, Any]:
+    outcome = reply.get("outcome")
+    return outcome if isinstance(outcome, dict) else {}
+
+
+def _kind(reply: dict[str, Any]) -> str:
+    return _text(_outcome(reply).get("type"), 100)
+
+
+def _text(value: Any, limit: int = 20_000) -> str:
+    return bound_text(value if isinstance(value, str) else "", limit)
+
+
+def _manifest(reply: dict[str, Any], agent: str) -> dict[str, Any]:
+    manifest = reply.get("manifest")
+    ok = (
+        isinstance(manifest, dict)
+        and manifest.get("agent") == agent
+        and all(isinstance(manifest.get(k), str) for k in ("task", "system", "user", "returns"))
+        and isinstance(manifest.get("inputs"), dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in manifest["inputs"].items())
+        and (manifest.get("llm") is None or isinstance(manifest.get("llm"), dict))
+        and type(manifest.get("max_iterations")) is int
+        and manifest["max_iterations"] >= 1
+        and (manifest.get("timeout") is None or type(manifest.get("timeout")) in (int, float))
+    )
+    if not ok:
+        raise IsolationError("the worker described the run wrongly; it was stopped")
+    assert isinstance(manifest, dict)
+    manifest["inputs"] = {_text(k, 200): _text(v, 500) for k, v in manifest["inputs"].items()}
+    if manifest["timeout"] is not None and not manifest["timeout"] > 0:
+        raise IsolationError("the worker described the run wrongly; it was stopped")
+    return manifest
+
+
+def _step(reply: dict[str, Any], blobs: list[bytes]) -> Step:
+    """A step as the worker reports it, every field checked for its type and bounded."""
+    signal, stopped = reply.get("signal"), reply.get("stopped")
+    changes, skipped = reply.get("changes"), reply.get("skipped")
+    outcome = reply.get("outcome")
+    if (
+        signal not in _SIGNALS
+        or stopped not in _STOPS
+        or not isinstance(changes, dict)
+        or not isinstance(skipped, dict)
+        or not (outcome is None or _value_outcome(outcome))
+    ):
+        raise IsolationError("the worker reported a step wrongly; it was stopped")
+    step = Step(
+        output=_text(reply.get("output")),
+        error=None if reply.get("error") is None else _text(reply.get("error")),
+        signal=signal,
+        message=_text(reply.get("message")),
+        stopped=stopped,
+        where=_text(reply.get("where"), 200),
+        skipped={_name(k): _text(v, 1000) for k, v in skipped.items()},
+        refused=None if reply.get("refused") is None else _text(reply.get("refused")),
+        shown=reply.get("shown"),
+        # Only what a value's outcome holds: no model, no MAC of the worker's making.
+        value=None if outcome is None else {k: outcome[k] for k in _VALUE if k in outcome},
+    )
+    used: set[int] = set()
+    for name, index in changes.items():
+        if index is None:
+            step.changes[_name(name)] = None
+        elif type(index) is int and 0 <= index < len(blobs) and index not in used:
+            used.add(index)
+            step.changes[_name(name)] = blobs[index]
+        else:
+            raise IsolationError("the worker reported a step wrongly; it was stopped")
+    if signal == "success" and step.refused is None and step.stopped is None and outcome is None:
+        raise IsolationError("the worker reported a step wrongly; it was stopped")
+    return step
+
+
+def _name(name: Any) -> str:
+    if not isinstance(name, str) or not name.isidentifier() or name.startswith(("__", "_agex")):
+        raise IsolationError("the worker named a variable wrongly; it was stopped")
+    return name
+
+
+def _value_outcome(outcome: Any) -> bool:
+    if not isinstance(outcome, dict) or outcome.get("kind") != "result":
+        return False
+    return ("json" in outcome) != isinstance(outcome.get("pickle"), str)
+
+
+def _ended(status: str) -> str:
+    hint = _HINTS.get(status, status)
+    return (
+        f"the worker process running the task's code ended: {hint}. Only this run ended; "
+        "versioned state stays at its last commit"
+    )

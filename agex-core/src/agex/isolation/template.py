@@ -1,0 +1,145 @@
+"""The template: a small, clean process that forks workers.
+
+Started by a supervisor as a fresh interpreter (``python -m agex.isolation.template``),
+with no threads, no secrets in its environment and nothing of the supervisor's memory, it
+imports what a worker needs once and then forks a worker per request: a worker starts in
+about a millisecond, already holding agex, and never a copy of a multi-threaded server.
+
+It answers on one ``SOCK_SEQPACKET`` socket, a JSON message per packet: ``fork`` (the
+worker's end of its channel arrives with the request) and ``end`` (kill and reap a worker,
+saying how it ended; ``exiting``: one whose channel closed, given a moment to finish
+dying first). When the supervisor goes away, it kills its workers and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from typing import Any
+
+#: What a worker needs, imported once here rather than in every worker.
+PRELOAD = (
+    "agex.agent",
+    "agex.isolation.confine",
+    "agex.isolation.worker",
+    "agex.loop",
+    "agex.remote.envelope",
+    "agex.remote.outcome",
+    "agex.remote.shipping",
+    "agex.remote.values",
+    "agex.sandbox.tracebacks",
+    "agex.sandbox.watchdog",
+    "agex.state.pickling",
+    "cloudpickle",
+)
+MAX_MESSAGE = 1 << 20
+
+
+def main(fd: int) -> None:
+    control = socket.socket(fileno=fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when it ends
+    setup = json.loads(control.recv(MAX_MESSAGE))
+    sys.path[:] = setup["path"]
+    root = setup["scratch"]
+    _preload()
+    children: dict[int, str] = {}
+    try:
+        while True:
+            data, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE, 1)
+            if not data:
+                return
+            request = json.loads(data)
+            if request["op"] == "fork":
+                scratch = tempfile.mkdtemp(prefix="agex-worker-", dir=root)
+                pid = os.fork()
+                if pid == 0:
+                    _child(control, fds[0], request["spec"], scratch)
+                os.close(fds[0])
+                children[pid] = scratch
+                reply: dict[str, Any] = {"pid": pid, "scratch": scratch}
+            else:  # end
+                pid = request["pid"]
+                wait = 1.0 if request.get("exiting") else 0.0
+                reply = {"status": _end(pid, children.pop(pid, None), wait)}
+            control.send(json.dumps(reply).encode())
+    finally:
+        for pid, scratch in children.items():
+            _end(pid, scratch)
+
+
+def _preload() -> None:
+    import importlib
+
+    from agex import plugins
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    # Finding the providers reads every distribution's entry points: once, here.
+    plugins.create("serializer", "cloudpickle")
+    plugins.resolve("host", "local")
+    plugins.resolve("llm", "scripted")
+    gc.collect()
+    gc.freeze()  # objects inherited by workers stay shared: the collector leaves them be
+
+
+def _child(control: socket.socket, fd: int, spec: dict[str, Any], scratch: str) -> None:
+    code = 0
+    try:
+        control.close()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        null = os.open(os.devnull, os.O_RDWR)
+        for target in (0, 1, 2):  # nothing a worker writes reaches the supervisor's logs
+            os.dup2(null, target)
+        os.close(null)
+        from agex.isolation.worker import serve
+
+        serve(socket.socket(fileno=fd), spec, scratch)
+    except BaseException:
+        code = 70
+    finally:
+        os._exit(code)
+
+
+def _end(pid: int, scratch: str | None, wait: float = 0.0) -> str:
+    """Reap a worker, killing it first if it still runs (after ``wait`` seconds, for one
+    that is on its way out); how it ended ("stopped": by us)."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        deadline = time.monotonic() + wait
+        while done == 0 and time.monotonic() < deadline:
+            time.sleep(0.002)
+            done, status = os.waitpid(pid, os.WNOHANG)
+        if done == 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    except ChildProcessError:
+        return "gone"
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return "stopped" if done == 0 else describe(status)
+
+
+def describe(status: int) -> str:
+    """How a worker that ended by itself ended, in words."""
+    if os.WIFEXITED(status):
+        return f"exited with status {os.WEXITSTATUS(status)}"
+    number = os.WTERMSIG(status)
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    return f"signal {name}"
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

@@ -1,0 +1,185 @@
+"""A worker process's life: confined first, then one run, then gone.
+
+It loads what the client shipped (the task, its agent and registrations, the arguments),
+loads the session's variables, runs each step's code and serializes what changed, checks
+the value given to ``task_success`` and encodes it for the caller. It answers its supervisor
+over one socket with plain data (see :mod:`agex.isolation.channel`), and asks it to run
+the sub-agents its agent code calls: their models, storages and hosts are the supervisor's.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import select
+import socket
+from typing import Any
+
+from agex.isolation import channel
+
+#: Seconds between checks for a sub-agent's answer: the step's time limit lands in between.
+_POLL = 0.05
+
+
+def serve(sock: socket.socket, spec: dict[str, Any], scratch: str) -> None:
+    """Confine this process as ``spec`` says, tell the supervisor, then serve one run."""
+    from agex.isolation.confine import Confinement, confine
+    from agex.isolation.limits import Limits
+
+    confinement = Confinement(
+        level=spec["level"],
+        limits=Limits(**spec["limits"]),
+        network=spec.get("network", False),
+        readable=tuple(spec.get("readable", ())),
+        exclude=tuple(spec.get("hidden", ())),
+    )
+    os.chdir(scratch)  # files the agent writes land in its own directory
+    layers = confine(confinement, scratch)
+    channel.send(sock, {"op": "ready", "layers": layers})
+    Worker(sock).serve()
+
+
+class Worker:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.runtime: Any = None
+        self.calls = 0
+
+    def serve(self) -> None:
+        while True:
+            try:
+                header, blobs = channel.recv(self.sock)
+            except channel.ChannelClosed:
+                return
+            op = header.get("op")
+            try:
+                reply, out = getattr(self, f"_{op}")(header, blobs)
+            except Exception as exc:
+                from agex.remote.outcome import failure
+
+                reply, out = {"op": "failed", "outcome": failure(exc)}, []
+            channel.send(self.sock, reply, out)
+
+    def _start(
+        self, header: dict[str, Any], blobs: list[bytes]
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        from agex import plugins
+        from agex.loop import Caller, caller
+        from agex.protocols import Sink
+        from agex.remote.shipping import unship
+        from agex.runtime import Runtime
+
+        serializer = plugins.create("serializer", header["serializer"])
+        try:
+            task, arguments = unship(blobs[0], serializer)
+        except Exception as exc:
+            raise LoadError(
+                f"the task could not be loaded: {type(exc).__name__}: {exc}. Whatever the "
+                "agent uses must be importable where it runs: install it there"
+            ) from None
+        if task.agent.name != header["agent"]:
+            raise LoadError("the envelope names another agent than the task's")
+        self.session = header["session"]
+        self.serializer = serializer
+        self.runtime = Runtime(task, arguments, versioned=header["versioned"])
+        # Sub-agents this run's code calls go to the supervisor (see Task._from_agent_code).
+        caller.set(Caller(self.session, Sink(), None, None, self._relay))  # type: ignore[arg-type]
+        return {"op": "started", "manifest": self.runtime.manifest()}, []
+
+    def _load(
+        self, header: dict[str, Any], blobs: list[bytes]
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        self.runtime.load(dict(zip(header["names"], blobs, strict=True)), header["timeout"])
+        return {"op": "loaded"}, []
+
+    def _step(
+        self, header: dict[str, Any], blobs: list[bytes]
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        import time
+
+        from agex.errors import SandboxCancelled, SandboxTimeout
+
+        started = time.monotonic()
+        timeout = header["timeout"]
+        step = self.runtime.step(header["code"], timeout)
+        out: list[bytes] = []
+        changes: dict[str, int | None] = {}
+        for name, payload in step.changes.items():
+            if payload is None:
+                changes[name] = None
+            else:
+                changes[name] = len(out)
+                out.append(payload)
+        outcome = None
+        if step.signal == "success" and step.refused is None and step.stopped is None:
+            left = None if timeout is None else max(timeout - (time.monotonic() - started), 0)
+            try:
+                outcome = self.runtime.sandbox.call(
+                    _encode, step.value, self.runtime.task.returns, timeout=left
+                )
+            except SandboxTimeout:
+                step.stopped = "timeout"
+            except SandboxCancelled:
+                step.stopped = "cancelled"
+            except Exception as exc:
+                step.refused = (
+                    f"the value cannot be sent back: {type(exc).__name__}; return plain data "
+                    "or instances of the types the task's return annotation names"
+                )
+        reply = {
+            "op": "ran",
+            "output": step.output,
+            "error": step.error,
+            "signal": step.signal,
+            "message": step.message,
+            "stopped": step.stopped,
+            "where": step.where,
+            "changes": changes,
+            "skipped": step.skipped,
+            "shown": step.shown if outcome is not None else None,
+            "refused": step.refused,
+            "outcome": outcome,
+        }
+        return reply, out
+
+    # -- sub-agents ---------------------------------------------------------------------
+
+    def _relay(self, task: Any, arguments: dict[str, Any]) -> Any:
+        """Run a sub-agent's task through the supervisor; its value, or its exception."""
+        from agex.protocols import Invocation
+        from agex.remote.envelope import Envelope
+        from agex.remote.outcome import settle
+        from agex.remote.shipping import ship
+
+        invocation = Invocation(task.agent, task, arguments, self.session)
+        payload = ship(invocation, self.serializer)
+        envelope = Envelope.of(invocation, serializer="cloudpickle")
+        self.calls += 1
+        number = self.calls
+        host = task.agent.host.dump_config()
+        channel.send(
+            self.sock,
+            {"op": "call", "call": number, "envelope": envelope.to_json(), "host": host},
+            [payload],
+        )
+        while not select.select([self.sock], [], [], _POLL)[0]:
+            pass  # agent code waits here: its time limit can interrupt the wait
+        header, _ = channel.recv(self.sock)
+        if header.get("op") != "answer" or header.get("call") != number:
+            raise ConnectionError("the supervisor answered out of turn")
+        return settle(header["outcome"], invocation, None)
+
+
+class LoadError(Exception):
+    """The shipped task cannot be loaded in the worker."""
+
+
+def _encode(value: Any, returns: Any) -> dict[str, Any]:
+    """task_success's value as the caller gets it: JSON when JSON carries it exactly, else
+    pickled for the restricted loader (which runs the value's own code: under the limit)."""
+    from agex.remote import outcome, values
+
+    if outcome.plain(value):
+        return {"kind": "result", "json": value}
+    data = values.dumps(value, returns)
+    return {"kind": "result", "pickle": base64.b64encode(data).decode()}

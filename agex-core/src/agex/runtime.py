@@ -1,0 +1,207 @@
+"""The agent-code side of a run: the namespace, each step's code, the variables a step
+changed (serialized), and the value given to ``task_success`` (checked).
+
+Everything here may run code the agent wrote or a client shipped, so it runs where such code
+may run: in a confined worker process (``agex.isolation``), or in this process when the
+agent's isolation is ``"none"``. The other side of the run (the loop in ``agex.loop``) calls
+the model, writes storage and emits events; it only ever gets plain data from here: text,
+JSON, and serialized values it stores without loading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agex.coercion import conform
+from agex.errors import AgexError, CallDenied, SandboxCancelled, SandboxTimeout, StateLoadError
+from agex.events import bound_text, jsonable
+from agex.prompt import system_message, task_message
+from agex.sandbox import CancelScope, Signal
+from agex.state.recorder import Recorder
+
+#: Longest repr of an input shown in a ``TaskStartEvent``.
+INPUT_LIMIT = 500
+
+
+class TaskSuccess(Signal):
+    pass
+
+
+class TaskFailSignal(Signal):
+    pass
+
+
+class TaskClarifySignal(Signal):
+    pass
+
+
+def _task_success(value: Any = None) -> None:
+    """Finish the task with ``value``."""
+    raise TaskSuccess.issue(value)
+
+
+def _task_fail(message: str) -> None:
+    """Give up, saying why."""
+    raise TaskFailSignal.issue(str.__str__(str(message)))
+
+
+def _task_clarify(message: str) -> None:
+    """Stop and ask the caller a question."""
+    raise TaskClarifySignal.issue(str.__str__(str(message)))
+
+
+SIGNALS = {
+    "task_success": _task_success,
+    "task_fail": _task_fail,
+    "task_clarify": _task_clarify,
+}
+_KINDS = {TaskSuccess: "success", TaskFailSignal: "fail", TaskClarifySignal: "clarify"}
+
+
+@dataclass
+class Step:
+    """What one step's code did, as the loop needs it."""
+
+    output: str = ""
+    #: The agent-facing traceback, when the code raised.
+    error: str | None = None
+    #: "success", "fail" or "clarify" when the code ended the task.
+    signal: str | None = None
+    #: task_fail's or task_clarify's message.
+    message: str = ""
+    #: "timeout" or "cancelled" when the step was stopped; ``where`` says in what.
+    stopped: str | None = None
+    where: str = ""
+    #: Variables to commit: name -> serialized value, or None when removed.
+    changes: dict[str, bytes | None] = field(default_factory=dict)
+    #: Variables that could not be serialized, with why.
+    skipped: dict[str, str] = field(default_factory=dict)
+    #: task_success's value as the task returns it, and as events show it ...
+    value: Any = None
+    shown: Any = None
+    #: ... or why it does not fit.
+    refused: str | None = None
+
+
+class Runtime:
+    """One run's agent code: ``task`` of its agent with ``arguments``, in ``namespace`` (a
+    live session's; otherwise made fresh)."""
+
+    def __init__(
+        self,
+        task: Any,
+        arguments: dict[str, Any],
+        *,
+        versioned: bool = False,
+        namespace: dict[str, Any] | None = None,
+    ) -> None:
+        self.task, self.arguments = task, arguments
+        self.agent = agent = task.agent
+        self.sandbox = agent.sandbox
+        self.namespace = (
+            agent.sandbox.namespace(arguments, builtins=SIGNALS) if namespace is None else namespace
+        )
+        self.recorder = Recorder(agent) if versioned else None
+        self.scope = CancelScope()
+
+    def manifest(self) -> dict[str, Any]:
+        """The run as the loop sees it: plain data only. Building the prompts and showing
+        the inputs run the registrations' and arguments' own code: here, not there."""
+        agent, task = self.agent, self.task
+        config = getattr(agent.llm, "config", None)  # a model that cannot travel has none
+        return {
+            "agent": agent.name,
+            "task": task.name,
+            "system": system_message(agent, task),
+            "user": task_message(task, self.arguments),
+            "inputs": {k: bound_text(repr(v), INPUT_LIMIT) for k, v in self.arguments.items()},
+            "returns": task.returns_text,
+            "llm": None if config is None else config(),
+            "max_iterations": agent.max_iterations,
+            "timeout": agent.timeout,
+        }
+
+    def load(self, blobs: Mapping[str, bytes], timeout: float | None) -> None:
+        """The session's variables, then the task's arguments, into the namespace. Loading
+        can run the agent's own methods (a stored set hashes its items): under the time
+        limit, and no signal raised there is obeyed."""
+        assert self.recorder is not None
+        try:
+            values = self.sandbox.call(
+                self.recorder.load, blobs, self.namespace, timeout=timeout, cancel=self.scope
+            )
+        except SandboxTimeout:
+            raise SandboxTimeout("loading the state ran past the timeout") from None
+        except CallDenied as exc:
+            raise StateLoadError(f"loading the state failed: {exc}") from None
+        self.namespace.update(values)
+        self.namespace.update(self.arguments)
+
+    def step(self, code: str, timeout: float | None) -> Step:
+        """Run one step's code; serialize what it changed (versioned state); check the
+        value given to task_success. ``timeout`` covers all three."""
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        sandbox, scope = self.sandbox, self.scope
+        try:
+            result = sandbox.run(code, self.namespace, timeout=_left(deadline), cancel=scope)
+        except SandboxTimeout as exc:
+            return Step(output=exc.output, stopped="timeout")
+        except SandboxCancelled as exc:
+            return Step(output=exc.output, stopped="cancelled")
+        step = Step(output=result.output, error=result.error)
+        signal = result.signal
+        if self.recorder is not None:
+            # Serializing can run the agent's own methods: under its time limit too.
+            try:
+                step.changes, step.skipped = sandbox.call(
+                    self.recorder.changes,
+                    sandbox.compile(code).code,
+                    self.namespace,
+                    timeout=_left(deadline),
+                    cancel=scope,
+                )
+            except SandboxTimeout:
+                return Step(output=result.output, stopped="timeout", where="saving state")
+            except SandboxCancelled:
+                return Step(output=result.output, stopped="cancelled")
+        if signal is None:
+            return step
+        step.signal = _KINDS[type(signal)]
+        if step.signal != "success":
+            step.message = signal.args[0]
+            return step
+        value = signal.args[0] if signal.args else None
+        try:
+            step.value, step.shown = sandbox.call(
+                _settle, value, self.task.returns, timeout=_left(deadline), cancel=scope
+            )
+        except SandboxTimeout:
+            step.stopped = "timeout"
+        except SandboxCancelled:
+            step.stopped = "cancelled"
+        except Exception as exc:
+            step.refused = _plain_error(exc)
+        return step
+
+
+def _settle(value: Any, annotation: Any) -> tuple[Any, Any]:
+    """The value as the task's return annotation wants it, and how events show it."""
+    value = conform(value, annotation, "the value given to task_success")
+    return value, jsonable(value)
+
+
+def _plain_error(exc: Exception) -> str:
+    """An exception from checking a value, described without running any of its code."""
+    if type(exc) is TypeError or isinstance(exc, AgexError):  # messages agex wrote
+        return f"{type(exc).__name__}: {str.__str__(exc.args[0]) if exc.args else ''}"
+    return f"{type(exc).__name__} raised while checking the value given to task_success"
+
+
+def _left(deadline: float | None) -> float | None:
+    import time
+
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
