@@ -158,7 +158,9 @@ class Agent:
         storage = self.host.state_storage(self, session)
         if storage is None:  # the host keeps no state of its own: this process keeps it
             storage = LOCAL.storage(self.state_config)
-        return VersionedState(storage, AgentStateSerializer(), self.name, session)
+        return VersionedState(
+            storage, AgentStateSerializer(), self.name, session, load_shaped=_load_shaped
+        )
 
     def warmup(self) -> None:
         """Prepare the host ahead of the first task (e.g. build the Modal image)."""
@@ -197,6 +199,13 @@ class Agent:
 
     def __repr__(self) -> str:
         return f"Agent(name={self.name!r})"
+
+
+def _load_shaped(blobs: dict[str, bytes]) -> dict[str, Any]:
+    """Variables an isolated run wrote: loaded in a worker, back as results come back."""
+    from agex.isolation.supervisor import inspect
+
+    return inspect(blobs)
 
 
 def _check_nesting(parent: Agent, sub: Agent) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
@@ -73,6 +74,10 @@ class Executor(Protocol):
     """What runs a run's agent code for the loop: in this process (:class:`InProcess`), or
     in a confined worker process (``agex.isolation``)."""
 
+    #: Whether it runs agent code in a worker process: what it serializes is then loaded only
+    #: in one (see ``VersionedState.raw``).
+    isolated: bool
+
     async def load(self, blobs: dict[str, bytes], timeout: float | None) -> None:
         """The session's variables (checked bytes, by name), then the task's arguments."""
 
@@ -87,6 +92,8 @@ class Executor(Protocol):
 
 class InProcess:
     """Agent code in this process, in a worker thread per step."""
+
+    isolated = False
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -181,7 +188,9 @@ async def drive(
     try:
         if state is not None:
             base = await asyncio.to_thread(state.head)
-            blobs = await asyncio.to_thread(state.raw, base)
+            blobs = await asyncio.to_thread(
+                functools.partial(state.raw, base, shaped=executor.isolated)
+            )
             try:
                 await executor.load(blobs, timeout)
             except SandboxTimeout:
@@ -221,7 +230,13 @@ async def drive(
             if state is not None:
                 record = [{"step": step, "code": code, "output": done.output, "error": done.error}]
                 committed = await asyncio.to_thread(
-                    state.commit_serialized, done.changes, record, commit or base
+                    functools.partial(
+                        state.commit_serialized,
+                        done.changes,
+                        record,
+                        commit or base,
+                        shaped=executor.isolated,
+                    )
                 )
                 commit = committed.id
                 base = commit

@@ -110,7 +110,6 @@ class Runtime:
         """The run as the loop sees it: plain data only. Building the prompts and showing
         the inputs run the registrations' and arguments' own code: here, not there."""
         agent, task = self.agent, self.task
-        config = getattr(agent.llm, "config", None)  # a model that cannot travel has none
         return {
             "agent": agent.name,
             "task": task.name,
@@ -118,7 +117,6 @@ class Runtime:
             "user": task_message(task, self.arguments),
             "inputs": {k: bound_text(repr(v), INPUT_LIMIT) for k, v in self.arguments.items()},
             "returns": task.returns_text,
-            "llm": None if config is None else config(),
             "max_iterations": agent.max_iterations,
             "timeout": agent.timeout,
         }

@@ -165,6 +165,9 @@ class Task:
         call.__name__ = call.__qualname__ = self.name
         call.__doc__ = self.func.__doc__
         call.__signature__ = self.signature  # type: ignore[attr-defined]
+        # Where the caller runs the loop apart from the agent code (isolation), it finds
+        # the sub-agent it declared by this.
+        call.__agex_task__ = self  # type: ignore[attr-defined]
         return call
 
     def __repr__(self) -> str:

@@ -9,7 +9,9 @@ is what an escaped agent can do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import os
 import socket
 import threading
@@ -18,7 +20,7 @@ import time
 import pytest
 
 from agex import Agent, TaskCancelled, TaskTimeout, connect_llm, connect_state
-from agex.errors import IsolationError
+from agex.errors import IsolationError, StateLoadError
 from agex.isolation import strongest
 
 pytestmark = pytest.mark.skipif(strongest() == "none", reason="no worker processes here")
@@ -252,6 +254,8 @@ def attempt(what: str, target: str = "") -> str:
         elif what == "read":
             with open(target) as f:
                 return "read: " + f.read()
+        elif what == "memfd":
+            os.memfd_create("hidden")
         elif what == "environ":
             return "env: " + repr(os.environ.get(SECRET_ENV))
         elif what == "scratch":
@@ -336,3 +340,172 @@ def test_kernel_isolation_where_it_cannot_be_had_is_refused_at_agent(monkeypatch
 def test_an_unknown_isolation_is_refused(bad) -> None:
     with pytest.raises(ValueError, match="isolation must be one of"):
         Agent(isolation=bad)
+
+
+# -- the worker cannot steer the trusted side -----------------------------------------------
+
+
+def speak(frames: list, wait: bool = True) -> str:
+    """Escaped code talking to the supervisor over the worker's own channel: ``frames`` of
+    (header, blobs) sent as they are; the first answer, described."""
+    import stat
+
+    from agex.isolation import channel
+
+    for fd in range(3, 64):
+        try:
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                break
+        except OSError:
+            continue
+    sock = socket.socket(fileno=os.dup(fd))
+    sock.setblocking(True)
+    # All in one write: the supervisor reads them back to back.
+    sock.sendall(
+        b"".join(b"".join(channel.encode(h, [b.encode() for b in bs])) for h, bs in frames)
+    )
+    if not wait:
+        time.sleep(5)
+        return "no answer"
+    answer, _ = channel.recv(sock)
+    return str(answer.get("outcome", {}).get("message"))
+
+
+def run_speaking(frames: list, wait: bool = True, **options) -> str:
+    agent = Agent(
+        isolation=LEVEL, llm=scripted(f"task_success(speak({frames!r}, {wait!r}))"), **options
+    )
+    agent.fn(speak)
+
+    @agent.task
+    def escape() -> str:
+        """Try."""
+
+    result: str = escape()
+    return result
+
+
+def test_a_worker_can_only_call_the_sub_agents_its_caller_declared() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.5)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    host = {"provider": "http", "url": url}  # ignored: hosts come from the caller
+    call = {"op": "call", "call": 1, "name": "nope", "host": host, "envelope": {"agent": "x"}}
+    said = run_speaking([(call, ["payload"])])
+    assert "registered no sub-agent named 'nope'" in said
+    with pytest.raises(TimeoutError):
+        listener.accept()  # the caller never went anywhere
+    listener.close()
+
+
+def test_a_second_call_before_an_answer_ends_the_run() -> None:
+    call = {"op": "call", "call": 1, "name": "nope"}
+    with pytest.raises(IsolationError, match="broke the protocol"):
+        run_speaking([(call, ["p"]), ({**call, "call": 2}, ["p"])], wait=False)
+
+
+def test_a_frame_larger_than_the_workers_memory_is_refused_before_it_is_read() -> None:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    agent = Agent(isolation=LEVEL, max_memory_mb=128, llm=scripted("task_success(boast())"))
+    agent.fn(boast)
+
+    @agent.task
+    def big() -> str:
+        """Boast."""
+
+    with pytest.raises(IsolationError, match="broke the protocol"):
+        big()
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown < 100 * 1024  # KiB: nothing near the announced size was allocated
+
+
+def boast() -> str:
+    """Announce a frame of 1 GiB, send 12 bytes."""
+    import stat
+    import struct
+
+    for fd in range(3, 64):
+        try:
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                break
+        except OSError:
+            continue
+    os.write(fd, struct.pack("!QI", 1 << 30, 10))
+    time.sleep(5)
+    return "no"
+
+
+def test_state_an_isolated_run_wrote_is_never_loaded_in_this_process(tmp_path) -> None:
+    marker = tmp_path / "ran-in-the-caller"
+    state = connect_state(type="versioned", storage="memory")
+    agent = Agent(
+        name=f"iso-shaped-{time.monotonic_ns()}",
+        isolation=LEVEL,
+        state=state,
+        llm=scripted("count = 3\nbad = plant()\ntask_success(count)"),
+    )
+    agent.fn(functools.partial(plant, str(marker)), name="plant")
+
+    @agent.task
+    def keep() -> int:
+        """Keep."""
+
+    assert keep() == 3
+    # Read back through a worker, as results are: loading ran its code there, where it could
+    # not start a program, and nothing here.
+    assert agent.state().values()["count"] == 3
+    assert not marker.exists()
+    # An agent of that name without isolation refuses to load it in this process.
+    plain = Agent(name=agent.name, state=state, llm=scripted("task_success(count)"))
+
+    @plain.task
+    def again() -> int:
+        """Again."""
+
+    with pytest.raises(StateLoadError, match="written by agent code in an isolated worker"):
+        again()
+    assert not marker.exists()
+
+
+class Planted:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def plant(marker: str) -> Planted:
+    return Planted(marker)
+
+
+def test_plain_values_an_isolated_run_wrote_can_be_read_back() -> None:
+    state = connect_state(type="versioned", storage="memory")
+    agent = Agent(
+        name=f"iso-read-{time.monotonic_ns()}",
+        isolation=LEVEL,
+        state=state,
+        llm=scripted(
+            "count = 3\nnames = ['a', 'b']\ntask_success(count)",
+            "class Mine:\n    pass\np = Mine()",
+        ),
+    )
+
+    @agent.task
+    def keep() -> int:
+        """Keep."""
+
+    keep()
+    assert agent.state().values() == {"count": 3, "names": ["a", "b"]}
+    with contextlib.suppress(Exception):
+        keep()  # stores an instance of the agent's class, then runs out of replies
+    with pytest.raises(StateLoadError, match="variable '(Mine|p)' cannot be read here"):
+        agent.state().values()  # a class no annotation names does not cross
+
+
+def test_escaped_code_cannot_make_memory_no_limit_counts() -> None:
+    if LEVEL != "kernel":
+        pytest.skip("memfd is refused at isolation kernel")
+    assert run_attempt("memfd").startswith("stopped: PermissionError")

@@ -480,3 +480,44 @@ def test_the_loader_imports_neither_numpy_nor_pandas_for_values_without_them() -
         check=True,
     ).stdout
     assert out.strip() == "[]"
+
+
+def _global(module: str, name: str) -> bytes:
+    return pickle.GLOBAL + f"{module}\n{name}\n".encode()
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        _global("collections", "Counter"),  # admitted for every annotation
+        _global("builtins", "complex"),
+        pickle.EMPTY_DICT,
+        pickle.EMPTY_LIST,
+    ],
+)
+def test_state_is_set_only_on_objects_the_bytes_made(target) -> None:
+    """BUILD on a class would set its attributes for the whole process, before any check."""
+    import collections
+
+    before = collections.Counter.most_common
+    crafted = (
+        pickle.PROTO
+        + b"\x04"
+        + target
+        + pickle.NONE
+        + pickle.MARK
+        + pickle.SHORT_BINUNICODE
+        + bytes([11])
+        + b"most_common"
+        + _global("builtins", "complex")
+        + pickle.DICT
+        + pickle.TUPLE2
+        + pickle.BUILD
+        + pickle.POP
+        + pickle.BININT1
+        + b"\x07"
+        + pickle.STOP
+    )
+    with pytest.raises(values.RefusedValue, match="set state on something no call made"):
+        values.loads(crafted, int)
+    assert collections.Counter.most_common is before

@@ -40,7 +40,7 @@ async def _isolated(invocation: Invocation, sink: Sink, stores: Any) -> Any:
     """The loop here, the agent code in a worker: the task goes there as bytes, and its value
     comes back through the restricted loader, as from a remote host."""
     from agex.isolation.settings import LOCAL
-    from agex.isolation.supervisor import Run
+    from agex.isolation.supervisor import Run, registered
     from agex.remote import Envelope, settle, ship
     from agex.serializers import CloudpickleSerializer
 
@@ -49,5 +49,7 @@ async def _isolated(invocation: Invocation, sink: Sink, stores: Any) -> Any:
     spec = LOCAL.spec(envelope.isolation, envelope.memory_mb)
     assert spec is not None
     payload = ship(invocation, CloudpickleSerializer())
-    run = Run(envelope, payload, sink, stores=stores, spec=spec, llm=agent.resolved_llm())
+    llm = agent.resolved_llm()
+    tasks = registered(agent)
+    run = Run(envelope, payload, sink, stores=stores, spec=spec, llm=llm, tasks=tasks)
     return settle(await run(), invocation, None)

@@ -46,7 +46,7 @@ dup 32 23, dup2 33 -, dup3 292 24, pipe 22 -, pipe2 293 59, sendfile 40 71
 copy_file_range 326 285, splice 275 76, poll 7 -, ppoll 271 73, select 23 -
 pselect6 270 72, epoll_create 213 -, epoll_create1 291 20, epoll_ctl 233 21
 epoll_wait 232 -, epoll_pwait 281 22, epoll_pwait2 441 441, eventfd 284 -, eventfd2 290 19
-timerfd_create 283 85, timerfd_settime 286 86, timerfd_gettime 287 87, memfd_create 319 279
+timerfd_create 283 85, timerfd_settime 286 86, timerfd_gettime 287 87
 recvfrom 45 207, sendto 44 206, recvmsg 47 212, sendmsg 46 211, recvmmsg 299 243
 sendmmsg 307 269, shutdown 48 210, getsockopt 55 209, setsockopt 54 208, getsockname 51 204
 getpeername 52 205
@@ -84,8 +84,9 @@ _CLONE_NAMESPACES = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x100000
 _CLONE_NAMESPACES |= 0x20000000 | 0x40000000
 # isatty (TCGETS, TCGETS2), terminal size, FIONREAD, non-blocking sockets, close-on-exec.
 _IOCTLS = (0x5401, 0x802C542A, 0x5413, 0x541B, 0x5421, 0x5450, 0x5451)
-# Duplicating, flags, record locks, pipe size, seals; not F_SETOWN/F_SETSIG (signals to others).
-_FCNTLS = (0, 1, 2, 3, 4, 5, 6, 7, 9, 36, 37, 38, 1030, 1031, 1032, 1033, 1034)
+# Duplicating, flags, record locks, reading a pipe's size, seals; not F_SETOWN/F_SETSIG
+# (signals to others), nor F_SETPIPE_SZ (pipe buffers are memory no rlimit counts).
+_FCNTLS = (0, 1, 2, 3, 4, 5, 6, 7, 9, 36, 37, 38, 1030, 1032, 1033, 1034)
 # Reading state and naming threads or mappings.
 _PRCTLS = (3, 15, 16, 21, 23, 39, 0x53564D41)
 _AF_UNIX, _AF_INET, _AF_INET6 = 1, 2, 10

@@ -14,17 +14,20 @@ only its run, with an :class:`~agex.errors.IsolationError` saying how.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from agex import plugins
 from agex.errors import IsolationError, SandboxTimeout, StateLoadError
 from agex.events import bound_text
-from agex.isolation import channel
+from agex.isolation import channel, stronger
 from agex.isolation.pool import Spec, Worker, WorkerGone, pool
 from agex.loop import drive, versioned
 from agex.protocols import LLM, Sink
-from agex.remote.envelope import Envelope, Refused
+from agex.remote.envelope import MAX_NESTING, Envelope
 from agex.remote.outcome import failure
 from agex.runtime import Step
 from agex.stores import Stores
@@ -42,16 +45,20 @@ _HINTS = {
     "signal SIGABRT": "it aborted (SIGABRT)",
 }
 
-Call = Callable[[Envelope, dict[str, Any], bytes], Awaitable[dict[str, Any]]]
+Call = Callable[[str, bytes], Awaitable[dict[str, Any]]]
 
 
 class Isolated:
     """The loop's executor for agent code in ``worker``; ``call`` runs the sub-agents its
-    code calls (an envelope, the sub-agent's host configuration, the shipped task) and
+    code calls (the name its agent registered one under, and the task it shipped) and
     returns their outcome."""
 
-    def __init__(self, worker: Worker, call: Call) -> None:
+    isolated = True
+
+    def __init__(self, worker: Worker, call: Call, limit: int = channel.MAX_FRAME) -> None:
         self.worker, self.call = worker, call
+        #: Largest frame read from the worker: no more than it can hold in its memory.
+        self.limit = limit
         self._sending = asyncio.Lock()
         self._calls: set[asyncio.Task[None]] = set()
 
@@ -90,10 +97,13 @@ class Isolated:
     def cancel(self) -> None:
         asyncio.get_running_loop().run_in_executor(None, self.worker.end)
 
-    async def close(self) -> None:
+    def close(self) -> None:
+        """Stop the sub-agent calls in flight, and end the worker in the background: its
+        run is over, and nobody waits for it to be reaped."""
         for call in self._calls:
             call.cancel()
-        await self.worker.aend()
+        if self.worker.ended is None:
+            asyncio.get_running_loop().run_in_executor(None, self.worker.end)
 
     async def _request(
         self, header: dict[str, Any], blobs: list[bytes], timeout: float | None
@@ -106,9 +116,11 @@ class Isolated:
                 await channel.asend(sock, header, blobs)
             async with asyncio.timeout(None if timeout is None else timeout + GRACE):
                 while True:
-                    reply, out = await channel.arecv(sock)
+                    reply, out = await channel.arecv(sock, self.limit)
                     if reply.get("op") != "call":
                         return reply, out
+                    if self._calls:  # its code waits for each answer: one call at a time
+                        raise channel.BadFrame("a second sub-agent call before an answer")
                     task = asyncio.ensure_future(self._answer(reply, out))
                     self._calls.add(task)
                     task.add_done_callback(self._calls.discard)
@@ -124,25 +136,19 @@ class Isolated:
             raise IsolationError(_ended(status)) from None
 
     async def _answer(self, request: dict[str, Any], blobs: list[bytes]) -> None:
-        number = request.get("call")
+        number, name = request.get("call"), request.get("name")
         try:
-            host = request.get("host")
-            if not isinstance(host, dict) or not isinstance(host.get("provider"), str):
-                raise IsolationError("a sub-agent call must name its host's provider")
-            if len(blobs) != 1:
-                raise IsolationError("a sub-agent call carries exactly its shipped task")
-            envelope = Envelope.from_json(request.get("envelope"))
-            outcome = await self.call(envelope, host, blobs[0])
+            if not isinstance(name, str) or len(blobs) != 1:
+                raise IsolationError("a sub-agent call names the sub-agent and ships its task")
+            outcome = await self.call(name, blobs[0])
         except asyncio.CancelledError:
             raise
-        except Refused as exc:
-            outcome = failure(IsolationError(f"the sub-agent call was refused: {exc}"))
         except Exception as exc:
             outcome = failure(exc)
+        answer = {"op": "answer", "call": number, "outcome": outcome}
         async with self._sending:
-            await channel.asend(
-                self.worker.sock, {"op": "answer", "call": number, "outcome": outcome}
-            )
+            with contextlib.suppress(OSError):  # the worker is gone: nobody to tell
+                await channel.asend(self.worker.sock, answer)
 
 
 class _Overdue(Exception):
@@ -151,8 +157,13 @@ class _Overdue(Exception):
 
 class Run:
     """One task run with its agent code in a worker: ``await run()`` returns the outcome of
-    a value (unsealed), or raises the run's exception. ``model`` is the model the loop used
-    (built from the worker's description of it unless ``llm`` is given), for the outcome."""
+    a value (unsealed), or raises the run's exception.
+
+    Everything about the run comes from ``envelope`` (from the caller), never from the
+    worker: the model (``llm``, or the envelope's configuration built here), the state, and
+    the sub-agents its code may call (``tasks``: the caller's own, where the caller is this
+    process; else as the envelope declares them). ``model`` is the model the loop used.
+    """
 
     def __init__(
         self,
@@ -163,22 +174,27 @@ class Run:
         stores: Stores,
         spec: Spec,
         llm: LLM | None = None,
+        tasks: dict[str, Any] | None = None,
+        depth: int = 0,
     ) -> None:
         self.envelope, self.payload, self.sink = envelope, payload, sink
         self.stores, self.spec = stores, spec
         self.model: LLM | None = llm
+        self.tasks, self.depth = tasks, depth
 
     async def __call__(self) -> dict[str, Any]:
         envelope = self.envelope
+        if self.model is None:
+            self.model = _model(envelope.llm, envelope.agent)
         try:
             worker = await pool().take(self.spec)
         except WorkerGone as exc:
             raise IsolationError(f"no worker process could be started: {exc.status}") from None
-        executor = Isolated(worker, self._subagent)
+        memory = self.spec.memory_mb
+        limit = channel.MAX_FRAME if memory is None else min(memory << 20, channel.MAX_FRAME)
+        executor = Isolated(worker, self._subagent, limit)
         try:
             manifest = await executor.start(envelope, self.payload)
-            if self.model is None:
-                self.model = _model(manifest["llm"], envelope.agent)
             state = None
             if envelope.state.type == "versioned":
                 state = versioned(self.stores, envelope.state, envelope.agent, envelope.session)
@@ -187,29 +203,104 @@ class Run:
             )
             return outcome
         finally:
-            await executor.close()
+            executor.close()
 
-    async def _subagent(self, envelope: Envelope, host: dict[str, Any], payload: bytes) -> Any:
-        """A sub-agent called from the worker's agent code: its loop here, its code in a
-        worker of its own (at least as confined), or on its own remote host."""
+    async def _subagent(self, name: str, payload: bytes) -> Any:
+        """The sub-agent this run's agent registered as ``name``, called from its code with
+        the task it shipped: its loop here, its code in a worker of its own (at least as
+        confined as this one), or on its own remote host."""
+        try:
+            envelope = self.envelope.delegate(name, self.envelope.session)
+        except KeyError:
+            raise IsolationError(f"the agent registered no sub-agent named {name!r}") from None
+        if self.depth >= MAX_NESTING:
+            raise IsolationError(f"sub-agents call sub-agents more than {MAX_NESTING} deep")
         sink = Sink(self.sink.on_event, None)
-        options = dict(host)
-        provider = options.pop("provider")
-        if provider == "local":
-            run = Run(envelope, payload, sink, stores=self.stores, spec=self.spec)
+        own = None if self.tasks is None else self.tasks.get(name)
+        host = self.envelope.delegates[name].host
+        if host.get("provider") == "local":
+            level = stronger(self.spec.level, envelope.isolation or "none")
+            memory = min(envelope.memory_mb or self.spec.memory_mb or 0, self.spec.memory_mb or 0)
+            spec = replace(self.spec, level=level, memory_mb=memory or self.spec.memory_mb)
+            run = Run(
+                envelope,
+                payload,
+                sink,
+                stores=self.stores,
+                spec=spec,
+                llm=None if own is None else own.agent.resolved_llm(),
+                tasks=None if own is None else registered(own.agent),
+                depth=self.depth + 1,
+            )
             try:
                 return await run()
             except Exception as exc:
                 return failure(exc, run.model)
-        remote = plugins.create("host", provider, **options)
+        if own is not None:
+            remote = own.agent.host
+        else:
+            options = dict(host)
+            remote = plugins.create("host", options.pop("provider"), **options)
         shipped = getattr(remote, "arun_shipped", None)
         if shipped is None:
             raise IsolationError(
-                f"host {provider!r} cannot run a sub-agent for an isolated run; give the "
-                "sub-agent a local or http host"
+                f"host {host.get('provider')!r} cannot run a sub-agent for an isolated run; "
+                "give the sub-agent a local or http host"
             )
         outcome: dict[str, Any] = await shipped(envelope, payload, sink)
         return outcome
+
+
+def inspect(blobs: dict[str, bytes], timeout: float = 30.0) -> dict[str, Any]:
+    """Stored variables a worker wrote, loaded in a worker of this process's strongest
+    isolation and back through the restricted loader (``Any``: plain data and standard
+    value types); StateLoadError naming a variable that cannot come back."""
+    from agex.isolation import strongest
+    from agex.remote import values
+
+    worker = pool().template.fork(Spec(level=strongest()))
+    try:
+        worker.sock.setblocking(True)
+        worker.sock.settimeout(timeout + GRACE)
+        channel.send(
+            worker.sock,
+            {"op": "inspect", "names": list(blobs), "timeout": timeout},
+            list(blobs.values()),
+        )
+        reply, _ = channel.recv(worker.sock)
+    except (OSError, channel.BadFrame) as exc:
+        raise StateLoadError(f"the state could not be read in a worker process: {exc}") from None
+    finally:
+        worker.end()
+    found = reply.get("values") if reply.get("op") == "inspected" else None
+    if not isinstance(found, dict) or found.keys() != blobs.keys():
+        raise StateLoadError("the worker reading the state answered wrongly")
+    out = {}
+    for name, outcome in found.items():
+        if isinstance(outcome, dict) and "json" in outcome:
+            out[name] = outcome["json"]
+            continue
+        try:
+            data = base64.b64decode(outcome["pickle"], validate=True)
+            out[name] = values.loads(data, Any)
+        except Exception as exc:
+            why = _text(outcome.get("message"), 500) if isinstance(outcome, dict) else ""
+            why = why or f"{type(exc).__name__}: {exc}"
+            raise StateLoadError(
+                f"variable {name!r} cannot be read here: {why}. Only plain data and standard "
+                "value types cross from a worker; read it in a task"
+            ) from None
+    return out
+
+
+def registered(agent: Any) -> dict[str, Any]:
+    """The sub-agents ``agent`` registered, by name: its own task objects."""
+    found = {}
+    for name, value in agent.policy.names.items():
+        task = getattr(value, "__agex_task__", None)
+        if task is not None:
+            found[name] = task
+    return found
 
 
 def _model(config: Any, agent: str) -> LLM:

@@ -49,7 +49,7 @@ def main(fd: int) -> None:
     setup = json.loads(control.recv(MAX_MESSAGE))
     sys.path[:] = setup["path"]
     root = setup["scratch"]
-    _preload()
+    warmup = _preload()
     children: dict[int, str] = {}
     try:
         while True:
@@ -61,7 +61,7 @@ def main(fd: int) -> None:
                 scratch = tempfile.mkdtemp(prefix="agex-worker-", dir=root)
                 pid = os.fork()
                 if pid == 0:
-                    _child(control, fds[0], request["spec"], scratch)
+                    _child(control, fds[0], request["spec"], scratch, warmup)
                 os.close(fds[0])
                 children[pid] = scratch
                 reply: dict[str, Any] = {"pid": pid, "scratch": scratch}
@@ -75,7 +75,8 @@ def main(fd: int) -> None:
             _end(pid, scratch)
 
 
-def _preload() -> None:
+def _preload() -> bytes:
+    """Import what workers need; the task each worker runs once to warm itself up."""
     import importlib
 
     from agex import plugins
@@ -86,11 +87,37 @@ def _preload() -> None:
     plugins.create("serializer", "cloudpickle")
     plugins.resolve("host", "local")
     plugins.resolve("llm", "scripted")
+    warmup = _warmup_task()
     gc.collect()
     gc.freeze()  # objects inherited by workers stay shared: the collector leaves them be
+    return warmup
 
 
-def _child(control: socket.socket, fd: int, spec: dict[str, Any], scratch: str) -> None:
+def _warmup_task() -> bytes:
+    """A small shipped task. A fresh worker's first run pays for everything done once per
+    process (lazy imports, caches, its watchdog thread, pages copied on first write): a
+    worker runs this one while it waits in the pool, so a real run does not. Workers load
+    agents by name through pickle anyway; so does this."""
+    import importlib
+
+    from agex.protocols import Invocation
+    from agex.remote.shipping import ship
+    from agex.serializers import CloudpickleSerializer
+
+    agent_module = importlib.import_module("agex.agent")
+    scripted = importlib.import_module("agex.llm.scripted")
+    agent = agent_module.Agent(name="warmup", llm=scripted.ScriptedLLM(responses=["..."]))
+    task = agent.task(_warmup)
+    return ship(Invocation(agent, task, {"n": 1}, "warmup"), CloudpickleSerializer())
+
+
+def _warmup(n: int) -> int:
+    """Warm up."""
+
+
+def _child(
+    control: socket.socket, fd: int, spec: dict[str, Any], scratch: str, warmup: bytes
+) -> None:
     code = 0
     try:
         control.close()
@@ -101,7 +128,7 @@ def _child(control: socket.socket, fd: int, spec: dict[str, Any], scratch: str) 
         os.close(null)
         from agex.isolation.worker import serve
 
-        serve(socket.socket(fileno=fd), spec, scratch)
+        serve(socket.socket(fileno=fd), spec, scratch, warmup)
     except BaseException:
         code = 70
     finally:

@@ -21,8 +21,9 @@ from agex.isolation import channel
 _POLL = 0.05
 
 
-def serve(sock: socket.socket, spec: dict[str, Any], scratch: str) -> None:
-    """Confine this process as ``spec`` says, tell the supervisor, then serve one run."""
+def serve(sock: socket.socket, spec: dict[str, Any], scratch: str, warmup: bytes) -> None:
+    """Confine this process as ``spec`` says, warm it up on the ``warmup`` task, tell the
+    supervisor, then serve one run."""
     from agex.isolation.confine import Confinement, confine
     from agex.isolation.limits import Limits
 
@@ -35,8 +36,33 @@ def serve(sock: socket.socket, spec: dict[str, Any], scratch: str) -> None:
     )
     os.chdir(scratch)  # files the agent writes land in its own directory
     layers = confine(confinement, scratch)
+    _warm(warmup)
     channel.send(sock, {"op": "ready", "layers": layers})
     Worker(sock).serve()
+
+
+def _warm(payload: bytes) -> None:
+    """Run a small task's start and steps here, unconfined by any real run, so that what a
+    process pays once (lazy imports, caches, the watchdog thread, pages copied on first
+    write) is paid before a run arrives."""
+    import contextvars
+
+    def run() -> None:
+        worker = Worker(None)  # type: ignore[arg-type]
+        worker._start(
+            {
+                "serializer": "cloudpickle",
+                "agent": "warmup",
+                "session": "warmup",
+                "versioned": True,
+            },
+            [payload],
+        )
+        worker._load({"names": [], "timeout": 5.0}, [])
+        for code in ("x = n + 1", "print(x)", "task_success(x)"):
+            worker._step({"code": code, "timeout": 5.0}, [])
+
+    contextvars.copy_context().run(run)  # the run's caller context stays its own
 
 
 class Worker:
@@ -142,26 +168,52 @@ class Worker:
         }
         return reply, out
 
+    def _inspect(
+        self, header: dict[str, Any], blobs: list[bytes]
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        """Stored variables, loaded here and encoded as results are (for a caller reading a
+        session's values): each as its outcome, or why it cannot cross."""
+        from agex.sandbox import Sandbox
+        from agex.state.pickling import AgentStateSerializer, loading_into
+
+        sandbox = Sandbox()
+        namespace = sandbox.namespace()
+        serializer = AgentStateSerializer()
+
+        def load(blob: bytes) -> dict[str, Any]:
+            with loading_into(namespace):
+                value = serializer.loads(blob)
+            return _encode(value, Any)
+
+        found: dict[str, Any] = {}
+        for name, blob in zip(header["names"], blobs, strict=True):
+            try:
+                found[name] = sandbox.call(load, blob, timeout=header["timeout"])
+            except Exception as exc:
+                found[name] = {"kind": "error", "message": f"{type(exc).__name__}: {exc}"}
+        return {"op": "inspected", "values": found}, []
+
     # -- sub-agents ---------------------------------------------------------------------
 
     def _relay(self, task: Any, arguments: dict[str, Any]) -> Any:
-        """Run a sub-agent's task through the supervisor; its value, or its exception."""
+        """Run a sub-agent's task through the supervisor, which runs the sub-agent this
+        run's agent registered under that name (as its caller declared it): its value, or
+        its exception."""
         from agex.protocols import Invocation
-        from agex.remote.envelope import Envelope
         from agex.remote.outcome import settle
         from agex.remote.shipping import ship
 
+        registered = self.runtime.agent.policy.names
+        name = next(
+            (n for n, f in registered.items() if getattr(f, "__agex_task__", None) is task), None
+        )
+        if name is None:
+            raise LookupError(f"{task.name} is not a sub-agent this agent registered")
         invocation = Invocation(task.agent, task, arguments, self.session)
         payload = ship(invocation, self.serializer)
-        envelope = Envelope.of(invocation, serializer="cloudpickle")
         self.calls += 1
         number = self.calls
-        host = task.agent.host.dump_config()
-        channel.send(
-            self.sock,
-            {"op": "call", "call": number, "envelope": envelope.to_json(), "host": host},
-            [payload],
-        )
+        channel.send(self.sock, {"op": "call", "call": number, "name": name}, [payload])
         while not select.select([self.sock], [], [], _POLL)[0]:
             pass  # agent code waits here: its time limit can interrupt the wait
         header, _ = channel.recv(self.sock)

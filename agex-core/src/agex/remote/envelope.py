@@ -49,6 +49,27 @@ class Envelope:
     #: The isolation the agent asks for (None: the host's), and its worker's memory limit.
     isolation: str | None = None
     memory_mb: int | None = None
+    #: The agent's model, as its configuration (None: the host's default model).
+    llm: dict[str, Any] | None = None
+    #: The sub-agents its code may call, by the name it registered them under: what the
+    #: side running the loop needs to run each (see :func:`delegates`).
+    delegates: dict[str, Delegate] = field(default_factory=dict)
+
+    def delegate(self, name: str, session: str) -> Envelope:
+        """The envelope of a call of the sub-agent registered as ``name``, in ``session``;
+        KeyError when there is none. Everything in it comes from here, none of it from the
+        agent code that makes the call."""
+        found = self.delegates[name]
+        return Envelope(
+            agent=found.agent,
+            session=session,
+            state=found.state,
+            serializer=self.serializer,
+            isolation=found.isolation,
+            memory_mb=found.memory_mb,
+            llm=found.llm,
+            delegates=found.delegates,
+        )
 
     @classmethod
     def of(
@@ -70,6 +91,8 @@ class Envelope:
             timeout=timeout,
             isolation=getattr(agent, "isolation", None),
             memory_mb=getattr(agent, "max_memory_mb", None),
+            llm=_model_config(agent),
+            delegates=delegates(agent),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -84,6 +107,8 @@ class Envelope:
             "versions": self.versions,
             "isolation": self.isolation,
             "memory_mb": self.memory_mb,
+            "llm": self.llm,
+            "delegates": {name: d.to_json() for name, d in self.delegates.items()},
         }
 
     @classmethod
@@ -113,12 +138,7 @@ class Envelope:
         run = raw.get("run")
         if not isinstance(run, str) or not 0 < len(run) <= 64:
             raise Refused(422, "run must name the run, 1 to 64 characters")
-        isolation = raw.get("isolation")
-        if isolation is not None and isolation not in ("none", "process", "kernel"):
-            raise Refused(422, 'isolation must be "none", "process", "kernel" or null')
-        memory = raw.get("memory_mb")
-        if memory is not None and (type(memory) is not int or not 64 <= memory <= 1 << 30):
-            raise Refused(422, "memory_mb must be a whole number of MB, 64 or more")
+        isolation, memory = _isolation(raw)
         assert isinstance(session, str)
         return cls(
             agent=agent,
@@ -130,7 +150,111 @@ class Envelope:
             run=run,
             isolation=isolation,
             memory_mb=memory,
+            llm=_config(raw.get("llm"), "llm", optional=True),
+            delegates=_delegates(raw.get("delegates", {}), 0),
         )
+
+
+#: How deep sub-agents of sub-agents may be declared.
+MAX_NESTING = 8
+
+
+@dataclass(frozen=True)
+class Delegate:
+    """A sub-agent as the caller declares it: its name, state, model, host and isolation,
+    and its own sub-agents."""
+
+    agent: str
+    state: StateConfig
+    host: dict[str, Any]
+    llm: dict[str, Any] | None = None
+    isolation: str | None = None
+    memory_mb: int | None = None
+    delegates: dict[str, Delegate] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent,
+            "state": {
+                "type": self.state.type,
+                "storage": self.state.storage,
+                "path": self.state.path,
+            },
+            "host": self.host,
+            "llm": self.llm,
+            "isolation": self.isolation,
+            "memory_mb": self.memory_mb,
+            "delegates": {name: d.to_json() for name, d in self.delegates.items()},
+        }
+
+
+def delegates(agent: Any, depth: int = 0) -> dict[str, Delegate]:
+    """The sub-agents ``agent`` registered (tasks of other agents), declared."""
+    out: dict[str, Delegate] = {}
+    if depth >= MAX_NESTING:
+        return out
+    for name, value in agent.policy.names.items():
+        task = getattr(value, "__agex_task__", None)
+        if task is None:
+            continue
+        sub = task.agent
+        out[name] = Delegate(
+            agent=sub.name,
+            state=sub.state_config,
+            host=sub.host.dump_config(),
+            llm=_model_config(sub),
+            isolation=getattr(sub, "isolation", None),
+            memory_mb=getattr(sub, "max_memory_mb", None),
+            delegates=delegates(sub, depth + 1),
+        )
+    return out
+
+
+def _model_config(agent: Any) -> dict[str, Any] | None:
+    config = getattr(agent.llm, "config", None)
+    return None if config is None else dict(config())
+
+
+def _isolation(raw: dict[str, Any]) -> tuple[str | None, int | None]:
+    isolation = raw.get("isolation")
+    if isolation is not None and isolation not in ("none", "process", "kernel"):
+        raise Refused(422, 'isolation must be "none", "process", "kernel" or null')
+    memory = raw.get("memory_mb")
+    if memory is not None and (type(memory) is not int or not 64 <= memory <= 1 << 30):
+        raise Refused(422, "memory_mb must be a whole number of MB, 64 or more")
+    return isolation, memory
+
+
+def _config(raw: object, what: str, optional: bool = False) -> Any:
+    """A host's or model's configuration: a JSON object naming its provider."""
+    if raw is None and optional:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("provider"), str):
+        raise Refused(422, f"{what} must be a configuration naming its provider")
+    return raw
+
+
+def _delegates(raw: object, depth: int) -> dict[str, Delegate]:
+    if not isinstance(raw, dict) or (raw and depth >= MAX_NESTING):
+        raise Refused(422, f"delegates must be an object, nested at most {MAX_NESTING} deep")
+    out = {}
+    for name, item in raw.items():
+        if not isinstance(name, str) or not name.isidentifier() or not isinstance(item, dict):
+            raise Refused(422, "each delegate is an object under the name it was registered as")
+        agent = item.get("agent")
+        if not isinstance(agent, str) or not 0 < len(agent) <= 200 or not agent.isprintable():
+            raise Refused(422, "a delegate's agent must be its name, 1 to 200 characters")
+        isolation, memory = _isolation(item)
+        out[name] = Delegate(
+            agent=agent,
+            state=_state(item.get("state")),
+            host=_config(item.get("host"), "a delegate's host"),
+            llm=_config(item.get("llm"), "a delegate's llm", optional=True),
+            isolation=isolation,
+            memory_mb=memory,
+            delegates=_delegates(item.get("delegates", {}), depth + 1),
+        )
+    return out
 
 
 def _state(raw: object) -> StateConfig:

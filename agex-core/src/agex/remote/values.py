@@ -171,10 +171,12 @@ class _Node:
     """What the shape check knows of one object on the stack: how deep it nests, and how
     many objects it holds counting a shared one each time it is used."""
 
-    __slots__ = ("depth", "weight")
+    __slots__ = ("built", "depth", "weight")
 
-    def __init__(self, depth: int = 0, weight: int = 1) -> None:
+    def __init__(self, depth: int = 0, weight: int = 1, built: bool = False) -> None:
         self.depth, self.weight = depth, weight
+        #: Made by a call in these bytes (an instance): the only thing BUILD may set state on.
+        self.built = built
 
     def holds(self, items: list[_Node]) -> _Node:
         for item in items:
@@ -232,16 +234,20 @@ def check_shape(data: bytes) -> None:
                 stack.append(_Node().holds(items))
             elif name in ("APPEND", "BUILD"):
                 item = stack.pop()
+                if name == "BUILD" and not top().built:
+                    # Setting state on a class named in the bytes (or on a container) would
+                    # change that class for the whole process, before any check.
+                    raise RefusedValue("the value's bytes set state on something no call made")
                 top().holds([item])
             elif name == "SETITEM":
                 items = [stack.pop(), stack.pop()]
                 top().holds(items)
             elif name in ("REDUCE", "NEWOBJ", "STACK_GLOBAL"):
                 items = [stack.pop(), stack.pop()]
-                stack.append(_Node().holds(items))
+                stack.append(_Node(built=name != "STACK_GLOBAL").holds(items))
             elif name == "NEWOBJ_EX":
                 items = [stack.pop(), stack.pop(), stack.pop()]
-                stack.append(_Node().holds(items))
+                stack.append(_Node(built=True).holds(items))
             elif name == "BINPERSID":
                 stack.append(_Node().holds([stack.pop()]))
             elif name == "POP":

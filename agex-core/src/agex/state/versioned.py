@@ -25,7 +25,7 @@ import hmac
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -38,6 +38,9 @@ KEY_ENV = "AGEX_STATE_KEY"
 #: ``base=HEAD``: commit on top of whatever the head is now.
 HEAD = object()
 _MAC = 32  # bytes of HMAC-SHA256
+#: How a value a worker process serialized is named (``b/w/<sha256>``): apart from the
+#: values this process wrote, so that it is never loaded outside a worker.
+SHAPED = "w/"
 #: Key prefixes whose values never change once written (blobs, commits).
 IMMUTABLE = ("b/", "c/")
 
@@ -76,11 +79,14 @@ class VersionedState:
         namespace: str,
         session: str,
         key: bytes | None = None,
+        load_shaped: Callable[[dict[str, bytes]], dict[str, Any]] | None = None,
     ) -> None:
         if not namespace or not session:
             raise ValueError("a namespace and a session are needed")
         self.storage = storage
         self.serializer = serializer
+        #: Loads values a worker process wrote, in a worker (see :meth:`values`).
+        self.load_shaped = load_shaped
         self.namespace = namespace
         self.session = session
         env_key = os.environ.get(KEY_ENV)
@@ -162,29 +168,33 @@ class VersionedState:
             _apply(index, commit.changes)
         return index
 
-    def raw(self, commit_id: str | None = None) -> dict[str, bytes]:
+    def raw(self, commit_id: str | None = None, *, shaped: bool = False) -> dict[str, bytes]:
         """The variables at a commit (default: the head) as their checked bytes, not loaded:
-        for the side that loads them (a worker process, or :meth:`values`)."""
+        for the side that loads them. Values a worker process serialized (:data:`SHAPED`)
+        are handed out only for one (``shaped``): loading them anywhere else would run what
+        agent code put in them."""
         commit_id = commit_id or self.head()
         out = {}
-        for name, digest in self.tree(commit_id).items():
-            if name.startswith(("__", "_agex")):
-                raise StateIntegrityError(f"commit {commit_id} binds the reserved name {name!r}")
-            try:
-                out[name] = self._blob(digest)
-            except StateIntegrityError as exc:
-                raise StateIntegrityError(
-                    f"variable {name!r}: {exc}; if the storage was damaged rather than "
-                    "tampered with, agent.state(session).revert(<an earlier commit>) moves "
-                    "the session back"
-                ) from None
+        for name, (digest, payload) in self._blobs_at(commit_id).items():
+            if digest.startswith(SHAPED) and not shaped:
+                raise StateLoadError(
+                    f"variable {name!r} at commit {str(commit_id)[:12]} was written by agent "
+                    "code in an isolated worker process, and is loaded only in one: run the "
+                    "agent with isolation to use it"
+                )
+            out[name] = payload
         return out
 
     def values(self, commit_id: str | None = None) -> dict[str, Any]:
-        """The variables at a commit (default: the head), loaded."""
+        """The variables at a commit (default: the head), loaded. Those a worker process
+        wrote are loaded in a worker and cross back as results do (plain data and standard
+        value types only, see docs/security.md), when this state was given a way to do so."""
         commit_id = commit_id or self.head()
-        out = {}
-        for name, payload in self.raw(commit_id).items():
+        out, shaped = {}, {}
+        for name, (digest, payload) in self._blobs_at(commit_id).items():
+            if digest.startswith(SHAPED):
+                shaped[name] = payload
+                continue
             try:
                 out[name] = self.serializer.loads(payload)
             except Exception as exc:
@@ -193,6 +203,26 @@ class VersionedState:
                     f"({type(exc).__name__}: {exc}); move the session back with "
                     "agent.state(session).revert(<an earlier commit>)"
                 ) from exc
+        if shaped:
+            if self.load_shaped is None:
+                self.raw(commit_id)  # raises, naming a variable
+            assert self.load_shaped is not None
+            out.update(self.load_shaped(shaped))
+        return out
+
+    def _blobs_at(self, commit_id: str | None) -> dict[str, tuple[str, bytes]]:
+        out = {}
+        for name, digest in self.tree(commit_id).items():
+            if name.startswith(("__", "_agex")):
+                raise StateIntegrityError(f"commit {commit_id} binds the reserved name {name!r}")
+            try:
+                out[name] = (digest, self._blob(digest))
+            except StateIntegrityError as exc:
+                raise StateIntegrityError(
+                    f"variable {name!r}: {exc}; if the storage was damaged rather than "
+                    "tampered with, agent.state(session).revert(<an earlier commit>) moves "
+                    "the session back"
+                ) from None
         return out
 
     def checkout(self, commit_id: str) -> Mapping[str, Any]:
@@ -244,9 +274,12 @@ class VersionedState:
         payloads: Mapping[str, bytes | None],
         events: Iterable[Any] = (),
         base: str | object | None = HEAD,
+        *,
+        shaped: bool = False,
     ) -> Committed:
         """:meth:`commit` for values serialized elsewhere (by name; None: removed): the
-        bytes are stored, never loaded here."""
+        bytes are stored, never loaded here. ``shaped``: by a worker process, whose values
+        only a worker loads again (see :meth:`raw`)."""
         parent = self.head() if base is HEAD else base
         if parent is not None and not isinstance(parent, str):
             raise TypeError(f"base must be a commit id or None, got {parent!r}")
@@ -256,7 +289,7 @@ class VersionedState:
             if payload is None:
                 changes[name] = None
                 continue
-            digest = hashlib.sha256(payload).hexdigest()
+            digest = (SHAPED if shaped else "") + hashlib.sha256(payload).hexdigest()
             changes[name] = digest
             writes[self._blobs + digest] = self._sign(payload)
         return Committed(self._write(parent, changes, events, writes))
@@ -337,7 +370,7 @@ class VersionedState:
                 else f"value {digest} is missing"
             )
         payload = self._verified(raw, f"value {digest}")
-        if hashlib.sha256(payload).hexdigest() != digest:
+        if hashlib.sha256(payload).hexdigest() != digest.removeprefix(SHAPED):
             raise StateIntegrityError(f"value {digest} does not match its hash; not loaded")
         return payload
 

@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,10 +94,11 @@ _TASK_BODY = {
 
 def isolating(isolation: Isolation | None, state_dir: Path) -> Isolation:
     """The server's isolation (by default the strongest level here), its workers never
-    reading the state directory."""
+    reading the state directory, nor the directory it was started in (on ``sys.path`` when
+    started with ``python -m``, and where a ``.env`` file lives)."""
     if isolation is None:
         isolation = Isolation(level=strongest())
-    hidden = (*isolation.hidden, str(state_dir))
+    hidden = (*isolation.hidden, str(state_dir), os.getcwd())
     return dataclasses.replace(isolation, hidden=hidden)
 
 

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from agex import plugins
 from agex.errors import ProviderError, StatePathRefused
 from agex.isolation.settings import Isolation
+from agex.protocols import StateConfig
 from agex.remote.envelope import Envelope, Refused
 from agex.remote.execute import execute
 from agex.stores import Stores, confined
@@ -107,7 +108,8 @@ class RunRoutes:
         except wire.BadRequest as exc:
             raise Refused(400, str(exc)) from None
         envelope = Envelope.from_json({**raw, "run": run_id})
-        self._check_state(envelope)
+        self._check_state(envelope.state)
+        self._check_delegates(envelope.delegates)
         try:
             plugins.resolve("serializer", envelope.serializer)
         except ProviderError as exc:
@@ -130,10 +132,18 @@ class RunRoutes:
         self.board.watch(run, asyncio.create_task(work))
         return run
 
-    def _check_state(self, envelope: Envelope) -> None:
+    def _check_delegates(self, delegates: dict[str, Any]) -> None:
+        """The sub-agents the run may call that run here follow the same rules as the run
+        (those on other hosts follow their hosts')."""
+        for delegate in delegates.values():
+            if delegate.host.get("provider") == "local":
+                self._check_state(delegate.state)
+                self.isolation.spec(delegate.isolation, delegate.memory_mb, "this server")
+                self._check_delegates(delegate.delegates)
+
+    def _check_state(self, state: StateConfig) -> None:
         """The seed's rules for state on a server: versioned or ephemeral, in a storage this
         server has, at a path inside its state directory."""
-        state = envelope.state
         why = wire.state_refused(state)
         if why is not None:
             raise Refused(400, why)
