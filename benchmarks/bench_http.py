@@ -170,14 +170,16 @@ def serving(command: list[str], health: str, log: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def agex_server(directory: Path) -> Iterator[tuple[str, str]]:
-    """`agex serve` on a free loopback port with a token: its url and token."""
+def agex_server(directory: Path, *extra: str) -> Iterator[tuple[str, str]]:
+    """`agex serve` on a free loopback port with a token (and ``extra`` options): its url
+    and token."""
     token = secrets.token_urlsafe(24)
     token_file = directory / "token"
     token_file.write_text(token + "\n")
     port = free_port()
     command = [ME, "-m", "agex", "serve", "--port", str(port), "--log-level", "warning"]
     command += ["--state-dir", str(directory / "state"), "--token-file", str(token_file)]
+    command += extra
     url = f"http://127.0.0.1:{port}"
     with serving(command, f"{url}/v1/health", directory / "server.log"):
         yield url, token
@@ -336,7 +338,9 @@ def peer(directory: Path) -> tuple[dict[str, float] | None, float | None]:
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="agex-bench-http-") as tmp:
         directory = Path(tmp)
-        with agex_server(directory) as (url, token):
+        # Agent code in the server process, as before isolation: what the transport costs.
+        # bench_isolation.py measures the server in its default isolation.
+        with agex_server(directory, "--isolation", "none") as (url, token):
             ours = per_task_over_http(url, token)
             walls = crowds(url, token)
             rates = streaming(url, token)

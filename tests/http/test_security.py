@@ -131,6 +131,12 @@ def operations(server: Any) -> list[tuple[str, str, dict[str, Any]]]:
     return found
 
 
+def model(code: str) -> dict[str, Any]:
+    """The configuration of a model that replies with ``code``: the envelope carries it
+    (the server never takes the model from the shipped task)."""
+    return dict(scripted(code).config())
+
+
 def shipped_task(server: Any, code: str = "task_success(1)") -> bytes:
     agent = remote(server, scripted(code))
 
@@ -429,7 +435,9 @@ def test_a_deeply_nested_envelope_is_400_not_500(server) -> None:
 
 def test_runs_are_followed_by_id_and_a_second_start_never_loads_its_body(server, tmp_path) -> None:
     chosen = run_id()
-    body = wire.request_body(envelope(), shipped_task(server, "task_success(11)"))
+    body = wire.request_body(
+        envelope(llm=model("task_success(11)")), shipped_task(server, "task_success(11)")
+    )
     url = f"{server.url}{API}/runs/{chosen}"
     first = httpx.post(url, content=body, headers=server.headers, timeout=60)
     assert first.status_code == 200
@@ -458,7 +466,7 @@ def test_a_last_event_id_of_non_ascii_digits_is_400_not_500(server) -> None:
     """Header bytes are read as Latin-1, where superscript digits count as digits for
     str.isdigit() but not for int()."""
     chosen = run_id()
-    body = wire.request_body(envelope(), shipped_task(server))
+    body = wire.request_body(envelope(llm=model("task_success(1)")), shipped_task(server))
     started = httpx.post(
         f"{server.url}{API}/runs/{chosen}", content=body, headers=server.headers, timeout=60
     )
@@ -918,7 +926,9 @@ def test_bytes_between_requests_do_not_hold_a_connection_open(make_server) -> No
 
 def test_a_last_event_id_past_the_end_of_a_run_is_400(server) -> None:
     chosen = run_id()
-    body = wire.request_body(envelope(), shipped_task(server, "task_success(3)"))
+    body = wire.request_body(
+        envelope(llm=model("task_success(3)")), shipped_task(server, "task_success(3)")
+    )
     url = f"{server.url}{API}/runs/{chosen}"
     assert httpx.post(url, content=body, headers=server.headers, timeout=60).status_code == 200
     events = f"{url}/events"

@@ -501,7 +501,7 @@ def test_plain_values_an_isolated_run_wrote_can_be_read_back() -> None:
     assert agent.state().values() == {"count": 3, "names": ["a", "b"]}
     with contextlib.suppress(Exception):
         keep()  # stores an instance of the agent's class, then runs out of replies
-    with pytest.raises(StateLoadError, match="variable '(Mine|p)' cannot be read here"):
+    with pytest.raises(StateLoadError, match=r"variable '(Mine|p)' cannot be read here"):
         agent.state().values()  # a class no annotation names does not cross
 
 

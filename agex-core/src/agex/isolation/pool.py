@@ -17,14 +17,19 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from agex.isolation import channel
 
-#: Workers kept ready per spec.
+#: Workers kept ready per spec at the least; more after a burst (see Pool).
 WARM = 2
+#: Seconds over which takes count towards how many workers to keep ready.
+RECENT = 5.0
+#: Workers started at once while the pool fills.
+FORKING = 4
 #: Environment variables a template (and so every worker) inherits; nothing else.
 _ENV_KEPT = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "SYSTEMROOT")
 
@@ -79,6 +84,14 @@ class Worker:
                 self.sock.close()
                 self.ended = self.template.end(self.pid, exiting)
             return self.ended
+
+    def discard(self) -> None:
+        """End a worker whose run is over, without waiting to hear how it ended."""
+        with self.lock:
+            if self.ended is None:
+                self.sock.close()
+                self.template.end(self.pid, reply=False)
+                self.ended = "discarded"
 
     async def aend(self, exiting: bool = False) -> str:
         if self.ended is not None:
@@ -140,9 +153,14 @@ class Template:
         ours.setblocking(False)
         return worker
 
-    def end(self, pid: int, exiting: bool = False) -> str:
+    def end(self, pid: int, exiting: bool = False, reply: bool = True) -> str:
+        message = {"op": "end", "pid": pid, "exiting": exiting, "reply": reply}
         try:
-            return str(self._ask({"op": "end", "pid": pid, "exiting": exiting})["status"])
+            if not reply:
+                with self.lock:
+                    self._send(message)
+                return "ended"
+            return str(self._ask(message)["status"])
         except (OSError, WorkerGone):
             return "gone (the template process is gone)"
 
@@ -158,12 +176,15 @@ class Template:
 
 
 class Pool:
-    """Ready workers by spec, refilled in the background."""
+    """Ready workers by spec, refilled in the background: as many as were taken in the
+    last few seconds (at least ``warm``, at most ``most``), so that a burst of runs finds
+    workers waiting, as the one before it did."""
 
-    def __init__(self, warm: int = WARM) -> None:
-        self.warm = warm
+    def __init__(self, warm: int = WARM, most: int = 256) -> None:
+        self.warm, self.most = warm, most
         self._template: Template | None = None
         self._ready: dict[Spec, deque[Worker]] = {}
+        self._taken: dict[Spec, deque[float]] = {}
         self._lock = threading.Lock()
         self._wanted = threading.Event()
         self._filler: threading.Thread | None = None
@@ -179,6 +200,7 @@ class Pool:
         """A ready worker confined as ``spec`` says: a warm one if there is one."""
         with self._lock:
             ready = self._ready.setdefault(spec, deque())
+            self._taken.setdefault(spec, deque()).append(time.monotonic())
             worker = ready.popleft() if ready else None
         self._refill()
         if worker is not None:
@@ -194,6 +216,13 @@ class Pool:
         self._refill()
         return worker.layers
 
+    def _wants(self, spec: Spec, now: float) -> int:
+        """How many ready workers ``spec`` should have: as many as were taken lately."""
+        taken = self._taken.setdefault(spec, deque())
+        while taken and taken[0] < now - RECENT:
+            taken.popleft()
+        return max(self.warm, min(len(taken), self.most))
+
     def _refill(self) -> None:
         with self._lock:
             if self._filler is None or not self._filler.is_alive():
@@ -202,23 +231,42 @@ class Pool:
         self._wanted.set()
 
     def _fill(self) -> None:
-        while True:
-            self._wanted.wait()
-            self._wanted.clear()
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(FORKING, thread_name_prefix="agex-fork") as forking:
             while True:
-                with self._lock:
-                    short = [s for s, r in self._ready.items() if len(r) < self.warm]
-                if not short:
-                    break
-                for spec in short:
-                    try:
-                        worker = self.template.fork(spec)
-                    except Exception:
-                        with self._lock:  # this spec cannot be had: stop trying
-                            self._ready.pop(spec, None)
-                        continue
-                    with self._lock:
-                        self._ready.setdefault(spec, deque()).append(worker)
+                self._wanted.wait(RECENT)
+                self._wanted.clear()
+                while self._top_up(forking):
+                    pass
+
+    def _top_up(self, forking: Any) -> bool:
+        """One round of forking towards what each spec wants (and ending what it no longer
+        does); whether any was short."""
+        now = time.monotonic()
+        with self._lock:
+            short = {}
+            for spec, ready in list(self._ready.items()):
+                wanted = self._wants(spec, now)
+                while len(ready) > wanted:
+                    ready.pop().discard()
+                if len(ready) < wanted:
+                    short[spec] = min(wanted - len(ready), FORKING)
+        if not short:
+            return False
+        jobs = [
+            (s, forking.submit(self.template.fork, s)) for s, n in short.items() for _ in range(n)
+        ]
+        for spec, job in jobs:
+            try:
+                worker = job.result()
+            except Exception:
+                with self._lock:  # this spec cannot be had: stop trying
+                    self._ready.pop(spec, None)
+                continue
+            with self._lock:
+                self._ready.setdefault(spec, deque()).append(worker)
+        return True
 
     def close(self) -> None:
         with self._lock:

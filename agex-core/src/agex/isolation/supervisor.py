@@ -98,12 +98,11 @@ class Isolated:
         asyncio.get_running_loop().run_in_executor(None, self.worker.end)
 
     def close(self) -> None:
-        """Stop the sub-agent calls in flight, and end the worker in the background: its
-        run is over, and nobody waits for it to be reaped."""
+        """Stop the sub-agent calls in flight, and end the worker: its run is over, and
+        nobody waits to hear how it ended."""
         for call in self._calls:
             call.cancel()
-        if self.worker.ended is None:
-            asyncio.get_running_loop().run_in_executor(None, self.worker.end)
+        self.worker.discard()
 
     async def _request(
         self, header: dict[str, Any], blobs: list[bytes], timeout: float | None
@@ -184,8 +183,6 @@ class Run:
 
     async def __call__(self) -> dict[str, Any]:
         envelope = self.envelope
-        if self.model is None:
-            self.model = _model(envelope.llm, envelope.agent)
         try:
             worker = await pool().take(self.spec)
         except WorkerGone as exc:
@@ -195,6 +192,8 @@ class Run:
         executor = Isolated(worker, self._subagent, limit)
         try:
             manifest = await executor.start(envelope, self.payload)
+            if self.model is None:
+                self.model = _model(envelope.llm, envelope.agent)
             state = None
             if envelope.state.type == "versioned":
                 state = versioned(self.stores, envelope.state, envelope.agent, envelope.session)

@@ -6,9 +6,10 @@ imports what a worker needs once and then forks a worker per request: a worker s
 about a millisecond, already holding agex, and never a copy of a multi-threaded server.
 
 It answers on one ``SOCK_SEQPACKET`` socket, a JSON message per packet: ``fork`` (the
-worker's end of its channel arrives with the request) and ``end`` (kill and reap a worker,
-saying how it ended; ``exiting``: one whose channel closed, given a moment to finish
-dying first). When the supervisor goes away, it kills its workers and exits.
+worker's end of its channel arrives with the request) and ``end`` (kill a worker, saying how
+it ended unless ``reply`` is false; ``exiting``: one whose channel closed, given a moment to
+finish dying first). Workers are reaped as they end. When the supervisor goes away, it
+kills its workers and exits.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def main(fd: int) -> None:
     sys.path[:] = setup["path"]
     root = setup["scratch"]
     warmup = _preload()
-    children: dict[int, str] = {}
+    children = Children()
+    signal.signal(signal.SIGCHLD, lambda *_: children.reap())
     try:
         while True:
             data, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE, 1)
@@ -63,16 +65,57 @@ def main(fd: int) -> None:
                 if pid == 0:
                     _child(control, fds[0], request["spec"], scratch, warmup)
                 os.close(fds[0])
-                children[pid] = scratch
-                reply: dict[str, Any] = {"pid": pid, "scratch": scratch}
+                children.running[pid] = scratch
+                control.send(json.dumps({"pid": pid}).encode())
             else:  # end
-                pid = request["pid"]
-                wait = 1.0 if request.get("exiting") else 0.0
-                reply = {"status": _end(pid, children.pop(pid, None), wait)}
-            control.send(json.dumps(reply).encode())
+                status = children.end(request["pid"], 1.0 if request.get("exiting") else 0.0)
+                if request.get("reply", True):
+                    control.send(json.dumps({"status": status}).encode())
     finally:
-        for pid, scratch in children.items():
-            _end(pid, scratch)
+        for pid in list(children.running):
+            children.end(pid, 0.0)
+
+
+class Children:
+    """The workers forked, reaped as they end (on SIGCHLD, between requests), and how the
+    last ones ended, for a supervisor that asks."""
+
+    def __init__(self) -> None:
+        self.running: dict[int, str] = {}  # pid -> scratch directory
+        self.ended: dict[int, str] = {}
+
+    def reap(self) -> None:
+        while self.running:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self._gone(pid, describe(status))
+
+    def end(self, pid: int, wait: float) -> str:
+        """Kill a worker if it still runs (after ``wait`` seconds, for one on its way out);
+        how it ended ("stopped": by us)."""
+        deadline = time.monotonic() + wait
+        while pid in self.running and time.monotonic() < deadline:
+            time.sleep(0.002)
+            self.reap()
+        if pid in self.running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            self._gone(pid, "stopped")
+        return self.ended.get(pid, "gone")
+
+    def _gone(self, pid: int, status: str) -> None:
+        scratch = self.running.pop(pid, None)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        self.ended[pid] = status
+        if len(self.ended) > 4096:  # only recent endings are asked about
+            del self.ended[next(iter(self.ended))]
 
 
 def _preload() -> bytes:
@@ -122,6 +165,7 @@ def _child(
     try:
         control.close()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         null = os.open(os.devnull, os.O_RDWR)
         for target in (0, 1, 2):  # nothing a worker writes reaches the supervisor's logs
             os.dup2(null, target)
@@ -133,27 +177,6 @@ def _child(
         code = 70
     finally:
         os._exit(code)
-
-
-def _end(pid: int, scratch: str | None, wait: float = 0.0) -> str:
-    """Reap a worker, killing it first if it still runs (after ``wait`` seconds, for one
-    that is on its way out); how it ended ("stopped": by us)."""
-    try:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        deadline = time.monotonic() + wait
-        while done == 0 and time.monotonic() < deadline:
-            time.sleep(0.002)
-            done, status = os.waitpid(pid, os.WNOHANG)
-        if done == 0:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-    except ChildProcessError:
-        return "gone"
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-    return "stopped" if done == 0 else describe(status)
 
 
 def describe(status: int) -> str:
