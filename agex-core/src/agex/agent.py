@@ -64,9 +64,10 @@ class Agent:
             )
         self.primer = primer
         self.name = name or "agent"
-        self.host: Host = host if host is not None else plugins.create("host", "local")
+        self._configs: dict[str, Any] = {}  # host and model not yet built where it landed
+        self.host = host if host is not None else plugins.create("host", "local")
         self.state_config = state if state is not None else StateConfig("ephemeral", None, None)
-        self.llm: LLM | None = llm
+        self.llm = llm
         self.max_iterations = max_iterations
         self.timeout = timeout
         #: Where its code runs: "none" (this process), "process" or "kernel" (a confined
@@ -178,24 +179,53 @@ class Agent:
         }
         return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
+    # -- host and model: built where the agent is used --------------------------------
+
+    @property
+    def host(self) -> Host:
+        """Where its loop runs."""
+        if "host" in self._configs:
+            self._host = _rebuild("host", self._configs.pop("host"), self.name)
+        return self._host
+
+    @host.setter
+    def host(self, value: Host) -> None:
+        self._configs.pop("host", None)
+        self._host = value
+
+    @property
+    def llm(self) -> LLM | None:
+        """Which model writes its code (None: the default, see resolved_llm)."""
+        if "llm" in self._configs:
+            self._llm = _rebuild("llm", self._configs.pop("llm"), self.name)
+        return self._llm
+
+    @llm.setter
+    def llm(self, value: LLM | None) -> None:
+        self._configs.pop("llm", None)
+        self._llm = value
+
     # -- pickling: host and model travel as their configuration --------------------------
 
     def __getstate__(self) -> dict[str, Any]:
         """The agent as it travels to where its task runs (a server, a Modal container): its
         host and model go as their configuration, plain data without secrets, and are built
-        again there by their providers; the sandbox is rebuilt from the policy."""
-        state = dict(self.__dict__)
+        again there by their providers when first used (a worker process that only runs the
+        agent's code never builds them); the sandbox is rebuilt from the policy."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_host", "_llm")}
         state["_sandbox"] = None
-        state["host"] = _config_of(self.host, "dump_config", "host", self.name)
-        state["llm"] = (
-            None if self.llm is None else _config_of(self.llm, "config", "llm", self.name)
-        )
+        configs = dict(self._configs)
+        if "host" not in configs:
+            configs["host"] = _config_of(self._host, "dump_config", "host", self.name)
+        if "llm" not in configs and self._llm is not None:
+            configs["llm"] = _config_of(self._llm, "config", "llm", self.name)
+        state["_configs"] = configs
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.host = _rebuild("host", state["host"], self.name)
-        self.llm = None if state["llm"] is None else _rebuild("llm", state["llm"], self.name)
+        self._host = None  # type: ignore[assignment]
+        self._llm = None
 
     def __repr__(self) -> str:
         return f"Agent(name={self.name!r})"

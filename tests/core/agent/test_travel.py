@@ -96,8 +96,10 @@ def test_an_agent_without_a_model_stays_without_one() -> None:
 def test_the_pickle_holds_configurations_not_objects(far) -> None:
     agent = Agent(host=FarHost("moon", secret="hunter2"), llm=scripted("task_success(1)"))
     state = agent.__getstate__()
-    assert state["host"] == {"provider": "far", "place": "moon"}
-    assert state["llm"]["provider"] == "scripted"
+    assert state["_configs"]["host"] == {"provider": "far", "place": "moon"}
+    assert state["_configs"]["llm"]["provider"] == "scripted"
+    assert "_host" not in state
+    assert "_llm" not in state
     assert b"hunter2" not in cloudpickle.dumps(agent)
 
 
@@ -150,7 +152,7 @@ def test_no_api_key_travels(monkeypatch) -> None:
     agent = Agent(llm=llm)
     data = cloudpickle.dumps(agent)
     assert b"sk-very-secret-key" not in data
-    assert agent.__getstate__()["llm"] == {
+    assert agent.__getstate__()["_configs"]["llm"] == {
         "provider": "openai",
         "model": "gpt-test",
         "base_url": "http://localhost:1/v1",
@@ -162,8 +164,9 @@ def test_no_api_key_travels(monkeypatch) -> None:
 
 def test_a_model_its_configuration_cannot_rebuild_fails_naming_the_provider(far) -> None:
     data = cloudpickle.dumps(Agent(name="fussy", llm=Picky()))
+    landed = cloudpickle.loads(data)  # built where it is first used, not where it lands
     with pytest.raises(RebuildError, match=r"llm of agent 'fussy' \(provider 'picky'\).*red"):
-        cloudpickle.loads(data)
+        landed.llm  # noqa: B018
 
 
 def test_a_provider_missing_where_the_agent_lands_is_named(register_plugin) -> None:
@@ -174,8 +177,9 @@ def test_a_provider_missing_where_the_agent_lands_is_named(register_plugin) -> N
     data = cloudpickle.dumps(Agent(name="lost", host=FarHost("x")))
     plugins.unregister(name)
     try:
+        landed = cloudpickle.loads(data)
         with pytest.raises(RebuildError, match=r"host of agent 'lost' \(provider 'far'\)"):
-            cloudpickle.loads(data)
+            landed.host  # noqa: B018
     finally:
         plugins.register(plugin, name)  # the fixture unregisters it
 

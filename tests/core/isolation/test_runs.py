@@ -329,9 +329,12 @@ def test_live_state_cannot_be_isolated() -> None:
 
 
 def test_kernel_isolation_where_it_cannot_be_had_is_refused_at_agent(monkeypatch) -> None:
+    from agex import isolation
     from agex.isolation import confine
 
     monkeypatch.setattr(confine, "kernel_unavailable", lambda: "this system has no seccomp")
+    isolation._available.cache_clear()
+    monkeypatch.setattr(isolation, "_available", isolation._available.__wrapped__)
     with pytest.raises(ValueError, match='isolation="kernel" cannot be had here: this system'):
         Agent(isolation="kernel")
 

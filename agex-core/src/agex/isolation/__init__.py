@@ -9,6 +9,7 @@ seccomp allow-list, no network, and Landlock). See docs/security.md.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -20,6 +21,13 @@ def check(level: object, what: str = "isolation") -> str:
     if level not in LEVELS:
         raise ValueError(f"{what} must be one of {', '.join(map(repr, LEVELS))}, got {level!r}")
     assert isinstance(level, str)
+    return _available(level)
+
+
+@functools.cache
+def _available(level: str) -> str:
+    """Probing the kernel costs system calls: once per process (a server checks every
+    run's level)."""
     if level == "process" and not _can_fork():
         raise ValueError(
             'isolation="process" needs a POSIX system with fork (Linux, macOS); '

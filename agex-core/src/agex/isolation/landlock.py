@@ -18,6 +18,7 @@ Nothing here runs at import: ``ctypes`` is loaded when a function is called.
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import struct
@@ -58,6 +59,7 @@ def available() -> str | None:
     return None
 
 
+@functools.cache  # the kernel does not change under a process
 def abi_version() -> int:
     """The Landlock ABI version of the running kernel; OSError saying why when there is none."""
     result = _syscall(_CREATE_RULESET, 0, 0, _CREATE_RULESET_VERSION)

@@ -12,6 +12,7 @@ import asyncio
 import atexit
 import json
 import os
+import queue
 import socket
 import subprocess
 import sys
@@ -26,10 +27,8 @@ from agex.isolation import channel
 
 #: Workers kept ready per spec at the least; more after a burst (see Pool).
 WARM = 2
-#: Seconds over which takes count towards how many workers to keep ready.
-RECENT = 5.0
-#: Workers started at once while the pool fills.
-FORKING = 4
+#: Seconds over which the most workers in use at once says how many to keep ready.
+RECENT = 60.0
 #: Environment variables a template (and so every worker) inherits; nothing else.
 _ENV_KEPT = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "SYSTEMROOT")
 
@@ -75,6 +74,13 @@ class Worker:
     template: Template
     ended: str | None = field(default=None)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Called once when the worker ends (the pool counts the workers in use).
+    released: Any = None
+
+    def _release(self) -> None:
+        released, self.released = self.released, None
+        if released is not None:
+            released()
 
     def end(self, exiting: bool = False) -> str:
         """Kill the worker (if it still runs; ``exiting``: give one whose channel closed a
@@ -83,6 +89,7 @@ class Worker:
             if self.ended is None:
                 self.sock.close()
                 self.ended = self.template.end(self.pid, exiting)
+                self._release()
             return self.ended
 
     def discard(self) -> None:
@@ -92,6 +99,7 @@ class Worker:
                 self.sock.close()
                 self.template.end(self.pid, reply=False)
                 self.ended = "discarded"
+                self._release()
 
     async def aend(self, exiting: bool = False) -> str:
         if self.ended is not None:
@@ -118,6 +126,8 @@ class Template:
         theirs.close()
         self.control = ours
         self.lock = threading.Lock()
+        self._ending: queue.SimpleQueue[int] = queue.SimpleQueue()
+        threading.Thread(target=self._end_queued, name="agex-end", daemon=True).start()
         path = [p for p in sys.path if p]
         self._send({"path": path, "scratch": self.scratch})
 
@@ -154,15 +164,24 @@ class Template:
         return worker
 
     def end(self, pid: int, exiting: bool = False, reply: bool = True) -> str:
-        message = {"op": "end", "pid": pid, "exiting": exiting, "reply": reply}
+        """End a worker; how it ended. Without ``reply``, only queued: whoever calls (an
+        event loop) never waits for the template, which may be busy forking."""
+        if not reply:
+            self._ending.put(pid)
+            return "ended"
         try:
-            if not reply:
-                with self.lock:
-                    self._send(message)
-                return "ended"
-            return str(self._ask(message)["status"])
+            return str(self._ask({"op": "end", "pid": pid, "exiting": exiting})["status"])
         except (OSError, WorkerGone):
             return "gone (the template process is gone)"
+
+    def _end_queued(self) -> None:
+        while True:
+            pid = self._ending.get()
+            try:
+                with self.lock:
+                    self._send({"op": "end", "pid": pid, "reply": False})
+            except OSError:
+                return  # the template is gone, and its workers with it
 
     def close(self) -> None:
         self.control.close()
@@ -176,15 +195,16 @@ class Template:
 
 
 class Pool:
-    """Ready workers by spec, refilled in the background: as many as were taken in the
-    last few seconds (at least ``warm``, at most ``most``), so that a burst of runs finds
-    workers waiting, as the one before it did."""
+    """Ready workers by spec, refilled in the background: as many as were in use at once in
+    the last few seconds (at least ``warm``, at most ``most``), so that a burst of runs
+    finds workers waiting, as the one before it did."""
 
     def __init__(self, warm: int = WARM, most: int = 256) -> None:
         self.warm, self.most = warm, most
         self._template: Template | None = None
         self._ready: dict[Spec, deque[Worker]] = {}
-        self._taken: dict[Spec, deque[float]] = {}
+        self._busy: dict[Spec, int] = {}  # workers in use now
+        self._peaks: dict[Spec, deque[tuple[float, int]]] = {}  # (when, how many in use)
         self._lock = threading.Lock()
         self._wanted = threading.Event()
         self._filler: threading.Thread | None = None
@@ -200,12 +220,23 @@ class Pool:
         """A ready worker confined as ``spec`` says: a warm one if there is one."""
         with self._lock:
             ready = self._ready.setdefault(spec, deque())
-            self._taken.setdefault(spec, deque()).append(time.monotonic())
+            busy = self._busy[spec] = self._busy.get(spec, 0) + 1
+            self._peaks.setdefault(spec, deque()).append((time.monotonic(), busy))
             worker = ready.popleft() if ready else None
         self._refill()
-        if worker is not None:
-            return worker
-        return await asyncio.to_thread(self.template.fork, spec)
+        if worker is None:
+            try:
+                worker = await asyncio.to_thread(self.template.fork, spec)
+            except BaseException:
+                self._done(spec)
+                raise
+        worker.released = lambda: self._done(spec)
+        return worker
+
+    def _done(self, spec: Spec) -> None:
+        with self._lock:
+            self._busy[spec] -= 1
+        self._wanted.set()  # fewer runs in flight: perhaps time to make workers
 
     def prepare(self, spec: Spec) -> dict[str, str]:
         """Start the template and warm workers for ``spec`` now (a server at start-up); the
@@ -217,11 +248,19 @@ class Pool:
         return worker.layers
 
     def _wants(self, spec: Spec, now: float) -> int:
-        """How many ready workers ``spec`` should have: as many as were taken lately."""
-        taken = self._taken.setdefault(spec, deque())
-        while taken and taken[0] < now - RECENT:
-            taken.popleft()
-        return max(self.warm, min(len(taken), self.most))
+        """How many ready workers ``spec`` should have: as many as were in use at once
+        lately, made while few runs are in flight (making workers takes the CPU the runs
+        need); ``warm`` at all times."""
+        peaks = self._peaks.setdefault(spec, deque())
+        while peaks and peaks[0][0] < now - RECENT:
+            peaks.popleft()
+        if sum(self._busy.values()) > self.warm:
+            return self.warm
+        peak = max((n for _, n in peaks), default=0)
+        return max(self.warm, min(peak, self.most))
+
+    def _peak(self, spec: Spec) -> int:
+        return max((n for _, n in self._peaks.get(spec, ())), default=0)
 
     def _refill(self) -> None:
         with self._lock:
@@ -231,16 +270,13 @@ class Pool:
         self._wanted.set()
 
     def _fill(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
+        while True:
+            self._wanted.wait(RECENT)
+            self._wanted.clear()
+            while self._top_up():
+                pass
 
-        with ThreadPoolExecutor(FORKING, thread_name_prefix="agex-fork") as forking:
-            while True:
-                self._wanted.wait(RECENT)
-                self._wanted.clear()
-                while self._top_up(forking):
-                    pass
-
-    def _top_up(self, forking: Any) -> bool:
+    def _top_up(self) -> bool:
         """One round of forking towards what each spec wants (and ending what it no longer
         does); whether any was short."""
         now = time.monotonic()
@@ -248,18 +284,15 @@ class Pool:
             short = {}
             for spec, ready in list(self._ready.items()):
                 wanted = self._wants(spec, now)
-                while len(ready) > wanted:
+                while len(ready) > max(wanted, self._peak(spec)):
                     ready.pop().discard()
                 if len(ready) < wanted:
-                    short[spec] = min(wanted - len(ready), FORKING)
+                    short[spec] = wanted - len(ready)
         if not short:
             return False
-        jobs = [
-            (s, forking.submit(self.template.fork, s)) for s, n in short.items() for _ in range(n)
-        ]
-        for spec, job in jobs:
+        for spec in short:  # one at a time: the runs in flight need the CPU more
             try:
-                worker = job.result()
+                worker = self.template.fork(spec)
             except Exception:
                 with self._lock:  # this spec cannot be had: stop trying
                     self._ready.pop(spec, None)

@@ -19,6 +19,7 @@ Nothing here runs at import: ``ctypes`` is loaded when a function is called.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import struct
 import sys
@@ -98,6 +99,7 @@ _DENY = _ERRNO | errno.EPERM
 _Insn = tuple[int, int, int, int]  # code, jump if true, jump if false, constant
 
 
+@functools.cache  # the kernel does not change under a process
 def available() -> str | None:
     """None when a filter can be installed here, otherwise why not."""
     if sys.platform != "linux":

@@ -130,6 +130,12 @@ def _preload() -> bytes:
     plugins.create("serializer", "cloudpickle")
     plugins.resolve("host", "local")
     plugins.resolve("llm", "scripted")
+    # What the kernel offers is asked once, here: workers inherit the answers.
+    from agex.isolation import confine, landlock
+
+    confine.kernel_unavailable()
+    with contextlib.suppress(OSError):
+        landlock.abi_version()
     warmup = _warmup_task()
     gc.collect()
     gc.freeze()  # objects inherited by workers stay shared: the collector leaves them be
