@@ -115,10 +115,14 @@ def bench(session: nox.Session) -> None:
     session.install("httpx>=0.27")  # the scripts' own requests (health checks)
     peers = {
         # agex 0.12.4 shares our import name, so it gets an environment of its own, with its
-        # server for the http figures. Offline it would try to download tokenizer data;
-        # without tiktoken it counts approximately.
+        # server for the http figures and its sandbox's process isolation (seccomp and
+        # Landlock bindings) for the isolation figures. Offline it would try to download
+        # tokenizer data; without tiktoken it counts approximately.
         "AGEX_PEER_PYTHON": _peer_python(
-            session, "agex-0.12.4-server", ["agex[server,http]==0.12.4"], ["tiktoken"]
+            session,
+            "agex-0.12.4-peer",
+            ["agex[server,http]==0.12.4", "sandtrap[process]"],
+            ["tiktoken"],
         ),
         "AGEX_SMOLAGENTS_PYTHON": _peer_python(session, "smolagents", ["smolagents"], []),
     }

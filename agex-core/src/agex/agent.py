@@ -23,6 +23,9 @@ from agex.task import Task
 
 
 class Agent:
+    _host: Host
+    _llm: LLM | None
+
     def __init__(
         self,
         primer: str = "You are helpful.",

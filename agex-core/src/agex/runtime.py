@@ -107,19 +107,7 @@ class Runtime:
         self.scope = CancelScope()
 
     def manifest(self) -> dict[str, Any]:
-        """The run as the loop sees it: plain data only. Building the prompts and showing
-        the inputs run the registrations' and arguments' own code: here, not there."""
-        agent, task = self.agent, self.task
-        return {
-            "agent": agent.name,
-            "task": task.name,
-            "system": system_message(agent, task),
-            "user": task_message(task, self.arguments),
-            "inputs": {k: bound_text(repr(v), INPUT_LIMIT) for k, v in self.arguments.items()},
-            "returns": task.returns_text,
-            "max_iterations": agent.max_iterations,
-            "timeout": agent.timeout,
-        }
+        return manifest(self.task, self.arguments)
 
     def load(self, blobs: Mapping[str, bytes], timeout: float | None) -> None:
         """The session's variables, then the task's arguments, into the namespace. Loading
@@ -184,6 +172,22 @@ class Runtime:
         except Exception as exc:
             step.refused = _plain_error(exc)
         return step
+
+
+def manifest(task: Any, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The run as the loop sees it: plain data only. Building the prompts and showing the
+    inputs run the registrations' and arguments' own code: where they may run."""
+    agent = task.agent
+    return {
+        "agent": agent.name,
+        "task": task.name,
+        "system": system_message(agent, task),
+        "user": task_message(task, arguments),
+        "inputs": {k: bound_text(repr(v), INPUT_LIMIT) for k, v in arguments.items()},
+        "returns": task.returns_text,
+        "max_iterations": agent.max_iterations,
+        "timeout": agent.timeout,
+    }
 
 
 def _settle(value: Any, annotation: Any) -> tuple[Any, Any]:

@@ -42,6 +42,7 @@ async def _isolated(invocation: Invocation, sink: Sink, stores: Any) -> Any:
     from agex.isolation.settings import LOCAL
     from agex.isolation.supervisor import Run, registered
     from agex.remote import Envelope, settle, ship
+    from agex.runtime import manifest
     from agex.serializers import CloudpickleSerializer
 
     agent = invocation.agent
@@ -51,5 +52,10 @@ async def _isolated(invocation: Invocation, sink: Sink, stores: Any) -> Any:
     payload = ship(invocation, CloudpickleSerializer())
     llm = agent.resolved_llm()
     tasks = registered(agent)
-    run = Run(envelope, payload, sink, stores=stores, spec=spec, llm=llm, tasks=tasks)
+    # The prompts, from this process's own agent and task: the model is asked for the first
+    # step while the worker loads the task.
+    prompts = manifest(invocation.task, invocation.arguments)
+    run = Run(
+        envelope, payload, sink, stores=stores, spec=spec, llm=llm, tasks=tasks, manifest=prompts
+    )
     return settle(await run(), invocation, None)

@@ -61,8 +61,12 @@ class Isolated:
         self.limit = limit
         self._sending = asyncio.Lock()
         self._calls: set[asyncio.Task[None]] = set()
+        self._starting: str | None = None  # the agent of a start not yet answered
 
-    async def start(self, envelope: Envelope, payload: bytes) -> dict[str, Any]:
+    async def start(self, envelope: Envelope, payload: bytes, wait: bool = True) -> Any:
+        """Load the task in the worker; its manifest. Without ``wait`` (the caller knows the
+        manifest), the request goes out and its answer is checked before the next one's:
+        the worker loads the task while the model is asked for the first step."""
         header = {
             "op": "start",
             "agent": envelope.agent,
@@ -70,6 +74,11 @@ class Isolated:
             "serializer": envelope.serializer,
             "versioned": envelope.state.type == "versioned",
         }
+        if not wait:
+            async with self._sending:
+                await channel.asend(self.worker.sock, header, [payload])
+            self._starting = envelope.agent
+            return None
         reply, _ = await self._request(header, [payload], None)
         return _manifest(_expect(reply, "started"), envelope.agent)
 
@@ -114,6 +123,10 @@ class Isolated:
             async with self._sending:
                 await channel.asend(sock, header, blobs)
             async with asyncio.timeout(None if timeout is None else timeout + GRACE):
+                if self._starting is not None:  # the answer to a start sent earlier
+                    agent, self._starting = self._starting, None
+                    started, _ = await channel.arecv(sock, self.limit)
+                    _manifest(_expect(started, "started"), agent)
                 while True:
                     reply, out = await channel.arecv(sock, self.limit)
                     if reply.get("op") != "call":
@@ -175,11 +188,14 @@ class Run:
         llm: LLM | None = None,
         tasks: dict[str, Any] | None = None,
         depth: int = 0,
+        manifest: dict[str, Any] | None = None,
     ) -> None:
         self.envelope, self.payload, self.sink = envelope, payload, sink
         self.stores, self.spec = stores, spec
         self.model: LLM | None = llm
         self.tasks, self.depth = tasks, depth
+        #: The run as the loop sees it, when the caller could make it from its own objects.
+        self.manifest = manifest
 
     async def __call__(self) -> dict[str, Any]:
         envelope = self.envelope
@@ -191,7 +207,11 @@ class Run:
         limit = channel.MAX_FRAME if memory is None else min(memory << 20, channel.MAX_FRAME)
         executor = Isolated(worker, self._subagent, limit)
         try:
-            manifest = await executor.start(envelope, self.payload)
+            manifest = self.manifest
+            if manifest is None:
+                manifest = await executor.start(envelope, self.payload)
+            else:
+                await executor.start(envelope, self.payload, wait=False)
             if self.model is None:
                 self.model = _model(envelope.llm, envelope.agent)
             state = None

@@ -54,26 +54,32 @@ def main(fd: int) -> None:
     children = Children()
     signal.signal(signal.SIGCHLD, lambda *_: children.reap())
     try:
-        while True:
-            data, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE, 1)
-            if not data:
-                return
-            request = json.loads(data)
-            if request["op"] == "fork":
-                scratch = tempfile.mkdtemp(prefix="agex-worker-", dir=root)
-                pid = os.fork()
-                if pid == 0:
-                    _child(control, fds[0], request["spec"], scratch, warmup)
-                os.close(fds[0])
-                children.running[pid] = scratch
-                control.send(json.dumps({"pid": pid}).encode())
-            else:  # end
-                status = children.end(request["pid"], 1.0 if request.get("exiting") else 0.0)
-                if request.get("reply", True):
-                    control.send(json.dumps({"status": status}).encode())
+        _serve(control, root, warmup, children)
+    except OSError:
+        pass  # the supervisor went away mid-request: nobody left to answer
     finally:
         for pid in list(children.running):
             children.end(pid, 0.0)
+
+
+def _serve(control: socket.socket, root: str, warmup: bytes, children: Children) -> None:
+    while True:
+        data, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE, 1)
+        if not data:
+            return
+        request = json.loads(data)
+        if request["op"] == "fork":
+            scratch = tempfile.mkdtemp(prefix="agex-worker-", dir=root)
+            pid = os.fork()
+            if pid == 0:
+                _child(control, fds[0], request["spec"], scratch, warmup)
+            os.close(fds[0])
+            children.running[pid] = scratch
+            control.send(json.dumps({"pid": pid}).encode())
+        else:  # end
+            status = children.end(request["pid"], 1.0 if request.get("exiting") else 0.0)
+            if request.get("reply", True):
+                control.send(json.dumps({"status": status}).encode())
 
 
 class Children:
@@ -162,6 +168,7 @@ def _warmup_task() -> bytes:
 
 def _warmup(n: int) -> int:
     """Warm up."""
+    raise NotImplementedError  # a task's body: the agent writes the code
 
 
 def _child(
