@@ -95,6 +95,13 @@ def read_token(token_file: str | None) -> str | None:
     help="Memory limit of each worker process (and the most an agent may ask for).",
 )
 @click.option(
+    "--max-cpu-seconds",
+    default=3600,
+    show_default=True,
+    type=click.IntRange(1),
+    help="CPU time each worker process may use (a run's worker is killed past it).",
+)
+@click.option(
     "--worker-network",
     is_flag=True,
     help="Let workers open network connections (registered functions that call an API).",
@@ -119,6 +126,7 @@ def serve(
     body_timeout: float,
     isolation: str | None,
     max_memory_mb: int,
+    max_cpu_seconds: int,
     worker_network: bool,
     worker_read: tuple[str, ...],
     log_level: str,
@@ -153,6 +161,7 @@ def serve(
         isolation=Isolation(
             level=level,
             memory_mb=max_memory_mb,
+            cpu_seconds=max_cpu_seconds,
             network=worker_network,
             readable=tuple(str(Path(p).resolve()) for p in worker_read),
             hidden=hidden,

@@ -19,6 +19,8 @@ class Isolation:
     level: str = "none"
     #: Workers' memory limit, and the most an agent may ask for.
     memory_mb: int = MEMORY_MB
+    #: CPU seconds a worker may use (None: no limit but the run's time limit).
+    cpu_seconds: int | None = None
     #: Loosened layers: network for the workers, and paths they may read.
     network: bool = False
     readable: tuple[str, ...] = ()
@@ -53,6 +55,7 @@ class Isolation:
         return Spec(
             level=level,
             memory_mb=memory_mb or self.memory_mb,
+            cpu_seconds=self.cpu_seconds,
             network=self.network,
             readable=self.readable,
             hidden=self.hidden,
