@@ -9,6 +9,7 @@ variable, so a sub-agent called from agent code inherits them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import time
@@ -116,8 +117,17 @@ async def run_loop(invocation: Invocation, sink: Sink, stores: Stores = LOCAL) -
     kind = agent.state_config.type
     token = caller.set(Caller(invocation.session, sink, asyncio.get_running_loop(), stores))
     try:
-        if kind != "live":
-            runtime = Runtime(invocation.task, invocation.arguments, versioned=kind == "versioned")
+        with contextlib.ExitStack() as stack:
+            namespace = None
+            if kind == "live":
+                namespace = stack.enter_context(live_session(agent.name, invocation.session))
+                _refresh(namespace, agent, invocation.arguments)
+            runtime = Runtime(
+                invocation.task,
+                invocation.arguments,
+                versioned=kind == "versioned",
+                namespace=namespace,
+            )
             return await drive(
                 InProcess(runtime),
                 runtime.manifest(),
@@ -126,25 +136,18 @@ async def run_loop(invocation: Invocation, sink: Sink, stores: Stores = LOCAL) -
                 invocation.session,
                 _state(agent.state_config, invocation, stores),
             )
-        with live_session(agent.name, invocation.session) as namespace:
-            # Another agent of this name may have left its registrations here: only
-            # variables carry over, and this agent's registrations and builtins are put back.
-            for name in namespace.pop(INJECTED, ()):
-                namespace.pop(name, None)
-            fresh = agent.sandbox.namespace(invocation.arguments, builtins=SIGNALS)
-            namespace.update(fresh)
-            namespace[INJECTED] = set(agent.policy.names)
-            runtime = Runtime(invocation.task, invocation.arguments, namespace=namespace)
-            return await drive(
-                InProcess(runtime),
-                runtime.manifest(),
-                agent.resolved_llm(),
-                sink,
-                invocation.session,
-                None,
-            )
     finally:
         caller.reset(token)
+
+
+def _refresh(namespace: dict[str, Any], agent: AgentLike, arguments: dict[str, Any]) -> None:
+    """A live session's namespace for this agent's run. Another agent of this name may have
+    left its registrations there: only variables carry over, and this agent's
+    registrations and builtins are put back."""
+    for name in namespace.pop(INJECTED, ()):
+        namespace.pop(name, None)
+    namespace.update(agent.sandbox.namespace(arguments, builtins=SIGNALS))
+    namespace[INJECTED] = set(agent.policy.names)
 
 
 def _state(config: StateConfig, invocation: Invocation, stores: Stores) -> VersionedState | None:

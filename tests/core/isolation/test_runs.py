@@ -351,17 +351,9 @@ def test_an_unknown_isolation_is_refused(bad) -> None:
 def speak(frames: list, wait: bool = True) -> str:
     """Escaped code talking to the supervisor over the worker's own channel: ``frames`` of
     (header, blobs) sent as they are; the first answer, described."""
-    import stat
-
     from agex.isolation import channel
 
-    for fd in range(3, 64):
-        try:
-            if stat.S_ISSOCK(os.fstat(fd).st_mode):
-                break
-        except OSError:
-            continue
-    sock = socket.socket(fileno=os.dup(fd))
+    sock = socket.socket(fileno=os.dup(channel_fd()))
     sock.setblocking(True)
     # All in one write: the supervisor reads them back to back.
     sock.sendall(
@@ -372,6 +364,19 @@ def speak(frames: list, wait: bool = True) -> str:
         return "no answer"
     answer, _ = channel.recv(sock)
     return str(answer.get("outcome", {}).get("message"))
+
+
+def channel_fd() -> int:
+    """The worker's socket to its supervisor, as escaped code finds it."""
+    import stat
+
+    for fd in range(3, 64):
+        try:
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                return fd
+        except OSError:
+            continue
+    raise LookupError("no socket")
 
 
 def run_speaking(frames: list, wait: bool = True, **options) -> str:
@@ -426,16 +431,9 @@ def test_a_frame_larger_than_the_workers_memory_is_refused_before_it_is_read() -
 
 def boast() -> str:
     """Announce a frame of 1 GiB, send 12 bytes."""
-    import stat
     import struct
 
-    for fd in range(3, 64):
-        try:
-            if stat.S_ISSOCK(os.fstat(fd).st_mode):
-                break
-        except OSError:
-            continue
-    os.write(fd, struct.pack("!QI", 1 << 30, 10))
+    os.write(channel_fd(), struct.pack("!QI", 1 << 30, 10))
     time.sleep(5)
     return "no"
 
