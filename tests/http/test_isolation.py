@@ -239,3 +239,32 @@ def test_the_server_says_which_layers_are_on(make_server) -> None:
         assert layer in log
     none = make_server("--isolation", "none")
     assert "WARNING: --isolation none" in none.log.read_text()
+
+
+def test_a_server_sends_sub_agents_only_to_the_servers_it_was_told_of(make_server) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.5)
+    elsewhere = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    server = make_server(env={"AGEX_SERVER_TOKEN": "a-token-for-other-servers"})
+    specialist = Agent(
+        name="far",
+        host=connect_host(provider="http", url=elsewhere),
+        llm=connect_llm(provider="scripted", responses=[block("task_success(1)")]),
+    )
+
+    @specialist.task
+    def far() -> int:
+        """Far."""
+
+    boss = remote(server, "task_success(far())")
+    boss.fn(far)
+
+    @boss.task
+    def ask() -> int:
+        """Ask."""
+
+    with pytest.raises(RemoteExecutionError, match="sends sub-agents only to the agex servers"):
+        ask()
+    with pytest.raises(TimeoutError):
+        listener.accept()  # the server's token went nowhere
+    listener.close()

@@ -45,7 +45,9 @@ def test_a_sub_agent_with_its_own_http_host_calls_its_own_server(make_server) ->
     gpu = make_server()
     # The orchestrator's server reaches the GPU server with the token in its environment:
     # tokens never travel inside agents.
-    cpu = make_server(env={"AGEX_SERVER_TOKEN": gpu.token}, token=secrets.token_urlsafe(16))
+    cpu = make_server(
+        "--remote", gpu.url, env={"AGEX_SERVER_TOKEN": gpu.token}, token=secrets.token_urlsafe(16)
+    )
     orchestrator = Agent(
         name="orchestrator",
         host=connect_host(provider="http", url=cpu.url, token=cpu.token),

@@ -102,6 +102,13 @@ def read_token(token_file: str | None) -> str | None:
     help="CPU time each worker process may use (a run's worker is killed past it).",
 )
 @click.option(
+    "--remote",
+    multiple=True,
+    help="Another agex server (URL) that sub-agents of this server's runs may be sent to, "
+    "with the token in $AGEX_SERVER_TOKEN (repeatable). Sub-agents on other hosts are "
+    "refused.",
+)
+@click.option(
     "--worker-network",
     is_flag=True,
     help="Let workers open network connections (registered functions that call an API).",
@@ -127,6 +134,7 @@ def serve(
     isolation: str | None,
     max_memory_mb: int,
     max_cpu_seconds: int,
+    remote: tuple[str, ...],
     worker_network: bool,
     worker_read: tuple[str, ...],
     log_level: str,
@@ -162,6 +170,7 @@ def serve(
             level=level,
             memory_mb=max_memory_mb,
             cpu_seconds=max_cpu_seconds,
+            remotes=remote,
             network=worker_network,
             readable=tuple(str(Path(p).resolve()) for p in worker_read),
             hidden=hidden,

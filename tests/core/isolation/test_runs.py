@@ -510,3 +510,26 @@ def test_escaped_code_cannot_make_memory_no_limit_counts() -> None:
     if LEVEL != "kernel":
         pytest.skip("memfd is refused at isolation kernel")
     assert run_attempt("memfd").startswith("stopped: PermissionError")
+
+
+def test_a_ready_worker_that_died_is_not_handed_out() -> None:
+    import signal
+
+    from agex.isolation.pool import pool
+    from agex.isolation.settings import LOCAL
+
+    spec = LOCAL.spec(LEVEL, None)
+    agent = Agent(isolation=LEVEL, llm=scripted("task_success(5)", "task_success(6)"))
+
+    @agent.task
+    def five() -> int:
+        """Five."""
+
+    assert five() == 5  # the pool has workers ready for this spec now
+    time.sleep(0.5)
+    ready = list(pool()._ready.get(spec, ()))
+    assert ready
+    for worker in ready:
+        os.kill(worker.pid, signal.SIGKILL)  # as an escaped agent at "process" could
+    time.sleep(0.2)
+    assert five() == 6

@@ -20,7 +20,8 @@ from typing import Any
 
 _FRAME = struct.Struct("!QI")
 #: Largest frame read from a worker: what one step may hand back (its changed variables).
-MAX_FRAME = 1 << 30
+#: The supervisor holds a frame about three times over while it stores it.
+MAX_FRAME = 256 << 20
 MAX_HEADER = 16 << 20
 
 Frame = tuple[dict[str, Any], list[bytes]]
@@ -73,19 +74,32 @@ def send(sock: socket.socket, header: dict[str, Any], blobs: Sequence[bytes] = (
     sock.sendall(b"".join(encode(header, blobs)))
 
 
-def recv(sock: socket.socket, limit: int = MAX_FRAME) -> Frame:
-    total, head = _sizes(_exactly(sock, _FRAME.size), limit)
-    return decode(_exactly(sock, total), head)
+def recv(sock: socket.socket, limit: int = MAX_FRAME, deadline: float | None = None) -> Frame:
+    """The next frame; past ``deadline`` (a monotonic time) TimeoutError, however slowly
+    its bytes come."""
+    total, head = _sizes(_exactly(sock, _FRAME.size, deadline), limit)
+    return decode(_exactly(sock, total, deadline), head)
 
 
-def _exactly(sock: socket.socket, size: int) -> bytearray:
-    buffer = bytearray(size)
-    view, got = memoryview(buffer), 0
-    while got < size:
-        n = sock.recv_into(view[got:])
+def _exactly(sock: socket.socket, size: int, deadline: float | None) -> bytearray:
+    """``size`` bytes, the buffer growing as they arrive (see :func:`_aexactly`)."""
+    import time
+
+    piece = bytearray(min(size, 1 << 20))
+    view = memoryview(piece)
+    buffer = bytearray()
+    while len(buffer) < size:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the other side took too long")
+            sock.settimeout(left)
+        n = sock.recv_into(view[: size - len(buffer)])
         if n == 0:
             raise ChannelClosed("the other side closed the channel")
-        got += n
+        if n == size:
+            return piece
+        buffer += view[:n]
     return buffer
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import json
 import os
 import queue
@@ -24,9 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agex.isolation import channel
+from agex.isolation.template import TRASH
 
 #: Workers kept ready per spec at the least; more after a burst (see Pool).
 WARM = 2
+#: Seconds between sweeps of ended workers' scratch directories.
+SWEEP = 1.0
 #: Seconds over which the most workers in use at once says how many to keep ready.
 RECENT = 60.0
 #: Environment variables a template (and so every worker) inherits; nothing else.
@@ -92,6 +96,16 @@ class Worker:
                 self._release()
             return self.ended
 
+    def alive(self) -> bool:
+        """Whether a ready worker still waits: one that ended has its channel closed (a
+        ready worker never writes first)."""
+        import select
+
+        try:
+            return not select.select([self.sock], [], [], 0)[0]
+        except (OSError, ValueError):
+            return False
+
     def discard(self) -> None:
         """End a worker whose run is over, without waiting to hear how it ended."""
         with self.lock:
@@ -128,6 +142,7 @@ class Template:
         self.lock = threading.Lock()
         self._ending: queue.SimpleQueue[int] = queue.SimpleQueue()
         threading.Thread(target=self._end_queued, name="agex-end", daemon=True).start()
+        threading.Thread(target=self._sweep, name="agex-sweep", daemon=True).start()
         path = [p for p in sys.path if p]
         self._send({"path": path, "scratch": self.scratch})
 
@@ -173,6 +188,18 @@ class Template:
             return str(self._ask({"op": "end", "pid": pid, "exiting": exiting})["status"])
         except (OSError, WorkerGone):
             return "gone (the template process is gone)"
+
+    def _sweep(self) -> None:
+        """Delete what ended workers left in their scratch directories, away from the
+        template (which forks) and from whoever ends workers."""
+        import shutil
+
+        trash = os.path.join(self.scratch, TRASH)
+        while self.process.poll() is None:
+            time.sleep(SWEEP)
+            with contextlib.suppress(OSError):
+                for name in os.listdir(trash):
+                    shutil.rmtree(os.path.join(trash, name), ignore_errors=True)
 
     def _end_queued(self) -> None:
         while True:
@@ -222,7 +249,12 @@ class Pool:
             ready = self._ready.setdefault(spec, deque())
             busy = self._busy[spec] = self._busy.get(spec, 0) + 1
             self._peaks.setdefault(spec, deque()).append((time.monotonic(), busy))
-            worker = ready.popleft() if ready else None
+            worker = None
+            while ready and worker is None:
+                worker = ready.popleft()
+                if not worker.alive():
+                    worker.discard()  # ended while it waited (killed by someone): not handed out
+                    worker = None
         self._refill()
         if worker is None:
             try:

@@ -26,6 +26,21 @@ class Isolation:
     readable: tuple[str, ...] = ()
     #: Paths workers must never read (a server's state directory, its token file).
     hidden: tuple[str, ...] = ()
+    #: Other agex servers (URLs) that sub-agents a client declared may be sent to; this
+    #: place's own token for them, if any, goes nowhere else.
+    remotes: tuple[str, ...] = ()
+
+    def remote(self, host: dict[str, object], where: str = "this host") -> None:
+        """Refuse a declared sub-agent host this place may not send runs to."""
+        url = host.get("url")
+        allowed = {remote.rstrip("/") for remote in self.remotes}
+        if host.get("provider") == "http" and isinstance(url, str) and url.rstrip("/") in allowed:
+            return
+        raise Refused(
+            403,
+            f"{where} sends sub-agents only to the agex servers it was started with "
+            f"(--remote URL), not to {host.get('provider')!r} at {str(url)[:200]!r}",
+        )
 
     def spec(
         self, asked: str | None, memory_mb: int | None, where: str = "this host"

@@ -16,18 +16,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agex import plugins
 from agex.errors import IsolationError, SandboxTimeout, StateLoadError
 from agex.events import bound_text
 from agex.isolation import channel, stronger
 from agex.isolation.pool import Spec, Worker, WorkerGone, pool
+
+if TYPE_CHECKING:
+    from agex.isolation.settings import Isolation
 from agex.loop import drive, versioned
 from agex.protocols import LLM, Sink
-from agex.remote.envelope import MAX_NESTING, Envelope
+from agex.remote.envelope import MAX_NESTING, Envelope, Refused
 from agex.remote.outcome import failure
 from agex.runtime import Step
 from agex.stores import Stores
@@ -189,6 +193,7 @@ class Run:
         tasks: dict[str, Any] | None = None,
         depth: int = 0,
         manifest: dict[str, Any] | None = None,
+        isolation: Isolation | None = None,
     ) -> None:
         self.envelope, self.payload, self.sink = envelope, payload, sink
         self.stores, self.spec = stores, spec
@@ -196,6 +201,8 @@ class Run:
         self.tasks, self.depth = tasks, depth
         #: The run as the loop sees it, when the caller could make it from its own objects.
         self.manifest = manifest
+        #: Where sub-agents a caller declared (rather than this process's own) may go.
+        self.isolation = isolation
 
     async def __call__(self) -> dict[str, Any]:
         envelope = self.envelope
@@ -250,6 +257,7 @@ class Run:
                 llm=None if own is None else own.agent.resolved_llm(),
                 tasks=None if own is None else registered(own.agent),
                 depth=self.depth + 1,
+                isolation=self.isolation,
             )
             try:
                 return await run()
@@ -257,7 +265,13 @@ class Run:
                 return failure(exc, run.model)
         if own is not None:
             remote = own.agent.host
-        else:
+        else:  # declared by a client: only to the servers this one was told of
+            if self.isolation is None:
+                raise IsolationError("sub-agents on other hosts are not allowed here")
+            try:
+                self.isolation.remote(host)
+            except Refused as exc:
+                raise IsolationError(str(exc)) from None
             options = dict(host)
             remote = plugins.create("host", options.pop("provider"), **options)
         shipped = getattr(remote, "arun_shipped", None)
@@ -277,16 +291,14 @@ def inspect(blobs: dict[str, bytes], timeout: float = 30.0) -> dict[str, Any]:
     from agex.isolation import strongest
     from agex.remote import values
 
-    worker = pool().template.fork(Spec(level=strongest()))
+    spec = Spec(level=strongest())
+    worker = pool().template.fork(spec)
     try:
         worker.sock.setblocking(True)
-        worker.sock.settimeout(timeout + GRACE)
-        channel.send(
-            worker.sock,
-            {"op": "inspect", "names": list(blobs), "timeout": timeout},
-            list(blobs.values()),
-        )
-        reply, _ = channel.recv(worker.sock)
+        header = {"op": "inspect", "names": list(blobs), "timeout": timeout}
+        channel.send(worker.sock, header, list(blobs.values()))
+        limit = min((spec.memory_mb or 1024) << 20, channel.MAX_FRAME)
+        reply, _ = channel.recv(worker.sock, limit, time.monotonic() + timeout + GRACE)
     except (OSError, channel.BadFrame) as exc:
         raise StateLoadError(f"the state could not be read in a worker process: {exc}") from None
     finally:

@@ -42,6 +42,8 @@ PRELOAD = (
     "cloudpickle",
 )
 MAX_MESSAGE = 1 << 20
+#: Where ended workers' scratch directories go, for the supervisor to delete.
+TRASH = ".trash"
 
 
 def main(fd: int) -> None:
@@ -51,6 +53,7 @@ def main(fd: int) -> None:
     sys.path[:] = setup["path"]
     root = setup["scratch"]
     warmup = _preload()
+    os.makedirs(os.path.join(root, TRASH), exist_ok=True)
     children = Children()
     signal.signal(signal.SIGCHLD, lambda *_: children.reap())
     try:
@@ -60,6 +63,7 @@ def main(fd: int) -> None:
     finally:
         for pid in list(children.running):
             children.end(pid, 0.0)
+        shutil.rmtree(root, ignore_errors=True)  # the supervisor may be gone without a word
 
 
 def _serve(control: socket.socket, root: str, warmup: bytes, children: Children) -> None:
@@ -118,7 +122,10 @@ class Children:
     def _gone(self, pid: int, status: str) -> None:
         scratch = self.running.pop(pid, None)
         if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+            # Deleting what a worker left can take long (it may have made a million files):
+            # out of the way here, where every fork waits; the supervisor sweeps the trash.
+            with contextlib.suppress(OSError):
+                os.rename(scratch, os.path.join(os.path.dirname(scratch), TRASH, str(pid)))
         self.ended[pid] = status
         if len(self.ended) > 4096:  # only recent endings are asked about
             del self.ended[next(iter(self.ended))]

@@ -128,6 +128,7 @@ class Worker:
         started = time.monotonic()
         timeout = header["timeout"]
         step = self.runtime.step(header["code"], timeout)
+        _within(step.changes, step.skipped, channel.MAX_FRAME - (1 << 20))
         out: list[bytes] = []
         changes: dict[str, int | None] = {}
         for name, payload in step.changes.items():
@@ -220,6 +221,17 @@ class Worker:
         if header.get("op") != "answer" or header.get("call") != number:
             raise ConnectionError("the supervisor answered out of turn")
         return settle(header["outcome"], invocation, None)
+
+
+def _within(changes: dict[str, bytes | None], skipped: dict[str, str], limit: int) -> None:
+    """Leave out the largest values until what the step hands back fits in a frame."""
+    while sum(len(v) for v in changes.values() if v is not None) > limit:
+        name = max(
+            (n for n, v in changes.items() if v is not None), key=lambda n: len(changes[n] or b"")
+        )
+        size = len(changes[name] or b"")
+        changes[name] = None
+        skipped[name] = f"{size:,} bytes serialized; a step saves at most {limit:,}"
 
 
 class LoadError(Exception):

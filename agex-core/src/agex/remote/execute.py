@@ -92,7 +92,7 @@ async def execute(
             model = shipped.task.agent.llm
             work = _in_process(shipped, outbox, stores)
         else:
-            run = Run(envelope, payload, outbox, stores=stores, spec=spec)
+            run = Run(envelope, payload, outbox, stores=stores, spec=spec, isolation=isolation)
             work = run()
         try:
             async with asyncio.timeout(envelope.timeout) as limit:

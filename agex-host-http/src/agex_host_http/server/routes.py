@@ -140,6 +140,8 @@ class RunRoutes:
                 self._check_state(delegate.state)
                 self.isolation.spec(delegate.isolation, delegate.memory_mb, "this server")
                 self._check_delegates(delegate.delegates)
+            elif self.isolation.level != "none":  # in-process runs are the client's anyway
+                self.isolation.remote(delegate.host, "this server")
 
     def _check_state(self, state: StateConfig) -> None:
         """The seed's rules for state on a server: versioned or ephemeral, in a storage this
