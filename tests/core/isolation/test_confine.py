@@ -125,6 +125,17 @@ def world() -> Iterator[dict[str, Any]]:
         shutil.rmtree(outside, ignore_errors=True)
 
 
+def unprivileged(world: dict[str, Any]) -> str:
+    """A prelude that makes the child an ordinary user first, as a supervisor run by one
+    (level "process" refuses a root one whose workers could not become nobody)."""
+    imports = "import ctypes, ctypes.util, resource\n"  # the new user may not read them
+    if os.geteuid() != 0:
+        return imports
+    os.chown(world["scratch"], 4242, 4242)
+    drop = "os.setgroups([])\nos.setresgid(4242, 4242, 4242)\nos.setresuid(4242, 4242, 4242)\n"
+    return imports + drop
+
+
 def run_child(
     world: dict[str, Any],
     body: str,
@@ -570,7 +581,8 @@ def test_limits_are_lowered_for_good(world: dict[str, Any]) -> None:
         limits["raised"] = False
     return limits
     """
-    result = run_child(world, body, level="process", memory_mb=300)
+    prelude = unprivileged(world)
+    result = run_child(world, body, level="process", memory_mb=300, prelude=prelude)
     assert result["ok"], result
     value = result["value"]
     assert value["RLIMIT_AS"] == [300 * 1024 * 1024] * 2
@@ -874,7 +886,7 @@ def test_report_and_layers(world: dict[str, Any]) -> None:
                 if line.startswith(("NoNewPrivs", "Seccomp", "CapEff"))}
     """
     # /proc is not readable once Landlock is on: look at the process level here.
-    process = run_child(world, body, level="process")
+    process = run_child(world, body, level="process", prelude=unprivileged(world))
     assert process["ok"], process
     assert process["value"]["NoNewPrivs"] == "1"
     assert int(process["value"]["CapEff"], 16) == 0
@@ -925,3 +937,28 @@ def test_importing_is_cheap() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+@needs_root
+def test_process_level_as_root_needs_a_user_that_can_read_python(world: dict[str, Any]) -> None:
+    """Uid 0 without capabilities still owns root's files: without Landlock, a root
+    supervisor's worker must become nobody, or not start."""
+    from agex.isolation.confine import process_unavailable
+
+    why = process_unavailable()
+    if why is None:
+        pytest.skip("nobody can read Python here: workers become nobody")
+    code = CHILD.format(prelude="", body="    return 1")
+    ctx = {key: value for key, value in world.items() if key != "listeners"} | {
+        "level": "process",
+        "limits": {"memory_mb": 1024},
+        "network": False,
+        "readable": [],
+        "exclude": [],
+        "parent": os.getpid(),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(ctx)], capture_output=True, text=True, timeout=30
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "must become an unprivileged user" in result["confine_error"]

@@ -325,7 +325,7 @@ def test_escaped_code_sees_no_secrets_in_its_environment(monkeypatch) -> None:
 
 def test_live_state_cannot_be_isolated() -> None:
     with pytest.raises(ValueError, match="live state"):
-        Agent(name="x", isolation="process", state=connect_state(type="live"))
+        Agent(name="x", isolation=LEVEL, state=connect_state(type="live"))
 
 
 def test_kernel_isolation_where_it_cannot_be_had_is_refused_at_agent(monkeypatch) -> None:

@@ -34,6 +34,12 @@ def _available(level: str) -> str:
             f'{sys.platform} has none. Use isolation="none" here, or run the agent on a '
             "host that isolates it"
         )
+    if level == "process":
+        from agex.isolation.confine import process_unavailable
+
+        why = process_unavailable()
+        if why is not None:
+            raise ValueError(f'isolation="process" cannot be had here: {why}')
     if level == "kernel":
         from agex.isolation.confine import kernel_unavailable
 

@@ -62,8 +62,10 @@ def decode(body: bytes | bytearray | memoryview, head_size: int) -> Frame:
 
 def _sizes(prefix: bytes | bytearray, limit: int) -> tuple[int, int]:
     total, head = _FRAME.unpack(prefix)
-    if total > limit or head > min(total, MAX_HEADER):
+    if total > limit:
         raise BadFrame(f"a frame of {total} bytes is over the limit of {limit}")
+    if head > min(total, MAX_HEADER):
+        raise BadFrame(f"a frame's header of {head} bytes is over the limit of {MAX_HEADER}")
     return total, head
 
 

@@ -159,11 +159,12 @@ def confine(spec: Confinement, scratch: str) -> dict[str, str]:
         if problem is None:
             _must("user", lambda: _become_nobody(scratch))
             report["user"] = "on"
-        elif linux:
+        elif linux and kernel and landlock.available() is None:
+            # Uid 0 still owns root's files: only Landlock keeps such a worker's hands off them.
             _must("user", _drop_capabilities)
             report["user"] = f"off: stayed uid 0 without capabilities, since {problem}"
         else:
-            report["user"] = f"off: stayed root, since {problem}"
+            raise ConfinementError(root_without_nobody(problem))
     else:
         report["user"] = f"off: already unprivileged (uid {os.geteuid()})"
 
@@ -272,6 +273,24 @@ def _wipe_initial_environment() -> None:
         import ctypes
 
         ctypes.memset(start, 0, end - start)
+
+
+def root_without_nobody(problem: str) -> str:
+    """Why a worker of a root supervisor cannot be confined at this level."""
+    return (
+        f"a worker started as root must become an unprivileged user, and {problem}; "
+        "without Landlock it would keep uid 0, which still owns root's files. Make Python "
+        "and its packages readable by others, run as an unprivileged user, or use "
+        'isolation="kernel"'
+    )
+
+
+def process_unavailable() -> str | None:
+    """None when level "process" keeps a worker off the supervisor's files here."""
+    if os.geteuid() != 0:
+        return None
+    problem = _nobody_cannot_use(None)
+    return None if problem is None else root_without_nobody(problem)
 
 
 def _become_nobody(scratch: str) -> None:

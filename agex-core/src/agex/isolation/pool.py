@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agex.isolation import channel
-from agex.isolation.template import TRASH
 
 #: Workers kept ready per spec at the least; more after a burst (see Pool).
 WARM = 2
@@ -129,6 +128,10 @@ class Template:
         env = {k: v for k, v in os.environ.items() if k in _ENV_KEPT}
         self.scratch = tempfile.mkdtemp(prefix="agex-scratch-")
         os.chmod(self.scratch, 0o711)  # workers' own directories inside it, not a listing
+        # Where ended workers' directories go to be deleted: apart from theirs, and held
+        # open, so that nothing a worker does turns the deleting towards other files.
+        self.trash = tempfile.mkdtemp(prefix="agex-trash-")
+        self._trash = os.open(self.trash, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         self.process = subprocess.Popen(
             [sys.executable, "-I", "-m", "agex.isolation.template", str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
@@ -144,7 +147,7 @@ class Template:
         threading.Thread(target=self._end_queued, name="agex-end", daemon=True).start()
         threading.Thread(target=self._sweep, name="agex-sweep", daemon=True).start()
         path = [p for p in sys.path if p]
-        self._send({"path": path, "scratch": self.scratch})
+        self._send({"path": path, "scratch": self.scratch, "trash": self.trash})
 
     def _send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
         data = json.dumps(message).encode()
@@ -194,12 +197,11 @@ class Template:
         template (which forks) and from whoever ends workers."""
         import shutil
 
-        trash = os.path.join(self.scratch, TRASH)
         while self.process.poll() is None:
             time.sleep(SWEEP)
             with contextlib.suppress(OSError):
-                for name in os.listdir(trash):
-                    shutil.rmtree(os.path.join(trash, name), ignore_errors=True)
+                for name in os.listdir(self._trash):
+                    shutil.rmtree(name, ignore_errors=True, dir_fd=self._trash)
 
     def _end_queued(self) -> None:
         while True:
@@ -219,6 +221,7 @@ class Template:
         import shutil
 
         shutil.rmtree(self.scratch, ignore_errors=True)
+        shutil.rmtree(self.trash, ignore_errors=True)
 
 
 class Pool:

@@ -14,7 +14,6 @@ only its run, with an :class:`~agex.errors.IsolationError` saying how.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
@@ -77,6 +76,7 @@ class Isolated:
             "session": envelope.session,
             "serializer": envelope.serializer,
             "versioned": envelope.state.type == "versioned",
+            "limit": self.limit,
         }
         if not wait:
             async with self._sending:
@@ -298,7 +298,7 @@ def inspect(blobs: dict[str, bytes], timeout: float = 30.0) -> dict[str, Any]:
         header = {"op": "inspect", "names": list(blobs), "timeout": timeout}
         channel.send(worker.sock, header, list(blobs.values()))
         limit = min((spec.memory_mb or 1024) << 20, channel.MAX_FRAME)
-        reply, _ = channel.recv(worker.sock, limit, time.monotonic() + timeout + GRACE)
+        reply, pickles = channel.recv(worker.sock, limit, time.monotonic() + timeout + GRACE)
     except (OSError, channel.BadFrame) as exc:
         raise StateLoadError(f"the state could not be read in a worker process: {exc}") from None
     finally:
@@ -312,8 +312,7 @@ def inspect(blobs: dict[str, bytes], timeout: float = 30.0) -> dict[str, Any]:
             out[name] = outcome["json"]
             continue
         try:
-            data = base64.b64decode(outcome["pickle"], validate=True)
-            out[name] = values.loads(data, Any)
+            out[name] = values.loads(pickles[outcome["blob"]], Any)
         except Exception as exc:
             why = _text(outcome.get("message"), 500) if isinstance(outcome, dict) else ""
             why = why or f"{type(exc).__name__}: {exc}"

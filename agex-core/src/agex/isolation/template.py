@@ -42,8 +42,6 @@ PRELOAD = (
     "cloudpickle",
 )
 MAX_MESSAGE = 1 << 20
-#: Where ended workers' scratch directories go, for the supervisor to delete.
-TRASH = ".trash"
 
 
 def main(fd: int) -> None:
@@ -53,8 +51,7 @@ def main(fd: int) -> None:
     sys.path[:] = setup["path"]
     root = setup["scratch"]
     warmup = _preload()
-    os.makedirs(os.path.join(root, TRASH), exist_ok=True)
-    children = Children()
+    children = Children(os.open(setup["trash"], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW))
     signal.signal(signal.SIGCHLD, lambda *_: children.reap())
     try:
         _serve(control, root, warmup, children)
@@ -90,7 +87,9 @@ class Children:
     """The workers forked, reaped as they end (on SIGCHLD, between requests), and how the
     last ones ended, for a supervisor that asks."""
 
-    def __init__(self) -> None:
+    def __init__(self, trash: int) -> None:
+        #: The supervisor's trash directory, held open: a worker cannot swap it for a link.
+        self.trash = trash
         self.running: dict[int, str] = {}  # pid -> scratch directory
         self.ended: dict[int, str] = {}
 
@@ -125,7 +124,7 @@ class Children:
             # Deleting what a worker left can take long (it may have made a million files):
             # out of the way here, where every fork waits; the supervisor sweeps the trash.
             with contextlib.suppress(OSError):
-                os.rename(scratch, os.path.join(os.path.dirname(scratch), TRASH, str(pid)))
+                os.rename(scratch, str(pid), dst_dir_fd=self.trash)
         self.ended[pid] = status
         if len(self.ended) > 4096:  # only recent endings are asked about
             del self.ended[next(iter(self.ended))]

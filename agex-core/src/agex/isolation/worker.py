@@ -10,6 +10,7 @@ the sub-agents its agent code calls: their models, storages and hosts are the su
 from __future__ import annotations
 
 import base64
+import json
 import os
 import select
 import socket
@@ -68,13 +69,14 @@ def _warm(payload: bytes) -> None:
 class Worker:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.limit = channel.MAX_FRAME
         self.runtime: Any = None
         self.calls = 0
 
     def serve(self) -> None:
         while True:
-            try:
-                header, blobs = channel.recv(self.sock)
+            try:  # from the supervisor: as large as the session's state
+                header, blobs = channel.recv(self.sock, limit=1 << 40)
             except channel.ChannelClosed:
                 return
             op = header.get("op")
@@ -107,6 +109,8 @@ class Worker:
             raise LoadError("the envelope names another agent than the task's")
         self.session = header["session"]
         self.serializer = serializer
+        #: The largest frame the supervisor reads from this worker.
+        self.limit = int(header.get("limit", channel.MAX_FRAME))
         self.runtime = Runtime(task, arguments, versioned=header["versioned"])
         # Sub-agents this run's code calls go to the supervisor (see Task._from_agent_code).
         caller.set(Caller(self.session, Sink(), None, None, self._relay))  # type: ignore[arg-type]
@@ -128,15 +132,6 @@ class Worker:
         started = time.monotonic()
         timeout = header["timeout"]
         step = self.runtime.step(header["code"], timeout)
-        _within(step.changes, step.skipped, channel.MAX_FRAME - (1 << 20))
-        out: list[bytes] = []
-        changes: dict[str, int | None] = {}
-        for name, payload in step.changes.items():
-            if payload is None:
-                changes[name] = None
-            else:
-                changes[name] = len(out)
-                out.append(payload)
         outcome = None
         if step.signal == "success" and step.refused is None and step.stopped is None:
             left = None if timeout is None else max(timeout - (time.monotonic() - started), 0)
@@ -161,12 +156,29 @@ class Worker:
             "message": step.message,
             "stopped": step.stopped,
             "where": step.where,
-            "changes": changes,
-            "skipped": step.skipped,
             "shown": step.shown if outcome is not None else None,
             "refused": step.refused,
             "outcome": outcome,
         }
+        # What the supervisor reads in one frame: the value first, then the variables.
+        size = len(json.dumps(reply)) + (64 << 10)
+        if size > self.limit // 2:
+            reply["outcome"] = reply["shown"] = None
+            reply["refused"] = (
+                f"the value is {size:,} bytes as sent back, over the {self.limit // 2:,} a "
+                "result may take: return less, or keep it in a variable"
+            )
+            size = len(json.dumps(reply)) + (64 << 10)
+        _within(step.changes, step.skipped, self.limit - size)
+        out: list[bytes] = []
+        changes: dict[str, int | None] = {}
+        for name, payload in step.changes.items():
+            if payload is None:
+                changes[name] = None
+            else:
+                changes[name] = len(out)
+                out.append(payload)
+        reply["changes"], reply["skipped"] = changes, step.skipped
         return reply, out
 
     def _inspect(
@@ -187,12 +199,16 @@ class Worker:
             return _encode(value, Any)
 
         found: dict[str, Any] = {}
+        out: list[bytes] = []
         for name, blob in zip(header["names"], blobs, strict=True):
             try:
                 found[name] = sandbox.call(load, blob, timeout=header["timeout"])
             except Exception as exc:
                 found[name] = {"kind": "error", "message": f"{type(exc).__name__}: {exc}"}
-        return {"op": "inspected", "values": found}, []
+            if "pickle" in found[name]:  # as a blob: a header stays small
+                out.append(base64.b64decode(found[name].pop("pickle")))
+                found[name]["blob"] = len(out) - 1
+        return {"op": "inspected", "values": found}, out
 
     # -- sub-agents ---------------------------------------------------------------------
 
