@@ -26,7 +26,7 @@ from measure import PEER, report, run_peer
 from three_steps import STEPS, replies
 
 from agex import Agent, connect_host, connect_llm
-from agex.isolation import strongest
+from agex.isolation import LEVELS, check, strongest
 
 RUNS, WARMUP = 60, 10
 #: Seconds between crowds.
@@ -67,9 +67,18 @@ print(json.dumps(out))
 """
 
 
+def available(level: str) -> str | None:
+    """None when this machine gives ``level``, else why not."""
+    try:
+        check(level)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def per_task() -> dict[str, float]:
     """Median seconds per 3-step task, by isolation, interleaved after a warm-up."""
-    levels = ["none", "process"] + (["kernel"] if strongest() == "kernel" else [])
+    levels = [level for level in LEVELS if available(level) is None]
     cases = {}
     for level in levels:
         llm = connect_llm(provider="scripted", responses=replies(STEPS) * (RUNS + WARMUP))
@@ -168,6 +177,11 @@ def main() -> None:
     lines = [
         (f"agex, isolation={level!r}", f"{seconds * 1000:.2f} ms per task")
         for level, seconds in ours.items()
+    ]
+    lines += [
+        (f"agex, isolation={level!r}", f"unavailable here: {str(why)[:120]}...")
+        for level in LEVELS
+        if (why := available(level)) is not None
     ]
     for level in ("process", "kernel"):
         if level in ours:

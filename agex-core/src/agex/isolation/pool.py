@@ -258,7 +258,9 @@ class Pool:
                 if not worker.alive():
                     worker.discard()  # ended while it waited (killed by someone): not handed out
                     worker = None
-        self._refill()
+            empty = not ready
+        if empty:  # else the next ones are made once this run ends: not beside it
+            self._refill()
         if worker is None:
             try:
                 worker = await asyncio.to_thread(self.template.fork, spec)
@@ -271,7 +273,7 @@ class Pool:
     def _done(self, spec: Spec) -> None:
         with self._lock:
             self._busy[spec] -= 1
-        self._wanted.set()  # fewer runs in flight: perhaps time to make workers
+        self._refill()  # a run ended: time to make its successor
 
     def prepare(self, spec: Spec) -> dict[str, str]:
         """Start the template and warm workers for ``spec`` now (a server at start-up); the
