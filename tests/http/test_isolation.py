@@ -268,3 +268,20 @@ def test_a_server_sends_sub_agents_only_to_the_servers_it_was_told_of(make_serve
     with pytest.raises(TimeoutError):
         listener.accept()  # the server's token went nowhere
     listener.close()
+
+
+def test_a_model_configuration_of_megabytes_travels_in_the_envelope(make_server) -> None:
+    """The server builds the model from the envelope, never from the shipped task: a
+    scripted model's long replies travel there."""
+    server = make_server()
+    reply = "t" * 1_000_000 + "\n```python\ntask_success(1)\n```"
+    host = connect_host(provider="http", url=server.url, token=server.token)
+    agent = Agent(host=host, llm=connect_llm(provider="scripted", responses=[reply]))
+
+    @agent.task
+    def one() -> int:
+        """One."""
+
+    tokens = []
+    assert one(on_token=tokens.append) == 1
+    assert "".join(tokens) == reply

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from agex.protocols import StateConfig
 
 API = "/v1"
-ENVELOPE_LIMIT = 64 * 1024
+ENVELOPE_LIMIT = 8 * 1024 * 1024
 
 
 #: The seed's rules for state on a remote host: the client checks them at Agent creation,
@@ -56,8 +56,14 @@ def request_body(envelope: dict[str, Any], payload: bytes) -> bytes:
 def split_request(body: bytes) -> tuple[dict[str, Any], bytes]:
     """The envelope and the serialized task of a run request."""
     line, newline, payload = body.partition(b"\n")
-    if not newline or len(line) > ENVELOPE_LIMIT:
+    if not newline:
         raise BadRequest("a run request is a line of JSON (the envelope), a newline, then the task")
+    if len(line) > ENVELOPE_LIMIT:
+        raise BadRequest(
+            f"the run request's envelope is {len(line):,} bytes, over the {ENVELOPE_LIMIT:,} it "
+            "may take (it carries the agent's model configuration: a scripted model's replies "
+            "count)"
+        )
     try:
         envelope = json.loads(line)
     except (UnicodeDecodeError, ValueError, RecursionError):
