@@ -13,7 +13,8 @@ import time
 from measure import PEER, report, run_peer
 
 from agex import Agent, connect_state
-from agex.state.recorder import StepRecorder
+from agex.loop import versioned
+from agex.state.recorder import Recorder
 from agex.stores import LOCAL
 
 SIZES_MB = (1, 10, 100)
@@ -49,21 +50,26 @@ def ours(storage: str, size_mb: int, tmp: str) -> float:
         name=f"bench-{storage}-{size_mb}",
         state=connect_state(type="versioned", storage=storage, path=path),
     )
-    recorder = StepRecorder(agent, "s", LOCAL.storage(agent.state_config))
+    # What a step's commit costs: serializing what it touched (the agent-code side) and
+    # storing those bytes (the side that holds the storage), as the loop does.
+    state = versioned(LOCAL, agent.state_config, agent.name, "s")
+    recorder = Recorder(agent)
     namespace = agent.sandbox.namespace()
-    recorder.load_into(namespace)
+    namespace.update(recorder.load(state.raw(state.head()), namespace))
     for i in range(size_mb):
         namespace[f"v{i}"] = os.urandom(MB)
     namespace["small"] = 0
-    recorder.commit(agent.sandbox.compile("pass").code, namespace, [])
+    changes, _ = recorder.changes(agent.sandbox.compile("pass").code, namespace)
+    base = state.commit_serialized(changes, []).id
     step = agent.sandbox.compile("small = small + 1").code
     times = []
     for i in range(ROUNDS):
         namespace["small"] = i + 1
         start = time.perf_counter()
-        recorder.commit(step, namespace, [{"step": i}])
+        changes, _ = recorder.changes(step, namespace)
+        base = state.commit_serialized(changes, [{"step": i}], base).id
         times.append(time.perf_counter() - start)
-    storage_object = recorder.state.storage
+    storage_object = state.storage
     getattr(storage_object, "close", lambda: None)()
     return statistics.median(times)
 
