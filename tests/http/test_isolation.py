@@ -285,3 +285,12 @@ def test_a_model_configuration_of_megabytes_travels_in_the_envelope(make_server)
     tokens = []
     assert one(on_token=tokens.append) == 1
     assert "".join(tokens) == reply
+
+
+def test_workers_never_read_the_state_directory_or_where_the_server_started(tmp_path) -> None:
+    """Where `python -m agex serve` starts is on its sys.path (and where a .env lives)."""
+    from agex_host_http.server.app import isolating
+
+    hidden = isolating(None, tmp_path).hidden
+    assert str(tmp_path) in hidden
+    assert os.getcwd() in hidden

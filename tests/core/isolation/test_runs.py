@@ -533,3 +533,20 @@ def test_a_ready_worker_that_died_is_not_handed_out() -> None:
         os.kill(worker.pid, signal.SIGKILL)  # as an escaped agent at "process" could
     time.sleep(0.2)
     assert five() == 6
+
+
+def test_a_large_value_an_isolated_run_wrote_reads_back() -> None:
+    state = connect_state(type="versioned", storage="memory")
+    agent = Agent(
+        name=f"iso-large-{time.monotonic_ns()}",
+        isolation=LEVEL,
+        state=state,
+        llm=scripted("big = 'a' * (20 * 1024 * 1024)\ntask_success(1)"),
+    )
+
+    @agent.task
+    def keep() -> int:
+        """Keep."""
+
+    keep()
+    assert len(agent.state().values()["big"]) == 20 * 1024 * 1024

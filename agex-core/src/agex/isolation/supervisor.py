@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -308,9 +309,12 @@ def inspect(blobs: dict[str, bytes], timeout: float = 30.0) -> dict[str, Any]:
         raise StateLoadError("the worker reading the state answered wrongly")
     out = {}
     for name, outcome in found.items():
-        if isinstance(outcome, dict) and "json" in outcome:
-            out[name] = outcome["json"]
-            continue
+        if isinstance(outcome, dict) and "json_blob" in outcome:
+            try:
+                out[name] = json.loads(pickles[outcome["json_blob"]])
+                continue
+            except (TypeError, IndexError, ValueError, RecursionError):
+                raise StateLoadError(f"the worker sent variable {name!r} wrongly") from None
         try:
             out[name] = values.loads(pickles[outcome["blob"]], Any)
         except Exception as exc:

@@ -205,9 +205,13 @@ class Worker:
                 found[name] = sandbox.call(load, blob, timeout=header["timeout"])
             except Exception as exc:
                 found[name] = {"kind": "error", "message": f"{type(exc).__name__}: {exc}"}
-            if "pickle" in found[name]:  # as a blob: a header stays small
+            # Values as blobs, JSON or pickled: the header stays small.
+            if "pickle" in found[name]:
                 out.append(base64.b64decode(found[name].pop("pickle")))
                 found[name]["blob"] = len(out) - 1
+            elif "json" in found[name]:
+                out.append(json.dumps(found[name].pop("json")).encode())
+                found[name]["json_blob"] = len(out) - 1
         return {"op": "inspected", "values": found}, out
 
     # -- sub-agents ---------------------------------------------------------------------
