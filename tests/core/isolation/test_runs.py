@@ -550,3 +550,36 @@ def test_a_large_value_an_isolated_run_wrote_reads_back() -> None:
 
     keep()
     assert len(agent.state().values()["big"]) == 20 * 1024 * 1024
+
+
+def litter(count: int) -> int:
+    """Leave many files in the worker's scratch directory."""
+    for i in range(count):
+        with open(f"f{i}", "w"):
+            pass
+    return count
+
+
+def test_what_a_worker_leaves_is_swept_after_its_run() -> None:
+    from agex.isolation.pool import pool
+
+    agent = Agent(isolation=LEVEL, llm=scripted("task_success(litter(5000))"))
+    agent.fn(litter)
+
+    @agent.task
+    def leave() -> int:
+        """Leave files."""
+
+    template = pool().template
+    assert leave() == 5000
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        left = os.listdir(template.trash) + [
+            d
+            for d in os.listdir(template.scratch)
+            if any(os.scandir(os.path.join(template.scratch, d)))
+        ]
+        if not left:
+            break
+        time.sleep(0.2)
+    assert not left  # nothing of the run is left behind: neither in trash nor in scratch
