@@ -259,11 +259,7 @@ class LoadError(Exception):
 
 
 def _encode(value: Any, returns: Any) -> dict[str, Any]:
-    """task_success's value as the caller gets it: JSON when JSON carries it exactly, else
-    pickled for the restricted loader (which runs the value's own code: under the limit)."""
-    from agex.remote import outcome, values
+    """task_success's value as the caller gets it, unsealed (the supervisor seals it)."""
+    from agex.remote.outcome import success
 
-    if outcome.plain(value):
-        return {"kind": "result", "json": value}
-    data = values.dumps(value, returns)
-    return {"kind": "result", "pickle": base64.b64encode(data).decode()}
+    return success(value, returns, None)

@@ -34,16 +34,17 @@ OUTCOMES = ("TaskFail", "TaskClarify", "TaskTimeout", "TaskCancelled")
 _JSON_DEPTH = 64
 
 
-def success(value: Any, returns: Any, key: str, model: Any = None) -> dict[str, Any]:
+def success(value: Any, returns: Any, key: str | None, model: Any = None) -> dict[str, Any]:
     """The outcome of a run that returned ``value``, for a task whose return annotation is
-    ``returns``."""
+    ``returns``; without ``key`` (a worker, which holds none) unsealed, see :func:`seal`."""
     outcome: dict[str, Any] = {"kind": "result"}
     if plain(value):
         outcome["json"] = value
     else:
         data = values.dumps(value, returns)
         outcome["pickle"] = base64.b64encode(data).decode()
-        outcome["mac"] = _mac(key, data)
+        if key is not None:
+            outcome["mac"] = _mac(key, data)
     return with_model(outcome, model)
 
 
@@ -80,11 +81,7 @@ def deliver(kind: str, data: Any, sink: Sink) -> dict[str, Any] | None:
 def seal(outcome: dict[str, Any], key: str) -> dict[str, Any]:
     """``outcome`` (from a worker, which holds no key) with the HMAC a caller checks."""
     if "pickle" in outcome:
-        try:
-            data = base64.b64decode(outcome["pickle"], validate=True)
-        except (TypeError, ValueError):
-            raise RemoteExecutionError("the run's result is malformed") from None
-        outcome = {**outcome, "mac": _mac(key, data)}
+        outcome = {**outcome, "mac": _mac(key, _pickled(outcome, None))}
     return outcome
 
 
@@ -93,12 +90,7 @@ def verified(outcome: dict[str, Any], key: str) -> dict[str, Any]:
     sub-agent's value), which holds no key."""
     if "pickle" not in outcome:
         return outcome
-    try:
-        data = base64.b64decode(outcome["pickle"], validate=True)
-        given = outcome["mac"]
-    except (KeyError, TypeError, ValueError):
-        raise RemoteExecutionError("the run's result is malformed") from None
-    _check_mac(given, key, data)
+    _pickled(outcome, key)
     return {k: v for k, v in outcome.items() if k != "mac"}
 
 
@@ -133,13 +125,7 @@ def settle(outcome: dict[str, Any], invocation: Invocation, key: str | None) -> 
 def _value(outcome: dict[str, Any], returns: Any, key: str | None) -> Any:
     if "json" in outcome:
         return outcome["json"]
-    try:
-        data = base64.b64decode(outcome["pickle"], validate=True)
-        given = outcome["mac"] if key is not None else None
-    except (KeyError, TypeError, ValueError):
-        raise RemoteExecutionError("the run's result is malformed") from None
-    if key is not None:
-        _check_mac(given, key, data)
+    data = _pickled(outcome, key)
     try:
         return values.loads(data, returns)
     except values.RefusedValue as exc:
@@ -184,6 +170,19 @@ def plain(value: Any, depth: int = 0) -> bool:
     if kind is dict:
         return all(type(k) is str and plain(v, depth + 1) for k, v in value.items())
     return False
+
+
+def _pickled(outcome: dict[str, Any], key: str | None) -> bytes:
+    """The pickled value an outcome carries, its HMAC under ``key`` checked (None: none
+    expected)."""
+    try:
+        data = base64.b64decode(outcome["pickle"], validate=True)
+        given = outcome["mac"] if key is not None else None
+    except (KeyError, TypeError, ValueError):
+        raise RemoteExecutionError("the run's result is malformed") from None
+    if key is not None:
+        _check_mac(given, key, data)
+    return data
 
 
 def _check_mac(given: Any, key: str, data: bytes) -> None:
