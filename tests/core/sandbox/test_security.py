@@ -728,6 +728,21 @@ def test_interrupt_during_a_long_operation_does_not_leak() -> None:
         pass
 
 
+@pytest.mark.parametrize("tail", ["", "\n1 / 0", "\ntask = 1"])
+def test_code_that_ends_past_its_limit_before_the_watchdog_fires_times_out(
+    tail: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long call into C holds the GIL, so the code can end before the watchdog's thread
+    gets to fire (seen on a busy machine); it ran past its limit all the same."""
+    from agex.errors import SandboxTimeout
+    from agex.sandbox import watchdog
+
+    monkeypatch.setattr(watchdog.Watch, "interrupt", lambda self, exc_type: False)
+    with pytest.raises(SandboxTimeout):
+        Sandbox().run("x = sum(range(3_000_000))" + tail, timeout=0.001)
+    assert Sandbox().run("x = 1" + tail.replace("1 / 0", "2"), timeout=5.0).error is None
+
+
 def test_agent_exception_str_runs_under_the_time_limit() -> None:
     import time
 

@@ -233,6 +233,8 @@ class Sandbox:
                     cancel._watch = None
             this_thread.run = previous
         fired = watch.fired if watch is not None else None
+        if watch is not None and watch.overran():
+            fired = TimeoutInterrupt
         return run, fired, outcome, error, value
 
     @staticmethod
@@ -241,9 +243,10 @@ class Sandbox:
             return None
         from agex.sandbox.watchdog import Watch, watchdog  # ctypes and a thread: only when used
 
-        watch = Watch(threading.get_ident())
-        if timeout is not None:
-            watchdog().at(time.monotonic() + timeout, watch, TimeoutInterrupt)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        watch = Watch(threading.get_ident(), deadline)
+        if deadline is not None:
+            watchdog().at(deadline, watch, TimeoutInterrupt)
         if cancel is not None:
             cancel._watch = watch
             if cancel.cancelled:

@@ -30,11 +30,17 @@ class Watch:
     arrive at such a call, and must never arrive in the host's code.
     """
 
-    def __init__(self, thread_id: int) -> None:
+    def __init__(self, thread_id: int, deadline: float | None) -> None:
         self.lock = threading.Lock()
         self.active = True
         self.fired: type[BaseException] | None = None
+        self.deadline = deadline
         self._target = ctypes.c_ulong(thread_id)
+
+    def overran(self) -> bool:
+        """Whether the run ended past its deadline without the watchdog firing: a long call
+        into C holds the GIL, and the code may end before the watchdog's thread gets it."""
+        return self.fired is None and self.deadline is not None and time.monotonic() > self.deadline
 
     def disarm(self) -> None:
         """Called by the run's own thread once ``active`` is False (set with no Python-level
