@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Protocol
 
 from agex.errors import (
     SandboxTimeout,
+    StateIntegrityError,
     StateLoadError,
     TaskCancelled,
     TaskClarify,
@@ -37,10 +38,10 @@ from agex.events import (
 )
 from agex.llm import split_reply
 from agex.protocols import LLM, AgentLike, Invocation, Message, Sink, StateConfig
-from agex.runtime import SIGNALS, Runtime, Step
+from agex.runtime import SIGNALS, Fetch, Runtime, Step
 from agex.state.live import live_session
 from agex.state.pickling import AgentStateSerializer
-from agex.state.versioned import VersionedState
+from agex.state.versioned import Entry, VersionedState
 from agex.stores import LOCAL, Stores
 
 #: Longest printed output or error fed back to the model in one message. Events carry more
@@ -79,8 +80,11 @@ class Executor(Protocol):
     #: in one (see ``VersionedState.raw``).
     isolated: bool
 
-    async def load(self, blobs: dict[str, bytes], timeout: float | None) -> None:
-        """The session's variables (checked bytes, by name), then the task's arguments."""
+    async def load(
+        self, reach: dict[str, frozenset[str] | None], fetch: Fetch, timeout: float | None
+    ) -> None:
+        """The session's variables as its head commit lists them, with their reach: those
+        the task's code needs are read through ``fetch`` (see ``Runtime.load``)."""
 
     async def step(self, code: str, timeout: float | None) -> Step:
         """One step's code, what it changed (serialized), and task_success's value checked
@@ -99,8 +103,10 @@ class InProcess:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    async def load(self, blobs: dict[str, bytes], timeout: float | None) -> None:
-        await asyncio.to_thread(self.runtime.load, blobs, timeout)
+    async def load(
+        self, reach: dict[str, frozenset[str] | None], fetch: Fetch, timeout: float | None
+    ) -> None:
+        await asyncio.to_thread(self.runtime.load, reach, fetch, timeout)
 
     async def step(self, code: str, timeout: float | None) -> Step:
         return await asyncio.to_thread(self.runtime.step, code, timeout)
@@ -179,6 +185,7 @@ async def drive(
     agent, task = manifest["agent"], manifest["task"]
     timeout, max_iterations = manifest["timeout"], manifest["max_iterations"]
     commit: str | None = None
+    start: str | None = None  # the commit the task's state is read from
 
     def emit(cls: Any, step: int, **fields: Any) -> None:
         sink.event(cls(agent_name=agent, session=session, step=step, commit=commit, **fields))
@@ -190,21 +197,24 @@ async def drive(
     ]
     try:
         if state is not None:
-            base = await asyncio.to_thread(state.head)
-            blobs = await asyncio.to_thread(
-                functools.partial(state.raw, base, shaped=executor.isolated)
-            )
+            start = base = await asyncio.to_thread(state.head)
+            index = await asyncio.to_thread(state.tree, base)
+
+            def fetch(names: list[str]) -> dict[str, bytes]:
+                return state.fetch(index, names, start, shaped=executor.isolated)
+
+            reach = {name: entry.facts.reach for name, entry in index.items()}
             try:
-                await executor.load(blobs, timeout)
+                await executor.load(reach, fetch, timeout)
             except SandboxTimeout:
                 raise TaskTimeout(
                     f"loading the state of session {session!r} ran past the timeout"
                 ) from None
+            except StateIntegrityError:
+                raise  # it names the variable and the way back itself
             except StateLoadError as exc:
-                raise StateLoadError(
-                    f"{exc} (session {session!r}, commit {str(base)[:12]}); move it back "
-                    "with agent.state(session).revert(...)"
-                ) from None
+                raise _unloadable(exc, session, start) from None
+            messages[1]["content"] = _kept(index, manifest["inputs"]) + manifest["user"]
         emit(TaskStartEvent, 0, task_name=task, inputs=manifest["inputs"])
         for step in range(1, max_iterations + 1):
             reply = await _ask(llm, messages, sink, deadline)
@@ -220,7 +230,12 @@ async def drive(
                     }
                 )
                 continue
-            done = await executor.step(code, _remaining(deadline))
+            try:
+                done = await executor.step(code, _remaining(deadline))
+            except StateIntegrityError:
+                raise  # it names the variable and the way back itself
+            except StateLoadError as exc:
+                raise _unloadable(exc, session, start) from None
             if done.stopped == "timeout":
                 if done.output:
                     emit(OutputEvent, step, text=done.output)
@@ -239,6 +254,7 @@ async def drive(
                         record,
                         commit or base,
                         shaped=executor.isolated,
+                        facts=done.facts,
                     )
                 )
                 commit = committed.id
@@ -285,6 +301,39 @@ async def drive(
         executor.cancel()
         emit(CancelledEvent, 0)
         raise
+
+
+#: How many of the session's variables the task's prompt lists by name.
+LISTED = 100
+
+
+def _kept(index: dict[str, Entry], inputs: dict[str, str]) -> str:
+    """What the session keeps from earlier tasks, for the prompt: names and types, from the
+    commit (nothing is loaded to tell)."""
+    names = sorted(n for n in index if n not in inputs)
+    if not names:
+        return ""
+    shown = [f"{n} ({_type(index[n].facts.type)})" for n in names[:LISTED]]
+    more = f", and {len(names) - LISTED} more" if len(names) > LISTED else ""
+    return (
+        "Variables kept from earlier tasks in this session (use them by name): "
+        + ", ".join(shown)
+        + more
+        + "\n\n"
+    )
+
+
+def _type(name: str) -> str:
+    """A type's name as a worker recorded it: shown only when it looks like one."""
+    ok = 0 < len(name) <= 100 and all(part.isidentifier() for part in name.split("."))
+    return name if ok else "object"
+
+
+def _unloadable(exc: StateLoadError, session: str, commit: str | None) -> StateLoadError:
+    return StateLoadError(
+        f"{exc} (session {session!r}, commit {str(commit)[:12]}); move it back "
+        "with agent.state(session).revert(...)"
+    )
 
 
 def _limit(timeout: float | None) -> str:

@@ -10,7 +10,7 @@ JSON, and serialized values it stores without loading.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,9 +20,13 @@ from agex.events import bound_text, jsonable
 from agex.prompt import system_message, task_message
 from agex.sandbox import CancelScope, Signal
 from agex.state.recorder import Recorder
+from agex.state.versioned import Facts
 
 #: Longest repr of an input shown in a ``TaskStartEvent``.
 INPUT_LIMIT = 500
+
+#: The checked bytes of stored variables, by name, from the side that holds the storage.
+Fetch = Callable[[list[str]], Mapping[str, bytes]]
 
 
 class TaskSuccess(Signal):
@@ -78,6 +82,8 @@ class Step:
     changes: dict[str, bytes | None] = field(default_factory=dict)
     #: Variables that could not be serialized, with why.
     skipped: dict[str, str] = field(default_factory=dict)
+    #: What is known of each value serialized.
+    facts: dict[str, Facts] = field(default_factory=dict)
     #: task_success's value as the task returns it, and as events show it ...
     value: Any = None
     shown: Any = None
@@ -105,25 +111,42 @@ class Runtime:
         )
         self.recorder = Recorder(agent) if versioned else None
         self.scope = CancelScope()
+        self.fetch: Fetch | None = None
 
     def manifest(self) -> dict[str, Any]:
         return manifest(self.task, self.arguments)
 
-    def load(self, blobs: Mapping[str, bytes], timeout: float | None) -> None:
-        """The session's variables, then the task's arguments, into the namespace. Loading
-        can run the agent's own methods (a stored set hashes its items): under the time
-        limit, and no signal raised there is obeyed."""
+    def load(
+        self, reach: Mapping[str, frozenset[str] | None], fetch: Fetch, timeout: float | None
+    ) -> None:
+        """The session's variables as its head commit lists them (each with its reach),
+        read through ``fetch`` as steps come to need them. Loading can run the agent's own
+        methods (a stored set hashes its items): under the time limit, and no signal raised
+        there is obeyed."""
         assert self.recorder is not None
+        self.fetch = fetch
+        names = self.recorder.begin(reach, self.namespace)
+        if names and self._bring(names, timeout) is not None:
+            raise SandboxTimeout("loading the state ran past the timeout")
+
+    def _bring(self, names: list[str], timeout: float | None) -> str | None:
+        """Load the stored variables ``names`` into the namespace; "timeout" or "cancelled"
+        when that was stopped."""
+        assert self.recorder is not None
+        assert self.fetch is not None
+        blobs = self.fetch(names)
         try:
             values = self.sandbox.call(
                 self.recorder.load, blobs, self.namespace, timeout=timeout, cancel=self.scope
             )
         except SandboxTimeout:
-            raise SandboxTimeout("loading the state ran past the timeout") from None
+            return "timeout"
+        except SandboxCancelled:
+            return "cancelled"
         except CallDenied as exc:
             raise StateLoadError(f"loading the state failed: {exc}") from None
         self.namespace.update(values)
-        self.namespace.update(self.arguments)
+        return None
 
     def step(self, code: str, timeout: float | None) -> Step:
         """Run one step's code; serialize what it changed (versioned state); check the
@@ -132,6 +155,16 @@ class Runtime:
 
         deadline = None if timeout is None else time.monotonic() + timeout
         sandbox, scope = self.sandbox, self.scope
+        if self.recorder is not None:
+            try:
+                program: Any = sandbox.compile(code)
+            except Exception:  # the run below reports it to the agent
+                program = code
+            else:
+                needed = self.recorder.needed(program.code)
+                stopped = needed and self._bring(needed, _left(deadline))
+                if stopped:
+                    return Step(stopped=stopped, where="loading state")
         try:
             result = sandbox.run(code, self.namespace, timeout=_left(deadline), cancel=scope)
         except SandboxTimeout as exc:
@@ -143,7 +176,7 @@ class Runtime:
         if self.recorder is not None:
             # Serializing can run the agent's own methods: under its time limit too.
             try:
-                step.changes, step.skipped = sandbox.call(
+                step.changes, step.skipped, step.facts = sandbox.call(
                     self.recorder.changes,
                     sandbox.compile(code).code,
                     self.namespace,

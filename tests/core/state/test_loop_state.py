@@ -101,13 +101,13 @@ def test_unsavable_variables_are_named_and_dropped(request) -> None:
 
 def test_a_step_serializes_what_it_touched(request, monkeypatch) -> None:
     dumped = []
-    real = AgentStateSerializer.dumps
+    real = AgentStateSerializer.traced
 
     def counting(self, value):
         dumped.append(type(value).__name__)
         return real(self, value)
 
-    monkeypatch.setattr(AgentStateSerializer, "dumps", counting)
+    monkeypatch.setattr(AgentStateSerializer, "traced", counting)
     agent = agent_with(
         "big = list(range(100_000))\nsmall = 0",
         "small = 1\ntask_success(small)",
@@ -201,13 +201,15 @@ def test_loading_state_runs_under_the_time_limit(request) -> None:
         "                pass\n        return 1\n"
         "k = K()\ns = {k}\nk.armed = True\ntask_success(0)",
         "task_success(1)",
+        "task_success(len(s))",
         name=request.node.name,
     )
     agent.timeout = 1.0
     job = make_task(agent)
     assert job() == 0
+    assert job() == 1  # a task that never names `s` never loads it
     start = time.monotonic()
-    with pytest.raises(TaskTimeout, match="loading the state"):
+    with pytest.raises(TaskTimeout, match="loading state"):
         job()
     assert time.monotonic() - start < 3.0
 
@@ -219,7 +221,7 @@ def test_loading_state_cannot_end_the_task(request) -> None:
         "class D(dict):\n    def __setitem__(self, k, v):\n        if k == 'go':\n"
         "            task_success('hijacked')\n        super().__setitem__(k, v)\n"
         "d = D({'go': 1})\ntask_success(0)",
-        "task_success(1)",
+        "task_success(d)",
         name=request.node.name,
     )
     job = make_task(agent)
@@ -259,12 +261,20 @@ def test_a_value_that_fails_to_save_is_gone_not_stale(request) -> None:
 def test_a_value_that_cannot_load_names_itself_and_the_way_back(request, monkeypatch) -> None:
     from agex.errors import StateLoadError
 
-    agent = agent_with("x = 1\ny = 2\ntask_success(0)", name=request.node.name)
+    agent = agent_with(
+        "x = 1\ny = 2\ntask_success(0)",
+        "task_success(x)",
+        "task_success(y)",
+        name=request.node.name,
+    )
     job = make_task(agent)
     job()
     state = agent.state()
-    (blob,) = [k for k in state.storage.keys("b/") if k.endswith(state.tree(state.head())["y"])]
+    (blob,) = [
+        k for k in state.storage.keys("b/") if k.endswith(state.tree(state.head())["y"].blob)
+    ]
     state.storage.put_many({blob: b"not a pickle"})
+    assert job() == 1  # a task that never names `y` never reads it
     with pytest.raises(StateLoadError, match=r"variable 'y'.*revert"):
         job()
 

@@ -251,7 +251,7 @@ def test_reserved_names_are_refused_on_load(storage) -> None:
 
     s = state(storage)
     s.commit({"x": 1})
-    digest = s.tree(s.head())["x"]
+    digest = s.tree(s.head())["x"].blob
     forged = json.dumps(
         {
             "parent": None,

@@ -3,8 +3,9 @@ the agent code in a worker process (:mod:`agex.isolation.worker`).
 
 Nothing a client shipped or agent code shaped is loaded here: the payload goes to the
 worker as bytes, the worker answers with plain data (checked field by field before use),
-state values cross as bytes this side stores without loading, and the task's value comes
-back as an outcome (JSON, or a pickle only the caller's restricted loader opens).
+state values cross as bytes this side stores without loading (and reads for the worker when
+its code comes to need them), and the task's value comes back as an outcome (JSON, or a
+pickle only the caller's restricted loader opens).
 
 A step's time limit is the worker's own, and this side kills the worker shortly after it,
 which also ends long calls into C; cancelling kills it at once; a worker that dies ends
@@ -33,7 +34,8 @@ from agex.loop import drive, versioned
 from agex.protocols import LLM, Sink
 from agex.remote.envelope import MAX_NESTING, Envelope, Refused
 from agex.remote.outcome import failure
-from agex.runtime import Step
+from agex.runtime import Fetch, Step
+from agex.state.versioned import Facts
 from agex.stores import Stores
 
 #: Seconds a worker gets past a time limit to report it itself before it is killed.
@@ -41,6 +43,8 @@ GRACE = 1.0
 _SIGNALS = (None, "success", "fail", "clarify")
 _STOPS = (None, "timeout", "cancelled")
 _VALUE = ("kind", "json", "pickle")
+#: Most names a value's recorded reach may hold.
+MAX_REACH = 10_000
 _HINTS = {
     "signal SIGSEGV": "it crashed in C code (SIGSEGV)",
     "signal SIGKILL": "it was killed (SIGKILL), most likely for running out of memory",
@@ -66,6 +70,7 @@ class Isolated:
         self._sending = asyncio.Lock()
         self._calls: set[asyncio.Task[None]] = set()
         self._starting: str | None = None  # the agent of a start not yet answered
+        self._fetch: Fetch | None = None  # the stored variables the worker may ask for
 
     async def start(self, envelope: Envelope, payload: bytes, wait: bool = True) -> Any:
         """Load the task in the worker; its manifest. Without ``wait`` (the caller knows the
@@ -87,17 +92,19 @@ class Isolated:
         reply, _ = await self._request(header, [payload], None)
         return _manifest(_expect(reply, "started"), envelope.agent)
 
-    async def load(self, blobs: dict[str, bytes], timeout: float | None) -> None:
-        header = {"op": "load", "names": list(blobs), "timeout": timeout}
+    async def load(
+        self, reach: dict[str, frozenset[str] | None], fetch: Fetch, timeout: float | None
+    ) -> None:
+        self._fetch = fetch
+        listed = {name: None if r is None else sorted(r) for name, r in reach.items()}
+        header = {"op": "load", "reach": listed, "timeout": timeout}
         try:
-            reply, _ = await self._request(header, list(blobs.values()), timeout)
+            reply, _ = await self._request(header, [], timeout)
         except _Overdue:
             raise SandboxTimeout("loading the state ran past the timeout") from None
-        if reply.get("op") == "failed" and _kind(reply) == "StateLoadError":
-            raise StateLoadError(_text(reply["outcome"].get("message")))
         if reply.get("op") == "failed" and _kind(reply) == "SandboxTimeout":
             raise SandboxTimeout("loading the state ran past the timeout")
-        _expect(reply, "loaded")
+        _expect(_loaded(reply), "loaded")
 
     async def step(self, code: str, timeout: float | None) -> Step:
         try:
@@ -106,7 +113,7 @@ class Isolated:
             )
         except _Overdue:
             return Step(stopped="timeout", where="(the worker was stopped)")
-        return _step(_expect(reply, "ran"), blobs)
+        return _step(_expect(_loaded(reply), "ran"), blobs)
 
     def cancel(self) -> None:
         asyncio.get_running_loop().run_in_executor(None, self.worker.end)
@@ -134,6 +141,9 @@ class Isolated:
                     _manifest(_expect(started, "started"), agent)
                 while True:
                     reply, out = await channel.arecv(sock, self.limit)
+                    if reply.get("op") == "fetch":
+                        await self._send_fetched(reply)
+                        continue
                     if reply.get("op") != "call":
                         return reply, out
                     if self._calls:  # its code waits for each answer: one call at a time
@@ -151,6 +161,22 @@ class Isolated:
                     f"the worker broke the protocol ({exc}); it was stopped"
                 ) from None
             raise IsolationError(_ended(status)) from None
+
+    async def _send_fetched(self, request: dict[str, Any]) -> None:
+        """The stored variables the worker's code needs: only the session's, as the commit
+        the run started from holds them (read and checked here)."""
+        names = request.get("names")
+        if (
+            self._fetch is None
+            or not isinstance(names, list)
+            or not all(isinstance(n, str) for n in names)
+        ):
+            raise channel.BadFrame("a fetch before the state was loaded, or naming no variables")
+        blobs = await asyncio.to_thread(self._fetch, names)
+        async with self._sending:
+            await channel.asend(
+                self.worker.sock, {"op": "fetched", "names": list(blobs)}, [*blobs.values()]
+            )
 
     async def _answer(self, request: dict[str, Any], blobs: list[bytes]) -> None:
         number, name = request.get("call"), request.get("name")
@@ -371,6 +397,13 @@ def _expect(reply: dict[str, Any], op: str) -> dict[str, Any]:
     raise IsolationError(f"the worker answered {str(reply.get('op'))[:40]!r}, not {op!r}")
 
 
+def _loaded(reply: dict[str, Any]) -> dict[str, Any]:
+    """``reply``, unless it says a stored variable could not be loaded."""
+    if reply.get("op") == "failed" and _kind(reply) == "StateLoadError":
+        raise StateLoadError(_text(_outcome(reply).get("message"), 2000))
+    return reply
+
+
 def _outcome(reply: dict[str, Any]) -> dict[str, Any]:
     outcome = reply.get("outcome")
     return outcome if isinstance(outcome, dict) else {}
@@ -410,12 +443,13 @@ def _step(reply: dict[str, Any], blobs: list[bytes]) -> Step:
     """A step as the worker reports it, every field checked for its type and bounded."""
     signal, stopped = reply.get("signal"), reply.get("stopped")
     changes, skipped = reply.get("changes"), reply.get("skipped")
-    outcome = reply.get("outcome")
+    outcome, facts = reply.get("outcome"), reply.get("facts")
     if (
         signal not in _SIGNALS
         or stopped not in _STOPS
         or not isinstance(changes, dict)
         or not isinstance(skipped, dict)
+        or not isinstance(facts, dict)
         or not (outcome is None or _value_outcome(outcome))
     ):
         raise IsolationError("the worker reported a step wrongly; it was stopped")
@@ -439,11 +473,28 @@ def _step(reply: dict[str, Any], blobs: list[bytes]) -> Step:
         elif type(index) is int and 0 <= index < len(blobs) and index not in used:
             used.add(index)
             step.changes[_name(name)] = blobs[index]
+            step.facts[name] = _facts(facts.get(name))
         else:
             raise IsolationError("the worker reported a step wrongly; it was stopped")
     if signal == "success" and step.refused is None and step.stopped is None and outcome is None:
         raise IsolationError("the worker reported a step wrongly; it was stopped")
     return step
+
+
+def _facts(facts: Any) -> Facts:
+    """What the worker says of a value it serialized: a type's name, and names its code
+    mentions (so used only to choose which variables to load for a worker)."""
+    if not isinstance(facts, dict):
+        raise IsolationError("the worker reported a step wrongly; it was stopped")
+    kind, reach = facts.get("type"), facts.get("reach")
+    if (
+        not isinstance(kind, str)
+        or not isinstance(reach, list)
+        or len(reach) > MAX_REACH
+        or not all(isinstance(n, str) and n.isidentifier() and len(n) < 256 for n in reach)
+    ):
+        raise IsolationError("the worker reported a step wrongly; it was stopped")
+    return Facts(kind[:200], frozenset(reach))
 
 
 def _name(name: Any) -> str:

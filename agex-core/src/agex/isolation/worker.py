@@ -1,7 +1,8 @@
 """A worker process's life: confined first, then one run, then gone.
 
 It loads what the client shipped (the task, its agent and registrations, the arguments),
-loads the session's variables, runs each step's code and serializes what changed, checks
+loads the session's variables as steps need them (asking the supervisor for their bytes),
+runs each step's code and serializes what changed, checks
 the value given to ``task_success`` and encodes it for the caller. It answers its supervisor
 over one socket with plain data (see :mod:`agex.isolation.channel`), and asks it to run
 the sub-agents its agent code calls: their models, storages and hosts are the supervisor's.
@@ -59,7 +60,7 @@ def _warm(payload: bytes) -> None:
             },
             [payload],
         )
-        worker._load({"names": [], "timeout": 5.0}, [])
+        worker._load({"reach": {}, "timeout": 5.0}, [])
         for code in ("print(n)", "task_success(n)"):
             worker._step({"code": code, "timeout": 5.0}, [])
 
@@ -119,8 +120,18 @@ class Worker:
     def _load(
         self, header: dict[str, Any], blobs: list[bytes]
     ) -> tuple[dict[str, Any], list[bytes]]:
-        self.runtime.load(dict(zip(header["names"], blobs, strict=True)), header["timeout"])
+        reach = {n: None if r is None else frozenset(r) for n, r in header["reach"].items()}
+        self.runtime.load(reach, self._fetch, header["timeout"])
         return {"op": "loaded"}, []
+
+    def _fetch(self, names: list[str]) -> dict[str, bytes]:
+        """The checked bytes of stored variables, from the supervisor."""
+        channel.send(self.sock, {"op": "fetch", "names": names})
+        header, blobs = channel.recv(self.sock, limit=1 << 40)
+        found = header.get("names")
+        if header.get("op") != "fetched" or not isinstance(found, list):
+            raise ConnectionError("the supervisor answered out of turn")
+        return dict(zip(found, blobs, strict=True))
 
     def _step(
         self, header: dict[str, Any], blobs: list[bytes]
@@ -172,13 +183,16 @@ class Worker:
         _within(step.changes, step.skipped, self.limit - size)
         out: list[bytes] = []
         changes: dict[str, int | None] = {}
+        facts: dict[str, Any] = {}
         for name, payload in step.changes.items():
             if payload is None:
                 changes[name] = None
             else:
                 changes[name] = len(out)
                 out.append(payload)
-        reply["changes"], reply["skipped"] = changes, step.skipped
+                known = step.facts[name]
+                facts[name] = {"type": known.type, "reach": sorted(known.reach or ())}
+        reply["changes"], reply["skipped"], reply["facts"] = changes, step.skipped, facts
         return reply, out
 
     def _inspect(

@@ -32,6 +32,10 @@ from agex.sandbox.policy import ModuleView
 _into: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "agex_loading_into", default=None
 )
+#: The code of every agent function loaded, in the order loaded (see ``loading_into``).
+_loaded: contextvars.ContextVar[list[types.CodeType] | None] = contextvars.ContextVar(
+    "agex_loaded_code", default=None
+)
 
 
 def _rebuild(
@@ -49,6 +53,9 @@ def _rebuild(
             "an agent function can only be loaded into a sandbox namespace (state.loading_into)"
         )
     code = marshal.loads(compiled)
+    loaded = _loaded.get()
+    if loaded is not None:
+        loaded.append(code)
     closure = None if cells is None else tuple(types.CellType(v) for v in cells)
     func = types.FunctionType(code, namespace, name, defaults, closure)
     func.__qualname__ = qualname
@@ -115,6 +122,11 @@ def _sandbox_piece(obj: Any) -> str | None:
 
 
 class _AgentPickler(cloudpickle.Pickler):  # type: ignore[misc]
+    def __init__(self, file: Any, protocol: int) -> None:
+        super().__init__(file, protocol=protocol)
+        #: The code of every agent function stored, methods of agent classes included.
+        self.codes: list[types.CodeType] = []
+
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, types.ModuleType):
             if isinstance(obj, ModuleView):
@@ -137,6 +149,7 @@ class _AgentPickler(cloudpickle.Pickler):  # type: ignore[misc]
                     f"{piece} belongs to the sandbox and cannot be stored; store plain values"
                 )
         if isinstance(obj, types.FunctionType) and agent_function(obj):
+            self.codes.append(obj.__code__)
             cells = (
                 None if obj.__closure__ is None else tuple(c.cell_contents for c in obj.__closure__)
             )
@@ -158,19 +171,28 @@ class AgentStateSerializer:
     """cloudpickle, with the agent's functions bound to the namespace they load into."""
 
     def dumps(self, value: Any) -> bytes:
+        return self.traced(value)[0]
+
+    def traced(self, value: Any) -> tuple[bytes, list[types.CodeType]]:
+        """``value`` serialized, and the code of the agent functions stored with it."""
         buffer = io.BytesIO()
-        _AgentPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
-        return buffer.getvalue()
+        pickler = _AgentPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+        pickler.dump(value)
+        return buffer.getvalue(), pickler.codes
 
     def loads(self, data: bytes) -> Any:
         return pickle.loads(data)
 
 
 @contextmanager
-def loading_into(namespace: dict[str, Any]) -> Iterator[None]:
-    """Agent functions loaded inside this block get ``namespace`` as their globals."""
-    token = _into.set(namespace)
+def loading_into(
+    namespace: dict[str, Any], codes: list[types.CodeType] | None = None
+) -> Iterator[None]:
+    """Agent functions loaded inside this block get ``namespace`` as their globals, and
+    their code is added to ``codes``."""
+    token, counted = _into.set(namespace), _loaded.set(codes)
     try:
         yield
     finally:
+        _loaded.reset(counted)
         _into.reset(token)

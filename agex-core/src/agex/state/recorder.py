@@ -1,11 +1,18 @@
 """Versioned state for one task, on the side that runs agent code: load the session's
-variables at the start, and after every step serialize the variables the step could have
-touched, for the other side to commit.
+variables as the task's code comes to need them, and after every step serialize the
+variables the step could have touched, for the other side to commit.
+
+What a step could need: the names its code reads and, transitively, the names mentioned by
+the agent's functions and classes inside those values (calling them may read or rebind
+those). Each stored entry records that reach (``Facts.reach``), so the whole set is known
+before anything is loaded; a variable no step can reach is never read, checked or unpickled.
+The loaded variables are always closed under reach, so code can only ever find a name it
+may use already in the namespace: agent code has no way to list the namespace itself.
 
 What a step could have touched: the names its code mentions and, transitively, the names
 mentioned by the agent's functions, classes and objects among those (the step may call
-them), plus every name any agent function rebinds with ``global`` (such a function can be
-called through a list, an attribute or a partial the step does not name). Only those are
+them), plus every name a loaded agent function rebinds with ``global`` (such a function can
+be called through a list, an attribute or a partial the step does not name). Only those are
 serialized: a commit costs what the step touched, not the size of the state. (A value held
 by two variables and changed through only one of them is stored separately and only where
 the step named it; see docs/state.md.)
@@ -23,66 +30,111 @@ from agex.errors import StateLoadError
 from agex.protocols import AgentLike
 from agex.sandbox.ownership import agent_class, agent_function
 from agex.state.pickling import AgentStateSerializer, loading_into
+from agex.state.versioned import Facts, type_name
+
+#: Instructions that read a name from the namespace (or need it there, to delete it).
+_READS = frozenset(
+    {"LOAD_NAME", "LOAD_GLOBAL", "DELETE_NAME", "DELETE_GLOBAL", "LOAD_FROM_DICT_OR_GLOBALS"}
+)
 
 
 class Recorder:
-    """The agent-code side of versioned state for one run: which variables a step could
-    have touched, serialized. Whoever holds the storage commits the bytes without loading
-    them."""
+    """The agent-code side of versioned state for one run: which stored variables a step
+    needs, and which variables it could have touched, serialized. Whoever holds the storage
+    commits the bytes without loading them."""
 
     def __init__(self, agent: AgentLike) -> None:
         self.agent = agent
         self.serializer = AgentStateSerializer()
         self._saved: set[str] = set()  # the variables the last commit holds
-        # Names some agent function rebinds (``global x``): it may be called from anywhere,
-        # through a list, an attribute or a partial, so these are always checked.
+        #: Stored variables not loaded (yet), with their reach.
+        self._pending: dict[str, frozenset[str]] = {}
+        # Names some loaded agent function rebinds (``global x``): it may be called from
+        # anywhere, through a list, an attribute or a partial, so these are always checked.
         self._rebound: set[str] = set()
 
+    def begin(
+        self, reach: Mapping[str, frozenset[str] | None], namespace: dict[str, Any]
+    ) -> list[str]:
+        """The session's variables as its head commit lists them, each with its reach;
+        returns those to load now. A variable the namespace already binds (a task argument)
+        is the namespace's; one stored without its reach means loading them all."""
+        for name in reach:
+            if name.startswith(("__", "_agex")):
+                raise StateLoadError(f"the state binds the reserved name {name!r}")
+        self._saved = set(reach)
+        known = {n: r for n, r in reach.items() if n not in namespace}
+        if any(r is None for r in known.values()):
+            return list(known)
+        self._pending = {n: r for n, r in known.items() if r is not None}
+        return []
+
+    def needed(self, code: CodeType) -> list[str]:
+        """The stored variables ``code`` could reach that are not loaded yet."""
+        pending = self._pending
+        found: list[str] = []
+        seen: set[str] = set()
+        todo = [n for n in _reads(code) if n in pending]
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            found.append(name)
+            todo.extend(n for n in pending[name] if n in pending and n not in seen)
+        return found
+
     def load(self, blobs: Mapping[str, bytes], namespace: dict[str, Any]) -> dict[str, Any]:
-        """The session's variables (checked blobs, by name), loaded for ``namespace``: agent
+        """Stored variables (checked blobs, by name), loaded for ``namespace``: agent
         functions bound to it."""
         values = {}
-        with loading_into(namespace):
-            for name, blob in blobs.items():
-                if name.startswith(("__", "_agex")):
-                    raise StateLoadError(f"the state binds the reserved name {name!r}")
-                try:
+        for name, blob in blobs.items():
+            if name.startswith(("__", "_agex")):
+                raise StateLoadError(f"the state binds the reserved name {name!r}")
+            codes: list[CodeType] = []
+            try:
+                with loading_into(namespace, codes):
                     values[name] = self.serializer.loads(blob)
-                except Exception as exc:
-                    raise StateLoadError(
-                        f"variable {name!r} could not be loaded ({type(exc).__name__}: {exc})"
-                    ) from exc
-        self._saved = set(values)
-        self._rebound = _rebinds(values.values())
+            except Exception as exc:
+                raise StateLoadError(
+                    f"variable {name!r} could not be loaded ({type(exc).__name__}: {exc})"
+                ) from exc
+            self._rebound |= _rebinds(codes)
+        for name in values:
+            self._pending.pop(name, None)
         return values
 
     def changes(
         self, code: CodeType, namespace: dict[str, Any]
-    ) -> tuple[dict[str, bytes | None], dict[str, str]]:
-        """What this step could have touched, serialized (None: removed), and the variables
-        that could not be serialized, with why (they are removed too)."""
+    ) -> tuple[dict[str, bytes | None], dict[str, str], dict[str, Facts]]:
+        """What this step could have touched, serialized (None: removed), the variables
+        that could not be serialized, with why (they are removed too), and what is known of
+        each value serialized."""
         touched = _reachable(_mentioned(code), namespace) | self._rebound
         registered = self.agent.policy.names
         changes: dict[str, bytes | None] = {}
         skipped: dict[str, str] = {}
+        facts: dict[str, Facts] = {}
         for name in sorted(touched):
             if name not in namespace:
-                if name in self._saved:
+                if name in self._saved and name not in self._pending:
                     changes[name] = None
                 continue
             value = namespace[name]
             if name.startswith(("__", "_agex")) or registered.get(name) is value:
                 continue
+            self._pending.pop(name, None)  # bound by the step itself, never loaded
             try:
-                changes[name] = self.serializer.dumps(value)
+                changes[name], codes = self.serializer.traced(value)
             except Exception as exc:
                 skipped[name] = f"{type(exc).__name__}: {exc}"
                 changes[name] = None  # gone, not its older value
                 continue
-            self._rebound |= _rebinds([value])
+            facts[name] = Facts(type_name(value), _reach(codes))
+            self._rebound |= _rebinds(codes)
         self._saved |= {n for n, v in changes.items() if v is not None}
         self._saved -= {n for n, v in changes.items() if v is None}
-        return changes, skipped
+        return changes, skipped, facts
 
 
 def _reachable(names: frozenset[str], namespace: dict[str, Any]) -> set[str]:
@@ -108,17 +160,31 @@ def _reachable(names: frozenset[str], namespace: dict[str, Any]) -> set[str]:
     return found
 
 
-def _rebinds(values: Iterable[Any]) -> set[str]:
-    """The global names the agent functions and classes among ``values`` rebind."""
+def _rebinds(codes: Iterable[CodeType]) -> set[str]:
+    """The global names the agent code ``codes`` rebinds."""
     names: set[str] = set()
-    for value in values:
-        if agent_function(value):
-            names |= _stored(value.__code__)
-        elif agent_class(value):
-            for member in vars(value).values():
-                if agent_function(member):
-                    names |= _stored(member.__code__)
+    for code in codes:
+        names |= _stored(code)
     return names
+
+
+def _reach(codes: Iterable[CodeType]) -> frozenset[str]:
+    """The global names the agent code ``codes`` mentions."""
+    names: set[str] = set()
+    for code in codes:
+        names |= _mentioned(code)
+    return frozenset(names)
+
+
+@functools.lru_cache(maxsize=1024)
+def _reads(code: CodeType) -> frozenset[str]:
+    """The names a step's code reads (one it only binds need not be loaded first), and
+    every name its functions and classes mention."""
+    names = {i.argval for i in dis.get_instructions(code) if i.opname in _READS}
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            names |= _mentioned(const)
+    return frozenset(names)
 
 
 @functools.lru_cache(maxsize=1024)

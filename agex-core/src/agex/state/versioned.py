@@ -5,8 +5,9 @@ Layout in the storage:
 - ``b/<sha256>``: one serialized value (a blob), shared by every variable, commit and session
   that holds the same bytes. With a key (``AGEX_STATE_KEY``) it is prefixed with an HMAC,
   checked before anything is unpickled.
-- ``c/<id>``: a commit, as JSON: its parent, the variables it changed (name -> blob, or
-  removed), the step's events, and every ``SNAPSHOT_EVERY`` commits the whole index.
+- ``c/<id>``: a commit, as JSON: its parent, the variables it changed (name -> its
+  :class:`Entry`, or removed), the step's events, and every ``SNAPSHOT_EVERY`` commits the
+  whole index.
 - ``h/<namespace>/<session>``: the session's head commit, moved only by compare-and-set, and
   only after the commit and its blobs are written, so a crash at any point leaves the head
   on a complete commit.
@@ -15,7 +16,9 @@ Blobs and commits never change once written (``IMMUTABLE``), so a storage may ca
 heads must always be read through.
 
 A commit writes only the values it is given (those the step touched), so its cost follows
-what changed, not the size of the state.
+what changed, not the size of the state. An entry also says what is known of its value
+without loading it (its type, the names the agent's code inside it mentions), so a task
+loads only the variables its code can reach (see ``state.recorder``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from types import MappingProxyType, ModuleType
 from typing import Any
 from urllib.parse import quote
 
@@ -51,11 +54,55 @@ SNAPSHOT_EVERY = 64
 
 
 @dataclass(frozen=True)
+class Facts:
+    """What is known of a stored value without loading it."""
+
+    #: Its type's name, for the model's prompt.
+    type: str = ""
+    #: Every global name the agent's functions and classes inside it mention: what calling
+    #: them may read or rebind. None: not recorded (a value stored by an older agex, or by
+    #: another serializer), so a task loads it up front.
+    reach: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One variable in a commit: its value's blob (by hash), and its facts."""
+
+    blob: str
+    facts: Facts = Facts()
+
+    def record(self) -> Any:
+        if self.facts.reach is None and not self.facts.type:
+            return self.blob
+        out: dict[str, Any] = {"blob": self.blob, "type": self.facts.type}
+        if self.facts.reach is not None:
+            out["reach"] = sorted(self.facts.reach)
+        return out
+
+    @classmethod
+    def parse(cls, record: Any) -> Entry:
+        if isinstance(record, str):  # as written before entries had facts
+            return cls(record)
+        if not isinstance(record, dict) or not isinstance(record.get("blob"), str):
+            raise StateIntegrityError(f"a commit holds a malformed entry: {str(record)[:80]}")
+        reach = record.get("reach")
+        if reach is not None and not (
+            isinstance(reach, list) and all(isinstance(n, str) for n in reach)
+        ):
+            raise StateIntegrityError(f"a commit holds a malformed entry: {str(record)[:80]}")
+        return cls(
+            record["blob"],
+            Facts(str(record.get("type", "")), None if reach is None else frozenset(reach)),
+        )
+
+
+@dataclass(frozen=True)
 class Commit:
     id: str
     parent: str | None
-    changes: Mapping[str, str | None]  # variable -> blob hash, or None when removed
-    snapshot: Mapping[str, str] | None  # the whole index, on some commits
+    changes: Mapping[str, Entry | None]  # variable -> its entry, or None when removed
+    snapshot: Mapping[str, Entry] | None  # the whole index, on some commits
     depth: int
     events: tuple[Any, ...]
     time: float
@@ -100,7 +147,7 @@ class VersionedState:
         self._blobs = "b/" if key is None else f"b/{hashlib.sha256(key).hexdigest()[:16]}/"
         self._head_key = f"h/{quote(namespace, safe='')}/{quote(session, safe='')}"
         self._commits: dict[str, Commit] = {}
-        self._index: tuple[str | None, dict[str, str]] = (None, {})  # the newest index built
+        self._index: tuple[str | None, dict[str, Entry]] = (None, {})  # the newest one built
 
     # -- reading -----------------------------------------------------------------------
 
@@ -135,11 +182,15 @@ class VersionedState:
                 raise StateIntegrityError(f"commit {commit_id} does not match its id")
             data = json.loads(raw)
             snapshot = data.get("snapshot")
+            changes = {
+                name: None if record is None else Entry.parse(record)
+                for name, record in data["changes"].items()
+            }
             found = Commit(
                 commit_id,
                 data["parent"],
-                MappingProxyType(data["changes"]),
-                None if snapshot is None else MappingProxyType(snapshot),
+                MappingProxyType(changes),
+                None if snapshot is None else MappingProxyType(_parsed(snapshot)),
                 data["depth"],
                 tuple(data["events"]),
                 data["time"],
@@ -147,8 +198,8 @@ class VersionedState:
             self._commits[commit_id] = found
         return found
 
-    def tree(self, commit_id: str | None) -> dict[str, str]:
-        """The name -> blob index at a commit: its nearest snapshot plus the changes since."""
+    def tree(self, commit_id: str | None) -> dict[str, Entry]:
+        """The name -> entry index at a commit: its nearest snapshot plus the changes since."""
         if commit_id is None:
             return {}
         if self._index[0] == commit_id:
@@ -170,19 +221,35 @@ class VersionedState:
 
     def raw(self, commit_id: str | None = None, *, shaped: bool = False) -> dict[str, bytes]:
         """The variables at a commit (default: the head) as their checked bytes, not loaded:
-        for the side that loads them. Values a worker process serialized (:data:`SHAPED`)
-        are handed out only for one (``shaped``): loading them anywhere else would run what
-        agent code put in them."""
+        for the side that loads them (see :meth:`fetch`)."""
         commit_id = commit_id or self.head()
+        index = self.tree(commit_id)
+        return self.fetch(index, list(index), commit_id, shaped=shaped)
+
+    def fetch(
+        self,
+        index: Mapping[str, Entry],
+        names: Iterable[str],
+        commit_id: str | None,
+        *,
+        shaped: bool = False,
+    ) -> dict[str, bytes]:
+        """The checked bytes of the variables ``names`` of ``index`` (the index at
+        ``commit_id``); names it does not hold are left out. Values a worker process
+        serialized (:data:`SHAPED`) are handed out only for one (``shaped``): loading them
+        anywhere else would run what agent code put in them."""
         out = {}
-        for name, (digest, payload) in self._blobs_at(commit_id).items():
-            if digest.startswith(SHAPED) and not shaped:
+        for name in names:
+            entry = index.get(name)
+            if entry is None:
+                continue
+            if entry.blob.startswith(SHAPED) and not shaped:
                 raise StateLoadError(
                     f"variable {name!r} at commit {str(commit_id)[:12]} was written by agent "
                     "code in an isolated worker process, and is loaded only in one: run the "
                     "agent with isolation to use it"
                 )
-            out[name] = payload
+            out[name] = self._checked(name, entry.blob, commit_id)
         return out
 
     def values(self, commit_id: str | None = None) -> dict[str, Any]:
@@ -191,8 +258,9 @@ class VersionedState:
         value types only, see docs/security.md), when this state was given a way to do so."""
         commit_id = commit_id or self.head()
         out, shaped = {}, {}
-        for name, (digest, payload) in self._blobs_at(commit_id).items():
-            if digest.startswith(SHAPED):
+        for name, entry in self.tree(commit_id).items():
+            payload = self._checked(name, entry.blob, commit_id)
+            if entry.blob.startswith(SHAPED):
                 shaped[name] = payload
                 continue
             try:
@@ -210,20 +278,18 @@ class VersionedState:
             out.update(self.load_shaped(shaped))
         return out
 
-    def _blobs_at(self, commit_id: str | None) -> dict[str, tuple[str, bytes]]:
-        out = {}
-        for name, digest in self.tree(commit_id).items():
-            if name.startswith(("__", "_agex")):
-                raise StateIntegrityError(f"commit {commit_id} binds the reserved name {name!r}")
-            try:
-                out[name] = (digest, self._blob(digest))
-            except StateIntegrityError as exc:
-                raise StateIntegrityError(
-                    f"variable {name!r}: {exc}; if the storage was damaged rather than "
-                    "tampered with, agent.state(session).revert(<an earlier commit>) moves "
-                    "the session back"
-                ) from None
-        return out
+    def _checked(self, name: str, digest: str, commit_id: str | None) -> bytes:
+        """The checked bytes of variable ``name``'s value."""
+        if name.startswith(("__", "_agex")):
+            raise StateIntegrityError(f"commit {commit_id} binds the reserved name {name!r}")
+        try:
+            return self._blob(digest)
+        except StateIntegrityError as exc:
+            raise StateIntegrityError(
+                f"variable {name!r}: {exc}; if the storage was damaged rather than "
+                "tampered with, agent.state(session).revert(<an earlier commit>) moves "
+                "the session back"
+            ) from None
 
     def checkout(self, commit_id: str) -> Mapping[str, Any]:
         """A read-only view of the variables at ``commit_id``."""
@@ -244,7 +310,7 @@ class VersionedState:
         return {
             "added": sorted(b.keys() - a.keys()),
             "removed": sorted(a.keys() - b.keys()),
-            "changed": sorted(k for k in a.keys() & b.keys() if a[k] != b[k]),
+            "changed": sorted(k for k in a.keys() & b.keys() if a[k].blob != b[k].blob),
         }
 
     # -- writing -----------------------------------------------------------------------
@@ -260,6 +326,7 @@ class VersionedState:
         the caller last saw (default: the head now). If another run has moved the head
         since, nothing moves and StateConflict says so."""
         payloads: dict[str, bytes | None] = {name: None for name in removed}
+        facts: dict[str, Facts] = {}
         skipped: dict[str, str] = {}
         for name, value in changed.items():
             try:
@@ -267,7 +334,9 @@ class VersionedState:
             except Exception as exc:
                 skipped[name] = f"{type(exc).__name__}: {exc}"
                 payloads[name] = None  # gone, not its older value
-        return Committed(self.commit_serialized(payloads, events, base).id, skipped)
+            else:
+                facts[name] = Facts(type_name(value))
+        return Committed(self.commit_serialized(payloads, events, base, facts=facts).id, skipped)
 
     def commit_serialized(
         self,
@@ -276,21 +345,23 @@ class VersionedState:
         base: str | object | None = HEAD,
         *,
         shaped: bool = False,
+        facts: Mapping[str, Facts] | None = None,
     ) -> Committed:
-        """:meth:`commit` for values serialized elsewhere (by name; None: removed): the
-        bytes are stored, never loaded here. ``shaped``: by a worker process, whose values
-        only a worker loads again (see :meth:`raw`)."""
+        """:meth:`commit` for values serialized elsewhere (by name; None: removed), with
+        what is known of them (``facts``): the bytes are stored, never loaded here.
+        ``shaped``: by a worker process, whose values only a worker loads again (see
+        :meth:`fetch`)."""
         parent = self.head() if base is HEAD else base
         if parent is not None and not isinstance(parent, str):
             raise TypeError(f"base must be a commit id or None, got {parent!r}")
-        changes: dict[str, str | None] = {}
+        changes: dict[str, Entry | None] = {}
         writes: dict[str, bytes] = {}
         for name, payload in payloads.items():
             if payload is None:
                 changes[name] = None
                 continue
             digest = (SHAPED if shaped else "") + hashlib.sha256(payload).hexdigest()
-            changes[name] = digest
+            changes[name] = Entry(digest, (facts or {}).get(name, Facts()))
             writes[self._blobs + digest] = self._sign(payload)
         return Committed(self._write(parent, changes, events, writes))
 
@@ -299,14 +370,14 @@ class VersionedState:
         target = self.tree(commit_id)
         head = self.head()
         current = self.tree(head)
-        changes: dict[str, str | None] = {k: v for k, v in target.items() if current.get(k) != v}
+        changes: dict[str, Entry | None] = {k: v for k, v in target.items() if current.get(k) != v}
         changes.update({k: None for k in current.keys() - target.keys()})
         return Committed(self._write(head, changes, [{"reverted_to": commit_id}], {}))
 
     def _write(
         self,
         parent: str | None,
-        changes: dict[str, str | None],
+        changes: dict[str, Entry | None],
         events: Iterable[Any],
         writes: dict[str, bytes],
     ) -> str:
@@ -319,13 +390,13 @@ class VersionedState:
         depth = self.commit_of(parent).depth + 1 if parent else 0
         data: dict[str, Any] = {
             "parent": parent,
-            "changes": changes,
+            "changes": {k: None if v is None else v.record() for k, v in changes.items()},
             "depth": depth,
             "events": list(events),
             "time": time.time(),
         }
         if depth % SNAPSHOT_EVERY == 0:
-            data["snapshot"] = index
+            data["snapshot"] = {k: v.record() for k, v in index.items()}
         record = json.dumps(data, sort_keys=True).encode()
         commit_id = hashlib.sha256(record).hexdigest()
         writes[f"c/{commit_id}"] = self._sign(record)
@@ -375,9 +446,25 @@ class VersionedState:
         return payload
 
 
-def _apply(index: dict[str, str], changes: Mapping[str, str | None]) -> None:
-    for name, digest in changes.items():
-        if digest is None:
+def _apply(index: dict[str, Entry], changes: Mapping[str, Entry | None]) -> None:
+    for name, entry in changes.items():
+        if entry is None:
             index.pop(name, None)
         else:
-            index[name] = digest
+            index[name] = entry
+
+
+def _parsed(records: Mapping[str, Any]) -> dict[str, Entry]:
+    return {name: Entry.parse(record) for name, record in records.items()}
+
+
+def type_name(value: Any) -> str:
+    """How the model's prompt names a value's type: ``int``, ``pandas.DataFrame``."""
+    if isinstance(value, ModuleType):
+        return "module"
+    cls = type(value)
+    module = getattr(cls, "__module__", "") or ""
+    name = getattr(cls, "__qualname__", "") or "object"
+    if module in ("builtins", "__agent__", "") or module.startswith("agex."):
+        return name
+    return f"{module.partition('.')[0]}.{name}"
