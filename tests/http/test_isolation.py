@@ -294,3 +294,38 @@ def test_workers_never_read_the_state_directory_or_where_the_server_started(tmp_
     hidden = isolating(None, tmp_path).hidden
     assert str(tmp_path) in hidden
     assert os.getcwd() in hidden
+
+
+def test_a_task_on_a_server_reads_only_the_variables_its_code_reaches(server) -> None:
+    """Shown by damage: an untouched variable whose stored value is broken does not stop
+    a task that never names it; the task that names it is told which variable it was."""
+    from agex.serializers import CloudpickleSerializer
+    from agex.state.versioned import VersionedState
+    from agex_state_disk.storage import DiskStorage
+
+    state = connect_state(type="versioned", storage="disk", path="/lazy")
+    agent = remote(
+        server,
+        "big = list(range(50_000))\nsmall = 1\ntask_success(0)",
+        "small += 1\ntask_success(small)",
+        "task_success(len(big))",
+        name="lazy",
+        state=state,
+    )
+
+    @agent.task
+    def job() -> int:
+        """Job."""
+
+    assert job() == 0
+    storage = DiskStorage(server.state_dir / "lazy")
+    try:
+        stored = VersionedState(storage, CloudpickleSerializer(), "lazy", "default")
+        blob = stored.tree(stored.head())["big"].blob
+        (key,) = [k for k in storage.keys("b/") if k.endswith(blob)]
+        storage.put_many({key: b"damaged"})
+    finally:
+        storage.close()
+    assert job() == 2
+    with pytest.raises(RemoteExecutionError, match="StateIntegrityError: variable 'big'"):
+        job()

@@ -274,3 +274,39 @@ def test_fetch_hands_out_only_what_the_commit_holds(reads) -> None:
     with pytest.raises(StateLoadError, match="isolated worker"):
         state.fetch(state.tree(shaped), ["w"], shaped)
     assert state.fetch(state.tree(shaped), ["w"], shaped, shaped=True) == {"w": b"bytes"}
+
+
+def test_a_sub_agent_loads_only_what_its_code_reaches(request, level, reads) -> None:
+    storage, path, counted = reads
+    specialist = Agent(
+        name=request.node.name + "-specialist",
+        state=connect_state(type="versioned", storage=storage, path=path),
+        llm=connect_llm(
+            provider="scripted",
+            responses=[
+                block("big = list(range(50_000))\nk = 1\ntask_success(k)"),
+                block("k += 1\ntask_success(k)"),
+            ],
+        ),
+    )
+
+    @specialist.task
+    def count() -> int:
+        """Count."""
+
+    boss = Agent(
+        name=request.node.name,
+        isolation=level,
+        llm=connect_llm(provider="scripted", responses=[block("task_success(count())")] * 2),
+    )
+    boss.fn(count)
+
+    @boss.task
+    def ask() -> int:
+        """Ask."""
+
+    assert ask() == 1
+    big = blob_of(specialist, "big")
+    counted.clear()
+    assert ask() == 2
+    assert counted[big] == 0
