@@ -28,7 +28,9 @@ def asked(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
 
 @pytest.mark.parametrize("storage", ["memory", "disk"])
 def test_an_untouched_variable_is_never_read(fake, asked, storage) -> None:
-    state = connect_state(type="versioned", storage=storage, path="lazy" if storage == "disk" else None)
+    state = connect_state(
+        type="versioned", storage=storage, path="lazy" if storage == "disk" else None
+    )
     agent = Agent(
         host=connect_host(provider="modal", secrets="llm-keys"),
         state=state,
