@@ -71,6 +71,7 @@ class Isolated:
         self._calls: set[asyncio.Task[None]] = set()
         self._starting: str | None = None  # the agent of a start not yet answered
         self._fetch: Fetch | None = None  # the stored variables the worker may ask for
+        self._fetched: set[str] = set()  # ... each once: it loads each at most once
 
     async def start(self, envelope: Envelope, payload: bytes, wait: bool = True) -> Any:
         """Load the task in the worker; its manifest. Without ``wait`` (the caller knows the
@@ -164,7 +165,8 @@ class Isolated:
 
     async def _send_fetched(self, request: dict[str, Any]) -> None:
         """The stored variables the worker's code needs: only the session's, as the commit
-        the run started from holds them (read and checked here)."""
+        the run started from holds them (read and checked here), each at most once (a
+        worker asking again only makes this side read and check it again)."""
         names = request.get("names")
         if (
             self._fetch is None
@@ -172,7 +174,9 @@ class Isolated:
             or not all(isinstance(n, str) for n in names)
         ):
             raise channel.BadFrame("a fetch before the state was loaded, or naming no variables")
-        blobs = await asyncio.to_thread(self._fetch, names)
+        wanted = list(dict.fromkeys(n for n in names if n not in self._fetched))
+        self._fetched.update(wanted)
+        blobs = await asyncio.to_thread(self._fetch, wanted)
         async with self._sending:
             await channel.asend(
                 self.worker.sock, {"op": "fetched", "names": list(blobs)}, [*blobs.values()]
