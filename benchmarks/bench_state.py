@@ -32,7 +32,6 @@ from measure import PEER, report, run_peer
 from agex import Agent, connect_llm, connect_state
 from agex.isolation import strongest
 from agex.loop import versioned
-from agex.state.pickling import AgentStateSerializer
 from agex.state.recorder import Recorder
 from agex.stores import LOCAL
 from agex.task import Task
@@ -129,7 +128,7 @@ class Session:
         self.state = versioned(LOCAL, self.config, self.name, "default")
         blob = self.state.tree(self.state.head())["big"].blob
         #: The storage key of big's value.
-        self.key = next(k for k in self.state.storage.keys("b/") if k.endswith(blob))
+        self.key = "b/" + blob
 
     def task(self, code: str) -> Task:
         agent = Agent(
@@ -183,14 +182,7 @@ class Session:
         payload = timed("read (storage get)", lambda: storage.get(self.key))
         assert isinstance(payload, bytes)
         timed("hash check (sha256)", lambda: hashlib.sha256(payload).hexdigest())
-        value = timed("unpickle", lambda: pickle.loads(payload))
-        timed("pickle again (the step names it)", lambda: AgentStateSerializer().traced(value))
-
-        def store() -> None:
-            hashlib.sha256(payload).hexdigest()
-            storage.put_many({self.key: payload})
-
-        timed("store again (sha256 + storage put)", store)
+        timed("unpickle", lambda: pickle.loads(payload))
         return out
 
     def close(self) -> None:

@@ -80,11 +80,9 @@ class Executor(Protocol):
     #: in one (see ``VersionedState.raw``).
     isolated: bool
 
-    async def load(
-        self, reach: dict[str, frozenset[str] | None], fetch: Fetch, timeout: float | None
-    ) -> None:
-        """The session's variables as its head commit lists them, with their reach: those
-        the task's code needs are read through ``fetch`` (see ``Runtime.load``)."""
+    async def load(self, index: dict[str, Entry], fetch: Fetch, timeout: float | None) -> None:
+        """The session's variables as its head commit lists them: those the task's code
+        needs are read through ``fetch`` (see ``Runtime.load``)."""
 
     async def step(self, code: str, timeout: float | None) -> Step:
         """One step's code, what it changed (serialized), and task_success's value checked
@@ -103,10 +101,8 @@ class InProcess:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    async def load(
-        self, reach: dict[str, frozenset[str] | None], fetch: Fetch, timeout: float | None
-    ) -> None:
-        await asyncio.to_thread(self.runtime.load, reach, fetch, timeout)
+    async def load(self, index: dict[str, Entry], fetch: Fetch, timeout: float | None) -> None:
+        await asyncio.to_thread(self.runtime.load, index, fetch, timeout)
 
     async def step(self, code: str, timeout: float | None) -> Step:
         return await asyncio.to_thread(self.runtime.step, code, timeout)
@@ -203,9 +199,8 @@ async def drive(
             def fetch(names: list[str]) -> dict[str, bytes]:
                 return state.fetch(index, names, start, shaped=executor.isolated)
 
-            reach = {name: entry.facts.reach for name, entry in index.items()}
             try:
-                await executor.load(reach, fetch, timeout)
+                await executor.load(index, fetch, timeout)
             except SandboxTimeout:
                 raise TaskTimeout(
                     f"loading the state of session {session!r} ran past the timeout"

@@ -20,7 +20,7 @@ from agex.events import bound_text, jsonable
 from agex.prompt import system_message, task_message
 from agex.sandbox import CancelScope, Signal
 from agex.state.recorder import Recorder
-from agex.state.versioned import Facts
+from agex.state.versioned import Entry, Facts
 
 #: Longest repr of an input shown in a ``TaskStartEvent``.
 INPUT_LIMIT = 500
@@ -116,16 +116,14 @@ class Runtime:
     def manifest(self) -> dict[str, Any]:
         return manifest(self.task, self.arguments)
 
-    def load(
-        self, reach: Mapping[str, frozenset[str] | None], fetch: Fetch, timeout: float | None
-    ) -> None:
-        """The session's variables as its head commit lists them (each with its reach),
-        read through ``fetch`` as steps come to need them. Loading can run the agent's own
+    def load(self, index: Mapping[str, Entry], fetch: Fetch, timeout: float | None) -> None:
+        """The session's variables as its head commit lists them, read through ``fetch``
+        as steps come to need them. Loading can run the agent's own
         methods (a stored set hashes its items): under the time limit, and no signal raised
         there is obeyed."""
         assert self.recorder is not None
         self.fetch = fetch
-        names = self.recorder.begin(reach, self.namespace)
+        names = self.recorder.begin(index, self.namespace)
         if names and self._bring(names, timeout) is not None:
             raise SandboxTimeout("loading the state ran past the timeout")
 

@@ -71,7 +71,7 @@ def make(name: str, level: str, reads, *codes: str, llm=None) -> tuple[Agent, ob
 def blob_of(agent: Agent, name: str) -> str:
     state = agent.state()
     entry = state.tree(state.head())[name]
-    return next(k for k in state.storage.keys("b/") if k.endswith(entry.blob))
+    return "b/" + entry.blob
 
 
 def test_an_untouched_variable_is_never_read(request, level, reads) -> None:
@@ -310,3 +310,20 @@ def test_a_sub_agent_loads_only_what_its_code_reaches(request, level, reads) -> 
     counted.clear()
     assert ask() == 2
     assert counted[big] == 0
+
+
+def test_what_a_step_only_reads_is_not_stored_again(request, level, reads) -> None:
+    agent, job = make(
+        request.node.name,
+        level,
+        reads,
+        "xs = list(range(1000))\nraw = b'x' * 1000\nn = 0\ntask_success(0)",
+        "n = len(xs) + len(raw)\ntask_success(n)",
+        "xs.append(1)\ntask_success(len(xs))",
+    )
+    job()
+    state = agent.state()
+    assert job() == 2000
+    assert set(state.commit_of(state.head()).changes) == {"n"}
+    assert job() == 1001  # a change made in place is stored
+    assert set(state.commit_of(state.head()).changes) == {"xs"}

@@ -35,7 +35,7 @@ from agex.protocols import LLM, Sink
 from agex.remote.envelope import MAX_NESTING, Envelope, Refused
 from agex.remote.outcome import failure
 from agex.runtime import Fetch, Step
-from agex.state.versioned import Facts
+from agex.state.versioned import Entry, Facts
 from agex.stores import Stores
 
 #: Seconds a worker gets past a time limit to report it itself before it is killed.
@@ -93,12 +93,10 @@ class Isolated:
         reply, _ = await self._request(header, [payload], None)
         return _manifest(_expect(reply, "started"), envelope.agent)
 
-    async def load(
-        self, reach: dict[str, frozenset[str] | None], fetch: Fetch, timeout: float | None
-    ) -> None:
+    async def load(self, index: dict[str, Entry], fetch: Fetch, timeout: float | None) -> None:
         self._fetch = fetch
-        listed = {name: None if r is None else sorted(r) for name, r in reach.items()}
-        header = {"op": "load", "reach": listed, "timeout": timeout}
+        listed = {name: entry.record() for name, entry in index.items()}
+        header = {"op": "load", "index": listed, "timeout": timeout}
         try:
             reply, _ = await self._request(header, [], timeout)
         except _Overdue:

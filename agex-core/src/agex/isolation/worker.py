@@ -60,7 +60,7 @@ def _warm(payload: bytes) -> None:
             },
             [payload],
         )
-        worker._load({"reach": {}, "timeout": 5.0}, [])
+        worker._load({"index": {}, "timeout": 5.0}, [])
         for code in ("print(n)", "task_success(n)"):
             worker._step({"code": code, "timeout": 5.0}, [])
 
@@ -120,8 +120,10 @@ class Worker:
     def _load(
         self, header: dict[str, Any], blobs: list[bytes]
     ) -> tuple[dict[str, Any], list[bytes]]:
-        reach = {n: None if r is None else frozenset(r) for n, r in header["reach"].items()}
-        self.runtime.load(reach, self._fetch, header["timeout"])
+        from agex.state.versioned import Entry
+
+        index = {name: Entry.parse(record) for name, record in header["index"].items()}
+        self.runtime.load(index, self._fetch, header["timeout"])
         return {"op": "loaded"}, []
 
     def _fetch(self, names: list[str]) -> dict[str, bytes]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dis
 import functools
+import hashlib
 from collections.abc import Iterable, Mapping
 from types import CodeType
 from typing import Any
@@ -30,12 +31,15 @@ from agex.errors import StateLoadError
 from agex.protocols import AgentLike
 from agex.sandbox.ownership import agent_class, agent_function
 from agex.state.pickling import AgentStateSerializer, loading_into
-from agex.state.versioned import Facts, type_name
+from agex.state.versioned import SHAPED, Entry, Facts, type_name
 
 #: Instructions that read a name from the namespace (or need it there, to delete it).
 _READS = frozenset(
     {"LOAD_NAME", "LOAD_GLOBAL", "DELETE_NAME", "DELETE_GLOBAL", "LOAD_FROM_DICT_OR_GLOBALS"}
 )
+#: Types whose values never change in place: one still bound to the object last stored is
+#: unchanged, and is not serialized again.
+_IMMUTABLE = frozenset({bytes, str, int, float, complex, bool, type(None), range})
 
 
 class Recorder:
@@ -49,21 +53,25 @@ class Recorder:
         self._saved: set[str] = set()  # the variables the last commit holds
         #: Stored variables not loaded (yet), with their reach.
         self._pending: dict[str, frozenset[str]] = {}
+        #: The hash of each stored variable's bytes (as the commit the run started from has
+        #: them), and for each variable loaded or stored since: its value, the size of its
+        #: bytes, and their hash when known. What a step only read is not stored again.
+        self._digests: dict[str, str] = {}
+        self._kept: dict[str, tuple[Any, int, str | None]] = {}
         # Names some loaded agent function rebinds (``global x``): it may be called from
         # anywhere, through a list, an attribute or a partial, so these are always checked.
         self._rebound: set[str] = set()
 
-    def begin(
-        self, reach: Mapping[str, frozenset[str] | None], namespace: dict[str, Any]
-    ) -> list[str]:
-        """The session's variables as its head commit lists them, each with its reach;
-        returns those to load now. A variable the namespace already binds (a task argument)
-        is the namespace's; one stored without its reach means loading them all."""
-        for name in reach:
+    def begin(self, index: Mapping[str, Entry], namespace: dict[str, Any]) -> list[str]:
+        """The session's variables as its head commit lists them; returns those to load
+        now. A variable the namespace already binds (a task argument) is the namespace's;
+        one stored without its reach means loading them all."""
+        for name in index:
             if name.startswith(("__", "_agex")):
                 raise StateLoadError(f"the state binds the reserved name {name!r}")
-        self._saved = set(reach)
-        known = {n: r for n, r in reach.items() if n not in namespace}
+        self._saved = set(index)
+        self._digests = {n: e.blob.removeprefix(SHAPED) for n, e in index.items()}
+        known = {n: e.facts.reach for n, e in index.items() if n not in namespace}
         if any(r is None for r in known.values()):
             return list(known)
         self._pending = {n: r for n, r in known.items() if r is not None}
@@ -100,6 +108,7 @@ class Recorder:
                     f"variable {name!r} could not be loaded ({type(exc).__name__}: {exc})"
                 ) from exc
             self._rebound |= _rebinds(codes)
+            self._kept[name] = (values[name], len(blob), self._digests.get(name))
         for name in values:
             self._pending.pop(name, None)
         return values
@@ -124,17 +133,37 @@ class Recorder:
             if name.startswith(("__", "_agex")) or registered.get(name) is value:
                 continue
             self._pending.pop(name, None)  # bound by the step itself, never loaded
+            last = self._kept.get(name)
+            if last is not None and last[0] is value and type(value) in _IMMUTABLE:
+                continue
             try:
-                changes[name], codes = self.serializer.traced(value)
+                payload, codes = self.serializer.traced(value)
             except Exception as exc:
                 skipped[name] = f"{type(exc).__name__}: {exc}"
                 changes[name] = None  # gone, not its older value
+                self._kept.pop(name, None)
                 continue
+            if last is not None and _same(payload, last):
+                self._kept[name] = (value, last[1], last[2])
+                continue
+            changes[name] = payload
+            self._kept[name] = (value, len(payload), None)
             facts[name] = Facts(type_name(value), _reach(codes))
             self._rebound |= _rebinds(codes)
         self._saved |= {n for n, v in changes.items() if v is not None}
         self._saved -= {n for n, v in changes.items() if v is None}
         return changes, skipped, facts
+
+
+def _same(payload: bytes, stored: tuple[Any, int, str | None]) -> bool:
+    """Whether ``payload`` holds the bytes last stored (compared by their hash, when the
+    sizes match and the hash is known)."""
+    _, size, digest = stored
+    return (
+        digest is not None
+        and len(payload) == size
+        and (hashlib.sha256(payload).hexdigest() == digest)
+    )
 
 
 def _reachable(names: frozenset[str], namespace: dict[str, Any]) -> set[str]:

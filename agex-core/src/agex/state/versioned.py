@@ -217,7 +217,8 @@ class VersionedState:
             at = commit.parent
         for commit in reversed(chain):
             _apply(index, commit.changes)
-        return index
+        self._index = (commit_id, index)
+        return dict(index)
 
     def raw(self, commit_id: str | None = None, *, shaped: bool = False) -> dict[str, bytes]:
         """The variables at a commit (default: the head) as their checked bytes, not loaded:
@@ -354,6 +355,7 @@ class VersionedState:
         parent = self.head() if base is HEAD else base
         if parent is not None and not isinstance(parent, str):
             raise TypeError(f"base must be a commit id or None, got {parent!r}")
+        current = self.tree(parent) if payloads else {}
         changes: dict[str, Entry | None] = {}
         writes: dict[str, bytes] = {}
         for name, payload in payloads.items():
@@ -361,6 +363,8 @@ class VersionedState:
                 changes[name] = None
                 continue
             digest = (SHAPED if shaped else "") + hashlib.sha256(payload).hexdigest()
+            if name in current and current[name].blob == digest:
+                continue  # unchanged: not stored again
             changes[name] = Entry(digest, (facts or {}).get(name, Facts()))
             writes[self._blobs + digest] = self._sign(payload)
         return Committed(self._write(parent, changes, events, writes))
