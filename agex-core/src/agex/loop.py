@@ -102,7 +102,7 @@ class InProcess:
         self.runtime = runtime
 
     async def load(self, index: dict[str, Entry], fetch: Fetch, timeout: float | None) -> None:
-        await asyncio.to_thread(self.runtime.load, index, fetch, timeout)
+        self.runtime.load(index, fetch)
 
     async def step(self, code: str, timeout: float | None) -> Step:
         return await asyncio.to_thread(self.runtime.step, code, timeout)
@@ -205,8 +205,6 @@ async def drive(
                 raise TaskTimeout(
                     f"loading the state of session {session!r} ran past the timeout"
                 ) from None
-            except StateIntegrityError:
-                raise  # it names the variable and the way back itself
             except StateLoadError as exc:
                 raise _unloadable(exc, session, start) from None
             messages[1]["content"] = _kept(index, manifest["inputs"]) + manifest["user"]
@@ -227,8 +225,6 @@ async def drive(
                 continue
             try:
                 done = await executor.step(code, _remaining(deadline))
-            except StateIntegrityError:
-                raise  # it names the variable and the way back itself
             except StateLoadError as exc:
                 raise _unloadable(exc, session, start) from None
             if done.stopped == "timeout":
@@ -308,7 +304,7 @@ def _kept(index: dict[str, Entry], inputs: dict[str, str]) -> str:
     names = sorted(n for n in index if n not in inputs)
     if not names:
         return ""
-    shown = [f"{n} ({_type(index[n].facts.type)})" for n in names[:LISTED]]
+    shown = [f"{_shown(n)} ({_type(index[n].facts.type)})" for n in names[:LISTED]]
     more = f", and {len(names) - LISTED} more" if len(names) > LISTED else ""
     return (
         "Variables kept from earlier tasks in this session (use them by name): "
@@ -320,14 +316,26 @@ def _kept(index: dict[str, Entry], inputs: dict[str, str]) -> str:
 
 def _type(name: str) -> str:
     """A type's name as a worker recorded it: shown only when it looks like one."""
-    ok = 0 < len(name) <= 100 and all(part.isidentifier() for part in name.split("."))
+    ok = 0 < len(name) <= 100 and all(_plain(part) for part in name.split("."))
     return name if ok else "object"
 
 
+def _shown(name: str) -> str:
+    """A variable's name as the prompt shows it: escaped unless plain, and bounded."""
+    return name if _plain(name) and len(name) <= 100 else bound_text(ascii(name), 100)
+
+
+def _plain(name: str) -> bool:
+    return name.isascii() and name.isidentifier()
+
+
 def _unloadable(exc: StateLoadError, session: str, commit: str | None) -> StateLoadError:
+    """``exc`` naming the session, and the commit the run read the variable from."""
+    if isinstance(exc, StateIntegrityError):  # it names the commit and the way back
+        return StateIntegrityError(f"{exc} (session {session!r})")
     return StateLoadError(
-        f"{exc} (session {session!r}, commit {str(commit)[:12]}); move it back "
-        "with agent.state(session).revert(...)"
+        f"{exc} (session {session!r}, commit {str(commit)[:12]}); move it back with "
+        "agent.state(session).revert(...)"
     )
 
 

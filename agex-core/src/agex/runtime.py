@@ -18,7 +18,7 @@ from agex.coercion import conform
 from agex.errors import AgexError, CallDenied, SandboxCancelled, SandboxTimeout, StateLoadError
 from agex.events import bound_text, jsonable
 from agex.prompt import system_message, task_message
-from agex.sandbox import CancelScope, Signal
+from agex.sandbox import CancelScope, Program, Signal
 from agex.state.recorder import Recorder
 from agex.state.versioned import Entry, Facts
 
@@ -116,20 +116,17 @@ class Runtime:
     def manifest(self) -> dict[str, Any]:
         return manifest(self.task, self.arguments)
 
-    def load(self, index: Mapping[str, Entry], fetch: Fetch, timeout: float | None) -> None:
-        """The session's variables as its head commit lists them, read through ``fetch``
-        as steps come to need them. Loading can run the agent's own
-        methods (a stored set hashes its items): under the time limit, and no signal raised
-        there is obeyed."""
+    def load(self, index: Mapping[str, Entry], fetch: Fetch) -> None:
+        """The session's variables as the commit the run starts from lists them, read
+        through ``fetch`` as steps come to need them (see ``Recorder``)."""
         assert self.recorder is not None
         self.fetch = fetch
-        names = self.recorder.begin(index, self.namespace)
-        if names and self._bring(names, timeout) is not None:
-            raise SandboxTimeout("loading the state ran past the timeout")
+        self.recorder.begin(index, self.arguments)
 
     def _bring(self, names: list[str], timeout: float | None) -> str | None:
         """Load the stored variables ``names`` into the namespace; "timeout" or "cancelled"
-        when that was stopped."""
+        when that was stopped. Loading can run the agent's own methods (a stored set hashes
+        its items): under the time limit, and no signal raised there is obeyed."""
         assert self.recorder is not None
         assert self.fetch is not None
         blobs = self.fetch(names)
@@ -153,30 +150,32 @@ class Runtime:
 
         deadline = None if timeout is None else time.monotonic() + timeout
         sandbox, scope = self.sandbox, self.scope
-        if self.recorder is not None:
-            try:
-                program: Any = sandbox.compile(code)
-            except Exception:  # the run below reports it to the agent
-                program = code
-            else:
-                needed = self.recorder.needed(program.code)
-                stopped = needed and self._bring(needed, _left(deadline))
-                if stopped:
-                    return Step(stopped=stopped, where="loading state")
         try:
-            result = sandbox.run(code, self.namespace, timeout=_left(deadline), cancel=scope)
+            program: Program | None = sandbox.compile(code)
+        except Exception:  # the run below reports it to the agent, and nothing ran
+            program = None
+        if self.recorder is not None and program is not None:
+            needed = self.recorder.needed(program.code)
+            stopped = needed and self._bring(needed, _left(deadline))
+            if stopped:
+                shown = ", ".join(needed[:10]) + (", ..." if len(needed) > 10 else "")
+                return Step(stopped=stopped, where=f"loading state ({shown})")
+        try:
+            result = sandbox.run(
+                program or code, self.namespace, timeout=_left(deadline), cancel=scope
+            )
         except SandboxTimeout as exc:
             return Step(output=exc.output, stopped="timeout")
         except SandboxCancelled as exc:
             return Step(output=exc.output, stopped="cancelled")
         step = Step(output=result.output, error=result.error)
         signal = result.signal
-        if self.recorder is not None:
+        if self.recorder is not None and program is not None:
             # Serializing can run the agent's own methods: under its time limit too.
             try:
                 step.changes, step.skipped, step.facts = sandbox.call(
                     self.recorder.changes,
-                    sandbox.compile(code).code,
+                    program.code,
                     self.namespace,
                     timeout=_left(deadline),
                     cancel=scope,

@@ -327,3 +327,136 @@ def test_what_a_step_only_reads_is_not_stored_again(request, level, reads) -> No
     assert set(state.commit_of(state.head()).changes) == {"n"}
     assert job() == 1001  # a change made in place is stored
     assert set(state.commit_of(state.head()).changes) == {"xs"}
+
+
+def test_a_stored_function_that_imports_a_submodule_is_kept(request, level, reads) -> None:
+    _, job = make(
+        request.node.name,
+        level,
+        reads,
+        "def f():\n    import collections.abc\n    from collections.abc import Mapping\n"
+        "    return 1\ntask_success(0)",
+        "task_success(f())",
+    )
+    assert job() == 0
+    assert job() == 1
+
+
+def test_a_later_load_never_undoes_what_the_task_did_to_a_class(request, level, reads) -> None:
+    """Each stored value carries its own copy of its class; loading one more of them in the
+    middle of a task keeps the class as the task has it."""
+    _, job = make(
+        request.node.name,
+        level,
+        reads,
+        "class C:\n    tag = 'v1'\nc = C()\ntask_success(0)",
+        "C.tag = 'v2'\nprint(C.tag)",
+        "task_success((C.tag, c.tag))",
+        "task_success((C.tag, c.tag))",
+    )
+    assert job() == 0
+    assert job() == ("v2", "v2")
+    assert job() == ("v2", "v2")  # the newest stored copy of the class wins
+
+
+def test_a_stored_value_may_shadow_a_registered_name(request, level, reads) -> None:
+    agent, job = make(
+        request.node.name,
+        level,
+        reads,
+        "lookup = [lookup('a'), lookup('b')]\ntask_success(len(lookup))",
+        "task_success(lookup)",
+    )
+    agent.fn(str.upper, name="lookup")
+    assert job() == 2
+    assert job() == ["A", "B"]
+
+
+@pytest.mark.parametrize("value", ["5", "[1, 2]"])
+def test_a_variable_deleted_then_bound_again_is_kept(request, level, reads, value) -> None:
+    _, job = make(
+        request.node.name,
+        level,
+        reads,
+        f"x = {value}\ntask_success(0)",
+        "print(x)",
+        "del x",
+        f"x = {value}\ntask_success(0)",
+        "task_success(x)",
+    )
+    job()
+    job()
+    assert job() == eval(value)
+
+
+def test_a_step_that_does_not_compile_is_fed_back(request, level, reads) -> None:
+    _, job = make(
+        request.node.name, level, reads, "x = 1\ntask_success(0)", "x = (", "task_success(x)"
+    )
+    assert job() == 0
+    assert job() == 1
+
+
+def test_a_broken_value_found_mid_task_names_the_commit_it_was_read_from(
+    request, level, reads
+) -> None:
+    agent, job = make(
+        request.node.name,
+        level,
+        reads,
+        "y = [1]\ntask_success(0)",
+        "z = 3",
+        "task_success(y)",
+    )
+    job()
+    state = agent.state()
+    start = state.head()
+    state.storage.put_many({blob_of(agent, "y"): b"damaged"})
+    with pytest.raises(StateIntegrityError, match=rf"'y' at commit {start[:12]}") as raised:
+        job()
+    assert state.head() != start  # the task had committed a step before it needed `y`
+    assert "session 'default'" in str(raised.value)
+
+
+def test_values_stored_without_their_reach_load_only_when_reached(request, reads) -> None:
+    agent, job = make(
+        request.node.name,
+        "none",
+        reads,
+        "n = 1\ntask_success(0)",
+        "task_success(n)",
+        "task_success(config['k'])",
+    )
+    job()
+    state = agent.state()
+    state.commit({"config": {"k": 2}, "big": list(range(50_000))})  # by the host: no reach
+    big = "b/" + state.tree(state.head())["big"].blob
+    reads[2].clear()
+    assert job() == 1
+    assert reads[2][big] == 0  # nothing reached an entry of unknown reach
+    assert job() == 2  # one that is reached may reach anything: all load
+    assert reads[2][big] == 1
+
+
+def test_what_a_worker_says_of_a_value_is_bounded() -> None:
+    from agex.errors import IsolationError
+    from agex.isolation.supervisor import MAX_REACH, _step
+
+    def reply(changes, facts):
+        return {
+            "op": "ran",
+            "signal": None,
+            "stopped": None,
+            "skipped": {},
+            "outcome": None,
+            "changes": changes,
+            "facts": facts,
+        }
+
+    big = {"type": "list", "reach": [f"n{i}" for i in range(MAX_REACH + 1)]}
+    step = _step(reply({"a": 0}, {"a": big}), [b"x"])
+    assert step.facts["a"].reach is None  # too much to record: known only by loading it
+    with pytest.raises(IsolationError, match="named a variable wrongly"):
+        _step(reply({"x" * 1000: 0}, {"x" * 1000: {"type": "int", "reach": []}}), [b"x"])
+    with pytest.raises(IsolationError, match="reported a step wrongly"):
+        _step(reply({"a": 0}, {"a": {"type": "int", "reach": ["not a name"]}}), [b"x"])

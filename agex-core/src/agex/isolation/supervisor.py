@@ -43,8 +43,11 @@ GRACE = 1.0
 _SIGNALS = (None, "success", "fail", "clarify")
 _STOPS = (None, "timeout", "cancelled")
 _VALUE = ("kind", "json", "pickle")
-#: Most names a value's recorded reach may hold.
+#: Most names the recorded reach of the values of one step may hold, together; past it
+#: they are recorded as unknown (a task that needs one then loads every variable).
 MAX_REACH = 10_000
+#: Longest variable name a worker may report.
+MAX_NAME = 256
 _HINTS = {
     "signal SIGSEGV": "it crashed in C code (SIGSEGV)",
     "signal SIGKILL": "it was killed (SIGKILL), most likely for running out of memory",
@@ -95,10 +98,11 @@ class Isolated:
 
     async def load(self, index: dict[str, Entry], fetch: Fetch, timeout: float | None) -> None:
         self._fetch = fetch
-        listed = {name: entry.record() for name, entry in index.items()}
-        header = {"op": "load", "index": listed, "timeout": timeout}
+        # A blob, not the header: the index grows with the session, the header may not.
+        listed = json.dumps({name: entry.record() for name, entry in index.items()}).encode()
+        header = {"op": "load", "timeout": timeout}
         try:
-            reply, _ = await self._request(header, [], timeout)
+            reply, _ = await self._request(header, [listed], timeout)
         except _Overdue:
             raise SandboxTimeout("loading the state ran past the timeout") from None
         if reply.get("op") == "failed" and _kind(reply) == "SandboxTimeout":
@@ -469,13 +473,17 @@ def _step(reply: dict[str, Any], blobs: list[bytes]) -> Step:
         value=None if outcome is None else {k: outcome[k] for k in _VALUE if k in outcome},
     )
     used: set[int] = set()
+    reach = 0
     for name, index in changes.items():
         if index is None:
             step.changes[_name(name)] = None
         elif type(index) is int and 0 <= index < len(blobs) and index not in used:
             used.add(index)
             step.changes[_name(name)] = blobs[index]
-            step.facts[name] = _facts(facts.get(name))
+            step.facts[name] = known = _facts(facts.get(name))
+            reach += len(known.reach or ())
+            if reach > MAX_REACH:
+                step.facts[name] = Facts(known.type)
         else:
             raise IsolationError("the worker reported a step wrongly; it was stopped")
     if signal == "success" and step.refused is None and step.stopped is None and outcome is None:
@@ -489,18 +497,22 @@ def _facts(facts: Any) -> Facts:
     if not isinstance(facts, dict):
         raise IsolationError("the worker reported a step wrongly; it was stopped")
     kind, reach = facts.get("type"), facts.get("reach")
-    if (
-        not isinstance(kind, str)
-        or not isinstance(reach, list)
-        or len(reach) > MAX_REACH
-        or not all(isinstance(n, str) and n.isidentifier() and len(n) < 256 for n in reach)
-    ):
+    if not isinstance(kind, str) or not isinstance(reach, list):
+        raise IsolationError("the worker reported a step wrongly; it was stopped")
+    if len(reach) > MAX_REACH:
+        return Facts(kind[:200])
+    if not all(isinstance(n, str) and n.isidentifier() and len(n) <= MAX_NAME for n in reach):
         raise IsolationError("the worker reported a step wrongly; it was stopped")
     return Facts(kind[:200], frozenset(reach))
 
 
 def _name(name: Any) -> str:
-    if not isinstance(name, str) or not name.isidentifier() or name.startswith(("__", "_agex")):
+    if (
+        not isinstance(name, str)
+        or not name.isidentifier()
+        or len(name) > MAX_NAME
+        or name.startswith(("__", "_agex"))
+    ):
         raise IsolationError("the worker named a variable wrongly; it was stopped")
     return name
 

@@ -60,7 +60,7 @@ def _warm(payload: bytes) -> None:
             },
             [payload],
         )
-        worker._load({"index": {}, "timeout": 5.0}, [])
+        worker._load({"timeout": 5.0}, [b"{}"])
         for code in ("print(n)", "task_success(n)"):
             worker._step({"code": code, "timeout": 5.0}, [])
 
@@ -122,8 +122,8 @@ class Worker:
     ) -> tuple[dict[str, Any], list[bytes]]:
         from agex.state.versioned import Entry
 
-        index = {name: Entry.parse(record) for name, record in header["index"].items()}
-        self.runtime.load(index, self._fetch, header["timeout"])
+        index = {name: Entry.parse(record) for name, record in json.loads(blobs[0]).items()}
+        self.runtime.load(index, self._fetch)
         return {"op": "loaded"}, []
 
     def _fetch(self, names: list[str]) -> dict[str, bytes]:

@@ -36,6 +36,10 @@ _into: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
 _loaded: contextvars.ContextVar[list[types.CodeType] | None] = contextvars.ContextVar(
     "agex_loaded_code", default=None
 )
+#: The classes whose stored state the run loading applied (see ``loading_into``).
+_built: contextvars.ContextVar[set[type] | None] = contextvars.ContextVar(
+    "agex_built_classes", default=None
+)
 
 
 def _rebuild(
@@ -167,6 +171,27 @@ class _AgentPickler(cloudpickle.Pickler):  # type: ignore[misc]
         return super().reducer_override(obj)
 
 
+def _class_setstate(cls: type, state: Any) -> type:
+    """A class's stored state, applied the first time the run loading meets the class: a
+    class the run already has (loaded before, and maybe changed since by its code) keeps
+    what it has. Every stored value holds its own copy of its class's state, as it was when
+    that value was stored."""
+    built = _built.get()
+    if built is not None:
+        if cls in built:
+            return cls
+        built.add(cls)
+    applied: type = cloudpickle.cloudpickle._class_setstate(cls, state)
+    return applied
+
+
+class _AgentUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "cloudpickle.cloudpickle" and name == "_class_setstate":
+            return _class_setstate
+        return super().find_class(module, name)
+
+
 class AgentStateSerializer:
     """cloudpickle, with the agent's functions bound to the namespace they load into."""
 
@@ -181,18 +206,24 @@ class AgentStateSerializer:
         return buffer.getvalue(), pickler.codes
 
     def loads(self, data: bytes) -> Any:
-        return pickle.loads(data)
+        return _AgentUnpickler(io.BytesIO(data)).load()
 
 
 @contextmanager
 def loading_into(
-    namespace: dict[str, Any], codes: list[types.CodeType] | None = None
+    namespace: dict[str, Any],
+    codes: list[types.CodeType] | None = None,
+    classes: set[type] | None = None,
 ) -> Iterator[None]:
     """Agent functions loaded inside this block get ``namespace`` as their globals, and
-    their code is added to ``codes``."""
-    token, counted = _into.set(namespace), _loaded.set(codes)
+    their code is added to ``codes``. A class already in ``classes`` keeps its state; one
+    that is not gets the state stored with the value, and is added (a run passes the same
+    set to each load: loading one more variable never undoes what its code did to a class;
+    loaded newest first, each class gets its newest stored state)."""
+    token, counted, built = _into.set(namespace), _loaded.set(codes), _built.set(classes)
     try:
         yield
     finally:
+        _built.reset(built)
         _loaded.reset(counted)
         _into.reset(token)

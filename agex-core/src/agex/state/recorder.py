@@ -33,10 +33,12 @@ from agex.sandbox.ownership import agent_class, agent_function
 from agex.state.pickling import AgentStateSerializer, loading_into
 from agex.state.versioned import SHAPED, Entry, Facts, type_name
 
-#: Instructions that read a name from the namespace (or need it there, to delete it).
+#: Instructions that read a name from the namespace (or need it there, to delete it) ...
 _READS = frozenset(
     {"LOAD_NAME", "LOAD_GLOBAL", "DELETE_NAME", "DELETE_GLOBAL", "LOAD_FROM_DICT_OR_GLOBALS"}
 )
+#: ... and those that use it at all (not an attribute's name, nor a module's).
+_USES = _READS | {"STORE_NAME", "STORE_GLOBAL"}
 #: Types whose values never change in place: one still bound to the object last stored is
 #: unchanged, and is not serialized again.
 _IMMUTABLE = frozenset({bytes, str, int, float, complex, bool, type(None), range})
@@ -51,8 +53,12 @@ class Recorder:
         self.agent = agent
         self.serializer = AgentStateSerializer()
         self._saved: set[str] = set()  # the variables the last commit holds
-        #: Stored variables not loaded (yet), with their reach.
-        self._pending: dict[str, frozenset[str]] = {}
+        #: Stored variables not loaded (yet), with their reach (None: not recorded).
+        self._pending: dict[str, frozenset[str] | None] = {}
+        #: When each stored variable was written (a commit's depth): newest loads first.
+        self._depths: dict[str, int] = {}
+        #: The classes whose stored state this run applied (see ``loading_into``).
+        self._classes: set[type] = set()
         #: The hash of each stored variable's bytes (as the commit the run started from has
         #: them), and for each variable loaded or stored since: its value, the size of its
         #: bytes, and their hash when known. What a step only read is not stored again.
@@ -62,35 +68,36 @@ class Recorder:
         # anywhere, through a list, an attribute or a partial, so these are always checked.
         self._rebound: set[str] = set()
 
-    def begin(self, index: Mapping[str, Entry], namespace: dict[str, Any]) -> list[str]:
-        """The session's variables as its head commit lists them; returns those to load
-        now. A variable the namespace already binds (a task argument) is the namespace's;
-        one stored without its reach means loading them all."""
+    def begin(self, index: Mapping[str, Entry], arguments: Iterable[str]) -> None:
+        """The session's variables as the commit the run starts from lists them. A task
+        argument of the same name as one replaces it."""
         for name in index:
             if name.startswith(("__", "_agex")):
                 raise StateLoadError(f"the state binds the reserved name {name!r}")
         self._saved = set(index)
         self._digests = {n: e.blob.removeprefix(SHAPED) for n, e in index.items()}
-        known = {n: e.facts.reach for n, e in index.items() if n not in namespace}
-        if any(r is None for r in known.values()):
-            return list(known)
-        self._pending = {n: r for n, r in known.items() if r is not None}
-        return []
+        self._depths = {n: e.depth for n, e in index.items()}
+        self._pending = {n: e.facts.reach for n, e in index.items()}
+        for name in arguments:
+            self._pending.pop(name, None)
 
     def needed(self, code: CodeType) -> list[str]:
-        """The stored variables ``code`` could reach that are not loaded yet."""
+        """The stored variables ``code`` could reach that are not loaded yet, newest
+        first (see ``loading_into``). Reaching one whose reach is not recorded loads all."""
         pending = self._pending
-        found: list[str] = []
-        seen: set[str] = set()
+        found: set[str] = set()
         todo = [n for n in _reads(code) if n in pending]
         while todo:
             name = todo.pop()
-            if name in seen:
+            if name in found:
                 continue
-            seen.add(name)
-            found.append(name)
-            todo.extend(n for n in pending[name] if n in pending and n not in seen)
-        return found
+            found.add(name)
+            reach = pending[name]
+            if reach is None:
+                found = set(pending)
+                break
+            todo.extend(n for n in reach if n in pending and n not in found)
+        return sorted(found, key=lambda n: (-self._depths.get(n, 0), n))
 
     def load(self, blobs: Mapping[str, bytes], namespace: dict[str, Any]) -> dict[str, Any]:
         """Stored variables (checked blobs, by name), loaded for ``namespace``: agent
@@ -101,7 +108,7 @@ class Recorder:
                 raise StateLoadError(f"the state binds the reserved name {name!r}")
             codes: list[CodeType] = []
             try:
-                with loading_into(namespace, codes):
+                with loading_into(namespace, codes, self._classes):
                     values[name] = self.serializer.loads(blob)
             except Exception as exc:
                 raise StateLoadError(
@@ -128,6 +135,7 @@ class Recorder:
             if name not in namespace:
                 if name in self._saved and name not in self._pending:
                     changes[name] = None
+                    self._kept.pop(name, None)
                 continue
             value = namespace[name]
             if name.startswith(("__", "_agex")) or registered.get(name) is value:
@@ -198,21 +206,30 @@ def _rebinds(codes: Iterable[CodeType]) -> set[str]:
 
 
 def _reach(codes: Iterable[CodeType]) -> frozenset[str]:
-    """The global names the agent code ``codes`` mentions."""
+    """The global names the agent code ``codes`` uses."""
     names: set[str] = set()
     for code in codes:
-        names |= _mentioned(code)
+        names |= _uses(code)
     return frozenset(names)
 
 
 @functools.lru_cache(maxsize=1024)
 def _reads(code: CodeType) -> frozenset[str]:
     """The names a step's code reads (one it only binds need not be loaded first), and
-    every name its functions and classes mention."""
+    every global name its functions and classes use."""
     names = {i.argval for i in dis.get_instructions(code) if i.opname in _READS}
     for const in code.co_consts:
         if isinstance(const, CodeType):
-            names |= _mentioned(const)
+            names |= _uses(const)
+    return frozenset(names)
+
+
+@functools.lru_cache(maxsize=1024)
+def _uses(code: CodeType) -> frozenset[str]:
+    names = {i.argval for i in dis.get_instructions(code) if i.opname in _USES}
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            names |= _uses(const)
     return frozenset(names)
 
 

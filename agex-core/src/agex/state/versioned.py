@@ -71,11 +71,13 @@ class Entry:
 
     blob: str
     facts: Facts = Facts()
+    #: The depth of the commit that wrote it.
+    depth: int = 0
 
     def record(self) -> Any:
-        if self.facts.reach is None and not self.facts.type:
+        if self.facts.reach is None and not self.facts.type and not self.depth:
             return self.blob
-        out: dict[str, Any] = {"blob": self.blob, "type": self.facts.type}
+        out: dict[str, Any] = {"blob": self.blob, "type": self.facts.type, "depth": self.depth}
         if self.facts.reach is not None:
             out["reach"] = sorted(self.facts.reach)
         return out
@@ -86,14 +88,16 @@ class Entry:
             return cls(record)
         if not isinstance(record, dict) or not isinstance(record.get("blob"), str):
             raise StateIntegrityError(f"a commit holds a malformed entry: {str(record)[:80]}")
-        reach = record.get("reach")
-        if reach is not None and not (
-            isinstance(reach, list) and all(isinstance(n, str) for n in reach)
+        reach, depth = record.get("reach"), record.get("depth", 0)
+        if type(depth) is not int or (
+            reach is not None
+            and not (isinstance(reach, list) and all(isinstance(n, str) for n in reach))
         ):
             raise StateIntegrityError(f"a commit holds a malformed entry: {str(record)[:80]}")
         return cls(
             record["blob"],
             Facts(str(record.get("type", "")), None if reach is None else frozenset(reach)),
+            depth,
         )
 
 
@@ -287,7 +291,8 @@ class VersionedState:
             return self._blob(digest)
         except StateIntegrityError as exc:
             raise StateIntegrityError(
-                f"variable {name!r}: {exc}; if the storage was damaged rather than "
+                f"variable {name!r} at commit {str(commit_id)[:12]}: {exc}; if the storage "
+                "was damaged rather than "
                 "tampered with, agent.state(session).revert(<an earlier commit>) moves "
                 "the session back"
             ) from None
@@ -356,6 +361,7 @@ class VersionedState:
         if parent is not None and not isinstance(parent, str):
             raise TypeError(f"base must be a commit id or None, got {parent!r}")
         current = self.tree(parent) if payloads else {}
+        depth = self.commit_of(parent).depth + 1 if parent else 0
         changes: dict[str, Entry | None] = {}
         writes: dict[str, bytes] = {}
         for name, payload in payloads.items():
@@ -365,7 +371,7 @@ class VersionedState:
             digest = (SHAPED if shaped else "") + hashlib.sha256(payload).hexdigest()
             if name in current and current[name].blob == digest:
                 continue  # unchanged: not stored again
-            changes[name] = Entry(digest, (facts or {}).get(name, Facts()))
+            changes[name] = Entry(digest, (facts or {}).get(name, Facts()), depth)
             writes[self._blobs + digest] = self._sign(payload)
         return Committed(self._write(parent, changes, events, writes))
 
