@@ -13,6 +13,7 @@ from agex import Agent, connect_llm, connect_state
 from agex.errors import StateIntegrityError, StateLoadError
 from agex.isolation import strongest
 from agex.storage.memory import MemoryStorage
+from agex.stores import LOCAL
 
 LEVELS = ["none"] + ([strongest()] if strongest() != "none" else [])
 STORAGES = ["memory"] + (["disk"] if find_spec("agex_state_disk") else [])
@@ -45,7 +46,9 @@ def reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_p
 
     monkeypatch.setattr(cls, "get", get)
     path = str(tmp_path / "state") if request.param == "disk" else None
-    return request.param, path, counted
+    yield request.param, path, counted
+    if path is not None:  # its connections, one per thread that used it, are files
+        LOCAL.storage(connect_state(type="versioned", storage="disk", path=path)).close()
 
 
 def block(code: str) -> str:
