@@ -26,7 +26,7 @@ from agex.state.versioned import Entry, Facts
 INPUT_LIMIT = 500
 
 #: The checked bytes of stored variables, by name, from the side that holds the storage.
-Fetch = Callable[[list[str]], Mapping[str, bytes]]
+Fetch = Callable[[list[str]], Mapping[str, bytes | memoryview]]
 
 
 class TaskSuccess(Signal):

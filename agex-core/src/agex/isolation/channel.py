@@ -35,7 +35,9 @@ class BadFrame(ValueError):
     """A frame that breaks the format or its bounds."""
 
 
-def encode(header: dict[str, Any], blobs: Sequence[bytes] = ()) -> list[bytes]:
+def encode(
+    header: dict[str, Any], blobs: Sequence[bytes | memoryview] = ()
+) -> list[bytes | memoryview]:
     """The pieces of one frame, ready to send."""
     head = json.dumps({**header, "blobs": [len(b) for b in blobs]}).encode()
     total = len(head) + sum(len(b) for b in blobs)
@@ -43,7 +45,12 @@ def encode(header: dict[str, Any], blobs: Sequence[bytes] = ()) -> list[bytes]:
 
 
 def decode(body: bytes | bytearray | memoryview, head_size: int) -> Frame:
-    view = memoryview(body)
+    header, views = _split(memoryview(body), head_size)
+    return header, [bytes(view) for view in views]
+
+
+def _split(view: memoryview, head_size: int) -> tuple[dict[str, Any], list[memoryview]]:
+    """A frame's header, and its blobs as views of its body."""
     try:
         header = json.loads(bytes(view[:head_size]))
     except (ValueError, RecursionError):
@@ -55,7 +62,7 @@ def decode(body: bytes | bytearray | memoryview, head_size: int) -> Frame:
         raise BadFrame("a frame's blobs do not add up to its length")
     blobs, at = [], head_size
     for size in sizes:
-        blobs.append(bytes(view[at : at + size]))
+        blobs.append(view[at : at + size])
         at += size
     return header, blobs
 
@@ -72,8 +79,29 @@ def _sizes(prefix: bytes | bytearray, limit: int) -> tuple[int, int]:
 # -- blocking (the worker's side) -------------------------------------------------------
 
 
-def send(sock: socket.socket, header: dict[str, Any], blobs: Sequence[bytes] = ()) -> None:
-    sock.sendall(b"".join(encode(header, blobs)))
+def send(
+    sock: socket.socket, header: dict[str, Any], blobs: Sequence[bytes | memoryview] = ()
+) -> None:
+    pieces = encode(header, blobs)
+    if sum(len(b) for b in blobs) < 1 << 20:  # one write: one wake-up of the other side
+        pieces = [b"".join(pieces)]
+    for piece in pieces:
+        sock.sendall(piece)
+
+
+def take(sock: socket.socket) -> tuple[dict[str, Any], list[memoryview]]:
+    """The next frame from the supervisor, which a worker trusts: read into one buffer of
+    its size, its blobs handed out as views of it (a large value is not copied on its way
+    to the unpickler)."""
+    total, head = _sizes(_exactly(sock, _FRAME.size, None), 1 << 40)
+    body = memoryview(bytearray(total))
+    got = 0
+    while got < total:
+        n = sock.recv_into(body[got:])
+        if n == 0:
+            raise ChannelClosed("the other side closed the channel")
+        got += n
+    return _split(body, head)
 
 
 def recv(sock: socket.socket, limit: int = MAX_FRAME, deadline: float | None = None) -> Frame:
@@ -108,7 +136,9 @@ def _exactly(sock: socket.socket, size: int, deadline: float | None) -> bytearra
 # -- asyncio (the supervisor's side) ----------------------------------------------------
 
 
-async def asend(sock: socket.socket, header: dict[str, Any], blobs: Sequence[bytes] = ()) -> None:
+async def asend(
+    sock: socket.socket, header: dict[str, Any], blobs: Sequence[bytes | memoryview] = ()
+) -> None:
     loop = asyncio.get_running_loop()
     pieces = encode(header, blobs)
     if sum(len(b) for b in blobs) < 1 << 20:  # one write: one wake-up of the other side

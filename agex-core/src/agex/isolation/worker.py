@@ -15,6 +15,7 @@ import json
 import os
 import select
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 from agex.isolation import channel
@@ -77,7 +78,7 @@ class Worker:
     def serve(self) -> None:
         while True:
             try:  # from the supervisor: as large as the session's state
-                header, blobs = channel.recv(self.sock, limit=1 << 40)
+                header, blobs = channel.take(self.sock)
             except channel.ChannelClosed:
                 return
             op = header.get("op")
@@ -90,7 +91,7 @@ class Worker:
             channel.send(self.sock, reply, out)
 
     def _start(
-        self, header: dict[str, Any], blobs: list[bytes]
+        self, header: dict[str, Any], blobs: Sequence[bytes | memoryview]
     ) -> tuple[dict[str, Any], list[bytes]]:
         from agex import plugins
         from agex.loop import Caller, caller
@@ -100,7 +101,7 @@ class Worker:
 
         serializer = plugins.create("serializer", header["serializer"])
         try:
-            task, arguments = unship(blobs[0], serializer)
+            task, arguments = unship(bytes(blobs[0]), serializer)
         except Exception as exc:
             raise LoadError(
                 f"the task could not be loaded: {type(exc).__name__}: {exc}. Whatever the "
@@ -118,25 +119,26 @@ class Worker:
         return {"op": "started", "manifest": self.runtime.manifest()}, []
 
     def _load(
-        self, header: dict[str, Any], blobs: list[bytes]
+        self, header: dict[str, Any], blobs: Sequence[bytes | memoryview]
     ) -> tuple[dict[str, Any], list[bytes]]:
         from agex.state.versioned import Entry
 
-        index = {name: Entry.parse(record) for name, record in json.loads(blobs[0]).items()}
+        listed = json.loads(bytes(blobs[0]))
+        index = {name: Entry.parse(record) for name, record in listed.items()}
         self.runtime.load(index, self._fetch)
         return {"op": "loaded"}, []
 
-    def _fetch(self, names: list[str]) -> dict[str, bytes]:
+    def _fetch(self, names: list[str]) -> dict[str, memoryview]:
         """The checked bytes of stored variables, from the supervisor."""
         channel.send(self.sock, {"op": "fetch", "names": names})
-        header, blobs = channel.recv(self.sock, limit=1 << 40)
+        header, blobs = channel.take(self.sock)
         found = header.get("names")
         if header.get("op") != "fetched" or not isinstance(found, list):
             raise ConnectionError("the supervisor answered out of turn")
         return dict(zip(found, blobs, strict=True))
 
     def _step(
-        self, header: dict[str, Any], blobs: list[bytes]
+        self, header: dict[str, Any], blobs: Sequence[bytes | memoryview]
     ) -> tuple[dict[str, Any], list[bytes]]:
         import time
 
@@ -198,7 +200,7 @@ class Worker:
         return reply, out
 
     def _inspect(
-        self, header: dict[str, Any], blobs: list[bytes]
+        self, header: dict[str, Any], blobs: Sequence[bytes | memoryview]
     ) -> tuple[dict[str, Any], list[bytes]]:
         """Stored variables, loaded here and encoded as results are (for a caller reading a
         session's values): each as its outcome, or why it cannot cross."""
@@ -253,7 +255,7 @@ class Worker:
         channel.send(self.sock, {"op": "call", "call": number, "name": name}, [payload])
         while not select.select([self.sock], [], [], _POLL)[0]:
             pass  # agent code waits here: its time limit can interrupt the wait
-        header, _ = channel.recv(self.sock)
+        header, _ = channel.take(self.sock)
         if header.get("op") != "answer" or header.get("call") != number:
             raise ConnectionError("the supervisor answered out of turn")
         return settle(header["outcome"], invocation, None)

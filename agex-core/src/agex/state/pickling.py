@@ -168,14 +168,22 @@ class _AgentPickler(cloudpickle.Pickler):  # type: ignore[misc]
                 cells,
                 dict(obj.__dict__),
             )
-        return super().reducer_override(obj)
+        reduced = super().reducer_override(obj)
+        if (
+            isinstance(reduced, tuple)
+            and len(reduced) == 6
+            and reduced[5] is cloudpickle.cloudpickle._class_setstate
+        ):
+            reduced = (*reduced[:5], _class_setstate)
+        return reduced
 
 
 def _class_setstate(cls: type, state: Any) -> type:
     """A class's stored state, applied the first time the run loading meets the class: a
     class the run already has (loaded before, and maybe changed since by its code) keeps
     what it has. Every stored value holds its own copy of its class's state, as it was when
-    that value was stored."""
+    that value was stored. (Values name this in place of cloudpickle's own, see
+    ``_AgentPickler``.)"""
     built = _built.get()
     if built is not None:
         if cls in built:
@@ -183,13 +191,6 @@ def _class_setstate(cls: type, state: Any) -> type:
         built.add(cls)
     applied: type = cloudpickle.cloudpickle._class_setstate(cls, state)
     return applied
-
-
-class _AgentUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if module == "cloudpickle.cloudpickle" and name == "_class_setstate":
-            return _class_setstate
-        return super().find_class(module, name)
 
 
 class AgentStateSerializer:
@@ -205,8 +206,8 @@ class AgentStateSerializer:
         pickler.dump(value)
         return buffer.getvalue(), pickler.codes
 
-    def loads(self, data: bytes) -> Any:
-        return _AgentUnpickler(io.BytesIO(data)).load()
+    def loads(self, data: bytes | memoryview) -> Any:
+        return pickle.loads(data)
 
 
 @contextmanager

@@ -99,7 +99,9 @@ class Recorder:
             todo.extend(n for n in reach if n in pending and n not in found)
         return sorted(found, key=lambda n: (-self._depths.get(n, 0), n))
 
-    def load(self, blobs: Mapping[str, bytes], namespace: dict[str, Any]) -> dict[str, Any]:
+    def load(
+        self, blobs: Mapping[str, bytes | memoryview], namespace: dict[str, Any]
+    ) -> dict[str, Any]:
         """Stored variables (checked blobs, by name), loaded for ``namespace``: agent
         functions bound to it."""
         values = {}
