@@ -12,6 +12,8 @@ import pytest
 from agex import Agent, connect_llm, connect_state
 from agex.errors import StateIntegrityError, StateLoadError
 from agex.isolation import strongest
+from agex.serializers import CloudpickleSerializer
+from agex.state.versioned import VersionedState
 from agex.storage.memory import MemoryStorage
 from agex.stores import LOCAL
 
@@ -429,15 +431,20 @@ def test_values_stored_without_their_reach_load_only_when_reached(request, reads
         "n = 1\ntask_success(0)",
         "task_success(n)",
         "task_success(config['k'])",
+        "task_success(config['k'] + 1)",
     )
     job()
     state = agent.state()
-    state.commit({"config": {"k": 2}, "big": list(range(50_000))})  # by the host: no reach
+    other = VersionedState(state.storage, CloudpickleSerializer(), state.namespace, "default")
+    other.commit({"config": {"k": 2}, "big": list(range(50_000))})  # without their reach
     big = "b/" + state.tree(state.head())["big"].blob
     reads[2].clear()
     assert job() == 1
     assert reads[2][big] == 0  # nothing reached an entry of unknown reach
-    assert job() == 2  # one that is reached may reach anything: all load
+    assert job() == 2  # one that is reached may reach anything: all load ...
+    assert reads[2][big] == 1
+    assert state.tree(state.head())["config"].facts.reach is not None  # ... once: now known
+    assert job() == 3
     assert reads[2][big] == 1
 
 
@@ -456,10 +463,90 @@ def test_what_a_worker_says_of_a_value_is_bounded() -> None:
             "facts": facts,
         }
 
-    big = {"type": "list", "reach": [f"n{i}" for i in range(MAX_REACH + 1)]}
+    big = {"type": "list", "reach": [f"n{i}" for i in range(MAX_REACH + 1)], "classes": []}
     step = _step(reply({"a": 0}, {"a": big}), [b"x"])
     assert step.facts["a"].reach is None  # too much to record: known only by loading it
     with pytest.raises(IsolationError, match="named a variable wrongly"):
-        _step(reply({"x" * 1000: 0}, {"x" * 1000: {"type": "int", "reach": []}}), [b"x"])
+        _step(
+            reply({"x" * 1000: 0}, {"x" * 1000: {"type": "int", "reach": [], "classes": []}}),
+            [b"x"],
+        )
     with pytest.raises(IsolationError, match="reported a step wrongly"):
-        _step(reply({"a": 0}, {"a": {"type": "int", "reach": ["not a name"]}}), [b"x"])
+        _step(
+            reply({"a": 0}, {"a": {"type": "int", "reach": ["not a name"], "classes": []}}), [b"x"]
+        )
+
+
+@pytest.mark.parametrize(
+    ("change", "read"),
+    [
+        ("C.tag = 'v2'\ntask_success(0)", "task_success(c.tag)"),  # the class, then its instance
+        ("type(c).tag = 'v2'\ntask_success(0)", "task_success(C.tag)"),  # the other way
+        ("c.retag()\ntask_success(0)", "task_success(C.tag)"),  # by a method
+        ("C.tag = 'v2'\ntask_success(0)", "x = c.tag\nC.n = 1\ntask_success(C.tag)"),
+    ],
+)
+def test_a_class_comes_back_as_it_was_last_stored(request, level, reads, change, read) -> None:
+    """Every value of a class carries its own copy of the class; the newest is loaded with
+    any of them."""
+    _, job = make(
+        request.node.name,
+        level,
+        reads,
+        "class C:\n    tag = 'v1'\n    def retag(self):\n        type(self).tag = 'v2'\n"
+        "c = C()\ntask_success(0)",
+        change,
+        read,
+        "task_success((C.tag, c.tag))",
+    )
+    job()
+    job()
+    assert job() == "v2"
+    assert job() == ("v2", "v2")
+
+
+def test_a_change_made_through_a_function_in_a_container_is_kept(request, level, reads) -> None:
+    _, job = make(
+        request.node.name,
+        level,
+        reads,
+        "rows = [1]\ndef add(x):\n    rows.append(x)\ncalls = {'add': add}\ndel add\n"
+        "task_success(0)",
+        "calls['add'](5)\ntask_success(0)",
+        "task_success(rows)",
+    )
+    job()
+    job()
+    assert job() == [1, 5]
+
+
+def test_after_a_change_later_steps_that_only_read_store_nothing(request, level, reads) -> None:
+    agent, job = make(
+        request.node.name,
+        level,
+        reads,
+        "xs = list(range(1000))\ntask_success(0)",
+        "xs.append(1)",
+        "a = len(xs)",
+        "task_success(len(xs))",
+    )
+    job()
+    assert job() == 1001
+    state = agent.state()
+    changed = [set(c.changes) for c in state.history()[:3]]
+    assert changed == [set(), {"a"}, {"xs"}]  # newest first
+
+
+def test_a_worker_may_fetch_no_more_than_the_session_holds() -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from agex.isolation import channel
+    from agex.isolation.supervisor import MAX_NAME, Isolated
+
+    executor = Isolated(SimpleNamespace(sock=None), call=None)  # type: ignore[arg-type]
+    executor._fetch, executor._stored = (lambda names: {}), 1
+    for names in (["a", "b"], ["x" * (MAX_NAME + 1)], [1]):
+        with pytest.raises(channel.BadFrame):
+            asyncio.run(executor._send_fetched({"op": "fetch", "names": names}))
+    assert not executor._fetched

@@ -75,6 +75,7 @@ class Isolated:
         self._starting: str | None = None  # the agent of a start not yet answered
         self._fetch: Fetch | None = None  # the stored variables the worker may ask for
         self._fetched: set[str] = set()  # ... each once: it loads each at most once
+        self._stored = 0  # how many variables the session holds
 
     async def start(self, envelope: Envelope, payload: bytes, wait: bool = True) -> Any:
         """Load the task in the worker; its manifest. Without ``wait`` (the caller knows the
@@ -97,7 +98,7 @@ class Isolated:
         return _manifest(_expect(reply, "started"), envelope.agent)
 
     async def load(self, index: dict[str, Entry], fetch: Fetch, timeout: float | None) -> None:
-        self._fetch = fetch
+        self._fetch, self._stored = fetch, len(index)
         # A blob, not the header: the index grows with the session, the header may not.
         listed = json.dumps({name: entry.record() for name, entry in index.items()}).encode()
         header = {"op": "load", "timeout": timeout}
@@ -173,12 +174,13 @@ class Isolated:
         if (
             self._fetch is None
             or not isinstance(names, list)
-            or not all(isinstance(n, str) for n in names)
+            or len(names) > self._stored
+            or not all(isinstance(n, str) and len(n) <= MAX_NAME for n in names)
         ):
             raise channel.BadFrame("a fetch before the state was loaded, or naming no variables")
         wanted = list(dict.fromkeys(n for n in names if n not in self._fetched))
-        self._fetched.update(wanted)
         blobs = await asyncio.to_thread(self._fetch, wanted)
+        self._fetched.update(blobs)
         async with self._sending:
             await channel.asend(
                 self.worker.sock, {"op": "fetched", "names": list(blobs)}, [*blobs.values()]
@@ -481,7 +483,7 @@ def _step(reply: dict[str, Any], blobs: list[bytes]) -> Step:
             used.add(index)
             step.changes[_name(name)] = blobs[index]
             step.facts[name] = known = _facts(facts.get(name))
-            reach += len(known.reach or ())
+            reach += len(known.reach or ()) + len(known.classes)
             if reach > MAX_REACH:
                 step.facts[name] = Facts(known.type)
         else:
@@ -496,14 +498,20 @@ def _facts(facts: Any) -> Facts:
     mentions (so used only to choose which variables to load for a worker)."""
     if not isinstance(facts, dict):
         raise IsolationError("the worker reported a step wrongly; it was stopped")
-    kind, reach = facts.get("type"), facts.get("reach")
-    if not isinstance(kind, str) or not isinstance(reach, list):
+    kind, reach, classes = facts.get("type"), facts.get("reach"), facts.get("classes")
+    if (
+        not isinstance(kind, str)
+        or not isinstance(reach, list)
+        or not isinstance(classes, list)
+        or len(classes) > MAX_REACH
+        or not all(isinstance(c, str) and c.isalnum() and len(c) <= 64 for c in classes)
+    ):
         raise IsolationError("the worker reported a step wrongly; it was stopped")
     if len(reach) > MAX_REACH:
-        return Facts(kind[:200])
+        return Facts(kind[:200], None, frozenset(classes))
     if not all(isinstance(n, str) and n.isidentifier() and len(n) <= MAX_NAME for n in reach):
         raise IsolationError("the worker reported a step wrongly; it was stopped")
-    return Facts(kind[:200], frozenset(reach))
+    return Facts(kind[:200], frozenset(reach), frozenset(classes))
 
 
 def _name(name: Any) -> str:

@@ -195,7 +195,11 @@ class Worker:
                 changes[name] = len(out)
                 out.append(payload)
                 known = step.facts[name]
-                facts[name] = {"type": known.type, "reach": sorted(known.reach or ())}
+                facts[name] = {
+                    "type": known.type,
+                    "reach": sorted(known.reach or ()),
+                    "classes": sorted(known.classes),
+                }
         reply["changes"], reply["skipped"], reply["facts"] = changes, step.skipped, facts
         return reply, out
 

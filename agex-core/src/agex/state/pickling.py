@@ -15,6 +15,7 @@ the sandbox, and real modules, are not stored at all.
 from __future__ import annotations
 
 import contextvars
+import functools
 import io
 import marshal
 import pickle
@@ -130,6 +131,8 @@ class _AgentPickler(cloudpickle.Pickler):  # type: ignore[misc]
         super().__init__(file, protocol=protocol)
         #: The code of every agent function stored, methods of agent classes included.
         self.codes: list[types.CodeType] = []
+        #: The classes stored by value with their state (by cloudpickle's id for each).
+        self.classes: set[str] = set()
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, types.ModuleType):
@@ -160,7 +163,7 @@ class _AgentPickler(cloudpickle.Pickler):  # type: ignore[misc]
             # marshal keeps the code exactly, its file name included: that name is what
             # marks the function as the agent's (cloudpickle may rename it).
             return _rebuild, (
-                marshal.dumps(obj.__code__),
+                _marshalled(obj.__code__),
                 obj.__name__,
                 obj.__qualname__,
                 obj.__defaults__,
@@ -174,8 +177,17 @@ class _AgentPickler(cloudpickle.Pickler):  # type: ignore[misc]
             and len(reduced) == 6
             and reduced[5] is cloudpickle.cloudpickle._class_setstate
         ):
+            self.classes.add(cloudpickle.cloudpickle._get_or_create_tracker_id(obj))
             reduced = (*reduced[:5], _class_setstate)
         return reduced
+
+
+@functools.lru_cache(maxsize=1024)
+def _marshalled(code: types.CodeType) -> bytes:
+    """``code`` as marshal writes it once it has been through marshal: the same bytes
+    for the code of a function the agent just defined and of one loaded again (so a value
+    only read is not stored again)."""
+    return marshal.dumps(marshal.loads(marshal.dumps(code)))
 
 
 def _class_setstate(cls: type, state: Any) -> type:
@@ -199,12 +211,13 @@ class AgentStateSerializer:
     def dumps(self, value: Any) -> bytes:
         return self.traced(value)[0]
 
-    def traced(self, value: Any) -> tuple[bytes, list[types.CodeType]]:
-        """``value`` serialized, and the code of the agent functions stored with it."""
+    def traced(self, value: Any) -> tuple[bytes, list[types.CodeType], set[str]]:
+        """``value`` serialized, the code of the agent functions stored with it, and the
+        ids of the classes stored with it by value."""
         buffer = io.BytesIO()
         pickler = _AgentPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
         pickler.dump(value)
-        return buffer.getvalue(), pickler.codes
+        return buffer.getvalue(), pickler.codes, pickler.classes
 
     def loads(self, data: bytes | memoryview) -> Any:
         return pickle.loads(data)

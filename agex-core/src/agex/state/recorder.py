@@ -20,8 +20,6 @@ the step named it; see docs/state.md.)
 
 from __future__ import annotations
 
-import dis
-import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from types import CodeType
@@ -30,15 +28,10 @@ from typing import Any
 from agex.errors import StateLoadError
 from agex.protocols import AgentLike
 from agex.sandbox.ownership import agent_class, agent_function
+from agex.state.names import mentioned, reach, reads, rebinds
 from agex.state.pickling import AgentStateSerializer, loading_into
 from agex.state.versioned import SHAPED, Entry, Facts, type_name
 
-#: Instructions that read a name from the namespace (or need it there, to delete it) ...
-_READS = frozenset(
-    {"LOAD_NAME", "LOAD_GLOBAL", "DELETE_NAME", "DELETE_GLOBAL", "LOAD_FROM_DICT_OR_GLOBALS"}
-)
-#: ... and those that use it at all (not an attribute's name, nor a module's).
-_USES = _READS | {"STORE_NAME", "STORE_GLOBAL"}
 #: Types whose values never change in place: one still bound to the object last stored is
 #: unchanged, and is not serialized again.
 _IMMUTABLE = frozenset({bytes, str, int, float, complex, bool, type(None), range})
@@ -53,17 +46,21 @@ class Recorder:
         self.agent = agent
         self.serializer = AgentStateSerializer()
         self._saved: set[str] = set()  # the variables the last commit holds
-        #: Stored variables not loaded (yet), with their reach (None: not recorded).
-        self._pending: dict[str, frozenset[str] | None] = {}
-        #: When each stored variable was written (a commit's depth): newest loads first.
-        self._depths: dict[str, int] = {}
+        #: What the commit the run started from says of each stored variable.
+        self._index: Mapping[str, Entry] = {}
+        #: Stored variables not loaded (yet).
+        self._pending: set[str] = set()
+        #: The global names each variable loaded or stored in this run may reach.
+        self._reach: dict[str, frozenset[str]] = {}
+        #: For each class stored by value, the variable whose copy of it is the newest.
+        self._newest: dict[str, str] = {}
         #: The classes whose stored state this run applied (see ``loading_into``).
         self._classes: set[type] = set()
-        #: The hash of each stored variable's bytes (as the commit the run started from has
-        #: them), and for each variable loaded or stored since: its value, the size of its
-        #: bytes, and their hash when known. What a step only read is not stored again.
-        self._digests: dict[str, str] = {}
-        self._kept: dict[str, tuple[Any, int, str | None]] = {}
+        #: Loaded variables whose entry did not record their reach: stored again, with it.
+        self._unrecorded: set[str] = set()
+        #: For each variable loaded or stored: its value, the size of its bytes and their
+        #: hash, so that what a step only read is not stored again.
+        self._kept: dict[str, tuple[Any, int, str]] = {}
         # Names some loaded agent function rebinds (``global x``): it may be called from
         # anywhere, through a list, an attribute or a partial, so these are always checked.
         self._rebound: set[str] = set()
@@ -74,30 +71,32 @@ class Recorder:
         for name in index:
             if name.startswith(("__", "_agex")):
                 raise StateLoadError(f"the state binds the reserved name {name!r}")
+        self._index = index
         self._saved = set(index)
-        self._digests = {n: e.blob.removeprefix(SHAPED) for n, e in index.items()}
-        self._depths = {n: e.depth for n, e in index.items()}
-        self._pending = {n: e.facts.reach for n, e in index.items()}
-        for name in arguments:
-            self._pending.pop(name, None)
+        self._pending = set(index) - set(arguments)
+        for name in sorted(index, key=lambda n: index[n].depth):
+            for cls in index[name].facts.classes:
+                self._newest[cls] = name
 
     def needed(self, code: CodeType) -> list[str]:
-        """The stored variables ``code`` could reach that are not loaded yet, newest
-        first (see ``loading_into``). Reaching one whose reach is not recorded loads all."""
-        pending = self._pending
+        """The stored variables ``code`` could reach that are not loaded yet, and for each
+        class stored with them the variable holding its newest copy; newest first (see
+        ``loading_into``). Reaching one whose reach is not recorded loads all."""
+        pending, index = self._pending, self._index
         found: set[str] = set()
-        todo = [n for n in _reads(code) if n in pending]
+        todo = [n for n in reads(code) if n in pending]
         while todo:
             name = todo.pop()
             if name in found:
                 continue
             found.add(name)
-            reach = pending[name]
-            if reach is None:
+            facts = index[name].facts
+            if facts.reach is None:
                 found = set(pending)
                 break
-            todo.extend(n for n in reach if n in pending and n not in found)
-        return sorted(found, key=lambda n: (-self._depths.get(n, 0), n))
+            todo.extend(n for n in facts.reach if n in pending)
+            todo.extend(self._newest[c] for c in facts.classes if self._newest[c] in pending)
+        return sorted(found, key=lambda n: (-index[n].depth, n))
 
     def load(
         self, blobs: Mapping[str, bytes | memoryview], namespace: dict[str, Any]
@@ -116,10 +115,13 @@ class Recorder:
                 raise StateLoadError(
                     f"variable {name!r} could not be loaded ({type(exc).__name__}: {exc})"
                 ) from exc
-            self._rebound |= _rebinds(codes)
-            self._kept[name] = (values[name], len(blob), self._digests.get(name))
-        for name in values:
-            self._pending.pop(name, None)
+            entry = self._index[name]
+            self._rebound |= rebinds(codes)
+            self._reach[name] = reach(codes)
+            if entry.facts.reach is None:
+                self._unrecorded.add(name)
+            self._kept[name] = (values[name], len(blob), entry.blob.removeprefix(SHAPED))
+        self._pending -= set(values)
         return values
 
     def changes(
@@ -128,7 +130,13 @@ class Recorder:
         """What this step could have touched, serialized (None: removed), the variables
         that could not be serialized, with why (they are removed too), and what is known of
         each value serialized."""
-        touched = _reachable(_mentioned(code), namespace) | self._rebound
+        touched = _reachable(mentioned(code), namespace) | self._rebound | self._unrecorded
+        todo = list(touched)
+        while todo:  # what the agent code inside them may have changed, too
+            for name in self._reach.get(todo.pop(), ()):
+                if name not in touched:
+                    touched.add(name)
+                    todo.append(name)
         registered = self.agent.policy.names
         changes: dict[str, bytes | None] = {}
         skipped: dict[str, str] = {}
@@ -142,38 +150,30 @@ class Recorder:
             value = namespace[name]
             if name.startswith(("__", "_agex")) or registered.get(name) is value:
                 continue
-            self._pending.pop(name, None)  # bound by the step itself, never loaded
-            last = self._kept.get(name)
+            self._pending.discard(name)  # bound by the step itself, never loaded
+            last = None if name in self._unrecorded else self._kept.get(name)
             if last is not None and last[0] is value and type(value) in _IMMUTABLE:
                 continue
             try:
-                payload, codes = self.serializer.traced(value)
+                payload, codes, classes = self.serializer.traced(value)
             except Exception as exc:
                 skipped[name] = f"{type(exc).__name__}: {exc}"
                 changes[name] = None  # gone, not its older value
                 self._kept.pop(name, None)
                 continue
-            if last is not None and _same(payload, last):
-                self._kept[name] = (value, last[1], last[2])
+            digest = hashlib.sha256(payload).hexdigest()
+            self._unrecorded.discard(name)
+            if last is not None and last[1:] == (len(payload), digest):
+                self._kept[name] = (value, *last[1:])
                 continue
             changes[name] = payload
-            self._kept[name] = (value, len(payload), None)
-            facts[name] = Facts(type_name(value), _reach(codes))
-            self._rebound |= _rebinds(codes)
+            self._kept[name] = (value, len(payload), digest)
+            self._reach[name] = uses = reach(codes)
+            facts[name] = Facts(type_name(value), uses, frozenset(classes))
+            self._rebound |= rebinds(codes)
         self._saved |= {n for n, v in changes.items() if v is not None}
         self._saved -= {n for n, v in changes.items() if v is None}
         return changes, skipped, facts
-
-
-def _same(payload: bytes, stored: tuple[Any, int, str | None]) -> bool:
-    """Whether ``payload`` holds the bytes last stored (compared by their hash, when the
-    sizes match and the hash is known)."""
-    _, size, digest = stored
-    return (
-        digest is not None
-        and len(payload) == size
-        and (hashlib.sha256(payload).hexdigest() == digest)
-    )
 
 
 def _reachable(names: frozenset[str], namespace: dict[str, Any]) -> set[str]:
@@ -193,65 +193,7 @@ def _reachable(names: frozenset[str], namespace: dict[str, Any]) -> set[str]:
                 for klass in cls.__mro__:
                     codes += [m.__code__ for m in vars(klass).values() if agent_function(m)]
         for code in codes:
-            for name in _mentioned(code) - found:
+            for name in mentioned(code) - found:
                 found.add(name)
                 todo.append(name)
     return found
-
-
-def _rebinds(codes: Iterable[CodeType]) -> set[str]:
-    """The global names the agent code ``codes`` rebinds."""
-    names: set[str] = set()
-    for code in codes:
-        names |= _stored(code)
-    return names
-
-
-def _reach(codes: Iterable[CodeType]) -> frozenset[str]:
-    """The global names the agent code ``codes`` uses."""
-    names: set[str] = set()
-    for code in codes:
-        names |= _uses(code)
-    return frozenset(names)
-
-
-@functools.lru_cache(maxsize=1024)
-def _reads(code: CodeType) -> frozenset[str]:
-    """The names a step's code reads (one it only binds need not be loaded first), and
-    every global name its functions and classes use."""
-    names = {i.argval for i in dis.get_instructions(code) if i.opname in _READS}
-    for const in code.co_consts:
-        if isinstance(const, CodeType):
-            names |= _uses(const)
-    return frozenset(names)
-
-
-@functools.lru_cache(maxsize=1024)
-def _uses(code: CodeType) -> frozenset[str]:
-    names = {i.argval for i in dis.get_instructions(code) if i.opname in _USES}
-    for const in code.co_consts:
-        if isinstance(const, CodeType):
-            names |= _uses(const)
-    return frozenset(names)
-
-
-@functools.lru_cache(maxsize=1024)
-def _stored(code: CodeType) -> frozenset[str]:
-    names = {
-        i.argval
-        for i in dis.get_instructions(code)
-        if i.opname in ("STORE_GLOBAL", "DELETE_GLOBAL")
-    }
-    for const in code.co_consts:
-        if isinstance(const, CodeType):
-            names |= _stored(const)
-    return frozenset(names)
-
-
-@functools.lru_cache(maxsize=1024)
-def _mentioned(code: CodeType) -> frozenset[str]:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, CodeType):
-            names |= _mentioned(const)
-    return frozenset(names)

@@ -36,6 +36,7 @@ from urllib.parse import quote
 
 from agex.errors import StateConflict, StateIntegrityError, StateLoadError
 from agex.protocols import Serializer, Storage
+from agex.state.names import reach
 
 KEY_ENV = "AGEX_STATE_KEY"
 #: ``base=HEAD``: commit on top of whatever the head is now.
@@ -61,8 +62,11 @@ class Facts:
     type: str = ""
     #: Every global name the agent's functions and classes inside it mention: what calling
     #: them may read or rebind. None: not recorded (a value stored by an older agex, or by
-    #: another serializer), so a task loads it up front.
+    #: another serializer): reaching it means loading everything.
     reach: frozenset[str] | None = None
+    #: The classes the agent defined that are stored with it, each with its state then
+    #: (by cloudpickle's id for the class).
+    classes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,8 @@ class Entry:
         out: dict[str, Any] = {"blob": self.blob, "type": self.facts.type, "depth": self.depth}
         if self.facts.reach is not None:
             out["reach"] = sorted(self.facts.reach)
+        if self.facts.classes:
+            out["classes"] = sorted(self.facts.classes)
         return out
 
     @classmethod
@@ -89,14 +95,20 @@ class Entry:
         if not isinstance(record, dict) or not isinstance(record.get("blob"), str):
             raise StateIntegrityError(f"a commit holds a malformed entry: {str(record)[:80]}")
         reach, depth = record.get("reach"), record.get("depth", 0)
-        if type(depth) is not int or (
-            reach is not None
-            and not (isinstance(reach, list) and all(isinstance(n, str) for n in reach))
+        classes = record.get("classes", [])
+        if (
+            type(depth) is not int
+            or not _names(classes)
+            or (reach is not None and not _names(reach))
         ):
             raise StateIntegrityError(f"a commit holds a malformed entry: {str(record)[:80]}")
         return cls(
             record["blob"],
-            Facts(str(record.get("type", "")), None if reach is None else frozenset(reach)),
+            Facts(
+                str(record.get("type", "")),
+                None if reach is None else frozenset(reach),
+                frozenset(classes),
+            ),
             depth,
         )
 
@@ -334,14 +346,18 @@ class VersionedState:
         payloads: dict[str, bytes | None] = {name: None for name in removed}
         facts: dict[str, Facts] = {}
         skipped: dict[str, str] = {}
+        traced = getattr(self.serializer, "traced", None)  # what a task's recorder uses
         for name, value in changed.items():
             try:
-                payloads[name] = self.serializer.dumps(value)
+                if traced is None:
+                    payloads[name] = self.serializer.dumps(value)
+                    facts[name] = Facts(type_name(value))
+                else:
+                    payloads[name], codes, classes = traced(value)
+                    facts[name] = Facts(type_name(value), reach(codes), frozenset(classes))
             except Exception as exc:
                 skipped[name] = f"{type(exc).__name__}: {exc}"
                 payloads[name] = None  # gone, not its older value
-            else:
-                facts[name] = Facts(type_name(value))
         return Committed(self.commit_serialized(payloads, events, base, facts=facts).id, skipped)
 
     def commit_serialized(
@@ -360,7 +376,7 @@ class VersionedState:
         parent = self.head() if base is HEAD else base
         if parent is not None and not isinstance(parent, str):
             raise TypeError(f"base must be a commit id or None, got {parent!r}")
-        current = self.tree(parent) if payloads else {}
+        current = self._index[1] if self._index[0] == parent else self.tree(parent)
         depth = self.commit_of(parent).depth + 1 if parent else 0
         changes: dict[str, Entry | None] = {}
         writes: dict[str, bytes] = {}
@@ -369,10 +385,13 @@ class VersionedState:
                 changes[name] = None
                 continue
             digest = (SHAPED if shaped else "") + hashlib.sha256(payload).hexdigest()
-            if name in current and current[name].blob == digest:
+            known = (facts or {}).get(name, Facts())
+            stored = name in current and current[name].blob == digest
+            if stored and current[name].facts == known:
                 continue  # unchanged: not stored again
-            changes[name] = Entry(digest, (facts or {}).get(name, Facts()), depth)
-            writes[self._blobs + digest] = self._sign(payload)
+            changes[name] = Entry(digest, known, depth)
+            if not stored:  # (stored, and only now known better: its facts change)
+                writes[self._blobs + digest] = self._sign(payload)
         return Committed(self._write(parent, changes, events, writes))
 
     def revert(self, commit_id: str) -> Committed:
@@ -462,6 +481,10 @@ def _apply(index: dict[str, Entry], changes: Mapping[str, Entry | None]) -> None
             index.pop(name, None)
         else:
             index[name] = entry
+
+
+def _names(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(n, str) for n in value)
 
 
 def _parsed(records: Mapping[str, Any]) -> dict[str, Entry]:

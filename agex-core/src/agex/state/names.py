@@ -1,0 +1,74 @@
+"""Which global names agent code reads, uses and rebinds, read off its bytecode: what a
+step may need loaded, and what a stored value's functions and classes may reach."""
+
+from __future__ import annotations
+
+import dis
+import functools
+from collections.abc import Iterable
+from types import CodeType
+
+#: Instructions that read a name from the namespace (or need it there, to delete it) ...
+_READS = frozenset(
+    {"LOAD_NAME", "LOAD_GLOBAL", "DELETE_NAME", "DELETE_GLOBAL", "LOAD_FROM_DICT_OR_GLOBALS"}
+)
+#: ... and those that use it at all (not an attribute's name, nor a module's).
+_USES = _READS | {"STORE_NAME", "STORE_GLOBAL"}
+
+
+def rebinds(codes: Iterable[CodeType]) -> set[str]:
+    """The global names the agent code ``codes`` rebinds."""
+    names: set[str] = set()
+    for code in codes:
+        names |= stored(code)
+    return names
+
+
+def reach(codes: Iterable[CodeType]) -> frozenset[str]:
+    """The global names the agent code ``codes`` uses."""
+    names: set[str] = set()
+    for code in codes:
+        names |= uses(code)
+    return frozenset(names)
+
+
+@functools.lru_cache(maxsize=1024)
+def reads(code: CodeType) -> frozenset[str]:
+    """The names a step's code reads (one it only binds need not be loaded first), and
+    every global name its functions and classes use."""
+    names = {i.argval for i in dis.get_instructions(code) if i.opname in _READS}
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            names |= uses(const)
+    return frozenset(names)
+
+
+@functools.lru_cache(maxsize=1024)
+def uses(code: CodeType) -> frozenset[str]:
+    names = {i.argval for i in dis.get_instructions(code) if i.opname in _USES}
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            names |= uses(const)
+    return frozenset(names)
+
+
+@functools.lru_cache(maxsize=1024)
+def stored(code: CodeType) -> frozenset[str]:
+    names = {
+        i.argval
+        for i in dis.get_instructions(code)
+        if i.opname in ("STORE_GLOBAL", "DELETE_GLOBAL")
+    }
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            names |= stored(const)
+    return frozenset(names)
+
+
+@functools.lru_cache(maxsize=1024)
+def mentioned(code: CodeType) -> frozenset[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            names |= mentioned(const)
+    return frozenset(names)
