@@ -14,6 +14,7 @@ _READS = frozenset(
 )
 #: ... and those that use it at all (not an attribute's name, nor a module's).
 _USES = _READS | {"STORE_NAME", "STORE_GLOBAL"}
+_STORES = frozenset({"STORE_GLOBAL", "DELETE_GLOBAL"})
 
 
 def rebinds(codes: Iterable[CodeType]) -> set[str]:
@@ -43,32 +44,28 @@ def reads(code: CodeType) -> frozenset[str]:
     return frozenset(names)
 
 
-@functools.lru_cache(maxsize=1024)
 def uses(code: CodeType) -> frozenset[str]:
-    names = {i.argval for i in dis.get_instructions(code) if i.opname in _USES}
-    for const in code.co_consts:
-        if isinstance(const, CodeType):
-            names |= uses(const)
-    return frozenset(names)
+    """The global names ``code`` and the code inside it use."""
+    return _collected(code, _USES)
 
 
-@functools.lru_cache(maxsize=1024)
 def stored(code: CodeType) -> frozenset[str]:
-    names = {
-        i.argval
-        for i in dis.get_instructions(code)
-        if i.opname in ("STORE_GLOBAL", "DELETE_GLOBAL")
-    }
-    for const in code.co_consts:
-        if isinstance(const, CodeType):
-            names |= stored(const)
-    return frozenset(names)
+    """The global names ``code`` and the code inside it rebind or delete."""
+    return _collected(code, _STORES)
 
 
-@functools.lru_cache(maxsize=1024)
 def mentioned(code: CodeType) -> frozenset[str]:
-    names = set(code.co_names)
+    """Every name ``code`` and the code inside it name: globals, attributes, modules."""
+    return _collected(code, None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _collected(code: CodeType, ops: frozenset[str] | None) -> frozenset[str]:
+    if ops is None:
+        names = set(code.co_names)
+    else:
+        names = {i.argval for i in dis.get_instructions(code) if i.opname in ops}
     for const in code.co_consts:
         if isinstance(const, CodeType):
-            names |= mentioned(const)
+            names |= _collected(const, ops)
     return frozenset(names)
