@@ -158,6 +158,12 @@ class StateConflict(AgexError):
     """Another run moved the session on first: its commit stands, this one was not made."""
 
 
+class StateWriteError(AgexError):
+    """The storage could not take a commit (a full disk, a read-only or vanished directory,
+    a locked database, ...); the message names the store and the cause. The session stays
+    on its last commit, and the same process goes on once the cause is gone."""
+
+
 class StatePathRefused(AgexError, PermissionError):
     """A state path leads outside the directory the server keeps state in."""
 
