@@ -133,9 +133,23 @@ class Agent:
         self.policy.module(module, include=include, exclude=exclude)
         self._sandbox = None
 
-    def task(self, func: Callable[..., Any]) -> Task:
-        """Turn a function with an empty body and a docstring into a task this agent solves."""
-        return Task(self, func)
+    def task(
+        self,
+        func: Callable[..., Any] | None = None,
+        *,
+        on_conflict: str = "wait",
+        max_conflict_retries: int = 3,
+    ) -> Any:
+        """Turn a function with an empty body and a docstring into a task this agent solves.
+
+        ``on_conflict`` says what a task does about another task on its session (versioned
+        state; see docs/state.md): ``"wait"`` for its turn (the default), or race it and, if
+        the other finishes first, ``"retry"`` from the new state (up to
+        ``max_conflict_retries`` times), ``"abandon"`` (return None) or ``"fail"`` (raise
+        StateConflict)."""
+        if func is None:
+            return lambda f: Task(self, f, on_conflict, max_conflict_retries)
+        return Task(self, func, on_conflict, max_conflict_retries)
 
     # -- running -----------------------------------------------------------------------
 

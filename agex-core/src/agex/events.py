@@ -237,6 +237,17 @@ class CancelledEvent(Event):
     pass
 
 
+@attrs.frozen(kw_only=True)
+class ConflictEvent(Event):
+    """Another task on the session finished first: this one's steps are recorded but not
+    kept, and it runs again from the new state (``action`` "retry", as attempt
+    ``attempt``) or gives up (``action`` "abandon")."""
+
+    action: str = attrs.field(converter=_text)
+    attempt: int
+    message: str = attrs.field(converter=_text)
+
+
 def jsonable(value: Any) -> Any:
     """``value`` as JSON carries it, if JSON carries it unchanged; else its repr (or, if even
     that fails, its type). Only plain JSON types come back."""

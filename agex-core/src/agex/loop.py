@@ -13,11 +13,13 @@ import contextlib
 import contextvars
 import functools
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 from agex.errors import (
     SandboxTimeout,
+    StateConflict,
     StateIntegrityError,
     StateLoadError,
     TaskCancelled,
@@ -29,6 +31,7 @@ from agex.events import (
     ActionEvent,
     CancelledEvent,
     ClarifyEvent,
+    ConflictEvent,
     ErrorEvent,
     FailEvent,
     OutputEvent,
@@ -41,6 +44,7 @@ from agex.protocols import LLM, AgentLike, Invocation, Message, Sink, StateConfi
 from agex.runtime import SIGNALS, Fetch, Runtime, Step
 from agex.state.live import live_session
 from agex.state.pickling import AgentStateSerializer
+from agex.state.turn import LEASE, Turn
 from agex.state.versioned import Entry, VersionedState
 from agex.stores import LOCAL, Stores
 
@@ -124,20 +128,28 @@ async def run_loop(invocation: Invocation, sink: Sink, stores: Stores = LOCAL) -
             if kind == "live":
                 namespace = stack.enter_context(live_session(agent.name, invocation.session))
                 _refresh(namespace, agent, invocation.arguments)
-            runtime = Runtime(
-                invocation.task,
-                invocation.arguments,
-                versioned=kind == "versioned",
-                namespace=namespace,
-            )
-            return await drive(
-                InProcess(runtime),
-                runtime.manifest(),
-                agent.resolved_llm(),
-                sink,
-                invocation.session,
-                _state(agent.state_config, invocation, stores),
-            )
+            attempt = 0
+            while True:
+                runtime = Runtime(
+                    invocation.task,
+                    invocation.arguments,
+                    versioned=kind == "versioned",
+                    namespace=namespace,
+                )
+                manifest = runtime.manifest()
+                try:
+                    return await drive(
+                        InProcess(runtime),
+                        manifest,
+                        agent.resolved_llm(),
+                        sink,
+                        invocation.session,
+                        _state(agent.state_config, invocation, stores),
+                    )
+                except StateConflict as exc:
+                    if not again(exc, manifest, sink, invocation.session, attempt):
+                        return None
+                    attempt += 1
     finally:
         caller.reset(token)
 
@@ -150,6 +162,29 @@ def _refresh(namespace: dict[str, Any], agent: AgentLike, arguments: dict[str, A
         namespace.pop(name, None)
     namespace.update(agent.sandbox.namespace(arguments, builtins=SIGNALS))
     namespace[INJECTED] = set(agent.policy.names)
+
+
+def again(
+    conflict: StateConflict, manifest: dict[str, Any], sink: Sink, session: str, attempt: int
+) -> bool:
+    """After a task lost its session to another (``attempt`` runs so far): whether to run it
+    again from the new state; False: it gives up quietly; else ``conflict`` is raised. An
+    event says which."""
+    policy, most = manifest["on_conflict"], manifest["max_conflict_retries"]
+    if policy == "fail" or (policy != "abandon" and attempt >= most):
+        raise conflict
+    action = "abandon" if policy == "abandon" else "retry"
+    sink.event(
+        ConflictEvent(
+            agent_name=manifest["agent"],
+            session=session,
+            step=0,
+            action=action,
+            attempt=attempt + 1,
+            message=str(conflict),
+        )
+    )
+    return action == "retry"
 
 
 def _state(config: StateConfig, invocation: Invocation, stores: Stores) -> VersionedState | None:
@@ -177,8 +212,44 @@ async def drive(
 ) -> Any:
     """The loop itself, on the side that holds the model, the storage and the caller's
     callbacks: ask the model, have ``executor`` run the code, commit, feed back. Returns
-    the last step's ``value``, or raises the task's outcome."""
+    the last step's ``value``, or raises the task's outcome.
+
+    With versioned state each step is a commit of this run, and the session moves to the
+    run's last one only when the agent answers (success, fail or clarify): a run that ends
+    otherwise leaves the session as it found it. Unless the task races (``on_conflict``
+    other than "wait"), it first waits for the session's turn, which it keeps renewed."""
+    if state is None or manifest["on_conflict"] != "wait":
+        return await _drive(executor, manifest, llm, sink, session, state)
+    turn = state.turn()
+    waited = 0.0
+    while not await asyncio.to_thread(turn.take):
+        pause = turn.pause(waited)
+        await asyncio.sleep(pause)
+        waited += pause
+    keeper = asyncio.ensure_future(_keep(turn))
+    try:
+        return await _drive(executor, manifest, llm, sink, session, state)
+    finally:
+        keeper.cancel()
+        await asyncio.to_thread(turn.give)
+
+
+async def _keep(turn: Turn) -> None:
+    """Renew the turn while the run holds it."""
+    while await asyncio.to_thread(turn.renew):
+        await asyncio.sleep(LEASE / 3)
+
+
+async def _drive(
+    executor: Executor,
+    manifest: dict[str, Any],
+    llm: LLM,
+    sink: Sink,
+    session: str,
+    state: VersionedState | None,
+) -> Any:
     agent, task = manifest["agent"], manifest["task"]
+    run = uuid.uuid4().hex
     timeout, max_iterations = manifest["timeout"], manifest["max_iterations"]
     commit: str | None = None
     start: str | None = None  # the commit the task's state is read from
@@ -246,6 +317,7 @@ async def drive(
                         commit or base,
                         shaped=executor.isolated,
                         facts=done.facts,
+                        task=run,
                     )
                 )
                 commit = committed.id
@@ -259,6 +331,9 @@ async def drive(
                     feedback.append(bound_text(note, FEEDBACK_LIMIT))
             if done.output:
                 emit(OutputEvent, step, text=done.output)
+            answered = done.signal is not None and (done.signal != "success" or not done.refused)
+            if answered and state is not None and commit is not None:
+                await asyncio.to_thread(state.finish, start, commit, run)
             if done.signal == "success":
                 if done.refused is None:
                     emit(SuccessEvent, step, result=done.shown)

@@ -217,6 +217,8 @@ def manifest(task: Any, arguments: dict[str, Any]) -> dict[str, Any]:
         "returns": task.returns_text,
         "max_iterations": agent.max_iterations,
         "timeout": agent.timeout,
+        "on_conflict": task.on_conflict,
+        "max_conflict_retries": task.max_conflict_retries,
     }
 
 

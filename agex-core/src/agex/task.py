@@ -21,12 +21,29 @@ from agex.errors import CallDenied
 from agex.loop import caller
 from agex.protocols import AgentLike, Invocation, Sink, check_session
 from agex.sandbox.ownership import agent_code_in
+from agex.state.turn import CONFLICTS
 
 _runners = threading.local()
 
 
 class Task:
-    def __init__(self, agent: AgentLike, func: Callable[..., Any]) -> None:
+    def __init__(
+        self,
+        agent: AgentLike,
+        func: Callable[..., Any],
+        on_conflict: str = "wait",
+        max_conflict_retries: int = 3,
+    ) -> None:
+        if on_conflict not in CONFLICTS:
+            raise ValueError(
+                f"on_conflict must be one of {', '.join(map(repr, CONFLICTS))}, got {on_conflict!r}"
+            )
+        if type(max_conflict_retries) is not int or not 0 <= max_conflict_retries <= 100:
+            raise ValueError(
+                f"max_conflict_retries must be a whole number from 0 to 100, got "
+                f"{max_conflict_retries!r}"
+            )
+        self.on_conflict, self.max_conflict_retries = on_conflict, max_conflict_retries
         if not inspect.isfunction(func) or func.__name__ == "<lambda>":
             raise TypeError(
                 f"@task takes a function defined with def, got {type(func).__name__}: its "

@@ -14,6 +14,7 @@ def make_all() -> list[events.Event]:
         events.FailEvent(**base, message="no"),
         events.ClarifyEvent(**base, message="which?"),
         events.CancelledEvent(**base),
+        events.ConflictEvent(**base, action="retry", attempt=1, message="moved on"),
     ]
 
 

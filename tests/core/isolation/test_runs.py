@@ -490,7 +490,7 @@ def test_plain_values_an_isolated_run_wrote_can_be_read_back() -> None:
         state=state,
         llm=scripted(
             "count = 3\nnames = ['a', 'b']\ntask_success(count)",
-            "class Mine:\n    pass\np = Mine()",
+            "class Mine:\n    pass\np = Mine()\ntask_success(0)",
         ),
     )
 

@@ -151,7 +151,8 @@ def test_state_of_other_types_has_no_history() -> None:
         agent.state()
 
 
-def test_concurrent_tasks_on_one_session_do_not_lose_updates(request) -> None:
+@pytest.mark.parametrize("on_conflict", ["wait", "fail"])
+def test_concurrent_tasks_on_one_session_do_not_lose_updates(request, on_conflict) -> None:
     from agex.errors import StateConflict
 
     name = request.node.name
@@ -166,7 +167,7 @@ def test_concurrent_tasks_on_one_session_do_not_lose_updates(request) -> None:
             ),
         )
 
-        @agent.task
+        @agent.task(on_conflict=on_conflict)
         def job() -> int:
             """Job."""
 
@@ -182,6 +183,9 @@ def test_concurrent_tasks_on_one_session_do_not_lose_updates(request) -> None:
         t.join()
     conflicts = [o for o in outcomes if isinstance(o, StateConflict)]
     wins = [o for o in outcomes if not isinstance(o, StateConflict)]
+    if on_conflict == "wait":  # one waited for the other's turn
+        assert sorted(wins) == [0, 1]
+        return
     assert len(wins) == 1
     assert len(conflicts) == 1
     assert "moved on" in str(conflicts[0])

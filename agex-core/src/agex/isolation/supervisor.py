@@ -23,18 +23,19 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from agex import plugins
-from agex.errors import IsolationError, SandboxTimeout, StateLoadError
+from agex.errors import IsolationError, SandboxTimeout, StateConflict, StateLoadError
 from agex.events import bound_text
 from agex.isolation import channel, stronger
 from agex.isolation.pool import Spec, Worker, WorkerGone, pool
 
 if TYPE_CHECKING:
     from agex.isolation.settings import Isolation
-from agex.loop import drive, versioned
+from agex.loop import again, drive, versioned
 from agex.protocols import LLM, Sink
 from agex.remote.envelope import MAX_NESTING, Envelope, Refused
 from agex.remote.outcome import failure
 from agex.runtime import Fetch, Step
+from agex.state.turn import CONFLICTS
 from agex.state.versioned import Entry, Facts
 from agex.stores import Stores
 
@@ -240,6 +241,17 @@ class Run:
         self.isolation = isolation
 
     async def __call__(self) -> dict[str, Any]:
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt()
+            except StateConflict as exc:
+                assert self.manifest is not None  # known once a worker has started
+                if not again(exc, self.manifest, self.sink, self.envelope.session, attempt):
+                    return {"kind": "result", "json": None}
+                attempt += 1
+
+    async def _attempt(self) -> dict[str, Any]:
         envelope = self.envelope
         try:
             worker = await pool().take(self.spec)
@@ -251,7 +263,7 @@ class Run:
         try:
             manifest = self.manifest
             if manifest is None:
-                manifest = await executor.start(envelope, self.payload)
+                manifest = self.manifest = await executor.start(envelope, self.payload)
             else:
                 await executor.start(envelope, self.payload, wait=False)
             if self.model is None:
@@ -437,6 +449,9 @@ def _manifest(reply: dict[str, Any], agent: str) -> dict[str, Any]:
         and type(manifest.get("max_iterations")) is int
         and manifest["max_iterations"] >= 1
         and (manifest.get("timeout") is None or type(manifest.get("timeout")) in (int, float))
+        and manifest.get("on_conflict") in CONFLICTS
+        and type(manifest.get("max_conflict_retries")) is int
+        and 0 <= manifest["max_conflict_retries"] <= 100
     )
     if not ok:
         raise IsolationError("the worker described the run wrongly; it was stopped")

@@ -27,9 +27,10 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType, ModuleType
 from typing import Any
 from urllib.parse import quote
@@ -37,6 +38,7 @@ from urllib.parse import quote
 from agex.errors import StateConflict, StateIntegrityError, StateLoadError
 from agex.protocols import Serializer, Storage
 from agex.state.names import reach
+from agex.state.turn import Turn
 
 KEY_ENV = "AGEX_STATE_KEY"
 #: ``base=HEAD``: commit on top of whatever the head is now.
@@ -122,6 +124,11 @@ class Commit:
     depth: int
     events: tuple[Any, ...]
     time: float
+    #: The task run it belongs to (None: written outside a task).
+    task: str | None = None
+    #: Whether that run finished (its last commit became the session's state). Known only
+    #: from ``history()``.
+    completed: bool = True
 
 
 @dataclass(frozen=True)
@@ -171,12 +178,21 @@ class VersionedState:
         raw = self.storage.get(self._head_key)
         if raw is None:
             return None
-        commit_id = raw.decode().partition(":")[0]
+        try:
+            commit_id = raw.decode("ascii").partition(":")[0]
+        except UnicodeDecodeError:
+            commit_id = ""
+        if not _COMMIT_ID.fullmatch(commit_id):
+            raise StateIntegrityError(
+                f"the head of session {self.session!r} of {self.namespace!r} is damaged (it "
+                f"holds {raw[:80]!r}); check the store with `agex state check`"
+            )
         if raw != self._head_value(commit_id):
             raise StateIntegrityError(
                 f"the head of session {self.session!r} failed its integrity check under "
                 f"{KEY_ENV}: it was moved by a writer without the key"
             )
+        self._linked(commit_id, f"the head of session {self.session!r}")
         return commit_id
 
     def _head_value(self, commit_id: str) -> bytes:
@@ -188,6 +204,7 @@ class VersionedState:
         return f"{commit_id}:{hmac.new(self.key, bound, hashlib.sha256).hexdigest()}".encode()
 
     def commit_of(self, commit_id: str) -> Commit:
+        """The commit ``commit_id``; KeyError if the store has none of that id."""
         found = self._commits.get(commit_id)
         if found is None:
             raw = self.storage.get(f"c/{commit_id}")
@@ -196,23 +213,24 @@ class VersionedState:
             raw = self._verified(raw, f"commit {commit_id}")
             if hashlib.sha256(raw).hexdigest() != commit_id:
                 raise StateIntegrityError(f"commit {commit_id} does not match its id")
-            data = json.loads(raw)
-            snapshot = data.get("snapshot")
-            changes = {
-                name: None if record is None else Entry.parse(record)
-                for name, record in data["changes"].items()
-            }
-            found = Commit(
-                commit_id,
-                data["parent"],
-                MappingProxyType(changes),
-                None if snapshot is None else MappingProxyType(_parsed(snapshot)),
-                data["depth"],
-                tuple(data["events"]),
-                data["time"],
-            )
+            try:
+                found = _commit(commit_id, json.loads(raw))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise StateIntegrityError(
+                    f"commit {commit_id} is malformed ({type(exc).__name__}: {exc})"
+                ) from None
             self._commits[commit_id] = found
         return found
+
+    def _linked(self, commit_id: str, by: str) -> Commit:
+        """A commit the store itself points at (from ``by``): missing, it is damage."""
+        try:
+            return self.commit_of(commit_id)
+        except KeyError:
+            raise StateIntegrityError(
+                f"commit {commit_id[:12]}, which {by} points to, is missing from the store; "
+                "check it with `agex state check`"
+            ) from None
 
     def tree(self, commit_id: str | None) -> dict[str, Entry]:
         """The name -> entry index at a commit: its nearest snapshot plus the changes since."""
@@ -220,9 +238,8 @@ class VersionedState:
             return {}
         if self._index[0] == commit_id:
             return dict(self._index[1])
-        chain, at = [], commit_id
+        chain, commit = [], self.commit_of(commit_id)
         while True:
-            commit = self.commit_of(at)
             if commit.snapshot is not None:
                 index = dict(commit.snapshot)
                 break
@@ -230,7 +247,7 @@ class VersionedState:
             if commit.parent is None:
                 index = {}
                 break
-            at = commit.parent
+            commit = self._linked(commit.parent, f"commit {commit.id[:12]}")
         for commit in reversed(chain):
             _apply(index, commit.changes)
         self._index = (commit_id, index)
@@ -315,12 +332,20 @@ class VersionedState:
 
     def history(self) -> list[Commit]:
         """Every commit from the head back to the first, newest first."""
-        out, at = [], self.head()
+        out, at, by = [], self.head(), "the head"
         while at is not None:
-            commit = self.commit_of(at)
+            commit = self._linked(at, by)
             out.append(commit)
-            at = commit.parent
-        return out
+            at, by = commit.parent, f"commit {commit.id[:12]}"
+        kept = {c.id for c in out}
+        for key in self.storage.keys("r/" + self._head_key.removeprefix("h/") + "/"):
+            at = (self.storage.get(key) or b"").decode("ascii", "replace")
+            while at and at not in kept and _COMMIT_ID.fullmatch(at):
+                commit = replace(self._linked(at, f"run {key}"), completed=False)
+                out.append(commit)
+                kept.add(at)
+                at = commit.parent or ""
+        return sorted(out, key=lambda c: (c.time, c.depth), reverse=True)
 
     def diff(self, older: str | None, newer: str | None) -> dict[str, list[str]]:
         """Variables added, removed and changed between two commits."""
@@ -368,11 +393,13 @@ class VersionedState:
         *,
         shaped: bool = False,
         facts: Mapping[str, Facts] | None = None,
+        task: str | None = None,
     ) -> Committed:
         """:meth:`commit` for values serialized elsewhere (by name; None: removed), with
         what is known of them (``facts``): the bytes are stored, never loaded here.
         ``shaped``: by a worker process, whose values only a worker loads again (see
-        :meth:`fetch`)."""
+        :meth:`fetch`). With ``task`` (a run's id) the commit is one step of that run: it is
+        recorded, but the session moves to it only when the run finishes (:meth:`finish`)."""
         parent = self.head() if base is HEAD else base
         if parent is not None and not isinstance(parent, str):
             raise TypeError(f"base must be a commit id or None, got {parent!r}")
@@ -392,7 +419,25 @@ class VersionedState:
             changes[name] = Entry(digest, known, depth)
             if not stored:  # (stored, and only now known better: its facts change)
                 writes[self._blobs + digest] = self._sign(payload)
-        return Committed(self._write(parent, changes, events, writes))
+        return Committed(self._write(parent, changes, events, writes, task))
+
+    def finish(self, start: str | None, last: str, task: str) -> None:
+        """The run ``task`` finished: the session moves from ``start`` (where the run began)
+        to its ``last`` commit, unless another run moved it first (StateConflict)."""
+        old = None if start is None else self._head_value(start)
+        if not self.storage.compare_and_set(self._head_key, old, self._head_value(last)):
+            raise StateConflict(
+                f"session {self.session!r} of {self.namespace!r} moved on while this task ran "
+                f"(it began at {str(start)[:12]}); its steps are recorded, not kept"
+            )
+        self.storage.delete(self._run_key(task))
+
+    def turn(self) -> Turn:
+        """A claim on this session's turn (see :mod:`agex.state.turn`)."""
+        return Turn(self.storage, "t/" + self._head_key.removeprefix("h/"))
+
+    def _run_key(self, task: str) -> str:
+        return "r/" + self._head_key.removeprefix("h/") + "/" + quote(task, safe="")
 
     def revert(self, commit_id: str) -> Committed:
         """A new commit on top of the head whose variables are those of ``commit_id``."""
@@ -409,8 +454,10 @@ class VersionedState:
         changes: dict[str, Entry | None],
         events: Iterable[Any],
         writes: dict[str, bytes],
+        task: str | None = None,
     ) -> str:
-        """Write the blobs and the commit, then move the head to it by compare-and-set."""
+        """Write the blobs and the commit, then move the head to it by compare-and-set (for
+        a run's step: record it as the run's newest, and leave the head)."""
         if self._index[0] == parent:  # build on the cached index in place: no full copy
             index, self._index = self._index[1], (None, {})
         else:
@@ -424,11 +471,18 @@ class VersionedState:
             "events": list(events),
             "time": time.time(),
         }
+        if task is not None:
+            data["task"] = task
         if depth % SNAPSHOT_EVERY == 0:
             data["snapshot"] = {k: v.record() for k, v in index.items()}
         record = json.dumps(data, sort_keys=True).encode()
         commit_id = hashlib.sha256(record).hexdigest()
         writes[f"c/{commit_id}"] = self._sign(record)
+        if task is not None:
+            writes[self._run_key(task)] = commit_id.encode()
+            self.storage.put_many(writes)
+            self._index = (commit_id, index)
+            return commit_id
         self.storage.put_many(writes)  # first the data; only then may the head point at it
         old = None if parent is None else self._head_value(parent)
         if not self.storage.compare_and_set(self._head_key, old, self._head_value(commit_id)):
@@ -481,6 +535,30 @@ def _apply(index: dict[str, Entry], changes: Mapping[str, Entry | None]) -> None
             index.pop(name, None)
         else:
             index[name] = entry
+
+
+_COMMIT_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def _commit(commit_id: str, data: dict[str, Any]) -> Commit:
+    snapshot = data.get("snapshot")
+    changes = {
+        name: None if record is None else Entry.parse(record)
+        for name, record in data["changes"].items()
+    }
+    parent = data["parent"]
+    if not (parent is None or _COMMIT_ID.fullmatch(parent)) or type(data["depth"]) is not int:
+        raise ValueError("its parent or depth is not one")
+    return Commit(
+        commit_id,
+        parent,
+        MappingProxyType(changes),
+        None if snapshot is None else MappingProxyType(_parsed(snapshot)),
+        data["depth"],
+        tuple(data["events"]),
+        data["time"],
+        data.get("task"),
+    )
 
 
 def _names(value: Any) -> bool:
