@@ -177,7 +177,12 @@ class Agent:
         if storage is None:  # the host keeps no state of its own: this process keeps it
             storage = LOCAL.storage(self.state_config)
         return VersionedState(
-            storage, AgentStateSerializer(), self.name, session, load_shaped=_load_shaped
+            storage,
+            AgentStateSerializer(),
+            self.name,
+            session,
+            load_shaped=_load_shaped,
+            sandbox_namespace=self.sandbox.namespace,
         )
 
     def warmup(self) -> None:

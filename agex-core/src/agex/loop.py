@@ -279,6 +279,7 @@ async def _drive(
             except StateLoadError as exc:
                 raise _unloadable(exc, session, start) from None
             messages[1]["content"] = _kept(index, manifest["inputs"]) + manifest["user"]
+            commit = start  # what the task starts from, as its first event says
         emit(TaskStartEvent, 0, task_name=task, inputs=manifest["inputs"])
         for step in range(1, max_iterations + 1):
             reply = await _ask(llm, messages, sink, deadline)

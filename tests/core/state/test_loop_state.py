@@ -34,6 +34,7 @@ def make_task(agent: Agent):
 def test_variables_functions_and_classes_persist_across_tasks(request) -> None:
     agent = agent_with(
         "data = [1, 2]\ndef total():\n    return sum(data)\n"
+        "def sneaky():\n    return getattr(data, '__class__')\n"
         "class Box:\n    def __init__(self, v):\n        self._v = v\n"
         "    def get(self):\n        return self._v + total()\n"
         "task_success(1)",
@@ -296,3 +297,29 @@ def test_a_value_is_checked_after_its_step_is_committed(request) -> None:
     assert make_task(agent)(on_event=seen.append) == "fixed"
     assert any("tried to end the task" in getattr(e, "error", "") for e in seen)
     assert len(agent.state().history()) == 2
+
+
+def test_history_of_a_session_holding_functions_and_classes_can_be_read(request) -> None:
+    from agex.errors import AccessDenied
+
+    agent = agent_with(
+        "data = [1, 2]\ndef total():\n    return sum(data)\n"
+        "def sneaky():\n    return getattr(data, '__class__')\n"
+        "class Box:\n    def __init__(self, v):\n        self.v = v\nb = Box(3)\ntask_success(0)",
+        "data.append(3)\ntask_success(total())",
+        name=request.node.name,
+    )
+    job = make_task(agent)
+    job()
+    first = agent.state().head()
+    assert job() == 6
+    state = agent.state()
+    now = state.values()
+    assert now["data"] == [1, 2, 3]
+    assert type(now["b"]) is now["Box"]
+    assert now["b"].v == 3
+    assert now["total"]() == 6  # called, the agent's code runs under the sandbox's rules
+    with pytest.raises(AccessDenied):
+        now["sneaky"]()
+    assert state.checkout(first)["data"] == [1, 2]
+    assert state.diff(first, state.head())["changed"] == ["data"]

@@ -36,7 +36,7 @@ from agex.remote.envelope import MAX_NESTING, Envelope, Refused
 from agex.remote.outcome import failure
 from agex.runtime import Fetch, Step
 from agex.state.turn import CONFLICTS
-from agex.state.versioned import Entry, Facts
+from agex.state.versioned import Entry, Facts, Shown
 from agex.stores import Stores
 
 #: Seconds a worker gets past a time limit to report it itself before it is killed.
@@ -353,8 +353,11 @@ def inspect(blobs: dict[str, bytes], timeout: float = 30.0) -> dict[str, Any]:
     found = reply.get("values") if reply.get("op") == "inspected" else None
     if not isinstance(found, dict) or found.keys() != blobs.keys():
         raise StateLoadError("the worker reading the state answered wrongly")
-    out = {}
+    out: dict[str, Any] = {}
     for name, outcome in found.items():
+        if isinstance(outcome, dict) and outcome.get("kind") == "shown":
+            out[name] = Shown(_text(outcome.get("type"), 200), _text(outcome.get("text"), 500))
+            continue
         if isinstance(outcome, dict) and "json_blob" in outcome:
             try:
                 out[name] = json.loads(pickles[outcome["json_blob"]])

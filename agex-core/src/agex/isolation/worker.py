@@ -207,7 +207,8 @@ class Worker:
         self, header: dict[str, Any], blobs: Sequence[bytes | memoryview]
     ) -> tuple[dict[str, Any], list[bytes]]:
         """Stored variables, loaded here and encoded as results are (for a caller reading a
-        session's values): each as its outcome, or why it cannot cross."""
+        session's values): each as its outcome; one no result may carry (a function the
+        agent defined), as its type and how it prints; or why it cannot be loaded."""
         from agex.sandbox import Sandbox
         from agex.state.pickling import AgentStateSerializer, loading_into
 
@@ -216,9 +217,16 @@ class Worker:
         serializer = AgentStateSerializer()
 
         def load(blob: bytes) -> dict[str, Any]:
+            from agex.events import bound_text
+            from agex.state.versioned import type_name
+
             with loading_into(namespace):
                 value = serializer.loads(blob)
-            return _encode(value, Any)
+            try:
+                return _encode(value, Any)
+            except Exception:
+                shown = bound_text(str.__str__(repr(value)), 500)
+                return {"kind": "shown", "type": type_name(value), "text": shown}
 
         found: dict[str, Any] = {}
         out: list[bytes] = []

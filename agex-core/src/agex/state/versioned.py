@@ -23,6 +23,7 @@ loads only the variables its code can reach (see ``state.recorder``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -132,6 +133,18 @@ class Commit:
 
 
 @dataclass(frozen=True)
+class Shown:
+    """A stored value that cannot be brought back here, as what it is: its type and how it
+    prints (an isolated run's function, say, which only a worker may load)."""
+
+    type: str
+    text: str
+
+    def __repr__(self) -> str:
+        return f"<{self.type}: {self.text}>"
+
+
+@dataclass(frozen=True)
 class Committed:
     """What a commit did: its id, and the variables it had to leave out, with why."""
 
@@ -150,6 +163,7 @@ class VersionedState:
         session: str,
         key: bytes | None = None,
         load_shaped: Callable[[dict[str, bytes]], dict[str, Any]] | None = None,
+        sandbox_namespace: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         if not namespace or not session:
             raise ValueError("a namespace and a session are needed")
@@ -157,6 +171,9 @@ class VersionedState:
         self.serializer = serializer
         #: Loads values a worker process wrote, in a worker (see :meth:`values`).
         self.load_shaped = load_shaped
+        #: A fresh sandbox namespace to load values into, so that the agent's functions and
+        #: classes among them come back bound to it (see :meth:`values`).
+        self.sandbox_namespace = sandbox_namespace
         self.namespace = namespace
         self.session = session
         env_key = os.environ.get(KEY_ENV)
@@ -287,18 +304,26 @@ class VersionedState:
         return out
 
     def values(self, commit_id: str | None = None) -> dict[str, Any]:
-        """The variables at a commit (default: the head), loaded. Those a worker process
-        wrote are loaded in a worker and cross back as results do (plain data and standard
-        value types only, see docs/security.md), when this state was given a way to do so."""
+        """The variables at a commit (default: the head), loaded. The agent's functions and
+        classes come back bound to a sandbox namespace of their own, holding these values
+        (calling them outside a task raises, as agent code runs only in its task). Those a
+        worker process wrote are loaded in a worker and cross back as results do (plain data
+        and standard value types; anything else as a :class:`Shown`), when this state was
+        given a way to do so."""
+        from agex.state.pickling import loading_into  # the sandbox: only when loading
+
         commit_id = commit_id or self.head()
-        out, shaped = {}, {}
+        out: dict[str, Any] = {}
+        shaped = {}
+        into = None if self.sandbox_namespace is None else self.sandbox_namespace()
         for name, entry in self.tree(commit_id).items():
             payload = self._checked(name, entry.blob, commit_id)
             if entry.blob.startswith(SHAPED):
                 shaped[name] = payload
                 continue
             try:
-                out[name] = self.serializer.loads(payload)
+                with contextlib.nullcontext() if into is None else loading_into(into):
+                    out[name] = self.serializer.loads(payload)
             except Exception as exc:
                 raise StateLoadError(
                     f"variable {name!r} at commit {str(commit_id)[:12]} could not be loaded "
@@ -310,6 +335,8 @@ class VersionedState:
                 self.raw(commit_id)  # raises, naming a variable
             assert self.load_shaped is not None
             out.update(self.load_shaped(shaped))
+        if into is not None:
+            into.update(out)
         return out
 
     def _checked(self, name: str, digest: str, commit_id: str | None) -> bytes:
