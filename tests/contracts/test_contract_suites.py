@@ -19,6 +19,7 @@ STORAGE_BUGS = {
             "test_compare_and_set_swaps_only_on_match",
             "test_compare_and_set_on_absent_with_expected_value",
             "test_compare_and_set_has_one_winner",
+            "test_a_task_moves_the_session_only_when_it_finishes",
         },
     ),
     # A compare_and_set that checks, then sets, without holding the lock in between.
@@ -31,7 +32,11 @@ STORAGE_BUGS = {
         self._data[key] = new
         return True
         """,
-        {"test_compare_and_set_has_one_winner", "test_increments_are_not_lost"},
+        {
+            "test_compare_and_set_has_one_winner",
+            "test_increments_are_not_lost",
+            "test_a_sessions_turn_has_one_holder_at_a_time",
+        },
     ),
     # keys() that ignores the prefix.
     "keys_ignore_prefix": (

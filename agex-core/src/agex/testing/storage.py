@@ -137,6 +137,53 @@ class StorageContract(ProviderContract):
             t.join()
         assert storage.get("n") == b"100"
 
+    def test_a_sessions_turn_has_one_holder_at_a_time(self, storage: Storage) -> None:
+        """Tasks on one session take turns through the storage (see ``agex.state.turn``)."""
+        from agex.state.turn import Turn
+
+        holding: list[int] = []
+        most, lost = [0], []
+        start = threading.Barrier(6)
+
+        def task() -> None:
+            turn = Turn(storage, "t/agent/session")
+            start.wait()
+            for _ in range(5):
+                while not turn.take():
+                    pass
+                holding.append(1)
+                most[0] = max(most[0], len(holding))
+                if not turn.renew():
+                    lost.append(turn.owner)
+                holding.pop()
+                turn.give()
+
+        threads = [threading.Thread(target=task) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert most[0] == 1
+        assert not lost
+
+    def test_a_task_moves_the_session_only_when_it_finishes(self, storage: Storage) -> None:
+        from agex.errors import StateConflict
+        from agex.serializers import CloudpickleSerializer
+        from agex.state.versioned import VersionedState
+
+        state = VersionedState(storage, CloudpickleSerializer(), "agent", "session")
+        start = state.commit({"n": 0}).id
+        step = state.commit_serialized({"n": b"one"}, base=start, task="run-1").id
+        assert state.head() == start  # a step of an unfinished task
+        assert [c.completed for c in state.history()] == [False, True]
+        state.finish(start, step, "run-1")
+        assert state.head() == step
+        assert all(c.completed for c in state.history())
+        late = state.commit_serialized({"n": b"two"}, base=start, task="run-2").id
+        with pytest.raises(StateConflict):
+            state.finish(start, late, "run-2")  # run-1 finished first
+        assert state.head() == step
+
     def test_data_outlives_the_object(self, tmp_path: Path) -> None:
         if not self.persistent:
             pytest.skip("this storage does not claim persistence")
