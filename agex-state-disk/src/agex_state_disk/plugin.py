@@ -8,10 +8,11 @@ from typing import Any
 from agex import hookimpl
 
 
-def make_disk(path: str | None = None) -> Any:
+def make_disk(path: str | None = None, **options: Any) -> Any:
+    """``options``: ``create`` and ``timeout``, as :class:`DiskStorage` takes them."""
     from agex_state_disk.storage import DiskStorage
 
-    return DiskStorage(path or "")
+    return DiskStorage(path or "", **options)
 
 
 @hookimpl
