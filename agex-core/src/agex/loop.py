@@ -221,17 +221,34 @@ async def drive(
     if state is None or manifest["on_conflict"] != "wait":
         return await _drive(executor, manifest, llm, sink, session, state)
     turn = state.turn()
-    waited = 0.0
-    while not await asyncio.to_thread(turn.take):
-        pause = turn.pause(waited)
-        await asyncio.sleep(pause)
-        waited += pause
-    keeper = asyncio.ensure_future(_keep(turn))
+    held = _held.get()
+    if turn.key in held:
+        raise StateConflict(
+            f"task {manifest['task']} would wait for the turn of session {session!r} of "
+            f"{manifest['agent']!r}, which the task calling it holds: give it another session, "
+            "or on_conflict other than 'wait'"
+        )
+    token = _held.set(held | {turn.key})
+    keeper = None
     try:
+        waited = 0.0
+        while not await asyncio.to_thread(turn.take):
+            pause = turn.pause(waited)
+            await asyncio.sleep(pause)
+            waited += pause
+        keeper = asyncio.ensure_future(_keep(turn))
         return await _drive(executor, manifest, llm, sink, session, state)
     finally:
-        keeper.cancel()
+        if keeper is not None:
+            keeper.cancel()
+        _held.reset(token)
         await asyncio.to_thread(turn.give)
+
+
+#: The turns the tasks of this call chain hold (a sub-agent's task inherits them).
+_held: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "agex_turns_held", default=frozenset()
+)
 
 
 async def _keep(turn: Turn) -> None:

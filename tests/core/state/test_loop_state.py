@@ -323,3 +323,43 @@ def test_history_of_a_session_holding_functions_and_classes_can_be_read(request)
         now["sneaky"]()
     assert state.checkout(first)["data"] == [1, 2]
     assert state.diff(first, state.head())["changed"] == ["data"]
+
+
+def test_a_task_waiting_for_its_sessions_turn_can_be_cancelled(request) -> None:
+    import asyncio
+
+    from agex.loop import versioned
+    from agex.stores import LOCAL
+
+    agent = agent_with("task_success(1)", "task_success(2)", name=request.node.name)
+    job = make_task(agent)
+    state = versioned(LOCAL, agent.state_config, agent.name, "busy")
+    holder = state.turn()
+    assert holder.take()  # another task holds the session's turn
+
+    async def main():
+        waiting = asyncio.ensure_future(job.arun(session="busy"))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # it waits its turn
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        holder.give()
+        return await job.arun(session="busy")  # nothing of the cancelled one lingers
+
+    assert asyncio.run(main()) == 1
+
+
+def test_a_task_that_would_wait_for_its_callers_turn_says_so(request) -> None:
+    name = request.node.name
+    inner = agent_with("task_success(1)", name=name)
+
+    @inner.task
+    def again() -> int:
+        """Again."""
+
+    outer = agent_with(
+        "try:\n    again()\nexcept Exception as e:\n    task_success(str(e))", name=name
+    )
+    outer.fn(again)
+    assert "which the task calling it holds" in make_task(outer)()

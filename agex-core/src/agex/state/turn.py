@@ -12,6 +12,7 @@ compare-and-set too, and it gets a conflict.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 
@@ -34,6 +35,8 @@ class Turn:
         self.storage, self.key = storage, key
         self.owner = uuid.uuid4().hex
         self._held: bytes | None = None
+        self._given = False  # once handed on, never taken again (a late take gives back)
+        self._lock = threading.Lock()
 
     def take(self) -> bool:
         """Take the turn if it is free (or lapsed); whether it was."""
@@ -41,10 +44,11 @@ class Turn:
         if current is not None and current != _FREE and not _lapsed(current):
             return False
         mine = self._claim()
-        if self.storage.compare_and_set(self.key, current, mine):
+        with self._lock:
+            if self._given or not self.storage.compare_and_set(self.key, current, mine):
+                return False
             self._held = mine
             return True
-        return False
 
     def pause(self, waited: float) -> float:
         """How long to wait before looking again, having waited ``waited`` seconds."""
@@ -62,10 +66,12 @@ class Turn:
         return False
 
     def give(self) -> None:
-        """Hand the turn on (if still held)."""
-        if self._held is not None:
-            self.storage.compare_and_set(self.key, self._held, _FREE)
-            self._held = None
+        """Hand the turn on (if still held); this claim is over."""
+        with self._lock:
+            self._given = True
+            if self._held is not None:
+                self.storage.compare_and_set(self.key, self._held, _FREE)
+                self._held = None
 
     def _claim(self) -> bytes:
         return json.dumps({"owner": self.owner, "until": time.time() + LEASE}).encode()

@@ -146,9 +146,9 @@ class StorageContract(ProviderContract):
         start = threading.Barrier(6)
 
         def task() -> None:
-            turn = Turn(storage, "t/agent/session")
             start.wait()
             for _ in range(5):
+                turn = Turn(storage, "t/agent/session")  # a claim per task
                 while not turn.take():
                     pass
                 holding.append(1)
