@@ -71,6 +71,12 @@ def _plugins_command() -> click.Command:
     return plugins
 
 
+def _state_command() -> click.Command:
+    from agex.cli.check import state
+
+    return state
+
+
 @hookimpl
 def agex_register_hosts(registry: Registry) -> None:
     registry.register("local", _local)
@@ -99,3 +105,4 @@ def agex_register_llms(registry: Registry) -> None:
 def agex_register_commands(commands: Registry) -> None:
     commands.register("plugins", _plugins_command)
     commands.register("demo", _demo_command)
+    commands.register("state", _state_command)
