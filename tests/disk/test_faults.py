@@ -7,20 +7,24 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import traceback
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from agex import plugins
+from agex.cli import cli
 from agex.errors import StateIntegrityError, StateLoadError, StateWriteError
 from agex.serializers import CloudpickleSerializer
-from agex.state.versioned import VersionedState
+from agex.state.versioned import KEY_ENV, VersionedState
 from agex_state_disk.storage import FILENAME, DiskStorage
 
 
@@ -291,3 +295,171 @@ def test_a_database_file_that_is_not_one(store) -> None:
     with pytest.raises(StateIntegrityError, match="damaged") as caught:
         versioned(DiskStorage(store)).head()
     assert str(store) in str(caught.value)
+
+
+@pytest.mark.parametrize("where", ["schema format", "schema text", "table name"])
+def test_a_damaged_header_or_schema_is_damage(store, where) -> None:
+    file = store / FILENAME
+    data = bytearray(file.read_bytes())
+    if where == "schema format":
+        data[47] ^= 1 << 3  # a format SQLite does not know
+    elif where == "schema text":
+        data[data.index(b"CREATE TABLE kv") + 13] ^= 1 << 7  # not UTF-8 any more
+    else:
+        data[data.index(b"tablekvkv") + 5] ^= 1 << 1  # the table is not named kv any more
+    file.write_bytes(data)
+    with pytest.raises(StateIntegrityError, match="damaged"):
+        DiskStorage(store)
+    result = CliRunner().invoke(cli, ["state", "check", str(store)], env={KEY_ENV: None})
+    assert result.exit_code == 1, result.output
+    assert (store / FILENAME).read_bytes() == data  # nothing was made anew
+
+
+# -- bit flips ---------------------------------------------------------------------------
+
+FLIPS = 200
+SESSIONS = ("s0", "s1")  # names one bit apart: a flip can turn one into the other
+AGEX = (StateIntegrityError, StateLoadError, StateWriteError)
+
+
+class Golden:
+    """A small healthy store, and what each of its sessions holds."""
+
+    def __init__(self, path: Path, key: bytes | None) -> None:
+        self.path, self.key = path, key
+        storage = DiskStorage(path)
+        for n, session in enumerate(SESSIONS):
+            state = versioned(storage, session, key)
+            for i in range(5):
+                state.commit(
+                    {"i": i, "text": f"{session} step {i}", "list": list(range(i + n))},
+                    removed=["gone"] if i == 3 else [],
+                )
+                if i == 1:
+                    state.commit({"big": os.urandom(6000), "gone": 1})
+        self.expected = {s: self.read(storage, s) for s in SESSIONS}
+        storage.close()  # all in the database file: no WAL left
+        self.file = path / FILENAME
+        size, data = pages(self.file)
+        self.size, self.data = size, data
+        with sqlite3.connect(self.file) as db:
+            self.regions = regions(db, data, size)
+
+    def read(self, storage, session: str) -> tuple:
+        """What a task reads of ``session``: its head, index, checked bytes, values."""
+        state = versioned(storage, session, self.key)
+        head = state.head()
+        return head, state.tree(head), state.raw(head), state.values(head)
+
+
+def regions(db: sqlite3.Connection, data: bytes, size: int) -> dict[str, list[int]]:
+    """Byte offsets to flip bits at, by what they hold."""
+    found: dict[str, list[int]] = {k: [] for k in ("header", "schema", "index", "heads")}
+    found |= {"commits": [], "values": [], "anywhere": list(range(len(data)))}
+    found["header"] = list(range(100))
+    for name, page, kind in db.execute("SELECT name, pageno, pagetype FROM dbstat"):
+        at = range((page - 1) * size, page * size)
+        if name == "sqlite_schema":
+            found["schema"] += [o for o in at if o >= 100]
+        elif name.startswith("sqlite_autoindex"):
+            found["index"] += at
+        elif kind == "overflow":
+            found["values"] += at
+        else:
+            chunk = data[at.start : at.stop]
+            for marker, region in ((b"h/ns/", "heads"), (b"c/", "commits"), (b"b/", "values")):
+                start = chunk.find(marker)
+                while start >= 0:  # the row around each key: its header, key and value
+                    found[region] += range(at.start + max(start - 8, 0), at.start + start + 90)
+                    start = chunk.find(marker, start + 1)
+    return {k: sorted(set(v)) for k, v in found.items() if v}
+
+
+@pytest.fixture(scope="module")
+def goldens(tmp_path_factory) -> list[Golden]:
+    made = []
+    for key in (None, b"flip-key"):
+        where = tmp_path_factory.mktemp("golden")
+        os.environ.pop(KEY_ENV, None)
+        made.append(Golden(where / "store", key))
+    return made
+
+
+def task_reads(golden: Golden, path: Path) -> dict[str, str]:
+    """Each session read as a task reads it: "ok" (as it was), "error" (an agex error), or
+    what went wrong."""
+    try:
+        storage = DiskStorage(path)
+    except AGEX:
+        return dict.fromkeys(SESSIONS, "error")
+    except Exception:
+        return dict.fromkeys(SESSIONS, "raised " + _summary())
+    out = {}
+    try:
+        for session in SESSIONS:
+            try:
+                found = golden.read(storage, session)
+            except AGEX:
+                out[session] = "error"
+                continue
+            except Exception:
+                out[session] = "raised " + _summary()
+                continue
+            head, values = found[0], found[3]
+            if head is None:
+                out[session] = "empty: the session read as having no commits"
+            elif found != golden.expected[session]:
+                out[session] = f"wrong value: read {values!r:.200}"
+            else:
+                out[session] = "ok"
+    finally:
+        storage.close()
+    return out
+
+
+def _summary() -> str:
+    """The exception being handled, with its innermost agex frames."""
+    kind, exc, tb = sys.exc_info()
+    frames = [f for f in traceback.extract_tb(tb) if "agex" in f.filename]
+    where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in frames[-3:][::-1])
+    return f"{kind.__name__}: {str(exc)[:160]} at {where}"
+
+
+def test_bit_flips_are_read_as_the_right_values_or_an_agex_error(goldens, tmp_path) -> None:
+    failures, checked, outcomes = [], {0: 0, 1: 0}, {"ok": 0, "error": 0}
+    for golden in goldens:
+        env = {KEY_ENV: None if golden.key is None else golden.key.decode()}
+        result = CliRunner().invoke(cli, ["state", "check", str(golden.path)], env=env)
+        assert result.exit_code == 0, result.output
+    for i in range(FLIPS):
+        rng = random.Random(i)
+        golden = goldens[i % 2]
+        region = sorted(golden.regions)[(i // 2) % len(golden.regions)]
+        offset, bit = rng.choice(golden.regions[region]), rng.randrange(8)
+        copy = tmp_path / str(i)
+        copy.mkdir()
+        damaged = bytearray(golden.data)
+        damaged[offset] ^= 1 << bit
+        (copy / FILENAME).write_bytes(damaged)
+        read = task_reads(golden, copy)
+        env = {KEY_ENV: None if golden.key is None else golden.key.decode()}
+        result = CliRunner().invoke(cli, ["state", "check", str(copy)], env=env)
+        what = (
+            f"flip {i} ({'keyed' if golden.key else 'unkeyed'} store, {region}, page "
+            f"{offset // golden.size + 1}, byte {offset % golden.size}, bit {bit})"
+        )
+        for session, outcome in read.items():
+            if outcome in outcomes:
+                outcomes[outcome] += 1
+            else:
+                failures.append(f"{what}, session {session}: {outcome}")
+        crashed = result.exception is not None and not isinstance(result.exception, SystemExit)
+        if crashed or result.exit_code not in (0, 1):
+            failures.append(f"{what}: agex state check ended {result.exit_code}: {result.output}")
+        elif "error" in read.values() and result.exit_code != 1:
+            failures.append(f"{what}: a task met damage, agex state check passed the store")
+        else:
+            checked[result.exit_code] += 1
+        shutil.rmtree(copy)
+    print(f"sessions read: {outcomes}; agex state check: {checked} (exit status: stores)")
+    assert not failures, f"{len(failures)} failure(s):\n" + "\n".join(failures)

@@ -66,10 +66,12 @@ class DiskStorage:
         # store removed under a live process is reported, not silently started afresh.
         self._mode = "rwc" if create else "rw"
         try:
-            found = self._db().execute("SELECT 1 FROM sqlite_master WHERE name = 'kv'").fetchall()
-        except sqlite3.Error as exc:
+            tables = self._db().execute("SELECT name FROM sqlite_master").fetchall()
+        except _FAILURES as exc:
             raise self._failed(exc, "open") from exc
-        if not found:
+        if ("kv",) not in tables:
+            if tables:  # not a new database: a table of its own is never taken for ours
+                raise self._damaged("its database has no table kv")
             if not create:
                 raise StateLoadError(f"{self.directory} is not an agex state store: no kv table")
             with self._write() as db:
@@ -129,11 +131,11 @@ class DiskStorage:
             try:
                 if db is not None and db.in_transaction:
                     db.execute("ROLLBACK")
-            except sqlite3.Error:
+            except _FAILURES:
                 pass  # the connection is dropped below; closing it rolls back
             if isinstance(exc, _Moved):
                 raise self._failed(exc, "write") from None
-            if isinstance(exc, sqlite3.Error):
+            if isinstance(exc, _FAILURES):
                 raise self._failed(exc, "write") from exc
             raise
 
@@ -147,7 +149,7 @@ class DiskStorage:
             if not found:
                 self._absent(db, key)
                 return None
-        except sqlite3.Error as exc:
+        except _FAILURES as exc:
             raise self._failed(exc, "read") from exc
         return self._value(key, found)
 
@@ -184,7 +186,7 @@ class DiskStorage:
                 (len(prefix), prefix),
             )
             found = [key for (key,) in rows]
-        except sqlite3.Error as exc:
+        except _FAILURES as exc:
             raise self._failed(exc, "read") from exc
         if not all(isinstance(key, str) for key in found):
             raise self._damaged("a stored key is not text")
@@ -195,7 +197,7 @@ class DiskStorage:
         entries: nothing). Reads the whole file."""
         try:
             rows = self._db().execute("PRAGMA integrity_check").fetchall()
-        except sqlite3.Error as exc:
+        except _FAILURES as exc:
             self._drop()
             return [f"{exc} ({_code_name(exc)})"]
         found = [str(row[0]) for row in rows]
@@ -238,7 +240,7 @@ class DiskStorage:
         thread's connection is closed, and the next call opens a new one."""
         self._drop()
         cause, damaged = self._cause(exc)
-        if isinstance(exc, sqlite3.Error):
+        if isinstance(exc, _FAILURES):
             cause += f" (SQLite: {exc}, {_code_name(exc)})"
         if doing == "write":
             return StateWriteError(
@@ -254,7 +256,11 @@ class DiskStorage:
         damaged."""
         code = getattr(exc, "sqlite_errorcode", None)
         primary = None if code is None else code & 0xFF
-        if primary in (_CORRUPT, _NOTADB) or "malformed" in str(exc):
+        if (
+            primary in (_CORRUPT, _NOTADB)
+            or isinstance(exc, UnicodeDecodeError)  # text SQLite reported, or a stored key
+            or any(sign in str(exc) for sign in _DAMAGE)
+        ):
             return (
                 f"its database file is damaged; run `agex state check {self.directory}`, "
                 "then restore the store from a backup (SQLite's REINDEX repairs a damaged "
@@ -317,6 +323,11 @@ class DiskStorage:
             db.close()
 
 
+#: What SQLite (and its Python module) raise: text read from a damaged file may not decode.
+_FAILURES = (sqlite3.Error, UnicodeDecodeError)
+#: Signs of a damaged file in what SQLite reports without a code of its own for it.
+_DAMAGE = ("malformed", "unsupported file format", "Could not decode to UTF-8")
+
 # SQLite's primary result codes (an extended code's low byte).
 _PERM, _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT = 3, 5, 6, 8, 10, 11
 _FULL, _CANTOPEN, _NOTADB = 13, 14, 26
@@ -335,7 +346,7 @@ def _identity(file: str) -> tuple[int, int] | None:
     return found.st_dev, found.st_ino
 
 
-def _code_name(exc: sqlite3.Error) -> str:
+def _code_name(exc: BaseException) -> str:
     return str(getattr(exc, "sqlite_errorname", None) or type(exc).__name__)
 
 
