@@ -336,7 +336,7 @@ class Golden:
                     removed=["gone"] if i == 3 else [],
                 )
                 if i == 1:
-                    state.commit({"big": os.urandom(6000), "gone": 1})
+                    state.commit({"big": random.Random(n).randbytes(6000), "gone": 1})
         self.expected = {s: self.read(storage, s) for s in SESSIONS}
         storage.close()  # all in the database file: no WAL left
         self.file = path / FILENAME
