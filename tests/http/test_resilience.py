@@ -184,7 +184,9 @@ def test_server_killed_mid_run_fails_promptly_and_leaves_the_session_as_it_was(
     server.start()
     state = server_side(server, "victim").state("s")
     assert state.values() == {}  # the killed task did not finish: nothing of it is kept ...
-    assert [c.completed for c in state.history()] == [False]  # ... its first step recorded
+    assert [c.completed for c in state.history(unfinished=True)] == [
+        False
+    ]  # ... its first step recorded
 
 
 def test_task_cancel_stops_the_remote_run_at_once(server) -> None:
@@ -213,7 +215,7 @@ def test_task_cancel_stops_the_remote_run_at_once(server) -> None:
     assert job.cancel("c") == 0  # nothing left running there
     state = server_side(server, "spinner").state("c")
     assert state.values() == {}  # the cancelled task left the session as it was
-    assert [c.completed for c in state.history()] == [False]
+    assert [c.completed for c in state.history(unfinished=True)] == [False]
 
 
 def test_cancelling_the_call_cancels_the_run(server) -> None:
@@ -259,9 +261,9 @@ def test_a_run_nobody_follows_is_cancelled_after_the_grace_period(
     asyncio.run(main())
     time.sleep(1.5)  # the grace period passes; the server cancels the run
     state = server_side(server, "orphan").state("o")
-    settled = len(state.history())
+    settled = len(state.history(unfinished=True))
     time.sleep(1.0)
-    assert 0 < len(state.history()) == settled < 40
+    assert 0 < len(state.history(unfinished=True)) == settled < 40
 
 
 def test_a_client_that_leaves_while_the_model_thinks_is_noticed_at_once(make_server) -> None:

@@ -158,6 +158,11 @@ class StateConflict(AgexError):
     """Another run moved the session on first: its commit stands, this one was not made."""
 
 
+class SessionInUse(StateConflict):
+    """A task called from another task's code would run on its caller's own session of its
+    own agent: the caller's run is that session's until it ends. Never retried."""
+
+
 class StateWriteError(AgexError):
     """The storage could not take a commit (a full disk, a read-only or vanished directory,
     a locked database, ...); the message names the store and the cause. The session stays

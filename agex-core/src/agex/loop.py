@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, Protocol
 
 from agex.errors import (
     SandboxTimeout,
+    SessionInUse,
     StateConflict,
     StateIntegrityError,
     StateLoadError,
@@ -44,7 +45,7 @@ from agex.protocols import LLM, AgentLike, Invocation, Message, Sink, StateConfi
 from agex.runtime import SIGNALS, Fetch, Runtime, Step
 from agex.state.live import live_session
 from agex.state.pickling import AgentStateSerializer
-from agex.state.turn import LEASE, Turn
+from agex.state.turn import LEASE, MAX_RETRIES, Turn
 from agex.state.versioned import Entry, VersionedState
 from agex.stores import LOCAL, Stores
 
@@ -148,7 +149,7 @@ async def run_loop(invocation: Invocation, sink: Sink, stores: Stores = LOCAL) -
                     )
                 except StateConflict as exc:
                     if not again(exc, manifest, sink, invocation.session, attempt):
-                        return None
+                        return ABANDONED
                     attempt += 1
     finally:
         caller.reset(token)
@@ -164,14 +165,26 @@ def _refresh(namespace: dict[str, Any], agent: AgentLike, arguments: dict[str, A
     namespace[INJECTED] = set(agent.policy.names)
 
 
+class _Abandoned:
+    """What a run that gave up on its session returns (the task then returns None)."""
+
+    def __repr__(self) -> str:
+        return "ABANDONED"
+
+
+ABANDONED = _Abandoned()
+
+
 def again(
     conflict: StateConflict, manifest: dict[str, Any], sink: Sink, session: str, attempt: int
 ) -> bool:
     """After a task lost its session to another (``attempt`` runs so far): whether to run it
     again from the new state; False: it gives up quietly; else ``conflict`` is raised. An
     event says which."""
-    policy, most = manifest["on_conflict"], manifest["max_conflict_retries"]
-    if policy == "fail" or (policy != "abandon" and attempt >= most):
+    policy, most = manifest["on_conflict"], min(manifest["max_conflict_retries"], MAX_RETRIES)
+    if isinstance(conflict, SessionInUse) or policy == "fail":
+        raise conflict
+    if policy != "abandon" and attempt >= most:
         raise conflict
     action = "abandon" if policy == "abandon" else "retry"
     sink.event(
@@ -216,45 +229,71 @@ async def drive(
 
     With versioned state each step is a commit of this run, and the session moves to the
     run's last one only when the agent answers (success, fail or clarify): a run that ends
-    otherwise leaves the session as it found it. Unless the task races (``on_conflict``
-    other than "wait"), it first waits for the session's turn, which it keeps renewed."""
-    if state is None or manifest["on_conflict"] != "wait":
+    otherwise leaves the session as it found it. A task called by the user first waits for
+    its session's turn (``on_conflict="wait"``), one for all the agents' state in that
+    session, which it keeps renewed; a task called from its code runs in that turn (or, on
+    another storage, races: waiting there could wait on its own caller), and may not run on
+    its caller's own session of its own agent."""
+    if state is None:
         return await _drive(executor, manifest, llm, sink, session, state)
-    turn = state.turn()
     held = _held.get()
-    if turn.key in held:
-        raise StateConflict(
-            f"task {manifest['task']} would wait for the turn of session {session!r} of "
-            f"{manifest['agent']!r}, which the task calling it holds: give it another session, "
-            "or on_conflict other than 'wait'"
+    store = id(state.storage)
+    if (store, state.head_key) in held:
+        raise SessionInUse(
+            f"task {manifest['task']} runs on session {session!r} of {manifest['agent']!r}, "
+            "which the task calling it is running on: give it another session"
         )
-    token = _held.set(held | {turn.key})
-    keeper = None
+    token = _held.set(held | {(store, state.head_key)})
+    turn = keeper = None
     try:
-        waited = 0.0
-        while not await asyncio.to_thread(turn.take):
-            pause = turn.pause(waited)
-            await asyncio.sleep(pause)
-            waited += pause
-        keeper = asyncio.ensure_future(_keep(turn))
+        if manifest["on_conflict"] == "wait" and not held:
+            turn = state.turn()
+            waited = 0.0
+            while not await asyncio.to_thread(turn.take):
+                pause = turn.pause(waited)
+                await asyncio.sleep(pause)
+                waited += pause
+            keeper = asyncio.ensure_future(_keep(turn))
         return await _drive(executor, manifest, llm, sink, session, state)
     finally:
+        _held.reset(token)
         if keeper is not None:
             keeper.cancel()
-        _held.reset(token)
-        await asyncio.to_thread(turn.give)
+            await asyncio.gather(keeper, return_exceptions=True)  # no renewal in flight
+        if turn is not None:
+            await asyncio.to_thread(turn.give)
 
 
-#: The turns the tasks of this call chain hold (a sub-agent's task inherits them).
-_held: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
-    "agex_turns_held", default=frozenset()
+#: The sessions the tasks of this call chain run on (a sub-agent's task inherits them), by
+#: their storage and head.
+_held: contextvars.ContextVar[frozenset[tuple[int, str]]] = contextvars.ContextVar(
+    "agex_sessions_held", default=frozenset()
 )
 
 
+async def _finished(state: VersionedState, start: str | None, last: str, run: str) -> None:
+    """Move the session to the run's last commit. Once the head has moved the task is done:
+    a cancel arriving meanwhile waits for the move, and is dropped if it was made."""
+    moving = asyncio.ensure_future(asyncio.to_thread(state.finish, start, last, run))
+    try:
+        await asyncio.shield(moving)
+    except asyncio.CancelledError:
+        await moving  # raises StateConflict if it was not made: then the cancel is moot
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+
+
 async def _keep(turn: Turn) -> None:
-    """Renew the turn while the run holds it."""
-    while await asyncio.to_thread(turn.renew):
-        await asyncio.sleep(LEASE / 3)
+    """Renew the turn while the run holds it; a renewal the storage failed is tried again
+    (the lease outlasts a few of them)."""
+    while True:
+        try:
+            if not await asyncio.to_thread(turn.renew):
+                return
+        except Exception:
+            pass
+        await asyncio.sleep(LEASE / 6)
 
 
 async def _drive(
@@ -351,7 +390,7 @@ async def _drive(
                 emit(OutputEvent, step, text=done.output)
             answered = done.signal is not None and (done.signal != "success" or not done.refused)
             if answered and state is not None and commit is not None:
-                await asyncio.to_thread(state.finish, start, commit, run)
+                await _finished(state, start, commit, run)
             if done.signal == "success":
                 if done.refused is None:
                     emit(SuccessEvent, step, result=done.shown)

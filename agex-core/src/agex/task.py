@@ -21,7 +21,7 @@ from agex.errors import CallDenied
 from agex.loop import caller
 from agex.protocols import AgentLike, Invocation, Sink, check_session
 from agex.sandbox.ownership import agent_code_in
-from agex.state.turn import CONFLICTS
+from agex.state.turn import CONFLICTS, MAX_RETRIES
 
 _runners = threading.local()
 
@@ -38,9 +38,9 @@ class Task:
             raise ValueError(
                 f"on_conflict must be one of {', '.join(map(repr, CONFLICTS))}, got {on_conflict!r}"
             )
-        if type(max_conflict_retries) is not int or not 0 <= max_conflict_retries <= 100:
+        if type(max_conflict_retries) is not int or not 0 <= max_conflict_retries <= MAX_RETRIES:
             raise ValueError(
-                f"max_conflict_retries must be a whole number from 0 to 100, got "
+                f"max_conflict_retries must be a whole number from 0 to {MAX_RETRIES}, got "
                 f"{max_conflict_retries!r}"
             )
         self.on_conflict, self.max_conflict_retries = on_conflict, max_conflict_retries

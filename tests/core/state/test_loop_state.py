@@ -350,7 +350,7 @@ def test_a_task_waiting_for_its_sessions_turn_can_be_cancelled(request) -> None:
     assert asyncio.run(main()) == 1
 
 
-def test_a_task_that_would_wait_for_its_callers_turn_says_so(request) -> None:
+def test_a_task_may_not_run_on_its_callers_own_session(request) -> None:
     name = request.node.name
     inner = agent_with("task_success(1)", name=name)
 
@@ -362,4 +362,4 @@ def test_a_task_that_would_wait_for_its_callers_turn_says_so(request) -> None:
         "try:\n    again()\nexcept Exception as e:\n    task_success(str(e))", name=name
     )
     outer.fn(again)
-    assert "which the task calling it holds" in make_task(outer)()
+    assert "which the task calling it is running on" in make_task(outer)()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from agex.hosts.running import RUNS
-from agex.loop import inherited_stores, run_loop
+from agex.loop import ABANDONED, inherited_stores, run_loop
 from agex.protocols import AgentLike, Host, Invocation, Sink
 
 
@@ -22,8 +22,10 @@ class LocalHost(Host):
         stores = inherited_stores()
         agent = invocation.agent
         if getattr(agent, "isolation", None) in (None, "none"):
-            work = run_loop(invocation, sink, stores)
-            return await RUNS.run(agent.name, invocation.session, work)
+            value = await RUNS.run(
+                agent.name, invocation.session, run_loop(invocation, sink, stores)
+            )
+            return None if value is ABANDONED else value
         return await RUNS.run(agent.name, invocation.session, _isolated(invocation, sink, stores))
 
     def cancel(self, agent: AgentLike, session: str) -> int:

@@ -33,9 +33,9 @@ if TYPE_CHECKING:
 from agex.loop import again, drive, versioned
 from agex.protocols import LLM, Sink
 from agex.remote.envelope import MAX_NESTING, Envelope, Refused
-from agex.remote.outcome import failure
+from agex.remote.outcome import ABANDONED_OUTCOME, failure
 from agex.runtime import Fetch, Step
-from agex.state.turn import CONFLICTS
+from agex.state.turn import CONFLICTS, MAX_RETRIES
 from agex.state.versioned import Entry, Facts, Shown
 from agex.stores import Stores
 
@@ -248,7 +248,7 @@ class Run:
             except StateConflict as exc:
                 assert self.manifest is not None  # known once a worker has started
                 if not again(exc, self.manifest, self.sink, self.envelope.session, attempt):
-                    return {"kind": "result", "json": None}
+                    return ABANDONED_OUTCOME
                 attempt += 1
 
     async def _attempt(self) -> dict[str, Any]:
@@ -454,7 +454,7 @@ def _manifest(reply: dict[str, Any], agent: str) -> dict[str, Any]:
         and (manifest.get("timeout") is None or type(manifest.get("timeout")) in (int, float))
         and manifest.get("on_conflict") in CONFLICTS
         and type(manifest.get("max_conflict_retries")) is int
-        and 0 <= manifest["max_conflict_retries"] <= 100
+        and 0 <= manifest["max_conflict_retries"] <= MAX_RETRIES
     )
     if not ok:
         raise IsolationError("the worker described the run wrongly; it was stopped")

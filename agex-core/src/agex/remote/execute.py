@@ -16,11 +16,11 @@ from agex.errors import ProviderError, TaskCancelled, TaskTimeout
 from agex.isolation.settings import LOCAL as LOCAL_ISOLATION
 from agex.isolation.settings import Isolation
 from agex.isolation.supervisor import Run
-from agex.loop import run_loop
+from agex.loop import ABANDONED, run_loop
 from agex.protocols import Invocation
 from agex.remote.envelope import Envelope, Refused
 from agex.remote.messages import Lost, Message, Outbox
-from agex.remote.outcome import failure, seal, success, with_model
+from agex.remote.outcome import ABANDONED_OUTCOME, failure, seal, success, with_model
 from agex.remote.shipping import unship
 from agex.stores import LOCAL, Stores
 
@@ -106,7 +106,9 @@ async def execute(
         finally:
             if spec is not None:
                 model = run.model
-        if spec is None:
+        if outcome is ABANDONED:
+            outcome = ABANDONED_OUTCOME
+        elif spec is None:
             outcome = success(outcome, shipped.task.returns, key, model)
         else:
             outcome = seal(with_model(outcome, model), key)

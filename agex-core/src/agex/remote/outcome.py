@@ -94,6 +94,11 @@ def verified(outcome: dict[str, Any], key: str) -> dict[str, Any]:
     return {k: v for k, v in outcome.items() if k != "mac"}
 
 
+#: The outcome of a run that gave up on its session (``on_conflict="abandon"``): the task
+#: returns None, whatever its return annotation.
+ABANDONED_OUTCOME = {"kind": "abandoned"}
+
+
 def settle(outcome: dict[str, Any], invocation: Invocation, key: str | None) -> Any:
     """The task's value, or its exception raised: on the caller's side, from the outcome the
     far side sent. A value JSON cannot carry is loaded only when its HMAC under ``key``
@@ -101,6 +106,8 @@ def settle(outcome: dict[str, Any], invocation: Invocation, key: str | None) -> 
     process of this one), and then only with the classes the task's return annotation
     names (:mod:`agex.remote.values`): what the far side sends cannot run code here."""
     _resume(invocation.agent, outcome.get("model"))
+    if outcome.get("kind") == "abandoned":
+        return None
     if outcome.get("kind") == "result":
         returns = invocation.task.returns
         value = _value(outcome, returns, key)

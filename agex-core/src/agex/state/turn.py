@@ -3,15 +3,16 @@ threads, processes and servers that share the storage.
 
 The turn is a lease held in the storage itself (``t/<namespace>/<session>``), taken and
 handed back by compare-and-set, so it works on every storage the contract admits. Its
-holder renews it while its task runs; a holder that died lets it lapse after ``LEASE``
-seconds, and the next task takes it then. A task that found the lease lapsed under it (it
-stalled past the lease) still cannot overwrite another's work: the session's head moves by
-compare-and-set too, and it gets a conflict.
+holder renews it while its task runs, writing a new claim each time; a waiter counts a
+claim as lapsed once it has seen it unchanged for ``LEASE`` seconds of its own clock (no
+two machines' clocks need agree), and a holder that died lets it lapse so. A task that
+found its lease lapsed under it (it stalled past the lease) still cannot overwrite
+another's work: the session's head moves by compare-and-set too, and it gets a conflict.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import threading
 import time
 import uuid
@@ -21,6 +22,8 @@ from agex.protocols import Storage
 #: What a task may do about another task on its session: wait for its turn, or race it and
 #: on losing run again, give up quietly, or raise (see ``Agent.task``).
 CONFLICTS = ("wait", "retry", "abandon", "fail")
+#: Most times a task runs again after losing its session (each time asks the model anew).
+MAX_RETRIES = 10
 #: Seconds a turn lasts without being renewed.
 LEASE = 30.0
 #: Longest pause between two looks at a busy turn.
@@ -34,14 +37,16 @@ class Turn:
     def __init__(self, storage: Storage, key: str) -> None:
         self.storage, self.key = storage, key
         self.owner = uuid.uuid4().hex
+        self._renewals = 0
         self._held: bytes | None = None
         self._given = False  # once handed on, never taken again (a late take gives back)
         self._lock = threading.Lock()
+        self._seen: tuple[bytes | None, float] = (None, 0.0)  # a claim, since when
 
     def take(self) -> bool:
         """Take the turn if it is free (or lapsed); whether it was."""
         current = self.storage.get(self.key)
-        if current is not None and current != _FREE and not _lapsed(current):
+        if current is not None and current != _FREE and not self._lapsed(current):
             return False
         mine = self._claim()
         with self._lock:
@@ -56,30 +61,33 @@ class Turn:
 
     def renew(self) -> bool:
         """Keep the turn for another lease; whether it was still held."""
-        if self._held is None:
+        with self._lock:
+            if self._held is None or self._given:
+                return False
+            mine = self._claim()
+            if self.storage.compare_and_set(self.key, self._held, mine):
+                self._held = mine
+                return True
+            self._held = None
             return False
-        mine = self._claim()
-        if self.storage.compare_and_set(self.key, self._held, mine):
-            self._held = mine
-            return True
-        self._held = None
-        return False
 
     def give(self) -> None:
-        """Hand the turn on (if still held); this claim is over."""
+        """Hand the turn on (if still held); this claim is over. Best effort: a turn not
+        handed back lapses."""
         with self._lock:
             self._given = True
-            if self._held is not None:
-                self.storage.compare_and_set(self.key, self._held, _FREE)
-                self._held = None
+            held, self._held = self._held, None
+            if held is not None:
+                with contextlib.suppress(Exception):  # the storage failed: it lapses instead
+                    self.storage.compare_and_set(self.key, held, _FREE)
 
     def _claim(self) -> bytes:
-        return json.dumps({"owner": self.owner, "until": time.time() + LEASE}).encode()
+        self._renewals += 1
+        return f"{self.owner}:{self._renewals}".encode()
 
-
-def _lapsed(value: bytes) -> bool:
-    try:
-        until = json.loads(value)["until"]
-    except (ValueError, KeyError, TypeError):
-        return True  # not a turn this code wrote: nobody holds it
-    return not isinstance(until, int | float) or until < time.time()
+    def _lapsed(self, value: bytes) -> bool:
+        """Whether ``value``, another's claim, has stood unchanged for a whole lease."""
+        now = time.monotonic()
+        if self._seen[0] != value:
+            self._seen = (value, now)
+        return now - self._seen[1] >= LEASE

@@ -185,14 +185,15 @@ class VersionedState:
         # Blobs signed under a key live apart from unsigned ones (and other keys'), so one
         # writer can never overwrite another's copy of the same value.
         self._blobs = "b/" if key is None else f"b/{hashlib.sha256(key).hexdigest()[:16]}/"
-        self._head_key = f"h/{quote(namespace, safe='')}/{quote(session, safe='')}"
+        #: Where the session's head is kept.
+        self.head_key = f"h/{quote(namespace, safe='')}/{quote(session, safe='')}"
         self._commits: dict[str, Commit] = {}
         self._index: tuple[str | None, dict[str, Entry]] = (None, {})  # the newest one built
 
     # -- reading -----------------------------------------------------------------------
 
     def head(self) -> str | None:
-        raw = self.storage.get(self._head_key)
+        raw = self.storage.get(self.head_key)
         if raw is None:
             return None
         try:
@@ -357,22 +358,32 @@ class VersionedState:
         """A read-only view of the variables at ``commit_id``."""
         return MappingProxyType(self.values(commit_id))
 
-    def history(self) -> list[Commit]:
-        """Every commit from the head back to the first, newest first."""
+    def history(self, unfinished: bool = False) -> list[Commit]:
+        """Every commit from the head back to the first, newest first; with
+        ``unfinished``, then the steps of tasks that did not finish (``completed`` False),
+        newest first."""
         out, at, by = [], self.head(), "the head"
         while at is not None:
             commit = self._linked(at, by)
             out.append(commit)
             at, by = commit.parent, f"commit {commit.id[:12]}"
-        kept = {c.id for c in out}
-        for key in self.storage.keys("r/" + self._head_key.removeprefix("h/") + "/"):
-            at = (self.storage.get(key) or b"").decode("ascii", "replace")
-            while at and at not in kept and _COMMIT_ID.fullmatch(at):
-                commit = replace(self._linked(at, f"run {key}"), completed=False)
-                out.append(commit)
+        if not unfinished:
+            return out
+        kept, steps = {c.id for c in out}, []
+        for key in self.storage.keys("r/" + self.head_key.removeprefix("h/") + "/"):
+            raw = self.storage.get(key) or b""
+            at = raw.decode("ascii", "replace").partition(":")[0]
+            if raw != self._head_value(at):
+                continue  # not a record this session's writers made (or it was damaged)
+            while at not in kept and _COMMIT_ID.fullmatch(at):
+                try:
+                    commit = replace(self.commit_of(at), completed=False)
+                except (KeyError, StateIntegrityError):
+                    break  # a run's steps half written (its process died): as far as they go
+                steps.append(commit)
                 kept.add(at)
                 at = commit.parent or ""
-        return sorted(out, key=lambda c: (c.time, c.depth), reverse=True)
+        return out + sorted(steps, key=lambda c: (c.time, c.depth), reverse=True)
 
     def diff(self, older: str | None, newer: str | None) -> dict[str, list[str]]:
         """Variables added, removed and changed between two commits."""
@@ -452,19 +463,21 @@ class VersionedState:
         """The run ``task`` finished: the session moves from ``start`` (where the run began)
         to its ``last`` commit, unless another run moved it first (StateConflict)."""
         old = None if start is None else self._head_value(start)
-        if not self.storage.compare_and_set(self._head_key, old, self._head_value(last)):
+        if not self.storage.compare_and_set(self.head_key, old, self._head_value(last)):
             raise StateConflict(
                 f"session {self.session!r} of {self.namespace!r} moved on while this task ran "
                 f"(it began at {str(start)[:12]}); its steps are recorded, not kept"
             )
-        self.storage.delete(self._run_key(task))
+        with contextlib.suppress(Exception):  # the run is done; its record is only a note
+            self.storage.delete(self._run_key(task))
 
     def turn(self) -> Turn:
-        """A claim on this session's turn (see :mod:`agex.state.turn`)."""
-        return Turn(self.storage, "t/" + self._head_key.removeprefix("h/"))
+        """A claim on the session's turn (see :mod:`agex.state.turn`): one for every agent's
+        state in the session, as the tasks an agent's code calls share its session."""
+        return Turn(self.storage, "t/" + quote(self.session, safe=""))
 
     def _run_key(self, task: str) -> str:
-        return "r/" + self._head_key.removeprefix("h/") + "/" + quote(task, safe="")
+        return "r/" + self.head_key.removeprefix("h/") + "/" + quote(task, safe="")
 
     def revert(self, commit_id: str) -> Committed:
         """A new commit on top of the head whose variables are those of ``commit_id``."""
@@ -505,14 +518,14 @@ class VersionedState:
         record = json.dumps(data, sort_keys=True).encode()
         commit_id = hashlib.sha256(record).hexdigest()
         writes[f"c/{commit_id}"] = self._sign(record)
-        if task is not None:
-            writes[self._run_key(task)] = commit_id.encode()
+        if task is not None:  # bound, with a key, to this session like a head
+            writes[self._run_key(task)] = self._head_value(commit_id)
             self.storage.put_many(writes)
             self._index = (commit_id, index)
             return commit_id
         self.storage.put_many(writes)  # first the data; only then may the head point at it
         old = None if parent is None else self._head_value(parent)
-        if not self.storage.compare_and_set(self._head_key, old, self._head_value(commit_id)):
+        if not self.storage.compare_and_set(self.head_key, old, self._head_value(commit_id)):
             raise StateConflict(
                 f"session {self.session!r} of {self.namespace!r} moved on while this step ran "
                 f"(it was at {parent}); reload its state and try again"

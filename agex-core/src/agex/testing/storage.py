@@ -175,10 +175,10 @@ class StorageContract(ProviderContract):
         start = state.commit({"n": 0}).id
         step = state.commit_serialized({"n": b"one"}, base=start, task="run-1").id
         assert state.head() == start  # a step of an unfinished task
-        assert [c.completed for c in state.history()] == [False, True]
+        assert [c.completed for c in state.history(unfinished=True)] == [True, False]
         state.finish(start, step, "run-1")
         assert state.head() == step
-        assert all(c.completed for c in state.history())
+        assert all(c.completed for c in state.history(unfinished=True))
         late = state.commit_serialized({"n": b"two"}, base=start, task="run-2").id
         with pytest.raises(StateConflict):
             state.finish(start, late, "run-2")  # run-1 finished first
