@@ -291,9 +291,10 @@ async def _keep(turn: Turn) -> None:
         try:
             if not await asyncio.to_thread(turn.renew):
                 return
+            pause = LEASE / 3
         except Exception:
-            pass
-        await asyncio.sleep(LEASE / 6)
+            pause = 1.0
+        await asyncio.sleep(pause)
 
 
 async def _drive(

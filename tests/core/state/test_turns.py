@@ -129,3 +129,24 @@ def test_tasks_calling_each_others_tasks_do_not_wait_on_each_other(request) -> N
         t.join(20)
     assert not any(t.is_alive() for t in threads)  # no task waits on a turn its caller holds
     assert results == {"a": 2, "b": 1}
+
+
+def test_a_renewal_the_storage_failed_is_tried_again(monkeypatch) -> None:
+    import asyncio
+
+    from agex import loop
+    from agex.errors import StateWriteError
+
+    tries = []
+
+    class Flaky:
+        def renew(self) -> bool:
+            tries.append(1)
+            if len(tries) == 1:
+                raise StateWriteError("the store is busy")
+            return len(tries) < 3  # held once more, then lost
+
+    real_sleep = asyncio.sleep
+    monkeypatch.setattr(loop.asyncio, "sleep", lambda seconds: real_sleep(0))
+    asyncio.run(loop._keep(Flaky()))  # type: ignore[arg-type]
+    assert len(tries) == 3
