@@ -20,17 +20,19 @@ refreshed from the Dict once a day so that the Dict keeps them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import os
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import quote, unquote
 
+from agex.errors import AgexError, StateLoadError, StateWriteError
 from agex.state.versioned import IMMUTABLE
 from agex.storage import check_items, check_key, check_value
 from agex_host_modal import names, sdk
@@ -47,6 +49,38 @@ def mount_point(name: str) -> str:
     return f"{MOUNT_ROOT}/{name}"
 
 
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _surfaced(doing: str) -> Callable[[_Method], _Method]:
+    """A storage method whose failures in Modal or in the Volume's files (a request too
+    large, Modal unreachable, a full or read-only mount) raise agex errors naming the
+    store and the cause. A failed write leaves the session on its last commit."""
+
+    def wrap(method: _Method) -> _Method:
+        @functools.wraps(method)
+        def surfaced(self: Any, *args: Any, **kwargs: Any) -> Any:
+            from modal.exception import Error as ModalError
+
+            try:
+                return method(self, *args, **kwargs)
+            except AgexError:
+                raise
+            except (OSError, ModalError) as exc:
+                what = f"storage {self.provider} {self.name!r}"
+                cause = f"{type(exc).__name__}: {exc}"
+                if doing == "write":
+                    raise StateWriteError(
+                        f"{what} could not take a write ({cause}); the session stays on its "
+                        "last commit: run the task again once the cause is gone"
+                    ) from exc
+                raise StateLoadError(f"{what} could not be read ({cause})") from exc
+
+        return cast(_Method, surfaced)
+
+    return wrap
+
+
 class ModalDictStorage:
     provider = "modal-dict"
 
@@ -56,6 +90,7 @@ class ModalDictStorage:
         self._dict = sdk.modal().Dict.from_name(self.name, create_if_missing=True)
         self._cache = _LocalCopies(self.name) if sdk.in_container() else None
 
+    @_surfaced("read")
     def get(self, key: str) -> bytes | None:
         check_key(key)
         if key.startswith(IMMUTABLE):
@@ -68,6 +103,7 @@ class ModalDictStorage:
             return value if isinstance(value, bytes) else None
         return self._current(key)[1]
 
+    @_surfaced("write")
     def put_many(self, items: Mapping[str, bytes]) -> None:
         checked = check_items(items)
         if not checked:
@@ -78,6 +114,7 @@ class ModalDictStorage:
                 if key.startswith(IMMUTABLE):
                     self._cache.put(key, value)
 
+    @_surfaced("write")
     def delete(self, key: str) -> None:
         check_key(key)
         if not key.startswith(IMMUTABLE):
@@ -87,6 +124,7 @@ class ModalDictStorage:
         if self._cache is not None:
             self._cache.delete(key)
 
+    @_surfaced("write")
     def compare_and_set(self, key: str, expected: bytes | None, new: bytes) -> bool:
         check_key(key)
         new = check_value(key, new)
@@ -100,6 +138,7 @@ class ModalDictStorage:
         self._dict.put(_DATA + key, successor)
         return True
 
+    @_surfaced("read")
     def keys(self, prefix: str = "") -> list[str]:
         start = _DATA + prefix
         listed = self._dict.keys()  # a Modal Dict lists its keys with keys(), not iter()
@@ -147,6 +186,7 @@ class ModalVolumeStorage:
         if isinstance(files, _MountedFiles):
             files.reload()
 
+    @_surfaced("read")
     def get(self, key: str) -> bytes | None:
         value = self.index.get(key)
         if value is None:
@@ -155,15 +195,18 @@ class ModalVolumeStorage:
                 self._restore(key, value)
         return value
 
+    @_surfaced("write")
     def put_many(self, items: Mapping[str, bytes]) -> None:
         checked = check_items(items)
         self._files().write_many(checked)
         self.index.put_many(checked)
 
+    @_surfaced("write")
     def delete(self, key: str) -> None:
         self.index.delete(key)
         self._files().remove(key)
 
+    @_surfaced("write")
     def compare_and_set(self, key: str, expected: bytes | None, new: bytes) -> bool:
         new = check_value(check_key(key), new)
         self.get(key)  # a head the Dict forgot comes back from the Volume first
@@ -172,6 +215,7 @@ class ModalVolumeStorage:
         self._files().write_many({key: new})
         return True
 
+    @_surfaced("read")
     def keys(self, prefix: str = "") -> list[str]:
         return sorted(set(self.index.keys(prefix)) | set(self._files().keys(prefix)))
 

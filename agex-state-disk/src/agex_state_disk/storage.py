@@ -147,8 +147,17 @@ class DiskStorage:
             # the WAL can then never be reset (for other processes either).
             found = db.execute(_GET, (key,)).fetchall()
             if not found:
-                self._absent(db, key)
-                return None
+                # Looked at again in one read transaction: another process may be writing
+                # the key right now, and the checks must all see the same store.
+                db.execute("BEGIN")
+                try:
+                    found = db.execute(_GET, (key,)).fetchall()
+                    if not found:
+                        self._absent(db, key)
+                finally:
+                    db.execute("COMMIT")
+                if not found:
+                    return None
         except _FAILURES as exc:
             raise self._failed(exc, "read") from exc
         return self._value(key, found)

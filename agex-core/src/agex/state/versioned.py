@@ -187,14 +187,25 @@ class VersionedState:
         self._blobs = "b/" if key is None else f"b/{hashlib.sha256(key).hexdigest()[:16]}/"
         #: Where the session's head is kept.
         self.head_key = f"h/{quote(namespace, safe='')}/{quote(session, safe='')}"
+        # Set once the session has had a head: a head gone missing is then damage, not a
+        # new session.
+        self._had = "s/" + self.head_key.removeprefix("h/")
         self._commits: dict[str, Commit] = {}
         self._index: tuple[str | None, dict[str, Entry]] = (None, {})  # the newest one built
 
     # -- reading -----------------------------------------------------------------------
 
     def head(self) -> str | None:
+        """The session's head commit; None for a session that never had one."""
         raw = self.storage.get(self.head_key)
         if raw is None:
+            if self.storage.get(self._had) is not None:
+                raise StateIntegrityError(
+                    f"the head of session {self.session!r} of {self.namespace!r} is missing, "
+                    "though the session has commits (the store lost or hid it); check the "
+                    "store with `agex state check`, and move the session back with "
+                    "agent.state(session).revert(<a commit from history>)"
+                )
             return None
         try:
             commit_id = raw.decode("ascii").partition(":")[0]
@@ -470,6 +481,7 @@ class VersionedState:
             )
         with contextlib.suppress(Exception):  # the run is done; its record is only a note
             self.storage.delete(self._run_key(task))
+        self._mark()
 
     def turn(self) -> Turn:
         """A claim on the session's turn (see :mod:`agex.state.turn`): one for every agent's
@@ -518,6 +530,8 @@ class VersionedState:
         record = json.dumps(data, sort_keys=True).encode()
         commit_id = hashlib.sha256(record).hexdigest()
         writes[f"c/{commit_id}"] = self._sign(record)
+        if parent is not None and task is None:  # (a run's step may follow its own first)
+            writes[self._had] = b"1"
         if task is not None:  # bound, with a key, to this session like a head
             writes[self._run_key(task)] = self._head_value(commit_id)
             self.storage.put_many(writes)
@@ -530,8 +544,15 @@ class VersionedState:
                 f"session {self.session!r} of {self.namespace!r} moved on while this step ran "
                 f"(it was at {parent}); reload its state and try again"
             )
+        if parent is None:
+            self._mark()
         self._index = (commit_id, index)
         return commit_id
+
+    def _mark(self) -> None:
+        """Note that the session has a head (each later commit notes it again)."""
+        with contextlib.suppress(Exception):  # a note: without it, only a check is lost
+            self.storage.put_many({self._had: b"1"})
 
     # -- blobs -------------------------------------------------------------------------
 

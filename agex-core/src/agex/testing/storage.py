@@ -184,6 +184,22 @@ class StorageContract(ProviderContract):
             state.finish(start, late, "run-2")  # run-1 finished first
         assert state.head() == step
 
+    def test_a_lost_head_is_damage_not_a_new_session(self, storage: Storage) -> None:
+        from agex.errors import StateIntegrityError
+        from agex.serializers import CloudpickleSerializer
+        from agex.state.versioned import VersionedState
+
+        state = VersionedState(storage, CloudpickleSerializer(), "agent", "session")
+        state.commit({"n": 0})
+        state.commit({"n": 1})
+        storage.delete(state.head_key)
+        with pytest.raises(StateIntegrityError, match="missing"):
+            state.head()
+        fresh = VersionedState(storage, CloudpickleSerializer(), "agent", "fresh")
+        first = fresh.commit_serialized({"n": b"1"}, base=None, task="run").id
+        fresh.commit_serialized({"n": b"2"}, base=first, task="run")
+        assert fresh.head() is None  # a first task not finished: still a new session
+
     def test_data_outlives_the_object(self, tmp_path: Path) -> None:
         if not self.persistent:
             pytest.skip("this storage does not claim persistence")
