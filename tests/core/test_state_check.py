@@ -209,3 +209,15 @@ def test_without_the_disk_storage_it_says_what_to_install(tmp_path) -> None:
     result = check(tmp_path)
     assert result.exit_code == 2
     assert 'pip install "agex-core[disk]"' in result.output
+
+
+@needs_disk
+def test_a_lost_head_and_a_run_that_leads_nowhere(store) -> None:
+    with Opened(store) as opened:
+        opened.storage.delete("h/ns/s")
+        opened.storage.put_many({"r/ns/t/a-run": b"0" * 64})
+    result = check(store)
+    assert result.exit_code == 1
+    lines = result.output.splitlines()[:-1]
+    assert "session ns/s: its head is missing" in lines
+    assert any(line.startswith("run r/ns/t/a-run: ") and "missing" in line for line in lines)

@@ -102,11 +102,31 @@ class Check:
                 blobs = "b/" if self.key is None else _prefix(self.key)
             state = VersionedState(storage, _NoLoads(), namespace, session, key=self.key)
             self._session(state, where, blobs)
+        self._lost(heads)
         if unverified:
             self.notes.append(
                 f"{unverified} session(s) were written under {KEY_ENV}: their hashes were "
                 f"checked, their HMACs not (set {KEY_ENV} to verify them)"
             )
+
+    def _lost(self, heads: list[str]) -> None:
+        """Sessions noted as having a head that is gone, and records of unfinished runs
+        that lead nowhere."""
+        try:
+            noted = self.storage.keys("s/")
+            runs = self.storage.keys("r/")
+        except Exception as exc:
+            self.problems.append(f"database: its keys cannot be listed: {_said(exc)}")
+            return
+        kept = set(heads)
+        for key in noted:
+            if "h/" + key.removeprefix("s/") not in kept:
+                self.problems.append(f"session {key.removeprefix('s/')}: its head is missing")
+        for key in runs:
+            raw = self.storage.get(key) or b""
+            commit = raw.decode("ascii", "replace").partition(":")[0]
+            if self.storage.get(f"c/{commit}") is None:
+                self.problems.append(f"run {key}: its last step, commit {commit[:12]}, is missing")
 
     def _session(self, state: VersionedState, where: str, blobs: str) -> None:
         try:
