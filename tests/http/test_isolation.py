@@ -334,3 +334,40 @@ def test_a_task_on_a_server_reads_only_the_variables_its_code_reaches(server) ->
     assert job() == 2
     with pytest.raises(RemoteExecutionError, match="StateIntegrityError: variable 'big'"):
         job()
+
+
+def test_a_task_on_a_server_that_loses_its_session_may_give_up(server) -> None:
+    from agex.events import ConflictEvent
+    from agex.serializers import CloudpickleSerializer
+    from agex.state.versioned import VersionedState
+    from agex_state_disk.storage import DiskStorage
+
+    agent = Agent(
+        host=connect_host(provider="http", url=server.url, token=server.token),
+        llm=connect_llm(
+            provider="scripted",
+            responses=[block("n = 1"), block("task_success(n)")],
+            delay=0.5,  # the other writer commits while the model thinks
+        ),
+        name="giver",
+        state=connect_state(type="versioned", storage="disk", path="/giving"),
+    )
+
+    @agent.task(on_conflict="abandon")
+    def job() -> int:
+        """Job."""
+
+    def other_writer_finishes_first(event) -> None:
+        if type(event).__name__ == "ActionEvent" and event.step == 1:
+            storage = DiskStorage(server.state_dir / "giving")
+            try:
+                VersionedState(storage, CloudpickleSerializer(), "giver", "default").commit(
+                    {"other": 1}
+                )
+            finally:
+                storage.close()
+        seen.append(event)
+
+    seen: list = []
+    assert job(on_event=other_writer_finishes_first) is None
+    assert [e.action for e in seen if isinstance(e, ConflictEvent)] == ["abandon"]
