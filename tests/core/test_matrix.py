@@ -11,6 +11,7 @@ from agex import plugins
 CORE = {
     ("command", "demo"),
     ("command", "plugins"),
+    ("command", "state"),
     ("host", "local"),
     ("llm", "anthropic"),
     ("llm", "openai"),
