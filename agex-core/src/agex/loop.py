@@ -321,8 +321,8 @@ async def _drive(
     ]
     try:
         if state is not None:
-            start = base = await asyncio.to_thread(state.head)
-            index = await asyncio.to_thread(state.tree, base)
+            start = await asyncio.to_thread(state.head)
+            index = await asyncio.to_thread(state.tree, start)
 
             def fetch(names: list[str]) -> dict[str, bytes]:
                 return state.fetch(index, names, start, shaped=executor.isolated)
@@ -372,14 +372,13 @@ async def _drive(
                         state.commit_serialized,
                         done.changes,
                         record,
-                        commit or base,
+                        commit,
                         shaped=executor.isolated,
                         facts=done.facts,
                         task=run,
                     )
                 )
                 commit = committed.id
-                base = commit
                 for name, why in done.skipped.items():
                     note = (
                         f"State: variable {name!r} could not be saved ({why}); it is gone "

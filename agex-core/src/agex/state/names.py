@@ -17,20 +17,14 @@ _USES = _READS | {"STORE_NAME", "STORE_GLOBAL"}
 _STORES = frozenset({"STORE_GLOBAL", "DELETE_GLOBAL"})
 
 
-def rebinds(codes: Iterable[CodeType]) -> set[str]:
+def rebinds(codes: Iterable[CodeType]) -> frozenset[str]:
     """The global names the agent code ``codes`` rebinds."""
-    names: set[str] = set()
-    for code in codes:
-        names |= stored(code)
-    return names
+    return frozenset().union(*map(stored, codes))
 
 
 def reach(codes: Iterable[CodeType]) -> frozenset[str]:
     """The global names the agent code ``codes`` uses."""
-    names: set[str] = set()
-    for code in codes:
-        names |= uses(code)
-    return frozenset(names)
+    return frozenset().union(*map(uses, codes))
 
 
 @functools.lru_cache(maxsize=1024)

@@ -104,9 +104,7 @@ class Recorder:
         """Stored variables (checked blobs, by name), loaded for ``namespace``: agent
         functions bound to it."""
         values = {}
-        for name, blob in blobs.items():
-            if name.startswith(("__", "_agex")):
-                raise StateLoadError(f"the state binds the reserved name {name!r}")
+        for name, blob in blobs.items():  # names of the index, checked by begin()
             codes: list[CodeType] = []
             try:
                 with loading_into(namespace, codes, self._classes):

@@ -1,12 +1,12 @@
 """A session's turn: tasks on one session wait for each other instead of racing, across
 threads, processes and servers that share the storage.
 
-The turn is a lease held in the storage itself (``t/<namespace>/<session>``), taken and
-handed back by compare-and-set, so it works on every storage the contract admits. Its
-holder renews it while its task runs, writing a new claim each time; a waiter counts a
-claim as lapsed once it has seen it unchanged for ``LEASE`` seconds of its own clock (no
-two machines' clocks need agree), and a holder that died lets it lapse so. A task that
-found its lease lapsed under it (it stalled past the lease) still cannot overwrite
+The turn is a lease held in the storage itself (``t/<session>``: one for every agent's state
+in the session), taken and handed back by compare-and-set, so it works on every storage the
+contract admits. Its holder renews it while its task runs, writing a new claim each time; a
+waiter counts a claim as lapsed once it has seen it unchanged for ``LEASE`` seconds of its
+own clock (no two machines' clocks need agree), and a holder that died lets it lapse so. A
+task that found its lease lapsed under it (it stalled past the lease) still cannot overwrite
 another's work: the session's head moves by compare-and-set too, and it gets a conflict.
 """
 

@@ -307,21 +307,16 @@ class VersionedState:
             if entry is None:
                 continue
             if entry.blob.startswith(SHAPED) and not shaped:
-                raise StateLoadError(
-                    f"variable {name!r} at commit {str(commit_id)[:12]} was written by agent "
-                    "code in an isolated worker process, and is loaded only in one: run the "
-                    "agent with isolation to use it"
-                )
+                raise _worker_only(name, commit_id)
             out[name] = self._checked(name, entry.blob, commit_id)
         return out
 
     def values(self, commit_id: str | None = None) -> dict[str, Any]:
         """The variables at a commit (default: the head), loaded. The agent's functions and
         classes come back bound to a sandbox namespace of their own, holding these values
-        (calling them outside a task raises, as agent code runs only in its task). Those a
-        worker process wrote are loaded in a worker and cross back as results do (plain data
-        and standard value types; anything else as a :class:`Shown`), when this state was
-        given a way to do so."""
+        (called, they run under the sandbox's rules). Those a worker process wrote are loaded
+        in a worker and cross back as results do (plain data and standard value types;
+        anything else as a :class:`Shown`), when this state was given a way to do so."""
         from agex.state.pickling import loading_into  # the sandbox: only when loading
 
         commit_id = commit_id or self.head()
@@ -329,6 +324,8 @@ class VersionedState:
         shaped = {}
         into = None if self.sandbox_namespace is None else self.sandbox_namespace()
         for name, entry in self.tree(commit_id).items():
+            if entry.blob.startswith(SHAPED) and self.load_shaped is None:
+                raise _worker_only(name, commit_id)
             payload = self._checked(name, entry.blob, commit_id)
             if entry.blob.startswith(SHAPED):
                 shaped[name] = payload
@@ -343,8 +340,6 @@ class VersionedState:
                     "agent.state(session).revert(<an earlier commit>)"
                 ) from exc
         if shaped:
-            if self.load_shaped is None:
-                self.raw(commit_id)  # raises, naming a variable
             assert self.load_shaped is not None
             out.update(self.load_shaped(shaped))
         if into is not None:
@@ -599,6 +594,14 @@ def _apply(index: dict[str, Entry], changes: Mapping[str, Entry | None]) -> None
 
 
 _COMMIT_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def _worker_only(name: str, commit_id: str | None) -> StateLoadError:
+    return StateLoadError(
+        f"variable {name!r} at commit {str(commit_id)[:12]} was written by agent code in an "
+        "isolated worker process, and is loaded only in one: run the agent with isolation "
+        "to use it"
+    )
 
 
 def _commit(commit_id: str, data: dict[str, Any]) -> Commit:
