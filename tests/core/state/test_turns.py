@@ -150,3 +150,20 @@ def test_a_renewal_the_storage_failed_is_tried_again(monkeypatch) -> None:
     monkeypatch.setattr(loop.asyncio, "sleep", lambda seconds: real_sleep(0))
     asyncio.run(loop._keep(Flaky()))  # type: ignore[arg-type]
     assert len(tries) == 3
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"on_conflict": "sometimes"}, "on_conflict must be one of 'wait', 'retry'"),
+        ({"max_conflict_retries": 11}, "max_conflict_retries must be a whole number from 0 to 10"),
+        ({"max_conflict_retries": 1.5}, "max_conflict_retries must be a whole number"),
+    ],
+)
+def test_what_a_task_does_on_conflict_is_checked_where_it_is_said(options, message) -> None:
+    agent = Agent()
+    with pytest.raises(ValueError, match=message):
+
+        @agent.task(**options)
+        def job() -> int:
+            """Job."""
