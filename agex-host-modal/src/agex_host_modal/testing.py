@@ -54,6 +54,85 @@ def _modal_module(name: str) -> Any:
     return importlib.import_module(f"modal.{name}")
 
 
+# -- methods as Modal offers them ------------------------------------------------------
+
+
+class BlockingCall(RuntimeError):
+    """A Modal method called in its blocking form on a running event loop, which stalls
+    every task on that loop (the real SDK warns; the fake refuses)."""
+
+
+def _method(func: Callable[..., Any]) -> Any:
+    """A method as Modal offers it: ``obj.method(...)`` blocks, ``obj.method.aio(...)`` is
+    its async form. The blocking form refuses to run on a running event loop."""
+    return _Both(func)
+
+
+class _Both:
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+        self.__signature__ = inspect.signature(func)
+        self.__doc__ = func.__doc__
+        self.__name__ = func.__name__
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        return _BoundBoth(self.func, obj)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"{self.__name__}() is a method: call it on an instance")
+
+
+class _BoundBoth:
+    def __init__(self, func: Callable[..., Any], obj: Any) -> None:
+        self.func, self.obj = func, obj
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return self.func(self.obj, *args, **kwargs)
+        raise BlockingCall(
+            f"{type(self.obj).__name__}.{self.func.__name__}() blocks the running event "
+            f"loop: call {type(self.obj).__name__}.{self.func.__name__}.aio() from async code"
+        )
+
+    def aio(self, *args: Any, **kwargs: Any) -> Any:
+        if inspect.isgeneratorfunction(self.func):
+            return _async_iter(self.func(self.obj, *args, **kwargs))
+        if getattr(self.func, "_context", False):
+            return _AsyncContext(self.func(self.obj, *args, **kwargs))
+        return _returning(self.func(self.obj, *args, **kwargs))
+
+
+async def _returning(value: Any) -> Any:
+    return value
+
+
+async def _async_iter(items: Iterator[Any]) -> AsyncIterator[Any]:
+    for item in items:
+        yield item
+
+
+def _context(func: Callable[..., Iterator[Any]]) -> Any:
+    """A context manager whose ``.aio`` form is an async context manager."""
+    managed = contextlib.contextmanager(func)
+    managed._context = True  # type: ignore[attr-defined]
+    return managed
+
+
+class _AsyncContext:
+    def __init__(self, manager: Any) -> None:
+        self.manager = manager
+
+    async def __aenter__(self) -> Any:
+        return self.manager.__enter__()
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        return self.manager.__exit__(*exc)
+
+
 class FakeModal:
     """One fake Modal workspace: apps, Dicts, Volumes and secrets, in memory."""
 
@@ -221,6 +300,7 @@ class FakeApp:
 
         return decorate
 
+    @_method
     def deploy(
         self,
         *,
@@ -392,6 +472,7 @@ class FakeFunction:
     ) -> Any:
         return cls(app_name, name)
 
+    @_method
     def hydrate(self, client: Any = None) -> Any:
         fake = self._fake
         fake._connect()
@@ -470,6 +551,7 @@ class FakeDict(_Named):
                 del data[key]
             yield data
 
+    @_method
     def get(self, key: Any, default: Any | None = None) -> Any:
         with self._data() as data:
             if key not in data:
@@ -478,6 +560,7 @@ class FakeDict(_Named):
             data[key] = (value, self._fake.clock())  # a read keeps the entry
             return cloudpickle.loads(value)
 
+    @_method
     def put(self, key: Any, value: Any, *, skip_if_exists: bool = False) -> bool:
         with self._data() as data:
             if skip_if_exists and key in data:
@@ -485,6 +568,7 @@ class FakeDict(_Named):
             data[key] = (cloudpickle.dumps(value), self._fake.clock())
             return True
 
+    @_method
     def update(self, other: Mapping[Any, Any] | None = None, /, **kwargs: Any) -> None:
         items = {**(other or {}), **kwargs}
         pickled = {k: cloudpickle.dumps(v) for k, v in items.items()}
@@ -492,6 +576,7 @@ class FakeDict(_Named):
             now = self._fake.clock()
             data.update({k: (v, now) for k, v in pickled.items()})
 
+    @_method
     def pop(self, key: Any, default: Any = _NO_DEFAULT) -> Any:
         with self._data() as data:
             if key in data:
@@ -500,11 +585,13 @@ class FakeDict(_Named):
                 raise KeyError(key)
             return default
 
+    @_method
     def keys(self) -> Iterator[Any]:
         with self._data() as data:
             listed = list(data)
         yield from listed
 
+    @_method
     def contains(self, key: Any) -> bool:
         with self._data() as data:
             return key in data
@@ -553,6 +640,7 @@ class FakeVolume(_Named):
             raise RuntimeError("commit() and reload() work only in a container that mounts it")
         return folder
 
+    @_method
     def commit(self) -> None:
         """Publish what this container changed since it mounted or reloaded."""
         folder = self._mounted()
@@ -570,10 +658,12 @@ class FakeVolume(_Named):
             files.update({p: d for p, d in now.items() if base.get(p) != d})
             base_file.write_bytes(cloudpickle.dumps(now))
 
+    @_method
     def reload(self) -> None:
         """See what others committed; this container's own uncommitted changes are lost."""
         self._snapshot_into(self._mounted())
 
+    @_method
     def read_file(self, path: str) -> Iterator[bytes]:
         with self._fake.lock:
             data = self._files().get(path.lstrip("/"))
@@ -581,7 +671,8 @@ class FakeVolume(_Named):
             raise FileNotFoundError(f"No such file: {path}")
         yield data
 
-    @contextlib.contextmanager
+    @_method
+    @_context
     def batch_upload(self, force: bool = False) -> Iterator[Any]:
         batch = _Upload()
         yield batch
@@ -591,12 +682,14 @@ class FakeVolume(_Named):
                 raise FileExistsError(sorted(batch.files.keys() & files.keys())[0])
             files.update(batch.files)
 
+    @_method
     def remove_file(self, path: str, recursive: bool = False) -> None:
         with self._fake.lock:
             files = self._files()
             if files.pop(path.lstrip("/"), None) is None:
                 raise FileNotFoundError(f"No such file: {path}")
 
+    @_method
     def listdir(self, path: str, *, recursive: bool = False) -> list[Any]:
         module = self._fake.volume
         prefix = path.strip("/")
