@@ -1,5 +1,10 @@
 """The Modal tests run against ``agex_host_modal.testing.FakeModal``, put in place of the
-``modal`` package through the provider's test hook (``agex_host_modal.sdk.use``)."""
+``modal`` package through the provider's test hook (``agex_host_modal.sdk.use``).
+
+``fake`` runs each container as a process started from the image the app would get, so a
+file, entry point or package the image lacks fails here. ``fake_threads`` plays containers
+as threads of the test process: only for tests that run storage code "in a container" in
+the test process itself (the Volume storage through a mount)."""
 
 from __future__ import annotations
 
@@ -29,9 +34,7 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-def fake(clock: Clock) -> Iterator[FakeModal]:
-    modal = FakeModal(secrets=KEYS, clock=clock)
+def _using(modal: FakeModal) -> Iterator[FakeModal]:
     LOCAL.forget()  # storages made under another fake must not answer here
     try:
         with sdk.use(modal):
@@ -39,3 +42,13 @@ def fake(clock: Clock) -> Iterator[FakeModal]:
     finally:
         LOCAL.forget()
         modal.close()
+
+
+@pytest.fixture
+def fake(clock: Clock) -> Iterator[FakeModal]:
+    yield from _using(FakeModal(secrets=KEYS, clock=clock))
+
+
+@pytest.fixture
+def fake_threads(clock: Clock) -> Iterator[FakeModal]:
+    yield from _using(FakeModal(secrets=KEYS, clock=clock, containers="thread"))

@@ -12,8 +12,9 @@ import pytest
 
 from agex import connect_host, connect_state
 from agex.testing import HostContract, StorageContract
-from agex_host_modal import testing
 from agex_host_modal.storage import mount_point
+from agex_host_modal.testing.api import _container, _Spec
+from agex_host_modal.testing.containers import ThreadContainer
 
 
 class TestModalHost(HostContract):
@@ -60,19 +61,21 @@ class TestModalVolumeStorageMounted(TestModalVolumeStorage):
     after every write."""
 
     @pytest.fixture(autouse=True)
-    def _fake(self, fake):
+    def _fake(self, fake_threads):
+        fake = fake_threads
         volume = fake.Volume.from_name("contract-volume", create_if_missing=True)
-        spec = testing._Spec(lambda: None, {"volumes": {mount_point("contract-volume"): volume}})
-        container = testing._Container(fake, spec)
-        token = testing._container.set(container)
+        spec = _Spec(lambda: None, {"volumes": {mount_point("contract-volume"): volume}})
+        container = ThreadContainer(fake, spec)
+        token = _container.set(container)
         try:
             yield fake
         finally:
-            testing._container.reset(token)
+            _container.reset(token)
 
-    def test_writes_go_through_the_mount(self, storage, fake):
+    def test_writes_go_through_the_mount(self, storage, fake_threads):
+        fake = fake_threads
         storage.put_many({"b/one": b"1"})
         folder = fake.root / "container-0" / mount_point("contract-volume").strip("/")
         assert (folder / "b%2Fone").read_bytes() == b"1"
         assert fake.volumes["contract-volume"]["b%2Fone"] == b"1"  # committed
-        assert contextvars.copy_context().get(testing._container) is not None
+        assert contextvars.copy_context().get(_container) is not None

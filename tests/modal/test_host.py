@@ -122,7 +122,9 @@ def test_the_app_is_named_once_per_definition_of_the_agent(fake, monkeypatch):
 
     named = []
     monkeypatch.setattr(
-        app, "needs", lambda agent: named.append(agent) or dependencies.needs(agent)
+        app,
+        "needs",
+        lambda agent, tasks=(): named.append(agent) or dependencies.needs(agent, tasks),
     )
     agent, bump = counting_agent(modal_host(), steps=3)
     bump()

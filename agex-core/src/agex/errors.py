@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 
 class AgexError(Exception):
     """Base of every error agex raises on purpose."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled without calling __init__ again, whose parameters differ from ``args``: an
+        # error raised where a task runs (a container, a worker) reaches its caller intact.
+        return (_rebuilt, (type(self), self.args, self.__dict__))
+
+
+def _rebuilt(cls: type[AgexError], args: tuple[Any, ...], state: dict[str, Any]) -> AgexError:
+    error = cls.__new__(cls)
+    builtin = next(base for base in cls.__mro__ if base.__module__ == "builtins")
+    builtin.__init__(error, *args)  # type: ignore[misc]
+    error.__dict__.update(state)
+    return error
 
 
 class PluginWarning(UserWarning):

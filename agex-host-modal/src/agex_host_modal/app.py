@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agex_host_modal import names, remote, sdk
-from agex_host_modal.dependencies import Needs, needs
+from agex_host_modal.dependencies import SHIPPED_METADATA, Needs, needs
 from agex_host_modal.storage import mount_point
 
 if TYPE_CHECKING:
@@ -21,12 +23,14 @@ if TYPE_CHECKING:
     from agex_host_modal.host import ModalHost
 
 
-def app_name(agent: Agent, host: ModalHost, needed: Needs | None = None) -> str:
+def app_name(
+    agent: Agent, host: ModalHost, needed: Needs | None = None, tasks: Sequence[Any] = ()
+) -> str:
     """The host's ``app``, or a name made from the agent's fingerprint and everything the
     deployment depends on: a change to any of them is a new app, deployed on first use."""
     if host.app is not None:
         return host.app
-    needed = needed or needs(agent)
+    needed = needed or needs(agent, tasks)
     settings = [agent.fingerprint, needed.digest(), host.dump_config(), volume_of(agent)]
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     readable = re.sub(r"[^a-z0-9-]+", "-", agent.name.lower()).strip("-")[:40] or "agent"
@@ -45,20 +49,28 @@ def volume_of(agent: Agent) -> str | None:
     return None
 
 
-def build(agent: Agent, host: ModalHost) -> Any:
-    """The ``modal.App`` that runs ``agent``'s tasks, built offline."""
+def _not_metadata(path: Path) -> bool:
+    return path.name not in SHIPPED_METADATA
+
+
+def build(agent: Agent, host: ModalHost, tasks: Sequence[Any] = ()) -> Any:
+    """The ``modal.App`` that runs ``agent``'s tasks (those given, and any whose modules
+    the agent's own needs cover), built offline."""
     modal = sdk.modal()
-    needed = needs(agent)
+    needed = needs(agent, tasks)
     image = modal.Image.debian_slim(python_version=needed.python).uv_pip_install(*needed.pins)
     if needed.sources:
         image = image.add_local_python_source(*needed.sources)
+    for folder in needed.metadata:
+        # Source travels without its distribution's metadata, where agex finds plugins.
+        image = image.add_local_dir(folder, f"/root/{folder.name}", ignore=_not_metadata)
     volume = volume_of(agent)
     volumes = (
         {}
         if volume is None
         else {mount_point(volume): modal.Volume.from_name(volume, create_if_missing=True)}
     )
-    app = modal.App(app_name(agent, host, needed))
+    app = modal.App(app_name(agent, host, needed, tasks))
     app.function(
         image=image,
         secrets=[modal.Secret.from_name(secret) for secret in host.secrets],

@@ -1,10 +1,13 @@
 """What an agent's loop needs installed where it runs, read from this process.
 
-The modules its registrations come from, its sub-agents' (recursively), its model client's
+The modules its registrations come from, its sub-agents' (recursively), the modules of the
+tasks it runs (their functions and the types they take and return), its model client's
 SDK, and agex itself. A module installed from a package index becomes a pin of the installed
 version (``name==version``); a module installed from a folder, or found on ``sys.path``
-without any distribution, travels as source, and its own requirements are pinned instead.
-Everything comes out sorted, so the same agent always gives the same image.
+without any distribution, travels as source, and so do the modules it imports; a
+distribution installed from a folder also ships its metadata (``*.dist-info``), which is how
+agex finds plugins, and its own requirements are pinned. Everything comes out sorted, so
+the same agent always gives the same image.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import importlib.metadata
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -42,6 +45,8 @@ class Needs:
     python: str  #: major.minor of this interpreter
     pins: tuple[str, ...]  #: ``name==version``, sorted
     sources: tuple[str, ...]  #: top-level modules added as source, sorted
+    #: The ``*.dist-info`` folders of the distributions whose code travels as source.
+    metadata: tuple[Path, ...] = ()
 
     def digest(self) -> str:
         """Changes when anything installed changes, local sources' contents included."""
@@ -49,30 +54,51 @@ class Needs:
         for module in self.sources:
             for file in _source_files(module):
                 hashed.update(file.name.encode() + file.read_bytes())
+        for folder in self.metadata:
+            for name in SHIPPED_METADATA:
+                file = folder / name
+                hashed.update(folder.name.encode() + (file.read_bytes() if file.exists() else b""))
         return hashed.hexdigest()
 
 
-def needs(agent: Agent) -> Needs:
-    modules = set(ALWAYS)
+#: What agex reads of a distribution's metadata: its name and version, and its plugins.
+SHIPPED_METADATA = ("METADATA", "entry_points.txt")
+
+
+def needs(agent: Agent, tasks: Iterable[Any] = ()) -> Needs:
+    """What ``agent`` (and the ``tasks`` of it that will run) needs in the image."""
+    referenced = set(ALWAYS)  # modules, by their full names
     distributions: set[str] = set()
     for one in agents(agent):
-        modules.update(_top(name) for name in one.policy.modules)
-        for value in one.policy.names.values():
-            modules.add(_top(_module_of(value)))
-        modules.add(_top(type(one.host).__module__))
+        referenced.update(one.policy.modules)
+        referenced.update(_module_of(value) for value in one.policy.names.values())
+        referenced.add(type(one.host).__module__)
         distributions.update(getattr(one.llm, "requires", ()))
+    for task in tasks:
+        referenced.update(_modules_of_task(task))
     owners = importlib.metadata.packages_distributions()
+    # What a module of local code (not from a package index) imports must be there too.
+    modules = {_top(name) for name in referenced}
+    for name in sorted(referenced):
+        if name in sys.modules and not _indexed(_top(name), owners):
+            modules.update(_imported_by(name))
     pins: set[str] = set()
     sources: set[str] = set()
-    for module in sorted(modules - _BUILT_IN):
+    metadata: set[Path] = set()
+    todo = sorted(modules - _BUILT_IN)
+    while todo:
+        module = todo.pop()
         found = owners.get(module) or ([OURS[module]] if module in OURS else None)
         if found:
             distributions.update(found)
-        elif module in sys.modules and getattr(sys.modules[module], "__file__", None):
-            sources.add(module)
-    todo, seen = sorted(distributions), set()
-    while todo:
-        name = _canonical(todo.pop())
+        elif module not in sources and getattr(sys.modules.get(module), "__file__", None):
+            sources.add(module)  # local code without a distribution: it travels
+            more = sorted(_imported_by(module) - _BUILT_IN - modules)
+            modules.update(more)
+            todo.extend(more)
+    pending, seen = sorted(distributions), set()
+    while pending:
+        name = _canonical(pending.pop())
         if name in seen:
             continue
         seen.add(name)
@@ -88,12 +114,78 @@ def needs(agent: Agent) -> Needs:
             pins.add(f"{name}=={dist.version}")
         else:  # installed from a folder: its code travels, its requirements are installed
             sources.update(_modules_of(dist))
-            todo.extend(_requirements_of(dist))
+            folder = _metadata_folder(dist)
+            if folder is not None:
+                metadata.add(folder)
+            pending.extend(_requirements_of(dist))
     return Needs(
         python=f"{sys.version_info.major}.{sys.version_info.minor}",
         pins=tuple(sorted(pins)),
         sources=tuple(sorted(sources)),
+        metadata=tuple(sorted(metadata)),
     )
+
+
+def _modules_of_task(task: Any) -> set[str]:
+    """The modules a shipped task loads from: those of the types it takes and returns. (Its
+    function travels by value: ``@agent.task`` took its name, so it is not importable.)"""
+    import inspect
+
+    func: Any = getattr(task, "func", None)
+    found: set[str] = set()
+    if not callable(func):
+        return found
+    try:
+        signature = inspect.signature(func, eval_str=True)
+    except Exception:  # an annotation that does not resolve here does not resolve there
+        return found
+    annotations = [p.annotation for p in signature.parameters.values()]
+    for annotation in [*annotations, signature.return_annotation]:
+        for kind in _types_in(annotation):
+            found.add(kind.__module__)
+    return found
+
+
+def _types_in(annotation: Any) -> Iterator[type]:
+    """The classes an annotation names, generics' arguments included."""
+    import typing
+
+    if isinstance(annotation, type):
+        yield annotation
+    for argument in typing.get_args(annotation):
+        yield from _types_in(argument)
+
+
+def _indexed(module: str, owners: Mapping[str, list[str]]) -> bool:
+    """Whether ``module`` comes from a distribution installed from a package index, whose
+    own requirements install what it imports."""
+    for name in owners.get(module, ()):
+        try:
+            if _from_an_index(importlib.metadata.distribution(name)):
+                return True
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return False
+
+
+def _imported_by(module: str) -> set[str]:
+    """The top-level modules a local module's globals come from: what importing it imports."""
+    found = set()
+    for value in list(vars(sys.modules[module]).values()):
+        owner = (
+            value.__name__ if isinstance(value, ModuleType) else getattr(value, "__module__", None)
+        )
+        if isinstance(owner, str) and owner:
+            found.add(_top(owner))
+    found.discard(module)
+    return found
+
+
+def _metadata_folder(dist: importlib.metadata.Distribution) -> Path | None:
+    for file in dist.files or ():
+        if file.name == "METADATA" and file.parent.name.endswith(".dist-info"):
+            return Path(str(dist.locate_file(file))).parent
+    return None
 
 
 _BUILT_IN = {*sys.stdlib_module_names, "__main__", "builtins", "__future__", ""}

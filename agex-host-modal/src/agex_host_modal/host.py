@@ -12,6 +12,7 @@ import asyncio
 import math
 import re
 import threading
+from collections.abc import Sequence
 from secrets import token_hex
 from typing import TYPE_CHECKING, Any
 
@@ -82,7 +83,7 @@ class ModalHost(Host):
         self.gpu, self.memory = gpu, memory
         self.timeout, self.scaledown_window = float(timeout), scaledown_window
         self._functions: dict[str, Any] = {}
-        self._names: dict[tuple[str | None, ...], str] = {}
+        self._names: dict[tuple[Any, ...], str] = {}
         self._lock = threading.Lock()
 
     @property
@@ -139,7 +140,7 @@ class ModalHost(Host):
             invocation, state=self.state_for(agent, invocation.session), timeout=self.timeout
         )
         payload = remote.ship(invocation, serializer)
-        function = await asyncio.to_thread(self.function, agent)
+        function = await asyncio.to_thread(self.function, agent, invocation.task)
         stream = self._stream(function, envelope.to_json(), payload, sink)
         try:
             outcome = await RUNS.run(agent.name, invocation.session, stream)
@@ -188,15 +189,15 @@ class ModalHost(Host):
 
     # -- Modal -------------------------------------------------------------------------
 
-    def build(self, agent: Agent) -> Any:
+    def build(self, agent: Agent, tasks: Sequence[Any] = ()) -> Any:
         """The ``modal.App`` that runs ``agent``'s tasks, built without the network."""
         from agex_host_modal.app import build
 
-        return build(agent, self)
+        return build(agent, self, tasks)
 
-    def function(self, agent: Agent) -> Any:
-        """The deployed function for ``agent``, deploying the app first when Modal has none
-        by its name."""
+    def function(self, agent: Agent, task: Any = None) -> Any:
+        """The deployed function for ``agent`` (and ``task``, whose modules the image must
+        hold), deploying the app first when Modal has none by its name."""
         from agex_host_modal.app import app_name, volume_of
         from agex_host_modal.dependencies import agents
         from agex_host_modal.remote import FUNCTION
@@ -204,11 +205,13 @@ class ModalHost(Host):
         modal = sdk.modal()
         # Naming the app scans installed distributions and hashes local sources: once per
         # definition of the agent and its sub-agents, not once per task.
-        defined = (*(one.fingerprint for one in agents(agent)), volume_of(agent))
+        tasks = () if task is None else (task,)
+        shipped = None if task is None else (task.func.__module__, task.func.__qualname__)
+        defined = (*(one.fingerprint for one in agents(agent)), volume_of(agent), shipped)
         with self._lock:
             name = self._names.get(defined)
         if name is None:
-            name = app_name(agent, self)
+            name = app_name(agent, self, tasks=tasks)
         with self._lock:
             self._names[defined] = name
             function = self._functions.get(name)
@@ -218,7 +221,7 @@ class ModalHost(Host):
             try:
                 function.hydrate()
             except modal.exception.NotFoundError:
-                self.build(agent).deploy(name=name)
+                self.build(agent, tasks).deploy(name=name)
                 function = modal.Function.from_name(name, FUNCTION)
                 function.hydrate()
             self._functions[name] = function

@@ -1,23 +1,10 @@
-"""An in-process stand-in for the part of the Modal SDK the modal host uses, for tests.
+"""The Modal-shaped objects of the fake (``App``, ``Image``, ``Secret``, ``Function``,
+``Dict``, ``Volume``) and the workspace they act on.
 
-``with sdk.use(FakeModal()) as fake:`` and agents on the modal host run "on Modal" in this
-process: deploying records the app; a function call runs the generator in a worker thread
-that plays a container (its own event loop, the secrets' variables in the environment, its
-Volumes mounted as folders holding a snapshot); Dict and Volume data live in the fake's
-memory. What crosses between caller and container is pickled both ways, as with Modal.
-
-It mirrors Modal's behaviour where agex relies on it:
-
-- ``Dict``: entries expire after 7 days without a read or write (``clock`` is injectable);
-  ``put(skip_if_exists=True)`` is atomic.
-- ``Volume``: a container sees the Volume as it was when the container started or last
-  called ``reload()``; its writes reach others when it calls ``commit()``.
-- ``Function.from_name(...).hydrate()`` raises NotFoundError until the app is deployed;
-  a deploy fails on a secret that does not exist.
-- Without credentials, anything that would reach Modal raises AuthError.
-
-Every method here has the name and parameters of the real one (a test compares them with
-the installed ``modal``); it accepts a subset of the parameters, the ones agex passes.
+This module is loaded in the containers too (from its file, so that it adds nothing
+importable to the image): there a ``FakeModal`` is a client of the test process's workspace
+(``FakeModal.inside``), and every operation on a Dict or a Volume goes over the socket.
+It imports only the standard library, cloudpickle and, lazily, ``modal``'s exceptions.
 """
 
 from __future__ import annotations
@@ -29,6 +16,7 @@ import functools
 import inspect
 import io
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -42,7 +30,8 @@ import cloudpickle
 #: How long a Dict entry lives without a read or a write.
 DICT_TTL = 7 * 24 * 3600.0
 
-_container: contextvars.ContextVar[_Container | None] = contextvars.ContextVar(
+#: The thread-played container the current code runs in (``containers="thread"``).
+_container: contextvars.ContextVar[Any] = contextvars.ContextVar(
     "agex_fake_modal_container", default=None
 )
 
@@ -52,6 +41,15 @@ def _modal_module(name: str) -> Any:
     import importlib
 
     return importlib.import_module(f"modal.{name}")
+
+
+def _dumped_error(exc: BaseException) -> bytes:
+    """An exception as it crosses from a container to its caller."""
+    try:
+        dumped: bytes = cloudpickle.dumps(exc)
+    except Exception:
+        dumped = cloudpickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"))
+    return dumped
 
 
 # -- methods as Modal offers them ------------------------------------------------------
@@ -134,7 +132,11 @@ class _AsyncContext:
 
 
 class FakeModal:
-    """One fake Modal workspace: apps, Dicts, Volumes and secrets, in memory."""
+    """One fake Modal workspace: apps, Dicts, Volumes and secrets.
+
+    In the test process it holds them; in a container (``FakeModal.inside``) it is a client
+    of the test process's workspace, as Modal's own client is of Modal's servers.
+    """
 
     def __init__(
         self,
@@ -142,20 +144,46 @@ class FakeModal:
         credentials: bool = True,
         clock: Callable[[], float] = time.time,
         secrets: Mapping[str, Mapping[str, str]] | None = None,
+        containers: str = "process",
     ) -> None:
+        if containers not in ("process", "thread"):
+            raise ValueError('containers must be "process" or "thread"')
         self.credentials = credentials
         self.clock = clock
         self.secrets = {name: dict(values) for name, values in (secrets or {}).items()}
-        self.apps: dict[str, dict[str, _Deployed]] = {}
+        self.mode = containers
+        self.apps: dict[str, dict[str, Any]] = {}
         self.deploys: list[str] = []  #: app names, in the order they were deployed
         self.dicts: dict[str, dict[Any, tuple[bytes, float]]] = {}
         self.volumes: dict[str, dict[str, bytes]] = {}
         self.calls = 0  #: function calls made
-        self.containers: list[_Container] = []
+        self.containers: list[Any] = []
         self.lock = threading.RLock()
         self.root = Path(tempfile.mkdtemp(prefix="agex-fake-modal-"))
-        #: What containers' secrets replaced in os.environ, put back by close().
+        #: What thread containers' secrets replaced in os.environ, put back by close().
         self.environ: dict[str, str | None] = {}
+        #: Inside a container: the link to the workspace and where its Volumes are mounted.
+        self._link: Any = None
+        self._mounts: dict[str, tuple[str, Path]] = {}
+        self._server: Any = None
+        #: Preempt the container of an input once it has yielded this many items.
+        self.preempting: int | None = None
+        self._bind()
+
+    @classmethod
+    def inside(cls, link: Any, mounts: Mapping[str, tuple[str, str]]) -> FakeModal:
+        """The SDK as a container sees it: every Dict and Volume call goes through ``link``."""
+        fake = cls.__new__(cls)
+        fake.credentials, fake.clock, fake.secrets, fake.mode = True, time.time, {}, "process"
+        fake.apps, fake.deploys, fake.dicts, fake.volumes = {}, [], {}, {}
+        fake.calls, fake.containers, fake.environ, fake.preempting = 0, [], {}, None
+        fake.lock = threading.RLock()
+        fake._link, fake._server = link, None
+        fake._mounts = {point: (name, Path(folder)) for point, (name, folder) in mounts.items()}
+        fake._bind()
+        return fake
+
+    def _bind(self) -> None:
         self.exception = _modal_module("exception")
         self.volume = _modal_module("volume")
         self.config = _Config(self)
@@ -167,21 +195,30 @@ class FakeModal:
         self.Volume = type("Volume", (FakeVolume,), bound)
         self.Function = type("Function", (FakeFunction,), bound)
 
+    def preempt_next(self, after: int) -> None:
+        """Preempt the container of the next input once it has yielded ``after`` items:
+        Modal then runs the input again, from the start, in a new container."""
+        self.preempting = after
+
     def is_local(self) -> bool:
-        return _container.get() is None
+        return self._link is None and _container.get() is None
 
     def mounted(self, path: str) -> str:
         """Where the current container sees a Volume mounted at ``path``."""
+        mounts = self._container_mounts()
+        return str(mounts[path][1]) if path in mounts else path
+
+    def _container_mounts(self) -> Mapping[str, tuple[str, Path]]:
+        if self._link is not None:
+            return self._mounts
         container = _container.get()
-        if container is None or path not in container.mounts:
-            return path
-        return str(container.mounts[path][1])
+        return {} if container is None else container.mounts
 
     def close(self) -> None:
         """Stop the containers, forget their files and put the environment back.
 
         As when Modal stops an app, inputs still running are cancelled; agent code that
-        does not stop then is an error, not a thread left spinning in the test process.
+        does not stop then is an error, not code left running behind the test.
         """
         stuck = [c.id for c in self.containers if not c.stop()]
         for variable, value in self.environ.items():
@@ -189,14 +226,99 @@ class FakeModal:
                 os.environ.pop(variable, None)
             else:
                 os.environ[variable] = value
+        if self._server is not None:
+            self._server.close()
         shutil.rmtree(self.root, ignore_errors=True)
         if stuck:
             raise RuntimeError(f"containers {stuck} still ran agent code once cancelled")
 
     def _connect(self) -> None:
         """What Modal's client does first: find credentials."""
-        if not self.credentials and _container.get() is None:
+        if not self.credentials and self.is_local():
             raise self.exception.AuthError("Token missing. Could not authenticate client.")
+
+    # -- the workspace's operations: here, or over the link from a container ------------
+
+    def op(self, name: str, *args: Any) -> Any:
+        if self._link is not None:
+            return self._link.call(name, args)
+        self._connect()
+        with self.lock:
+            return getattr(self, f"_op_{name}")(*args)
+
+    def _table(self, table: dict[str, Any], kind: str, name: str, create: bool) -> Any:
+        contents = table.get(name)
+        if contents is None:
+            if not create:
+                raise self.exception.NotFoundError(f"{kind} '{name}' not found")
+            contents = table[name] = {}
+        return contents
+
+    def _entries(self, name: str, create: bool) -> dict[Any, tuple[bytes, float]]:
+        data: dict[Any, tuple[bytes, float]] = self._table(self.dicts, "Dict", name, create)
+        now = self.clock()
+        for key in [k for k, (_, used) in data.items() if now - used > DICT_TTL]:
+            del data[key]
+        return data
+
+    def _op_dict_get(self, name: str, create: bool, key: Any) -> bytes | None:
+        data = self._entries(name, create)
+        if key not in data:
+            return None
+        value = data[key][0]
+        data[key] = (value, self.clock())  # a read keeps the entry
+        return value
+
+    def _op_dict_put(self, name: str, create: bool, key: Any, value: bytes, skip: bool) -> bool:
+        data = self._entries(name, create)
+        if skip and key in data:
+            return False
+        data[key] = (value, self.clock())
+        return True
+
+    def _op_dict_update(self, name: str, create: bool, items: dict[Any, bytes]) -> None:
+        data = self._entries(name, create)
+        now = self.clock()
+        data.update({k: (v, now) for k, v in items.items()})
+
+    def _op_dict_pop(self, name: str, create: bool, key: Any) -> bytes | None:
+        found = self._entries(name, create).pop(key, None)
+        return None if found is None else found[0]
+
+    def _op_dict_keys(self, name: str, create: bool) -> list[Any]:
+        return list(self._entries(name, create))
+
+    def _files(self, name: str, create: bool) -> dict[str, bytes]:
+        files: dict[str, bytes] = self._table(self.volumes, "Volume", name, create)
+        return files
+
+    def _op_volume_files(self, name: str, create: bool) -> dict[str, bytes]:
+        return dict(self._files(name, create))
+
+    def _op_volume_commit(
+        self, name: str, create: bool, removed: list[str], changed: dict[str, bytes]
+    ) -> None:
+        files = self._files(name, create)
+        for path in removed:
+            files.pop(path, None)
+        files.update(changed)
+
+    def _op_volume_read(self, name: str, create: bool, path: str) -> bytes | None:
+        return self._files(name, create).get(path)
+
+    def _op_volume_upload(
+        self, name: str, create: bool, uploaded: dict[str, bytes], force: bool
+    ) -> None:
+        files = self._files(name, create)
+        if not force and uploaded.keys() & files.keys():
+            raise FileExistsError(sorted(uploaded.keys() & files.keys())[0])
+        files.update(uploaded)
+
+    def _op_volume_remove(self, name: str, create: bool, path: str) -> bool:
+        return self._files(name, create).pop(path, None) is not None
+
+    def _op_volume_sizes(self, name: str, create: bool) -> dict[str, int]:
+        return {path: len(data) for path, data in self._files(name, create).items()}
 
 
 class _Config:
@@ -214,14 +336,16 @@ class _Config:
 
 
 class FakeImage:
+    """What the image holds, step by step; the fake builds it when the app is deployed."""
+
     _fake: FakeModal
 
-    def __init__(self, steps: tuple[tuple[str, tuple[str, ...]], ...]) -> None:
+    def __init__(self, steps: tuple[tuple[str, Any], ...]) -> None:
         self.steps = steps
 
     @classmethod
     def debian_slim(cls, python_version: str | None = None, force_build: bool = False) -> Any:
-        return cls((("python", (python_version or "",)),))
+        return cls((("python", python_version),))
 
     def uv_pip_install(self, *packages: str | list[str]) -> Any:
         flat = tuple(
@@ -231,6 +355,18 @@ class FakeImage:
 
     def add_local_python_source(self, *modules: str, copy: bool = False) -> Any:
         return type(self)((*self.steps, ("add_local_python_source", modules)))
+
+    def add_local_dir(
+        self,
+        local_path: str | Path,
+        remote_path: str,
+        *,
+        copy: bool = False,
+        ignore: Any = [],  # noqa: B006 (the real default)
+    ) -> Any:
+        if not callable(ignore):
+            raise TypeError("the fake takes ignore= only as a callable")
+        return type(self)((*self.steps, ("add_local_dir", (Path(local_path), remote_path, ignore))))
 
 
 class FakeSecret:
@@ -252,6 +388,8 @@ class FakeSecret:
 
 
 class _Spec:
+    """A function as deployed: its code, and the options it was declared with."""
+
     def __init__(self, raw: Callable[..., Any], options: dict[str, Any]) -> None:
         self.raw, self.options = raw, options
 
@@ -319,116 +457,13 @@ class FakeApp:
             for secret in spec.options.get("secrets") or ():
                 if secret.name not in fake.secrets:
                     raise fake.exception.NotFoundError(f"Secret '{secret.name}' not found")
+        from .containers import Deployed
+
+        deployed = {n: Deployed(fake, spec) for n, spec in self.functions.items()}
         with fake.lock:
-            fake.apps[app] = {n: _Deployed(fake, spec) for n, spec in self.functions.items()}
+            fake.apps[app] = deployed
             fake.deploys.append(app)
         return self
-
-
-# -- calling a deployed function -------------------------------------------------------
-
-
-class _Container:
-    """One container of a deployed function: a thread with an event loop, the secrets in
-    the environment, and a folder per mounted Volume holding the container's snapshot."""
-
-    def __init__(self, fake: FakeModal, spec: _Spec) -> None:
-        self.fake = fake
-        self.id = len(fake.containers)
-        fake.containers.append(self)
-        self.mounts: dict[str, tuple[str, Path]] = {}
-        for point, volume in (spec.options.get("volumes") or {}).items():
-            folder = fake.root / f"container-{self.id}" / point.strip("/")
-            self.mounts[point] = (volume.name, folder)
-            volume._snapshot_into(folder)
-        for secret in spec.options.get("secrets") or ():
-            for variable, value in fake.secrets[secret.name].items():
-                fake.environ.setdefault(variable, os.environ.get(variable))
-                os.environ[variable] = value
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self, seconds: float = 10.0) -> bool:
-        """Cancel what runs here and wait for its threads; False if they went on."""
-
-        async def cancel_all() -> bool:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            try:
-                await asyncio.wait_for(self.loop.shutdown_default_executor(), seconds)
-            except TimeoutError:
-                return False
-            return True
-
-        try:
-            return asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(seconds + 5)
-        except TimeoutError:
-            return False
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(seconds)
-
-    def folder_of(self, volume: str) -> Path | None:
-        for name, folder in self.mounts.values():
-            if name == volume:
-                return folder
-        return None
-
-
-class _Deployed:
-    def __init__(self, fake: FakeModal, spec: _Spec) -> None:
-        self.fake, self.spec = fake, spec
-        self.idle: list[_Container] = []
-
-    def container(self) -> _Container:
-        with self.fake.lock:
-            if self.idle:
-                return self.idle.pop()
-        return _Container(self.fake, self.spec)
-
-    async def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> AsyncIterator[Any]:
-        """Run the generator in a container; what it yields comes back pickled."""
-        fake = self.fake
-        fake.calls += 1
-        args, kwargs = cloudpickle.loads(cloudpickle.dumps((args, kwargs)))
-        container = self.container()
-        out: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        here = asyncio.get_running_loop()
-
-        def send(kind: str, data: Any = None) -> None:
-            # Once the caller has gone, the container goes on unheard, as on Modal.
-            with contextlib.suppress(RuntimeError):
-                here.call_soon_threadsafe(out.put_nowait, (kind, data))
-
-        async def run() -> None:
-            _container.set(container)
-            try:
-                async for item in self.spec.raw(*args, **kwargs):
-                    send("item", cloudpickle.dumps(item))
-                send("end")
-            except BaseException as exc:
-                send("raise", exc)
-                if not isinstance(exc, Exception):
-                    raise
-
-        running = asyncio.run_coroutine_threadsafe(run(), container.loop)
-        try:
-            while True:
-                kind, data = await out.get()
-                if kind == "end":
-                    break
-                if kind == "raise":
-                    if isinstance(data, asyncio.CancelledError):
-                        raise fake.exception.RemoteError("the function's input was cancelled")
-                    raise data
-                yield cloudpickle.loads(data)
-        finally:
-            # As with Modal, the container goes on when its caller stops listening; it is
-            # reused once its input ends.
-            running.add_done_callback(lambda _: self.idle.append(container))
 
 
 class _AioMethod:
@@ -458,7 +493,7 @@ class FakeFunction:
 
     def __init__(self, app_name: str, name: str) -> None:
         self.app_name, self.name = app_name, name
-        self._deployed: _Deployed | None = None
+        self._deployed: Any = None
 
     @classmethod
     def from_name(
@@ -486,8 +521,7 @@ class FakeFunction:
 
     async def _remote_gen(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         if self._deployed is None:
-            self.hydrate()
-        assert self._deployed is not None
+            await self.hydrate.aio()
         async for item in self._deployed.call(args, kwargs):
             yield item
 
@@ -514,16 +548,8 @@ class _Named:
     def __init__(self, name: str, create_if_missing: bool) -> None:
         self.name, self.create_if_missing = name, create_if_missing
 
-    def _contents(self, table: dict[str, Any]) -> Any:
-        """This object's contents in ``table`` (the fake's Dicts or Volumes)."""
-        fake = self._fake
-        fake._connect()
-        contents = table.get(self.name)
-        if contents is None:
-            if not self.create_if_missing:
-                raise fake.exception.NotFoundError(f"{self.kind} '{self.name}' not found")
-            contents = table[self.name] = {}
-        return contents
+    def _op(self, op: str, *args: Any) -> Any:
+        return self._fake.op(op, self.name, self.create_if_missing, *args)
 
 
 class FakeDict(_Named):
@@ -541,60 +567,37 @@ class FakeDict(_Named):
         _check_name(cls._fake, name, cls.kind)
         return cls(name, create_if_missing)
 
-    @contextlib.contextmanager
-    def _data(self) -> Iterator[dict[Any, tuple[bytes, float]]]:
-        fake = self._fake
-        with fake.lock:
-            data: dict[Any, tuple[bytes, float]] = self._contents(fake.dicts)
-            now = fake.clock()
-            for key in [k for k, (_, used) in data.items() if now - used > DICT_TTL]:
-                del data[key]
-            yield data
-
     @_method
     def get(self, key: Any, default: Any | None = None) -> Any:
-        with self._data() as data:
-            if key not in data:
-                return default
-            value = data[key][0]
-            data[key] = (value, self._fake.clock())  # a read keeps the entry
-            return cloudpickle.loads(value)
+        found = self._op("dict_get", key)
+        return default if found is None else cloudpickle.loads(found)
 
     @_method
     def put(self, key: Any, value: Any, *, skip_if_exists: bool = False) -> bool:
-        with self._data() as data:
-            if skip_if_exists and key in data:
-                return False
-            data[key] = (cloudpickle.dumps(value), self._fake.clock())
-            return True
+        result: bool = self._op("dict_put", key, cloudpickle.dumps(value), skip_if_exists)
+        return result
 
     @_method
     def update(self, other: Mapping[Any, Any] | None = None, /, **kwargs: Any) -> None:
         items = {**(other or {}), **kwargs}
-        pickled = {k: cloudpickle.dumps(v) for k, v in items.items()}
-        with self._data() as data:
-            now = self._fake.clock()
-            data.update({k: (v, now) for k, v in pickled.items()})
+        self._op("dict_update", {k: cloudpickle.dumps(v) for k, v in items.items()})
 
     @_method
     def pop(self, key: Any, default: Any = _NO_DEFAULT) -> Any:
-        with self._data() as data:
-            if key in data:
-                return cloudpickle.loads(data.pop(key)[0])
-            if default is _NO_DEFAULT:
-                raise KeyError(key)
-            return default
+        found = self._op("dict_pop", key)
+        if found is not None:
+            return cloudpickle.loads(found)
+        if default is _NO_DEFAULT:
+            raise KeyError(key)
+        return default
 
     @_method
     def keys(self) -> Iterator[Any]:
-        with self._data() as data:
-            listed = list(data)
-        yield from listed
+        yield from self._op("dict_keys")
 
     @_method
     def contains(self, key: Any) -> bool:
-        with self._data() as data:
-            return key in data
+        return key in self._op("dict_keys")
 
 
 # -- Volume ----------------------------------------------------------------------------
@@ -617,56 +620,52 @@ class FakeVolume(_Named):
         _check_name(cls._fake, name, cls.kind)
         return cls(name, create_if_missing)
 
-    def _files(self) -> dict[str, bytes]:
-        files: dict[str, bytes] = self._contents(self._fake.volumes)
-        return files
-
     def _snapshot_into(self, folder: Path) -> None:
         """Mount: the folder holds the Volume as committed now."""
-        with self._fake.lock:
-            files = dict(self._files())
+        files = self._op("volume_files")
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         for path, data in files.items():
             target = folder / path
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        (folder.parent / f".{folder.name}.base").write_bytes(cloudpickle.dumps(files))
+        self._base(folder).write_bytes(cloudpickle.dumps(files))
+
+    @staticmethod
+    def _base(folder: Path) -> Path:
+        return folder.parent / f".{folder.name}.base"
 
     def _mounted(self) -> Path:
-        container = _container.get()
-        folder = None if container is None else container.folder_of(self.name)
-        if folder is None:
-            raise RuntimeError("commit() and reload() work only in a container that mounts it")
-        return folder
+        for name, folder in self._fake._container_mounts().values():
+            if name == self.name:
+                return folder
+        raise RuntimeError("commit() and reload() work only in a container that mounts it")
 
     @_method
     def commit(self) -> None:
         """Publish what this container changed since it mounted or reloaded."""
         folder = self._mounted()
-        base_file = folder.parent / f".{folder.name}.base"
-        with self._fake.lock:
-            base: dict[str, bytes] = cloudpickle.loads(base_file.read_bytes())
+        with self._fake.lock:  # one commit at a time in this container
+            base: dict[str, bytes] = cloudpickle.loads(self._base(folder).read_bytes())
             now = {
                 str(p.relative_to(folder)): p.read_bytes()
                 for p in folder.rglob("*")
                 if p.is_file() and not p.name.startswith(".")
             }
-            files = self._files()
-            for path in base.keys() - now.keys():
-                files.pop(path, None)
-            files.update({p: d for p, d in now.items() if base.get(p) != d})
-            base_file.write_bytes(cloudpickle.dumps(now))
+            removed = sorted(base.keys() - now.keys())
+            changed = {p: d for p, d in now.items() if base.get(p) != d}
+            self._op("volume_commit", removed, changed)
+            self._base(folder).write_bytes(cloudpickle.dumps(now))
 
     @_method
     def reload(self) -> None:
         """See what others committed; this container's own uncommitted changes are lost."""
-        self._snapshot_into(self._mounted())
+        with self._fake.lock:
+            self._snapshot_into(self._mounted())
 
     @_method
     def read_file(self, path: str) -> Iterator[bytes]:
-        with self._fake.lock:
-            data = self._files().get(path.lstrip("/"))
+        data = self._op("volume_read", path.lstrip("/"))
         if data is None:
             raise FileNotFoundError(f"No such file: {path}")
         yield data
@@ -676,28 +675,21 @@ class FakeVolume(_Named):
     def batch_upload(self, force: bool = False) -> Iterator[Any]:
         batch = _Upload()
         yield batch
-        with self._fake.lock:
-            files = self._files()
-            if not force and batch.files.keys() & files.keys():
-                raise FileExistsError(sorted(batch.files.keys() & files.keys())[0])
-            files.update(batch.files)
+        self._op("volume_upload", batch.files, force)
 
     @_method
     def remove_file(self, path: str, recursive: bool = False) -> None:
-        with self._fake.lock:
-            files = self._files()
-            if files.pop(path.lstrip("/"), None) is None:
-                raise FileNotFoundError(f"No such file: {path}")
+        if not self._op("volume_remove", path.lstrip("/")):
+            raise FileNotFoundError(f"No such file: {path}")
 
     @_method
     def listdir(self, path: str, *, recursive: bool = False) -> list[Any]:
         module = self._fake.volume
         prefix = path.strip("/")
-        with self._fake.lock:
-            files = dict(self._files())
+        sizes = self._op("volume_sizes")
         return [
-            module.FileEntry(path=p, type=module.FileEntryType.FILE, mtime=0, size=len(d))
-            for p, d in sorted(files.items())
+            module.FileEntry(path=p, type=module.FileEntryType.FILE, mtime=0, size=size)
+            for p, size in sorted(sizes.items())
             if not prefix or p.startswith(prefix + "/")
         ]
 
@@ -715,17 +707,19 @@ class _Upload:
         self.files[str(remote_path).lstrip("/")] = data
 
 
-def _check_name(fake: FakeModal, name: str, kind: str) -> None:
-    from agex_host_modal import names
+#: Modal's rule for the names of Dicts, Volumes and apps.
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
-    if not names.valid(name):
+
+def _check_name(fake: FakeModal, name: str, kind: str) -> None:
+    if not _NAME.fullmatch(name):
         raise fake.exception.InvalidError(f"Invalid {kind} name: {name!r}")
 
 
 #: The members of the real SDK each fake class stands in for, for the signature check.
 FAKED = {
     "App": ("__init__", "function", "deploy"),
-    "Image": ("debian_slim", "uv_pip_install", "add_local_python_source"),
+    "Image": ("debian_slim", "uv_pip_install", "add_local_python_source", "add_local_dir"),
     "Secret": ("from_name",),
     "Function": ("from_name", "hydrate", "remote_gen"),
     "Dict": ("from_name", "get", "put", "update", "pop", "keys", "contains"),
