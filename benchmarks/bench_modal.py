@@ -39,7 +39,7 @@ def naming(host: Any) -> float:
 
 
 def main() -> None:
-    fake = FakeModal(secrets={"llm-keys": {}})
+    fake = FakeModal(secrets={"llm-keys": {}}, containers="thread")
     try:
         with sdk.use(fake):
             host = connect_host(provider="modal", secrets="llm-keys")
