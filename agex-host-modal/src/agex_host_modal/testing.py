@@ -15,6 +15,11 @@ It mirrors Modal's behaviour where agex relies on it:
 - ``Function.from_name(...).hydrate()`` raises NotFoundError until the app is deployed;
   a deploy fails on a secret that does not exist.
 - Without credentials, anything that would reach Modal raises AuthError.
+- A new container takes ``startup`` seconds to start before its input runs (a cold start).
+- ``preempt(after)`` preempts the next input as Modal may: its container stops once it has
+  yielded ``after`` items, and the input runs again from the start in a new container;
+  the caller's stream goes on with that container's items, less as many as it already had
+  (Modal's client skips the items whose index it has received).
 
 Every method here has the name and parameters of the real one (a test compares them with
 the installed ``modal``); it accepts a subset of the parameters, the ones agex passes.
@@ -152,6 +157,8 @@ class FakeModal:
         self.volumes: dict[str, dict[str, bytes]] = {}
         self.calls = 0  #: function calls made
         self.containers: list[_Container] = []
+        self.startup = 0.0  #: seconds a new container takes before its first input runs
+        self.preemptions: list[int] = []  #: see preempt()
         self.lock = threading.RLock()
         self.root = Path(tempfile.mkdtemp(prefix="agex-fake-modal-"))
         #: What containers' secrets replaced in os.environ, put back by close().
@@ -176,6 +183,12 @@ class FakeModal:
         if container is None or path not in container.mounts:
             return path
         return str(container.mounts[path][1])
+
+    def preempt(self, after: int = 0) -> None:
+        """Preempt the next function input once its container has yielded ``after`` items:
+        that container stops, and Modal runs the input again in a new one."""
+        with self.lock:
+            self.preemptions.append(after)
 
     def close(self) -> None:
         """Stop the containers, forget their files and put the environment back.
@@ -275,6 +288,7 @@ class FakeApp:
         scaledown_window: int | None = None,
         timeout: int = 300,
         name: str | None = None,
+        nonpreemptible: bool = False,
     ) -> Callable[[Callable[..., Any]], Any]:
         options = {
             "image": image,
@@ -286,6 +300,7 @@ class FakeApp:
             "scaledown_window": scaledown_window,
             "timeout": timeout,
             "name": name,
+            "nonpreemptible": nonpreemptible,
         }
         if scaledown_window is not None and not 2 <= scaledown_window <= 3600:
             raise self._fake.exception.InvalidError(
@@ -335,6 +350,7 @@ class _Container:
     def __init__(self, fake: FakeModal, spec: _Spec) -> None:
         self.fake = fake
         self.id = len(fake.containers)
+        self.inputs = 0  #: inputs it has started
         fake.containers.append(self)
         self.mounts: dict[str, tuple[str, Path]] = {}
         for point, volume in (spec.options.get("volumes") or {}).items():
@@ -393,10 +409,37 @@ class _Deployed:
         """Run the generator in a container; what it yields comes back pickled."""
         fake = self.fake
         fake.calls += 1
+        with fake.lock:
+            preempted = fake.preemptions.pop(0) if fake.preemptions else None
         args, kwargs = cloudpickle.loads(cloudpickle.dumps((args, kwargs)))
-        container = self.container()
+        if preempted is None:
+            async for item in self._input(self.container(), args, kwargs):
+                yield item
+            return
+        received = 0
+        async for item in self._input(_Container(fake, self.spec), args, kwargs, preempted):
+            received += 1
+            yield item
+        async for item in self._input(_Container(fake, self.spec), args, kwargs):
+            if received:
+                received -= 1  # an index the caller has already received
+                continue
+            yield item
+
+    async def _input(
+        self,
+        container: _Container,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        stop_after: int | None = None,
+    ) -> AsyncIterator[Any]:
+        """One run of the input in ``container``; with ``stop_after``, the container is
+        preempted once it has yielded that many items, and is gone."""
+        fake = self.fake
         out: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         here = asyncio.get_running_loop()
+        container.inputs += 1
+        cold = container.inputs == 1
 
         def send(kind: str, data: Any = None) -> None:
             # Once the caller has gone, the container goes on unheard, as on Modal.
@@ -406,8 +449,18 @@ class _Deployed:
         async def run() -> None:
             _container.set(container)
             try:
-                async for item in self.spec.raw(*args, **kwargs):
-                    send("item", cloudpickle.dumps(item))
+                if cold:
+                    await asyncio.sleep(fake.startup)
+                items = self.spec.raw(*args, **kwargs)
+                sent = 0
+                try:
+                    async for item in items:
+                        if sent == stop_after:
+                            break  # preempted: the input stops here
+                        send("item", cloudpickle.dumps(item))
+                        sent += 1
+                finally:
+                    await items.aclose()
                 send("end")
             except BaseException as exc:
                 send("raise", exc)
@@ -427,8 +480,9 @@ class _Deployed:
                 yield cloudpickle.loads(data)
         finally:
             # As with Modal, the container goes on when its caller stops listening; it is
-            # reused once its input ends.
-            running.add_done_callback(lambda _: self.idle.append(container))
+            # reused once its input ends, unless it was preempted.
+            if stop_after is None:
+                running.add_done_callback(lambda _: self.idle.append(container))
 
 
 class _AioMethod:
