@@ -11,6 +11,7 @@ import time
 import pytest
 
 from agex import Agent, TaskCancelled, connect_host, connect_state
+from agex.errors import RemoteExecutionError
 from agex.hosts.running import RUNS
 from agex.testing.host import scripted
 from agex_host_modal.app import app_name
@@ -46,10 +47,10 @@ def counting_agent(host, state=None, steps=1):
         ({"secrets": []}, "secret name or a list"),
         ({"secrets": "bad name"}, "each secret must be a Modal name"),
         ({"app": "x" * 65}, "app must be a Modal name"),
-        ({"gpu": "A10G:0"}, "gpu must be a Modal GPU type"),
+        ({"gpu": "A10G:0"}, "asks for 0 GPUs"),
         ({"gpu": 1}, "gpu must be a Modal GPU type"),
-        ({"memory": 0}, "memory must be a positive number of megabytes"),
-        ({"memory": 4096.5}, "memory must be a positive number of megabytes"),
+        ({"memory": 0}, "memory must be a whole number of MiB"),
+        ({"memory": 4096.5}, "memory must be a whole number of MiB"),
         ({"timeout": 0}, "timeout must be a number of seconds"),
         ({"timeout": 24 * 3600}, "at most 86340"),
         ({"scaledown_window": 1}, "from 2 to 3600"),
@@ -77,6 +78,7 @@ def test_seed_parameters_are_accepted_and_dumped():
         "memory": 4096,
         "timeout": 600.0,
         "scaledown_window": 300,
+        "preemptible": None,
     }
     assert modal_host(secrets=["a", "b"]).secrets == ("a", "b")
 
@@ -152,7 +154,7 @@ def test_warmup_deploys_ahead_of_the_first_task(fake):
 
 def test_a_missing_secret_fails_the_deploy_by_name(fake):
     _agent, bump = counting_agent(modal_host(secrets=["llm-keys", "nowhere"]))
-    with pytest.raises(fake.exception.NotFoundError, match="nowhere"):
+    with pytest.raises(RemoteExecutionError, match=r"'nowhere' not found.*modal secret create"):
         bump()
 
 

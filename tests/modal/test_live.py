@@ -1,9 +1,16 @@
-"""Against the real Modal, when this machine has credentials and AGEX_MODAL_LIVE=1 (it
-deploys an app and runs a scripted task in it). Skipped otherwise."""
+"""Against the real Modal, when this machine has credentials and AGEX_MODAL_LIVE=1; skipped
+otherwise. It deploys apps and runs scripted tasks in them (no model is called): the memory
+tier, the disk tier, and a sub-agent without a host, which runs in the container.
+
+    AGEX_MODAL_LIVE=1 pytest tests/modal/test_live.py -m modal_live
+
+The secret it names (AGEX_MODAL_SECRET, default ``llm-keys``) must exist in the workspace.
+"""
 
 from __future__ import annotations
 
 import os
+from secrets import token_hex
 
 import pytest
 
@@ -22,12 +29,21 @@ def live():
         pytest.skip("set AGEX_MODAL_LIVE=1 on a machine with Modal credentials")
 
 
-def test_a_task_runs_on_modal_and_keeps_memory_state(live):
-    host = connect_host(provider="modal", secrets=os.environ.get("AGEX_MODAL_SECRET", "llm-keys"))
+@pytest.fixture
+def session():
+    return f"agex-live-{token_hex(4)}"
+
+
+def host():
+    return connect_host(provider="modal", secrets=os.environ.get("AGEX_MODAL_SECRET", "llm-keys"))
+
+
+def test_the_memory_tier_keeps_state_between_tasks(live, session):
     agent = Agent(
-        host=host,
+        name="agex-live-memory",
+        host=host(),
         state=connect_state(type="versioned", storage="memory"),
-        llm=scripted("x = 41", "task_success(x + 1)"),
+        llm=scripted("x = 41", "task_success(x + 1)", "task_success(x * 2)"),
     )
 
     @agent.task
@@ -35,6 +51,47 @@ def test_a_task_runs_on_modal_and_keeps_memory_state(live):
         """Answer."""
 
     events = []
-    assert answer(session="agex-live-test", on_event=events.append) == 42
+    assert answer(session=session, on_event=events.append) == 42
     assert type(events[0]).__name__ == "TaskStartEvent"
-    assert agent.state("agex-live-test").history()
+    assert answer(session=session) == 82  # x is still 41, read back from the Dict
+    assert agent.state(session).values() == {"x": 41}  # read here, through Modal's API
+
+
+def test_the_disk_tier_keeps_state_in_a_volume(live, session):
+    agent = Agent(
+        name="agex-live-disk",
+        host=host(),
+        state=connect_state(type="versioned", storage="disk", path="agex-live-test"),
+        llm=scripted("notes = ['one']\ntask_success(1)", "notes.append('two')\ntask_success(2)"),
+    )
+
+    @agent.task
+    def note() -> int:
+        """Note."""
+
+    assert note(session=session) == 1
+    assert note(session=session) == 2
+    assert agent.state(session).values()["notes"] == ["one", "two"]
+
+
+def test_a_sub_agent_without_a_host_runs_in_the_container(live):
+    specialist = Agent(
+        name="agex-live-specialist",
+        llm=scripted("task_success(data.upper() + getenv('MODAL_IS_REMOTE', ' here'))"),
+    )
+    specialist.fn(os.getenv)  # Modal sets MODAL_IS_REMOTE=1 in its containers
+
+    @specialist.task
+    def shout(data: str) -> str:
+        """Shout."""
+
+    orchestrator = Agent(
+        name="agex-live-orchestrator", host=host(), llm=scripted("task_success(shout('x'))")
+    )
+    orchestrator.fn(shout)
+
+    @orchestrator.task
+    def run() -> str:
+        """Run."""
+
+    assert run() == "X1"  # the specialist ran where the orchestrator did: in the container

@@ -2,7 +2,8 @@
 generator function (``remote.run_task``) with the host's settings and secrets.
 
 Building it touches no network: Modal resolves the secrets and volumes, and builds the image,
-only when the app is deployed.
+only when the app is deployed. One thing is checked here, before anything is sent: that
+Modal's image builder supports the image's Python (this process's: the task is pickled here).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agex.errors import RemoteExecutionError
 from agex_host_modal import names, remote, sdk
 from agex_host_modal.dependencies import SHIPPED_METADATA, Needs, needs
 from agex_host_modal.storage import mount_point
@@ -58,6 +60,7 @@ def build(agent: Agent, host: ModalHost, tasks: Sequence[Any] = ()) -> Any:
     the agent's own needs cover), built offline."""
     modal = sdk.modal()
     needed = needs(agent, tasks)
+    check_python(needed.python)
     image = modal.Image.debian_slim(python_version=needed.python).uv_pip_install(*needed.pins)
     if needed.sources:
         image = image.add_local_python_source(*needed.sources)
@@ -78,8 +81,29 @@ def build(agent: Agent, host: ModalHost, tasks: Sequence[Any] = ()) -> Any:
         memory=host.memory,
         timeout=host.function_timeout,
         scaledown_window=host.scaledown_window,
+        nonpreemptible=host.nonpreemptible,
         volumes=volumes,
         name=remote.FUNCTION,
         serialized=True,
     )(remote.run_task)
     return app
+
+
+def check_python(python: str) -> None:
+    """Refuse, before anything is sent, an image Python Modal's image builder cannot make."""
+    supported = sdk.supported_pythons()
+    if supported is None:
+        return  # the SDK does not say: Modal's own check, at deploy, still applies
+    builder, series = supported
+    if python in series:
+        return
+    which = (
+        f"image builder version {builder} (set in this machine's Modal configuration)"
+        if builder is not None
+        else "image builder"
+    )
+    raise RemoteExecutionError(
+        f"Modal's {which} supports Python {', '.join(series)}, and the image would run "
+        f"Python {python}: the image runs the Python of the process that calls the task, "
+        "which pickles it. Run agex under one of those versions"
+    )

@@ -4,22 +4,28 @@ tokens stream back through the function's generator while it runs.
 State lives in Modal: ``storage="memory"`` in a Dict per session (``agex.<fingerprint8>.
 <session>``, entries expire after 7 days without use), ``storage="disk"`` in a Volume and a
 Dict named from ``path`` (kept until deleted), ephemeral state fresh per task.
+
+Every call to Modal from here is made in its async form, on the caller's event loop; the
+synchronous methods of the Host protocol (``warmup``, ``cancel``) run theirs to the end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import math
 import re
 import threading
-from collections.abc import Sequence
+import warnings
+from collections.abc import Coroutine, Sequence
 from secrets import token_hex
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from agex.errors import RemoteExecutionError, TaskCancelled
+from agex.errors import RemoteExecutionError
 from agex.hosts import Host
 from agex.state.config import StateConfig
-from agex_host_modal import names, sdk
+from agex_host_modal import names, remote, sdk
 
 if TYPE_CHECKING:
     from agex.agent import Agent
@@ -31,12 +37,36 @@ LONGEST = 24 * 3600
 #: reports its own TaskTimeout instead of being killed.
 GRACE = 60
 
+#: The GPU types Modal's GPU guide lists (https://modal.com/docs/guide/gpu), and the most of
+#: each one container may have. The SDK passes any name on, so a type not listed here is
+#: passed on too, with a warning: it may be newer than this list.
+GPU_TYPES = {
+    "T4": 8,
+    "L4": 8,
+    "A10": 4,
+    "A10G": 4,
+    "L40S": 8,
+    "A100": 8,
+    "A100-40GB": 8,
+    "A100-80GB": 8,
+    "RTX-PRO-6000": 8,
+    "H100": 8,
+    "H100!": 8,
+    "H200": 8,
+    "B200": 8,
+    "B200+": 8,
+}
+#: How the SDK reads a GPU request: a type, then ``:count`` (``modal._utils.function_utils.
+#: parse_gpu_config``); a type may end in ``!`` (exactly it) or ``+`` (it or better).
+_GPU = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*[!+]?)(?::([0-9]+))?")
+
 LIVE_REFUSED = (
     "the modal host does not support live state (no persistence between invocations): use "
     'connect_state(type="versioned", storage="memory"), storage="disk" with a path, or '
     'type="ephemeral"'
 )
-_GPU = re.compile(r"[A-Za-z0-9-]+(:[1-9][0-9]*)?")
+
+_T = TypeVar("_T")
 
 
 class ModalHost(Host):
@@ -46,22 +76,16 @@ class ModalHost(Host):
         self,
         secrets: str | list[str] | None = None,
         app: str | None = None,
-        gpu: str | None = None,
-        memory: int | None = None,
+        gpu: str | list[str] | None = None,
+        memory: int | tuple[int, int] | list[int] | None = None,
         timeout: float = 300.0,
         scaledown_window: int = 300,
+        preemptible: bool | None = None,
     ) -> None:
         self.secrets = _secrets(secrets)
         self.app = None if app is None else names.check(app, "app")
-        if gpu is not None and (not isinstance(gpu, str) or not _GPU.fullmatch(gpu)):
-            raise ValueError(
-                'gpu must be a Modal GPU type such as "T4", "A10G", "A100" or "H100:2", '
-                f"got {gpu!r}"
-            )
-        if memory is not None and (
-            not isinstance(memory, int) or isinstance(memory, bool) or memory <= 0
-        ):
-            raise ValueError(f"memory must be a positive number of megabytes, got {memory!r}")
+        self.gpu = _gpu(gpu)
+        self.memory = _memory(memory)
         if (
             not isinstance(timeout, int | float)
             or isinstance(timeout, bool)
@@ -80,8 +104,16 @@ class ModalHost(Host):
                 "scaledown_window must be a whole number of seconds from 2 to 3600, got "
                 f"{scaledown_window!r}"
             )
-        self.gpu, self.memory = gpu, memory
+        if preemptible not in (None, True, False):
+            raise ValueError(f"preemptible must be True, False or None, got {preemptible!r}")
+        if preemptible is False and self.gpu is not None:
+            raise ValueError(
+                "Modal runs no GPU function on non-preemptible machines: leave preemptible "
+                "unset (a GPU function is preemptible), or drop gpu="
+            )
+        self.preemptible = preemptible
         self.timeout, self.scaledown_window = float(timeout), scaledown_window
+        #: Deployed functions by app name; a Future while one call looks it up or deploys.
         self._functions: dict[str, Any] = {}
         self._names: dict[tuple[Any, ...], str] = {}
         self._lock = threading.Lock()
@@ -90,6 +122,14 @@ class ModalHost(Host):
     def function_timeout(self) -> int:
         """The Modal function's timeout: whole seconds, with room to report a TaskTimeout."""
         return math.ceil(self.timeout) + GRACE
+
+    @property
+    def nonpreemptible(self) -> bool:
+        """Whether the function is deployed on machines Modal does not preempt: unless
+        ``preemptible=True``, or a GPU (which Modal offers only preemptible)."""
+        if self.preemptible is None:
+            return self.gpu is None
+        return not self.preemptible
 
     # -- the Host protocol -------------------------------------------------------------
 
@@ -129,37 +169,50 @@ class ModalHost(Host):
             )
 
     async def arun(self, invocation: Invocation, sink: Sink) -> Any:
-        from agex import plugins, remote
+        from agex import plugins
+        from agex import remote as core
         from agex.hosts.running import RUNS
-        from agex_host_modal.remote import run_key
 
         sdk.check_credentials()
-        agent = invocation.agent
+        agent, session = invocation.agent, invocation.session
         serializer = plugins.create("serializer", "cloudpickle")
-        envelope = remote.Envelope.of(
-            invocation, state=self.state_for(agent, invocation.session), timeout=self.timeout
+        envelope = core.Envelope.of(
+            invocation, state=self.state_for(agent, session), timeout=self.timeout
         )
-        payload = remote.ship(invocation, serializer)
-        function = await asyncio.to_thread(self.function, agent, invocation.task)
-        stream = self._stream(function, envelope.to_json(), payload, sink)
+        payload = core.ship(invocation, serializer)
+        function = await self.afunction(agent, invocation.task)
+        control = remote.control()
         try:
-            outcome = await RUNS.run(agent.name, invocation.session, stream)
-        except (asyncio.CancelledError, TaskCancelled):
+            # Read before the call, so that a cancel sent while the container starts counts.
+            baseline = await control.get.aio(remote.session_key(agent.name, session))
+        except sdk.modal().exception.Error as exc:
+            raise sdk.failure(exc, f"reading agex's control Dict {remote.CONTROL!r}") from exc
+        watch = {"baseline": baseline, "stale": remote.STALE}
+        beating = asyncio.ensure_future(_heartbeat(control, remote.alive_key(envelope.run)))
+        try:
+            outcome = await RUNS.run(
+                agent.name, session, self._stream(function, envelope, payload, watch, sink)
+            )
+        except BaseException:
             # Modal does not stop a function whose caller stopped listening: ask it to.
-            await asyncio.shield(asyncio.to_thread(_control().put, run_key(envelope.run), True))
+            await asyncio.shield(_stop(control, envelope.run))
             raise
+        finally:
+            beating.cancel()
+            await asyncio.wait([beating])
+        if _failed(beating):  # not Modal's error (those are retried): a bug, to be seen
+            raise beating.exception() or RuntimeError()
         # Modal authenticates both ends of the call: no key of ours signs the value.
-        return remote.settle(outcome, invocation, "")
+        return core.settle(outcome, invocation, "")
 
     def cancel(self, agent: Agent, session: str) -> int:
         """Stop the agent's runs in ``session``, wherever they were started; returns how
         many of them this process started. A container stops within a second or so."""
         from agex.hosts.running import RUNS
-        from agex_host_modal.remote import session_key
 
         stopped = RUNS.cancel(agent.name, session)
         sdk.check_credentials()
-        _control().put(session_key(agent.name, session), token_hex(8))
+        _blocking(_cancel_session(agent.name, session))
         return stopped
 
     def warmup(self, agent: Agent) -> None:
@@ -172,10 +225,11 @@ class ModalHost(Host):
             "provider": self.provider,
             "secrets": list(self.secrets),
             "app": self.app,
-            "gpu": self.gpu,
-            "memory": self.memory,
+            "gpu": list(self.gpu) if isinstance(self.gpu, list) else self.gpu,
+            "memory": list(self.memory) if isinstance(self.memory, tuple) else self.memory,
             "timeout": self.timeout,
             "scaledown_window": self.scaledown_window,
+            "preemptible": self.preemptible,
         }
 
     def state_storage(self, agent: Agent, session: str) -> Any:
@@ -198,11 +252,46 @@ class ModalHost(Host):
     def function(self, agent: Agent, task: Any = None) -> Any:
         """The deployed function for ``agent`` (and ``task``, whose modules the image must
         hold), deploying the app first when Modal has none by its name."""
+        return _blocking(self.afunction(agent, task))
+
+    async def afunction(self, agent: Agent, task: Any = None) -> Any:
+        """:meth:`function`, from async code. Calls that ask at once for the same app wait
+        for the one that looks it up (and deploys it), and share its answer."""
+        name = await asyncio.to_thread(self._app_name, agent, task)
+        while True:
+            with self._lock:
+                found = self._functions.get(name)
+                if found is None:
+                    mine = self._functions[name] = concurrent.futures.Future()
+            if found is None:
+                break
+            if not isinstance(found, concurrent.futures.Future):
+                return found
+            with contextlib.suppress(asyncio.CancelledError):
+                return await asyncio.shield(asyncio.wrap_future(found))
+            current = asyncio.current_task()
+            if not found.cancelled() or (current is not None and current.cancelling()):
+                raise asyncio.CancelledError
+            # The call that was looking it up was cancelled: look it up here.
+        try:
+            function = await self._deployed(agent, name, task)
+        except BaseException as exc:
+            with self._lock:
+                self._functions.pop(name, None)
+            if isinstance(exc, Exception):
+                mine.set_exception(exc)
+            else:
+                mine.cancel()
+            raise
+        with self._lock:
+            self._functions[name] = function
+        mine.set_result(function)
+        return function
+
+    def _app_name(self, agent: Agent, task: Any = None) -> str:
         from agex_host_modal.app import app_name, volume_of
         from agex_host_modal.dependencies import agents
-        from agex_host_modal.remote import FUNCTION
 
-        modal = sdk.modal()
         # Naming the app scans installed distributions and hashes local sources: once per
         # definition of the agent and its sub-agents, not once per task.
         tasks = () if task is None else (task,)
@@ -212,20 +301,30 @@ class ModalHost(Host):
             name = self._names.get(defined)
         if name is None:
             name = app_name(agent, self, tasks=tasks)
-        with self._lock:
-            self._names[defined] = name
-            function = self._functions.get(name)
-            if function is not None:
-                return function
-            function = modal.Function.from_name(name, FUNCTION)
-            try:
-                function.hydrate()
-            except modal.exception.NotFoundError:
-                self.build(agent, tasks).deploy(name=name)
-                function = modal.Function.from_name(name, FUNCTION)
-                function.hydrate()
-            self._functions[name] = function
+            with self._lock:
+                self._names[defined] = name
+        return name
+
+    async def _deployed(self, agent: Agent, name: str, task: Any = None) -> Any:
+        """The function of app ``name``, deployed first when Modal has no app by that name."""
+        modal = sdk.modal()
+        function = modal.Function.from_name(name, remote.FUNCTION)
+        try:
+            await function.hydrate.aio()
             return function
+        except modal.exception.NotFoundError:
+            pass
+        except modal.exception.Error as exc:
+            raise sdk.failure(exc, f"looking up app {name!r}") from exc
+        tasks = () if task is None else (task,)
+        app = await asyncio.to_thread(self.build, agent, tasks)  # no network: local files
+        try:
+            await app.deploy.aio(name=name)
+            function = modal.Function.from_name(name, remote.FUNCTION)
+            await function.hydrate.aio()
+        except modal.exception.Error as exc:
+            raise sdk.failure(exc, f"deploying app {name!r}") from exc
+        return function
 
     def state_for(self, agent: Agent, session: str) -> StateConfig:
         """The state configuration the task uses in the container: Modal storages named
@@ -245,25 +344,43 @@ class ModalHost(Host):
         )
 
     async def _stream(
-        self, function: Any, envelope: dict[str, Any], payload: bytes, sink: Sink
+        self,
+        function: Any,
+        envelope: Any,
+        payload: bytes,
+        watch: dict[str, Any],
+        sink: Sink,
     ) -> dict[str, Any]:
         """Follow the container's messages to the run's outcome."""
         from agex.remote import deliver
 
-        modal = sdk.modal()
-        messages = function.remote_gen.aio(envelope, payload)
+        messages = function.remote_gen.aio(envelope.to_json(), payload, watch=watch)
         try:
-            async for kind, data in messages:
-                outcome = deliver(kind, data, sink)
+            while True:
+                try:
+                    kind, data = await anext(messages)
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:
+                    raise sdk.failure(exc, "running the task") from exc
+                outcome = deliver(kind, data, sink)  # the caller's callbacks: theirs to raise
                 if outcome is not None:
                     return outcome
-        except modal.exception.Error as exc:
-            raise RemoteExecutionError(
-                f"Modal failed while running the task: {type(exc).__name__}: {exc}"
-            ) from None
         finally:
-            await messages.aclose()
-        raise RemoteExecutionError("the Modal function ended without the task's outcome")
+            with contextlib.suppress(Exception):
+                await messages.aclose()
+        # No outcome: Modal ran the input again (remote.RESTARTED), and its client skipped
+        # the new container's messages up to the count it had from the first, outcome too.
+        try:
+            restarted = await remote.control().get.aio(remote.restart_key(envelope.run))
+        except sdk.modal().exception.Error as exc:
+            raise sdk.failure(exc, "reading why the task ended without an outcome") from exc
+        if isinstance(restarted, dict):
+            return restarted
+        raise RemoteExecutionError(
+            "the Modal function ended without the task's outcome (its container stopped "
+            "before the task ended): the session's state is unchanged, run the task again"
+        )
 
     # -- pickling: function handles stay here ------------------------------------------
 
@@ -280,10 +397,52 @@ class ModalHost(Host):
         return f"ModalHost(secrets={list(self.secrets)!r})"
 
 
-def _control() -> Any:
-    from agex_host_modal.remote import CONTROL
+# -- talking to the run's container through the control Dict ----------------------------------
 
-    return sdk.modal().Dict.from_name(CONTROL, create_if_missing=True)
+
+async def _heartbeat(control: Any, key: str) -> None:
+    """Renew ``key`` every ``remote.HEARTBEAT`` seconds: the container stops a run whose
+    caller stopped renewing it (its process died). A beat Modal does not take is retried
+    at the next one."""
+    beat = 0
+    while True:
+        beat += 1
+        with contextlib.suppress(sdk.modal().exception.Error):
+            await control.put.aio(key, beat)
+        await asyncio.sleep(remote.HEARTBEAT)
+
+
+async def _stop(control: Any, run: str) -> None:
+    """Ask the run's container to stop. When Modal cannot be told, the container stops
+    anyway once the heartbeat has been missing for ``remote.STALE`` seconds."""
+    with contextlib.suppress(sdk.modal().exception.Error):
+        await control.put.aio(remote.run_key(run), True)
+
+
+async def _cancel_session(agent: str, session: str) -> None:
+    try:
+        await remote.control().put.aio(remote.session_key(agent, session), token_hex(8))
+    except sdk.modal().exception.Error as exc:
+        raise sdk.failure(exc, f"asking the runs of {agent!r} in {session!r} to stop") from exc
+
+
+def _failed(task: asyncio.Future[Any]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is not None
+
+
+def _blocking(coroutine: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``coroutine`` to its end for synchronous code: here, or on a thread of its own
+    when this thread runs an event loop (code in a notebook), whose other tasks would
+    otherwise stall on Modal's calls."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, coroutine).result()
+
+
+# -- parameters ------------------------------------------------------------------------------
 
 
 def _secrets(secrets: object) -> tuple[str, ...]:
@@ -297,3 +456,68 @@ def _secrets(secrets: object) -> tuple[str, ...]:
     if not isinstance(listed, list | tuple) or not listed:
         raise ValueError(f"secrets must be a secret name or a list of them, got {secrets!r}")
     return tuple(names.check(name, "each secret") for name in listed)
+
+
+def _gpu(gpu: object) -> str | list[str] | None:
+    """A GPU request as Modal takes it: ``"TYPE"``, ``"TYPE:count"``, or a list of them,
+    tried in order (the first Modal has free is used)."""
+    if gpu is None:
+        return None
+    if isinstance(gpu, list | tuple) and gpu and all(isinstance(one, str) for one in gpu):
+        return [_one_gpu(one) for one in gpu]
+    if isinstance(gpu, str):
+        return _one_gpu(gpu)
+    raise ValueError(
+        'gpu must be a Modal GPU type such as "T4", "A10G", "L40S" or "H100", with ":count" '
+        f'for more than one ("H100:2"), or a list of them to fall back on, got {gpu!r}'
+    )
+
+
+def _one_gpu(gpu: str) -> str:
+    match = _GPU.fullmatch(gpu)
+    if match is None:
+        raise ValueError(
+            f'gpu must be a Modal GPU type such as "T4", "A10G", "L40S" or "H100", with '
+            f'":count" for more than one ("H100:2"), got {gpu!r}'
+        )
+    kind, count = match.group(1).upper(), match.group(2)
+    most = GPU_TYPES.get(kind, max(GPU_TYPES.values()))
+    if count is not None and not 1 <= int(count) <= most:
+        raise ValueError(
+            f"gpu {gpu!r} asks for {int(count)} GPUs: Modal gives a container from 1 to "
+            f"{most} of type {kind}"
+        )
+    if kind not in GPU_TYPES:
+        warnings.warn(
+            f"gpu {gpu!r} names a type Modal's GPU guide does not list ("
+            f"{', '.join(GPU_TYPES)}); Modal will refuse it when the app deploys unless it "
+            "is newer than that list",
+            UserWarning,
+            stacklevel=4,
+        )
+    return gpu
+
+
+def _memory(memory: object) -> int | tuple[int, int] | None:
+    """Memory as Modal takes it, in MiB: a request (the least the container gets; it may
+    use more when the machine has it), or ``(request, limit)``, where the limit is the
+    most the container may use before Modal stops it."""
+
+    def whole(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+    if memory is None or whole(memory):
+        return memory  # type: ignore[return-value]
+    if isinstance(memory, list | tuple) and len(memory) == 2 and all(map(whole, memory)):
+        request, limit = memory
+        if limit < request:
+            raise ValueError(
+                f"memory=({request}, {limit}) sets a limit below the request: Modal needs "
+                "the limit (the most the container may use) at least as large as the "
+                "request (the least it gets)"
+            )
+        return (request, limit)
+    raise ValueError(
+        "memory must be a whole number of MiB the container asks for (e.g. 4096), or a "
+        f"(request, limit) pair of them (e.g. (4096, 8192)), got {memory!r}"
+    )

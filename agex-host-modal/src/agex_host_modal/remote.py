@@ -3,6 +3,22 @@ message by message while it runs.
 
 Messages are ``(kind, data)`` pairs, as ``agex.remote.messages`` writes them: events, model
 output, and the outcome last (``agex.remote.outcome``).
+
+Modal tells a running function neither that its caller stopped listening nor that it runs
+an input for the second time, so caller and container say it to each other in the Dict
+``CONTROL``, under keys named by the run (the envelope's ``run``):
+
+- ``start/<run>`` is put, unless present, when the input starts. Modal may stop a container
+  and start the same input again from the beginning in another (it preempts containers);
+  the second start finds the key and ends the run with :data:`RESTARTED` at once, instead of
+  calling the model and running the agent's code a second time.
+- ``run/<run>`` is set when the run's caller cancels it; ``session/<agent>/<session>``
+  changes each time ``task.cancel(session)`` is called. The caller reads the session key
+  before the call and sends what it read, so a cancel sent while the container was still
+  starting is not missed.
+- ``alive/<run>`` is renewed by the caller every :data:`HEARTBEAT` seconds while it listens;
+  a run whose caller has not renewed it for the ``stale`` seconds the caller asked for
+  (:data:`STALE`) is stopped: its caller went away without a word (its process died).
 """
 
 from __future__ import annotations
@@ -12,12 +28,29 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
+from agex_host_modal import sdk
+
 #: The deployed function's name.
 FUNCTION = "run_task"
-#: The Dict through which callers ask running tasks to stop (Modal does not tell a function
-#: that its caller stopped listening), and how often a running task looks at it.
+#: The Dict through which callers and containers speak (see the module's docstring), and
+#: how often, at most, a running task looks at it.
 CONTROL = "agex-control"
 POLL = 1.0
+#: How often a caller renews its heartbeat, and how long a run goes on without one.
+HEARTBEAT = 5.0
+STALE = 30.0
+
+RESTARTED = (
+    "Modal started this task's input a second time, after it had already started in "
+    "another container (Modal does so when it preempts a container, or when the machine "
+    "under it fails). agex did not run it again, which would repeat its model calls and "
+    "the side effects of its code. The session's state is unchanged: a task commits to its "
+    "session only when it finishes. Run the task again"
+)
+
+
+class Restarted(Exception):
+    """The outcome of an input Modal started a second time (see :data:`RESTARTED`)."""
 
 
 def run_key(run: str) -> str:
@@ -25,55 +58,152 @@ def run_key(run: str) -> str:
     return f"run/{run}"
 
 
+def start_key(run: str) -> str:
+    """Put, unless present, when the run's input starts in a container."""
+    return f"start/{run}"
+
+
+def restart_key(run: str) -> str:
+    """The outcome of a restarted input, for a caller whose stream never shows it (Modal's
+    client skips as many of the new container's messages as it had from the first)."""
+    return f"restarted/{run}"
+
+
+def alive_key(run: str) -> str:
+    """Renewed by the run's caller while it listens."""
+    return f"alive/{run}"
+
+
 def session_key(agent: str, session: str) -> str:
     """Changes each time ``task.cancel(session)`` asks the agent's runs in a session to stop."""
     return f"session/{quote(agent, safe='')}/{quote(session, safe='')}"
 
 
-async def run_task(envelope: dict[str, Any], payload: bytes) -> AsyncIterator[tuple[str, Any]]:
+def control() -> Any:
+    return sdk.modal().Dict.from_name(CONTROL, create_if_missing=True)
+
+
+async def run_task(
+    envelope: dict[str, Any], payload: bytes, watch: dict[str, Any] | None = None
+) -> AsyncIterator[tuple[str, Any]]:
     """The deployed function: the shipped task run by ``agex.remote``, its messages yielded
-    as ``(kind, data)`` while it runs, until its outcome."""
+    as ``(kind, data)`` while it runs, until its outcome.
+
+    ``watch`` is what the caller says about stopping: ``baseline``, the session's cancel
+    key as it read it before the call, and ``stale``, the seconds without its heartbeat
+    after which the run stops (None: no heartbeat is watched).
+    """
+    from agex.errors import TaskCancelled
     from agex.remote import Envelope, Refused, stream
+    from agex.remote.messages import ENDS
     from agex.remote.outcome import failure
+    from agex.stores import LOCAL
 
     try:
         checked = Envelope.from_json(envelope)
     except Refused as refused:
         yield "error", failure(RuntimeError(f"the Modal image does not match: {refused}"))
         return
-    if checked.state.storage is not None:
-        await asyncio.to_thread(_reload, checked)
+    control_dict = control()
+    try:
+        if not await control_dict.put.aio(start_key(checked.run), True, skip_if_exists=True):
+            outcome = failure(Restarted(RESTARTED))
+            await control_dict.put.aio(restart_key(checked.run), outcome)
+            yield "error", outcome
+            return
+        watcher = _Watch(control_dict, checked, watch or {})
+        if await watcher.asked():
+            yield "error", failure(TaskCancelled("the run was cancelled before it started"))
+            return
+        if checked.state.storage is not None:
+            await _reload(checked.state)
+            # Made here, off the loop, for the loop to find: making one may call Modal.
+            await asyncio.to_thread(LOCAL.storage, checked.state)
+    except Exception as exc:
+        yield "error", failure(_starting(exc))
+        return
     stop = asyncio.Event()
+    watching = asyncio.ensure_future(watcher.follow(stop))
     messages = stream(checked, payload, stop=stop)
-    watching = asyncio.ensure_future(_watch(checked, stop))
     try:
         async for message in messages:
+            if message.kind in ENDS and _failed(watching):
+                # The run stopped because watching it failed: that failure is the outcome.
+                yield "error", failure(watching.exception() or RuntimeError())
+                return
             yield message.kind, message.data
     finally:
         watching.cancel()
         await messages.aclose()
 
 
-def _reload(envelope: Any) -> None:
-    """See what other containers committed to the state since this one last looked."""
-    from agex.stores import LOCAL
+def _starting(exc: Exception) -> Exception:
+    error = RuntimeError(
+        f"the Modal container could not start the task: {type(exc).__name__}: {exc}. Run "
+        "the task again"
+    )
+    error.__cause__ = exc
+    return error
 
-    reload = getattr(LOCAL.storage(envelope.state), "reload", None)
-    if reload is not None:
-        reload()
+
+def _failed(task: asyncio.Future[Any]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is not None
 
 
-async def _watch(envelope: Any, stop: asyncio.Event) -> None:
-    """Stop the run when its caller, or ``task.cancel(session)``, asks through CONTROL."""
-    from agex_host_modal import sdk
+async def _reload(state: Any) -> None:
+    """See what other containers committed to the state's Volume since this one last looked
+    (the disk tier; a Dict needs no reloading)."""
+    from agex_host_modal.storage import mount_point
 
-    control = sdk.modal().Dict.from_name(CONTROL, create_if_missing=True)
-    mine = run_key(envelope.run)
-    theirs = session_key(envelope.agent, envelope.session)
-    before = await asyncio.to_thread(control.get, theirs)
-    while True:
-        await asyncio.sleep(POLL)
-        asked = await asyncio.to_thread(control.get, mine)
-        if asked is not None or await asyncio.to_thread(control.get, theirs) != before:
+    if state.storage != "modal-volume" or not state.path:
+        return
+    if sdk.mounted(mount_point(state.path)).is_dir():
+        await sdk.modal().Volume.from_name(state.path).reload.aio()
+
+
+class _Watch:
+    """Whether the run should stop, from what its caller and ``task.cancel`` put in CONTROL.
+
+    Modal's errors reading the Dict are a look missed, tried again at the next one; any
+    other error stops the run and is raised (it is a bug, and must be seen).
+    """
+
+    def __init__(self, control: Any, envelope: Any, watch: dict[str, Any]) -> None:
+        self.control = control
+        self.mine = run_key(envelope.run)
+        self.theirs = session_key(envelope.agent, envelope.session)
+        self.alive = alive_key(envelope.run)
+        self.unread = "baseline" not in watch
+        self.baseline = watch.get("baseline")
+        stale = watch.get("stale")
+        self.stale = float(stale) if isinstance(stale, int | float) and stale > 0 else None
+        self.poll = POLL if self.stale is None else min(POLL, self.stale / 4)
+        self.clock = asyncio.get_running_loop().time
+        self.beat: Any = None
+        self.seen = self.clock()  # when the heartbeat last changed
+
+    async def asked(self) -> bool:
+        """One look: True when the run should stop."""
+        get = self.control.get.aio
+        try:
+            if self.unread:  # a caller that did not read it: from now on
+                self.baseline, self.unread = await get(self.theirs), False
+            if await get(self.mine) is not None or await get(self.theirs) != self.baseline:
+                return True
+            if self.stale is None:
+                return False
+            beat = await get(self.alive)
+        except sdk.modal().exception.Error:
+            return False
+        if beat != self.beat:
+            self.beat, self.seen = beat, self.clock()
+            return False
+        return self.clock() - self.seen > self.stale
+
+    async def follow(self, stop: asyncio.Event) -> None:
+        """Look every ``poll`` seconds, and set ``stop`` when the run should stop."""
+        try:
+            while not await self.asked():
+                await asyncio.sleep(self.poll)
+        finally:
             stop.set()
-            return

@@ -23,6 +23,11 @@ It mirrors Modal's behaviour where agex relies on it:
 - Without credentials, anything that would reach Modal raises AuthError.
 - Methods have Modal's ``.aio`` forms; a blocking form called on a running event loop
   raises ``BlockingCall`` (the real SDK warns).
+- A new container takes ``startup`` seconds before its first input runs (a cold start).
+- ``preempt(after)`` preempts the next input as Modal may: its container is gone once it
+  has yielded ``after`` items, and the input runs again from the start in a new container;
+  the caller's stream goes on with that container's items, less as many as it already had
+  (Modal's client skips the indexes it has received).
 
 Every method here has the name and parameters of the real one (a test compares them with
 the installed ``modal``); it accepts a subset of the parameters, the ones agex passes.

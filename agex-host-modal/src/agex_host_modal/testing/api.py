@@ -158,6 +158,8 @@ class FakeModal:
         self.volumes: dict[str, dict[str, bytes]] = {}
         self.calls = 0  #: function calls made
         self.containers: list[Any] = []
+        self.startup = 0.0  #: seconds a new container takes before its first input runs
+        self.preemptions: list[int] = []  #: see preempt()
         self.lock = threading.RLock()
         self.root = Path(tempfile.mkdtemp(prefix="agex-fake-modal-"))
         #: What thread containers' secrets replaced in os.environ, put back by close().
@@ -166,8 +168,6 @@ class FakeModal:
         self._link: Any = None
         self._mounts: dict[str, tuple[str, Path]] = {}
         self._server: Any = None
-        #: Preempt the container of an input once it has yielded this many items.
-        self.preempting: int | None = None
         self._bind()
 
     @classmethod
@@ -176,7 +176,8 @@ class FakeModal:
         fake = cls.__new__(cls)
         fake.credentials, fake.clock, fake.secrets, fake.mode = True, time.time, {}, "process"
         fake.apps, fake.deploys, fake.dicts, fake.volumes = {}, [], {}, {}
-        fake.calls, fake.containers, fake.environ, fake.preempting = 0, [], {}, None
+        fake.calls, fake.containers, fake.environ = 0, [], {}
+        fake.startup, fake.preemptions = 0.0, []
         fake.lock = threading.RLock()
         fake._link, fake._server = link, None
         fake._mounts = {point: (name, Path(folder)) for point, (name, folder) in mounts.items()}
@@ -195,11 +196,6 @@ class FakeModal:
         self.Volume = type("Volume", (FakeVolume,), bound)
         self.Function = type("Function", (FakeFunction,), bound)
 
-    def preempt_next(self, after: int) -> None:
-        """Preempt the container of the next input once it has yielded ``after`` items:
-        Modal then runs the input again, from the start, in a new container."""
-        self.preempting = after
-
     def is_local(self) -> bool:
         return self._link is None and _container.get() is None
 
@@ -213,6 +209,12 @@ class FakeModal:
             return self._mounts
         container = _container.get()
         return {} if container is None else container.mounts
+
+    def preempt(self, after: int = 0) -> None:
+        """Preempt the next function input once its container has yielded ``after`` items:
+        that container stops, and Modal runs the input again in a new one."""
+        with self.lock:
+            self.preemptions.append(after)
 
     def close(self) -> None:
         """Stop the containers, forget their files and put the environment back.
@@ -413,6 +415,7 @@ class FakeApp:
         scaledown_window: int | None = None,
         timeout: int = 300,
         name: str | None = None,
+        nonpreemptible: bool = False,
     ) -> Callable[[Callable[..., Any]], Any]:
         options = {
             "image": image,
@@ -424,6 +427,7 @@ class FakeApp:
             "scaledown_window": scaledown_window,
             "timeout": timeout,
             "name": name,
+            "nonpreemptible": nonpreemptible,
         }
         if scaledown_window is not None and not 2 <= scaledown_window <= 3600:
             raise self._fake.exception.InvalidError(

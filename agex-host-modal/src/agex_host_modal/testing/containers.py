@@ -53,54 +53,79 @@ class Deployed:
         with self.fake.lock:
             if self.idle:
                 return self.idle.pop()
+        return self.new_container()
+
+    def new_container(self) -> Any:
         if self.image is None:
             return ThreadContainer(self.fake, self.spec)
         return ProcessContainer(self.fake, self)
 
     async def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> AsyncIterator[Any]:
-        """Run the generator in a container; what it yields comes back pickled. A container
-        preempted mid-input (``FakeModal.preempt_next``) is replaced and the input runs
-        again from the start, its yields going on in the caller's stream, as on Modal."""
+        """Run the generator in a container; what it yields comes back pickled.
+
+        A preempted input (``FakeModal.preempt``) loses its container once that has yielded
+        the given number of items (the next one never arrives) and runs again from the start
+        in a new container. The caller's stream goes on with what the new one yields, less
+        as many items as it already had, as Modal's client skips indexes it has received.
+        """
         fake = self.fake
         fake.calls += 1
+        with fake.lock:
+            preempt = fake.preemptions.pop(0) if fake.preemptions else None
         payload = cloudpickle.dumps((args, kwargs))
         here = asyncio.get_running_loop()
-        out: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        out: asyncio.Queue[tuple[Any, tuple[str, Any]]] = asyncio.Queue()
 
-        def deliver(message: tuple[str, Any]) -> None:
-            # Once the caller has gone, the container goes on unheard, as on Modal.
-            with contextlib.suppress(RuntimeError):
-                here.call_soon_threadsafe(out.put_nowait, message)
+        def deliverer(source: Any) -> Deliver:
+            def deliver(message: tuple[str, Any]) -> None:
+                # Once the caller has gone, the container goes on unheard, as on Modal.
+                with contextlib.suppress(RuntimeError):
+                    here.call_soon_threadsafe(out.put_nowait, (source, message))
 
-        container = self._start(payload, deliver)
-        yielded = 0
+            return deliver
+
+        container = await self._start(payload, deliverer, fresh=preempt is not None)
+        received = skip = 0
         while True:
-            kind, data = await out.get()
+            source, (kind, data) = await out.get()
+            if source is not container:
+                continue  # from a container preempted since
             if kind == "end":
                 return
             if kind == "raise":
                 raise _loaded_error(fake, data)
             if kind == "lost":
-                if not container.preempted:
-                    raise fake.exception.RemoteError(
-                        f"the container running this input stopped: {data}"
-                    )
-                container = self._start(payload, deliver)
-                continue
-            yield cloudpickle.loads(data)
-            yielded += 1
-            if fake.preempting is not None and yielded >= fake.preempting:
-                fake.preempting = None
+                raise fake.exception.RemoteError(
+                    f"the container running this input stopped: {data}"
+                )
+            if preempt is not None and received == preempt:
+                preempt = None
                 container.preempt()
+                container = await self._start(payload, deliverer, fresh=True)
+                skip = received
+                continue
+            if skip:
+                skip -= 1  # an index the caller has received already
+                continue
+            received += 1
+            yield cloudpickle.loads(data)
 
-    def _start(self, payload: bytes, deliver: Deliver) -> Any:
-        container = self.container()
+    async def _start(
+        self, payload: bytes, deliverer: Callable[[Any], Deliver], fresh: bool = False
+    ) -> Any:
+        """The input started in an idle container or a new one (``fresh``: always new)."""
+        # A process takes a while to start: not on the caller's event loop.
+        container = await asyncio.to_thread(self.new_container if fresh else self.container)
+        deliver = deliverer(container)
+        if container.inputs == 0 and self.fake.startup:
+            await asyncio.sleep(self.fake.startup)  # a cold start
 
         def ended(message: tuple[str, Any]) -> None:
             deliver(message)
-            if message[0] in ("end", "raise"):
+            if message[0] in ("end", "raise") and not container.preempted:
                 self.idle.append(container)
 
+        container.inputs += 1
         container.run(payload, ended)
         return container
 
@@ -313,6 +338,7 @@ class ProcessContainer:
     variables and what Modal sets, its Volumes mounted as folders of its own."""
 
     preempted = False
+    inputs = 0  #: inputs it has started
 
     def __init__(self, fake: FakeModal, deployed: Deployed) -> None:
         assert deployed.image is not None
@@ -413,6 +439,7 @@ class ThreadContainer:
     secrets' variables in the environment, and a folder per mounted Volume."""
 
     preempted = False
+    inputs = 0  #: inputs it has started
 
     def __init__(self, fake: FakeModal, spec: _Spec) -> None:
         self.fake, self.spec = fake, spec
