@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import datetime
 import functools
 import inspect
 import io
@@ -41,6 +42,10 @@ import cloudpickle
 
 #: How long a Dict entry lives without a read or a write.
 DICT_TTL = 7 * 24 * 3600.0
+#: The largest Dict put or update the fake takes, its pickled keys and values together; a
+#: larger one raises RequestSizeError, as Modal does. Modal documents 100 MiB as its largest
+#: Dict object and no size for a request as a whole.
+DICT_REQUEST_LIMIT = 100 * 1024 * 1024
 
 _container: contextvars.ContextVar[_Container | None] = contextvars.ContextVar(
     "agex_fake_modal_container", default=None
@@ -149,6 +154,9 @@ class FakeModal:
         self.apps: dict[str, dict[str, _Deployed]] = {}
         self.deploys: list[str] = []  #: app names, in the order they were deployed
         self.dicts: dict[str, dict[Any, tuple[bytes, float]]] = {}
+        #: When each Dict was made (``Dict.info().created_at``), in seconds; set one before
+        #: first use to fake an older Dict.
+        self.dict_created: dict[str, float] = {}
         self.volumes: dict[str, dict[str, bytes]] = {}
         self.calls = 0  #: function calls made
         self.containers: list[_Container] = []
@@ -561,17 +569,29 @@ class FakeDict(_Named):
             return cloudpickle.loads(value)
 
     @_method
+    def info(self) -> Any:
+        from modal.types import DictInfo
+
+        with self._data():
+            made = self._fake.dict_created.setdefault(self.name, time.time())
+        when = datetime.datetime.fromtimestamp(made, datetime.UTC)
+        return DictInfo(name=self.name, created_at=when, created_by=None)
+
+    @_method
     def put(self, key: Any, value: Any, *, skip_if_exists: bool = False) -> bool:
+        pickled = cloudpickle.dumps(value)
+        self._fits("put", {key: pickled})
         with self._data() as data:
             if skip_if_exists and key in data:
                 return False
-            data[key] = (cloudpickle.dumps(value), self._fake.clock())
+            data[key] = (pickled, self._fake.clock())
             return True
 
     @_method
     def update(self, other: Mapping[Any, Any] | None = None, /, **kwargs: Any) -> None:
         items = {**(other or {}), **kwargs}
         pickled = {k: cloudpickle.dumps(v) for k, v in items.items()}
+        self._fits("update", pickled)
         with self._data() as data:
             now = self._fake.clock()
             data.update({k: (v, now) for k, v in pickled.items()})
@@ -595,6 +615,11 @@ class FakeDict(_Named):
     def contains(self, key: Any) -> bool:
         with self._data() as data:
             return key in data
+
+    def _fits(self, method: str, pickled: Mapping[Any, bytes]) -> None:
+        size = sum(len(cloudpickle.dumps(k)) + len(v) for k, v in pickled.items())
+        if size > DICT_REQUEST_LIMIT:
+            raise self._fake.exception.RequestSizeError(f"Dict.{method} request is too large")
 
 
 # -- Volume ----------------------------------------------------------------------------
@@ -728,7 +753,7 @@ FAKED = {
     "Image": ("debian_slim", "uv_pip_install", "add_local_python_source"),
     "Secret": ("from_name",),
     "Function": ("from_name", "hydrate", "remote_gen"),
-    "Dict": ("from_name", "get", "put", "update", "pop", "keys", "contains"),
+    "Dict": ("from_name", "info", "get", "put", "update", "pop", "keys", "contains"),
     "Volume": (
         "from_name",
         "commit",
