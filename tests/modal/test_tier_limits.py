@@ -62,7 +62,7 @@ def test_a_value_of_one_piece_is_one_entry_and_one_byte_more_is_pieces(fake) -> 
 
 
 def test_a_step_larger_than_a_request_goes_in_requests_that_fit(fake, monkeypatch) -> None:
-    """A Dict that refuses anything over REQUEST bytes takes a step of five times that."""
+    """A Dict that refuses anything over REQUEST bytes takes a step of several times that."""
     monkeypatch.setattr(testing, "DICT_REQUEST_LIMIT", REQUEST + 4096)
     state = VersionedState(ModalDictStorage("step"), CloudpickleSerializer(), "agent", "s")
     values = {f"v{i}": bytes([i]) * (PIECE - 1000) for i in range(12)}

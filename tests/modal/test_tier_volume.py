@@ -57,6 +57,26 @@ def test_a_writer_stopped_between_the_dict_and_the_volume_rolls_nothing_back(
     assert state_in(ModalVolumeStorage("stopped")).values() == {"n": 2}
 
 
+def test_the_daily_look_checks_only_the_heads_moved_since_the_last(
+    fake, clock, monkeypatch
+) -> None:
+    checked = []
+    real = ModalVolumeStorage._repair
+
+    def repair(self, tips):
+        checked.append(set(tips))
+        real(self, tips)
+
+    monkeypatch.setattr(ModalVolumeStorage, "_repair", repair)
+    for n in range(20):
+        state_in(ModalVolumeStorage("many"), f"session-{n}").commit({"n": n})
+    clock.now += DAY
+    state_in(ModalVolumeStorage("many"), "session-3").commit({"n": 33})
+    clock.now += DAY
+    ModalVolumeStorage("many").get("s/x")
+    assert checked[-1] == {"h/agent/session-3"}
+
+
 def test_volume_commits_that_land_out_of_order_keep_the_newest_head(fake, monkeypatch) -> None:
     state = state_in(ModalVolumeStorage("order"))
     state.commit({"n": 1})

@@ -162,19 +162,25 @@ def _ticks() -> float:
 # -- tokens of moving keys ---------------------------------------------------------------
 
 
-def _token(after: str | None = None) -> str:
-    """A token for a moving key's next value: a sequence number (past the token it follows,
-    and the time in milliseconds, so a later write sorts later), and a random part."""
+def _token(after: str | None = None, *, moved: bool = False) -> str:
+    """A token for a key's next value: a sequence number (past the token it follows, and
+    the time in milliseconds, so a later write sorts later), then ``.`` for a value set by
+    compare-and-set (``_`` for one written over), and a random part."""
     seq = int(_now() * 1000)
     if after is not None:
         seq = max(seq, _seq(after) + 1)
-    return f"{seq}.{secrets.token_hex(8)}"
+    return f"{seq}{'.' if moved else '_'}{secrets.token_hex(8)}"
 
 
 def _seq(token: str) -> int:
     """A token's sequence number; 0 for tokens written before tokens had one."""
+    head = token.replace("_", ".").partition(".")[0]
+    return int(head) if head.isdigit() and head != token else 0
+
+
+def _moved(token: str) -> bool:
     head, dot, _ = token.partition(".")
-    return int(head) if dot and head.isdigit() else 0
+    return bool(dot) and head.isdigit()
 
 
 def _claim(key: str, token: str) -> str:
@@ -201,8 +207,8 @@ class ModalDictStorage:
         #: The disk tier's index: a Volume holds everything too, so an entry the Dict forgot
         #: is only a miss, and nothing needs keeping alive.
         self.backed = backed
-        #: Called by the daily look with each moving key's (token, value) (the disk tier
-        #: checks that its Volume has them).
+        #: Called by the daily look with the (token, value) of each key moved by
+        #: compare-and-set since the last look (the disk tier checks its Volume has them).
         self.on_look: Callable[[dict[str, tuple[str, bytes]]], None] | None = None
         self._handle = sdk.modal().Dict.from_name(self.name, create_if_missing=True)
         self._opened = False
@@ -292,7 +298,7 @@ class ModalDictStorage:
                 return None
             if _ticks() - start > WINDOW:
                 continue  # too slow to claim safely on what was read: read again
-            token = _token(tokens[-1])
+            token = _token(tokens[-1], moved=True)
             if not self._dict.put(
                 _claim(key, tokens[-1]), (token, stored, _now()), skip_if_exists=True
             ):
@@ -498,8 +504,15 @@ class ModalDictStorage:
             name = _piece_name(entry)
             if name not in named and _now() - _piece_time(name) >= DAY:
                 self._dict.pop(entry, None)
-        if self.on_look is not None and tips:
-            self.on_look(tips)
+        if self.on_look is not None:
+            # The moves since the last look began (with an hour for clocks that disagree).
+            today = int(_now() // DAY)
+            marks = [k[len(_LOOK) :] for k in listed if k.startswith(_LOOK)]
+            looked = [int(day) for day in marks if day.isdigit()]
+            since = max([d for d in looked if d < today], default=0) * DAY - 3600
+            moved = {k: t for k, t in tips.items() if _moved(t[0]) and _seq(t[0]) >= since * 1000}
+            if moved:
+                self.on_look(moved)
 
     def _read_all(self, keys: list[str]) -> dict[str, Any]:
         if not keys:
