@@ -390,20 +390,7 @@ class ModalDictStorage:
             self._dict.update(batch)
 
     def _chain(self, key: str) -> tuple[list[str], Any]:
-        """The tokens from the one the key's data entry holds to the end of the claims made
-        on top of it, and the value (stored form) there."""
-        stored = self._dict.get(_DATA + key)
-        if stored is None:
-            gone = self._dict.get(_GONE + key)
-            tokens, value = [gone if isinstance(gone, str) else "0"], None
-        elif isinstance(stored, tuple):
-            tokens, value = [stored[0]], stored[1]
-        else:  # written as immutable: its bytes are its identity
-            tokens, value = ["=" + _digest(stored)], stored
-        while (successor := self._dict.get(_claim(key, tokens[-1]))) is not None:
-            tokens.append(successor[0])
-            value = successor[1]
-        return tokens, value
+        return _walk(self._dict.get, key)
 
     def _current(self, key: str, start: float | None = None) -> tuple[list[str], Any]:
         """:meth:`_chain`, then the data entry moved to its end (saving later readers the
@@ -455,7 +442,7 @@ class ModalDictStorage:
 
     def _look(self) -> None:
         """Read every entry a session may still use, so that Modal keeps it (memory tier);
-        remove claims and pieces nothing reaches; hand each moving key's value to
+        remove claims and pieces nothing reaches; hand the keys moved since the last look to
         ``on_look``. Costs one listing and one read per entry (the Dict's bytes), LOOK_THREADS
         at a time; the disk tier reads only its moving keys and claims."""
         keys = self._dict.keys()  # a Modal Dict lists its keys with keys(), not iter()
@@ -465,27 +452,17 @@ class ModalDictStorage:
             if entry.startswith(_CLAIM):
                 token, _, key = entry[len(_CLAIM) :].partition(":")
                 claims.setdefault(key, []).append(token)
-        moving = {
-            k[len(_DATA) :] for k in listed if k.startswith(_DATA) and not _fixed(k[len(_DATA) :])
-        } | claims.keys()
+        data = [k[len(_DATA) :] for k in listed if k.startswith(_DATA)]
+        moving = {k for k in data if not k.startswith(IMMUTABLE)} | claims.keys()
         if self.backed:
             wanted = [_DATA + k for k in moving] + [_GONE + k for k in claims]
         else:
             wanted = [k for k in listed if k.startswith((_DATA, _GONE))]
         wanted += [_claim(k, t) for k, tokens in claims.items() for t in tokens]
         read = self._read_all(wanted)
-        named: set[str] = set()  # pieces some entry names
         tips: dict[str, tuple[str, bytes]] = {}
         for key in moving:
-            data = read.get(_DATA + key)
-            if isinstance(data, tuple):
-                chain, value = [data[0]], data[1]
-            else:
-                gone = read.get(_GONE + key)
-                chain, value = [gone if isinstance(gone, str) else "0"], None
-            while (successor := read.get(_claim(key, chain[-1]))) is not None:
-                chain.append(successor[0])
-                value = successor[1]
+            chain, value = _walk(read.get, key)
             for token in set(claims.get(key, ())) - set(chain):
                 made = read.get(_claim(key, token))
                 born = made[2] if isinstance(made, tuple) and len(made) > 2 else 0.0
@@ -493,26 +470,28 @@ class ModalDictStorage:
                     self._dict.pop(_claim(key, token), None)
             if isinstance(value, bytes) and not key.startswith(LEASES):
                 tips[key] = (chain[-1], value)
-        for stored in read.values():
-            for part in stored if isinstance(stored, tuple) else (stored,):
+        self._tidy_pieces([k for k in listed if k.startswith(_PIECE)], read.values())
+        if self.on_look is not None:
+            since = _last_look([k[len(_LOOK) :] for k in listed if k.startswith(_LOOK)]) - 3600
+            moved = {k: t for k, t in tips.items() if _moved(t[0]) and _seq(t[0]) >= since * 1000}
+            if moved:
+                self.on_look(moved)
+
+    def _tidy_pieces(self, pieces: list[str], stored: Iterable[Any]) -> None:
+        """Read the pieces an entry names (memory tier: so Modal keeps them); remove those
+        none names, a day after they were written (when no writer is still about to name
+        them)."""
+        named = set()
+        for each in stored:
+            for part in each if isinstance(each, tuple) else (each,):
                 if isinstance(part, dict) and "pieces" in part:
                     named.add(str(part["pieces"]))
-        pieces = [k for k in listed if k.startswith(_PIECE)]
         if not self.backed:
             self._read_all([k for k in pieces if _piece_name(k) in named])
         for entry in pieces:
             name = _piece_name(entry)
             if name not in named and _now() - _piece_time(name) >= DAY:
                 self._dict.pop(entry, None)
-        if self.on_look is not None:
-            # The moves since the last look began (with an hour for clocks that disagree).
-            today = int(_now() // DAY)
-            marks = [k[len(_LOOK) :] for k in listed if k.startswith(_LOOK)]
-            looked = [int(day) for day in marks if day.isdigit()]
-            since = max([d for d in looked if d < today], default=0) * DAY - 3600
-            moved = {k: t for k, t in tips.items() if _moved(t[0]) and _seq(t[0]) >= since * 1000}
-            if moved:
-                self.on_look(moved)
 
     def _read_all(self, keys: list[str]) -> dict[str, Any]:
         if not keys:
@@ -524,8 +503,28 @@ class ModalDictStorage:
         return f"ModalDictStorage({self.name!r})"
 
 
-def _fixed(key: str) -> bool:
-    return key.startswith(IMMUTABLE)
+def _walk(get: Callable[[str], Any], key: str) -> tuple[list[str], Any]:
+    """The tokens from the one the key's data entry holds to the end of the claims made on
+    top of it, and the value (stored form) there; ``get`` reads an entry."""
+    stored = get(_DATA + key)
+    if stored is None:
+        gone = get(_GONE + key)
+        tokens, value = [gone if isinstance(gone, str) else "0"], None
+    elif isinstance(stored, tuple):
+        tokens, value = [stored[0]], stored[1]
+    else:  # written as immutable: its bytes are its identity
+        tokens, value = ["=" + _digest(stored)], stored
+    while (successor := get(_claim(key, tokens[-1]))) is not None:
+        tokens.append(successor[0])
+        value = successor[1]
+    return tokens, value
+
+
+def _last_look(marks: list[str]) -> float:
+    """When the look before today's began (the start of its day; 0: none is known)."""
+    today = int(_now() // DAY)
+    days = [int(mark) for mark in marks if mark.isdigit() and int(mark) < today]
+    return max(days, default=0) * DAY
 
 
 def _piece_name(entry: str) -> str:
