@@ -66,3 +66,22 @@ def test_a_volume_whose_files_cannot_be_written(fake, monkeypatch) -> None:
     assert state.head() == first
     state_in(store).commit({"n": 3})
     assert state_in(store).values() == {"n": 3}
+
+
+def test_a_volume_that_refuses_the_head_leaves_the_session_where_it_was(fake, monkeypatch) -> None:
+    store = stores.ModalVolumeStorage("refusing")
+    state = state_in(store)
+    first = state.commit({"n": 1}).id
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(stores._Files, "write_move", refuse)
+    with pytest.raises(StateWriteError, match=r"modal-volume 'refusing'.*Input/output"):
+        state.commit({"n": 2})
+    monkeypatch.undo()
+    assert state_in(store).head() == first  # the Dict took the move back
+    fake.dicts.pop("refusing")
+    assert state_in(stores.ModalVolumeStorage("refusing")).values() == {"n": 1}
+    state_in(store).commit({"n": 3})
+    assert state_in(store).values() == {"n": 3}

@@ -19,6 +19,7 @@ from agex.errors import RemoteExecutionError
 from agex_host_modal import names, remote, sdk
 from agex_host_modal.dependencies import SHIPPED_METADATA, Needs, needs
 from agex_host_modal.storage import mount_point
+from agex_host_modal.storage import volume as state_volume
 
 if TYPE_CHECKING:
     from agex.agent import Agent
@@ -68,11 +69,7 @@ def build(agent: Agent, host: ModalHost, tasks: Sequence[Any] = ()) -> Any:
         # Source travels without its distribution's metadata, where agex finds plugins.
         image = image.add_local_dir(folder, f"/root/{folder.name}", ignore=_not_metadata)
     volume = volume_of(agent)
-    volumes = (
-        {}
-        if volume is None
-        else {mount_point(volume): modal.Volume.from_name(volume, create_if_missing=True)}
-    )
+    volumes = {} if volume is None else {mount_point(volume): state_volume(volume)}
     app = modal.App(app_name(agent, host, needed, tasks))
     app.function(
         image=image,

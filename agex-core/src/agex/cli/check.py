@@ -123,9 +123,14 @@ class Check:
             if "h/" + key.removeprefix("s/") not in kept:
                 self.problems.append(f"session {key.removeprefix('s/')}: its head is missing")
         for key in runs:
-            raw = self.storage.get(key) or b""
-            commit = raw.decode("ascii", "replace").partition(":")[0]
-            if self.storage.get(f"c/{commit}") is None:
+            try:
+                raw = self.storage.get(key) or b""
+                commit = raw.decode("ascii", "replace").partition(":")[0]
+                missing = self.storage.get(f"c/{commit}") is None
+            except Exception as exc:  # a store may say why it is missing
+                self.problems.append(f"run {key}: it cannot be followed: {_said(exc)}")
+                continue
+            if missing:
                 self.problems.append(f"run {key}: its last step, commit {commit[:12]}, is missing")
 
     def _session(self, state: VersionedState, where: str, blobs: str) -> None:

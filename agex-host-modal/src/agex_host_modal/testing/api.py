@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import datetime
 import functools
 import inspect
 import io
@@ -29,6 +30,10 @@ import cloudpickle
 
 #: How long a Dict entry lives without a read or a write.
 DICT_TTL = 7 * 24 * 3600.0
+#: The largest Dict put or update the fake takes, its pickled keys and values together; a
+#: larger one raises RequestSizeError, as Modal does. Modal documents 100 MiB as its largest
+#: Dict object and no size for a request as a whole.
+DICT_REQUEST_LIMIT = 100 * 1024 * 1024
 
 #: The thread-played container the current code runs in (``containers="thread"``).
 _container: contextvars.ContextVar[Any] = contextvars.ContextVar(
@@ -155,6 +160,11 @@ class FakeModal:
         self.apps: dict[str, dict[str, Any]] = {}
         self.deploys: list[str] = []  #: app names, in the order they were deployed
         self.dicts: dict[str, dict[Any, tuple[bytes, float]]] = {}
+        #: When each Dict was made (``Dict.info().created_at``), in seconds; set one before
+        #: first use to fake an older Dict.
+        self.dict_created: dict[str, float] = {}
+        #: The largest Dict put or update taken; see DICT_REQUEST_LIMIT.
+        self.dict_request_limit = DICT_REQUEST_LIMIT
         self.volumes: dict[str, dict[str, bytes]] = {}
         self.calls = 0  #: function calls made
         self.containers: list[Any] = []
@@ -174,10 +184,11 @@ class FakeModal:
     def inside(cls, link: Any, mounts: Mapping[str, tuple[str, str]]) -> FakeModal:
         """The SDK as a container sees it: every Dict and Volume call goes through ``link``."""
         fake = cls.__new__(cls)
-        fake.credentials, fake.clock, fake.secrets, fake.mode = True, time.time, {}, "process"
+        fake.credentials, fake.secrets, fake.mode = True, {}, "process"
+        fake.clock = lambda: link.call("clock", ())  # the workspace's clock, as tests move it
         fake.apps, fake.deploys, fake.dicts, fake.volumes = {}, [], {}, {}
         fake.calls, fake.containers, fake.environ = 0, [], {}
-        fake.startup, fake.preemptions = 0.0, []
+        fake.startup, fake.preemptions, fake.dict_created = 0.0, [], {}
         fake.lock = threading.RLock()
         fake._link, fake._server = link, None
         fake._mounts = {point: (name, Path(folder)) for point, (name, folder) in mounts.items()}
@@ -271,7 +282,13 @@ class FakeModal:
         data[key] = (value, self.clock())  # a read keeps the entry
         return value
 
+    def _fits(self, method: str, pickled: Mapping[Any, bytes]) -> None:
+        size = sum(len(cloudpickle.dumps(k)) + len(v) for k, v in pickled.items())
+        if size > self.dict_request_limit:
+            raise self.exception.RequestSizeError(f"Dict.{method} request is too large")
+
     def _op_dict_put(self, name: str, create: bool, key: Any, value: bytes, skip: bool) -> bool:
+        self._fits("put", {key: value})
         data = self._entries(name, create)
         if skip and key in data:
             return False
@@ -279,6 +296,7 @@ class FakeModal:
         return True
 
     def _op_dict_update(self, name: str, create: bool, items: dict[Any, bytes]) -> None:
+        self._fits("update", items)
         data = self._entries(name, create)
         now = self.clock()
         data.update({k: (v, now) for k, v in items.items()})
@@ -289,6 +307,13 @@ class FakeModal:
 
     def _op_dict_keys(self, name: str, create: bool) -> list[Any]:
         return list(self._entries(name, create))
+
+    def _op_dict_created(self, name: str, create: bool) -> float:
+        self._entries(name, create)
+        return self.dict_created.setdefault(name, time.time())
+
+    def _op_clock(self) -> float:
+        return self.clock()
 
     def _files(self, name: str, create: bool) -> dict[str, bytes]:
         files: dict[str, bytes] = self._table(self.volumes, "Volume", name, create)
@@ -577,6 +602,14 @@ class FakeDict(_Named):
         return default if found is None else cloudpickle.loads(found)
 
     @_method
+    def info(self) -> Any:
+        from modal.types import DictInfo
+
+        made = self._op("dict_created")
+        when = datetime.datetime.fromtimestamp(made, datetime.UTC)
+        return DictInfo(name=self.name, created_at=when, created_by=None)
+
+    @_method
     def put(self, key: Any, value: Any, *, skip_if_exists: bool = False) -> bool:
         result: bool = self._op("dict_put", key, cloudpickle.dumps(value), skip_if_exists)
         return result
@@ -726,7 +759,7 @@ FAKED = {
     "Image": ("debian_slim", "uv_pip_install", "add_local_python_source", "add_local_dir"),
     "Secret": ("from_name",),
     "Function": ("from_name", "hydrate", "remote_gen"),
-    "Dict": ("from_name", "get", "put", "update", "pop", "keys", "contains"),
+    "Dict": ("from_name", "info", "get", "put", "update", "pop", "keys", "contains"),
     "Volume": (
         "from_name",
         "commit",
