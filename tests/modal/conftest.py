@@ -2,9 +2,16 @@
 ``modal`` package through the provider's test hook (``agex_host_modal.sdk.use``).
 
 ``fake`` runs each container as a process started from the image the app would get, so a
-file, entry point or package the image lacks fails here. ``fake_threads`` plays containers
-as threads of the test process: only for tests that run storage code "in a container" in
-the test process itself (the Volume storage through a mount)."""
+file, entry point or package the image lacks fails here. Every test uses it, except those
+that must reach into the container from the test process, which use ``fake_threads``
+(containers played by threads of the test process):
+
+- test_contract.py's mounted Volume storage and test_tier_volume.py run storage code "in a
+  container" in the test process;
+- test_lazy_state.py counts what the container's code asks its storage for;
+- two tests of test_host_async.py and one of test_host_errors.py patch code that runs in
+  the container.
+"""
 
 from __future__ import annotations
 
