@@ -3,16 +3,12 @@ two state tiers, the seed's rules for state and sub-agents, and cancelling."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
-import time
 
 import pytest
 
-from agex import Agent, TaskCancelled, connect_host, connect_state
+from agex import Agent, connect_host, connect_state
 from agex.errors import RemoteExecutionError
-from agex.hosts.running import RUNS
 from agex.testing.host import scripted
 from agex_host_modal.app import app_name
 from agex_host_modal.testing import DICT_TTL, FakeModal
@@ -286,62 +282,3 @@ def test_no_sub_agent_state_under_a_modal_parent(fake, tmp_path, kind):
 
     with pytest.raises(ValueError, match=r"cannot have \w+ state yet"):
         parent.fn(work)
-
-
-# -- cancelling ----------------------------------------------------------------------------
-
-
-def spinning(fake):
-    agent = Agent(host=modal_host(), llm=scripted("while True:\n    pass"))
-
-    @agent.task
-    def spin() -> int:
-        """Spin."""
-
-    return agent, spin
-
-
-def wait_until(condition, seconds=15.0):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-def test_a_cancelled_call_stops_its_container(fake):
-    agent, spin = spinning(fake)
-
-    async def call_then_cancel():
-        started = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        call = asyncio.ensure_future(
-            spin.arun(on_event=lambda e: loop.call_soon_threadsafe(started.set))
-        )
-        await started.wait()
-        call.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await call
-
-    asyncio.run(call_then_cancel())
-    deployed = fake.apps[app_name(agent, agent.host)]["run_task"]
-    wait_until(lambda: len(deployed.idle) == 1)  # the run ended in the container
-
-
-def test_cancel_from_another_process_reaches_the_run(fake, monkeypatch):
-    agent, spin = spinning(fake)
-    box = {}
-
-    def work():
-        try:
-            box["value"] = spin(session="s1", on_event=lambda e: box.setdefault("started", 1))
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    wait_until(lambda: "started" in box)
-    # As in another process, which started none of the runs: only Modal can reach it.
-    monkeypatch.setattr(RUNS, "cancel", lambda agent_name, session: 0)
-    assert modal_host().cancel(agent, "s1") == 0
-    thread.join(15)
-    assert isinstance(box.get("error"), TaskCancelled), box

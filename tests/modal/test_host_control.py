@@ -1,6 +1,7 @@
-"""What Modal does not tell a running function, agex does through its control Dict: a cancel
-sent while the container is still starting, and a caller that went away without a word
-(its process died), whose heartbeat stops."""
+"""What Modal does not tell a running function, agex does through its control Dict: a
+cancelled call, a cancel from another process, a cancel sent while the container is still
+starting, and a caller that went away without a word (its process died), whose heartbeat
+stops."""
 
 from __future__ import annotations
 
@@ -119,3 +120,42 @@ def test_a_caller_that_listens_keeps_a_long_run_going(fake, monkeypatch):
         """Slow."""
 
     assert slow() == 1
+
+
+def test_a_cancelled_call_stops_its_container(fake):
+    agent, spin = spinning()
+
+    async def call_then_cancel():
+        started = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        call = asyncio.ensure_future(
+            spin.arun(on_event=lambda e: loop.call_soon_threadsafe(started.set))
+        )
+        await started.wait()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+    asyncio.run(call_then_cancel())
+    deployed = fake.apps[app_name(agent, agent.host)]["run_task"]
+    wait_until(lambda: len(deployed.idle) == 1)  # the run ended in the container
+
+
+def test_cancel_from_another_process_reaches_the_run(fake, monkeypatch):
+    agent, spin = spinning()
+    box = {}
+
+    def work():
+        try:
+            box["value"] = spin(session="s1", on_event=lambda e: box.setdefault("started", 1))
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    wait_until(lambda: "started" in box)
+    # As in another process, which started none of the runs: only Modal can reach it.
+    monkeypatch.setattr(RUNS, "cancel", lambda agent_name, session: 0)
+    assert modal_host().cancel(agent, "s1") == 0
+    thread.join(15)
+    assert isinstance(box.get("error"), TaskCancelled), box
