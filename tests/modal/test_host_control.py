@@ -33,6 +33,19 @@ def spinning():
     return agent, spin
 
 
+async def call_then_cancel(spin):
+    """Call ``spin`` and cancel the call once its first event arrives."""
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    call = asyncio.ensure_future(
+        spin.arun(on_event=lambda e: loop.call_soon_threadsafe(started.set))
+    )
+    await started.wait()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+
+
 def wait_until(condition, seconds=15.0):
     deadline = time.monotonic() + seconds
     while not condition():
@@ -92,19 +105,7 @@ def test_a_run_whose_caller_died_stops_once_its_heartbeat_is_stale(fake, monkeyp
 
     monkeypatch.setattr(modal_host_module, "_stop", nothing)
     agent, spin = spinning()
-
-    async def call_then_die():
-        started = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        call = asyncio.ensure_future(
-            spin.arun(on_event=lambda e: loop.call_soon_threadsafe(started.set))
-        )
-        await started.wait()
-        call.cancel()  # the caller stops: no more heartbeat, and no cancel sent
-        with pytest.raises(asyncio.CancelledError):
-            await call
-
-    asyncio.run(call_then_die())
+    asyncio.run(call_then_cancel(spin))  # the caller stops: no heartbeat, and no cancel sent
     deployed = fake.apps[app_name(agent, agent.host)]["run_task"]
     wait_until(lambda: len(deployed.idle) == 1)  # the run ended in the container
 
@@ -124,19 +125,7 @@ def test_a_caller_that_listens_keeps_a_long_run_going(fake, monkeypatch):
 
 def test_a_cancelled_call_stops_its_container(fake):
     agent, spin = spinning()
-
-    async def call_then_cancel():
-        started = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        call = asyncio.ensure_future(
-            spin.arun(on_event=lambda e: loop.call_soon_threadsafe(started.set))
-        )
-        await started.wait()
-        call.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await call
-
-    asyncio.run(call_then_cancel())
+    asyncio.run(call_then_cancel(spin))
     deployed = fake.apps[app_name(agent, agent.host)]["run_task"]
     wait_until(lambda: len(deployed.idle) == 1)  # the run ended in the container
 
