@@ -12,6 +12,7 @@ from agex.errors import StateLoadError, StateWriteError
 from agex.serializers import CloudpickleSerializer
 from agex.state.versioned import VersionedState
 from agex_host_modal import storage as stores
+from agex_host_modal.storage import layout
 from agex_host_modal.testing import FakeDict
 
 
@@ -76,7 +77,7 @@ def test_a_volume_that_refuses_the_head_leaves_the_session_where_it_was(fake, mo
     def refuse(*args, **kwargs):
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(stores._Files, "write_move", refuse)
+    monkeypatch.setattr(layout._Files, "write_move", refuse)
     with pytest.raises(StateWriteError, match=r"modal-volume 'refusing'.*Input/output"):
         state.commit({"n": 2})
     monkeypatch.undo()

@@ -13,7 +13,8 @@ import pytest
 from agex.serializers import CloudpickleSerializer
 from agex.state.versioned import VersionedState
 from agex.storage.memory import MemoryStorage
-from agex_host_modal.storage import DAY, FAN, ModalVolumeStorage, _Files, mount_point
+from agex_host_modal.storage import DAY, FAN, ModalVolumeStorage, mount_point
+from agex_host_modal.storage.layout import _Files
 from agex_host_modal.testing import FakeVolume
 from agex_host_modal.testing.api import _container, _Spec
 from agex_host_modal.testing.containers import ThreadContainer

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from agex.errors import RemoteExecutionError
 from agex_host_modal import names, remote, sdk
 from agex_host_modal.dependencies import SHIPPED_METADATA, Needs, needs
-from agex_host_modal.storage import mount_point
-from agex_host_modal.storage import volume as state_volume
+from agex_host_modal.storage.volumes import mount_point
+from agex_host_modal.storage.volumes import volume as state_volume
 
 if TYPE_CHECKING:
     from agex.agent import Agent

@@ -19,13 +19,13 @@ def make_modal(**options: Any) -> Any:
 
 
 def make_dict(path: str | None = None) -> Any:
-    from agex_host_modal.storage import ModalDictStorage
+    from agex_host_modal.storage.dicts import ModalDictStorage
 
     return ModalDictStorage(path)
 
 
 def make_volume(path: str | None = None) -> Any:
-    from agex_host_modal.storage import ModalVolumeStorage
+    from agex_host_modal.storage.volumes import ModalVolumeStorage
 
     return ModalVolumeStorage(path)
 

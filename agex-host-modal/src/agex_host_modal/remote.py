@@ -153,7 +153,7 @@ def _failed(task: asyncio.Future[Any]) -> bool:
 async def _reload(state: Any) -> None:
     """See what other containers committed to the state's Volume since this one last looked
     (the disk tier; a Dict needs no reloading)."""
-    from agex_host_modal.storage import mount_point
+    from agex_host_modal.storage.volumes import mount_point
 
     if state.storage != "modal-volume" or not state.path:
         return
