@@ -17,9 +17,9 @@ import contextlib
 import math
 import re
 import threading
+import time
 import warnings
 from collections.abc import Coroutine, Sequence
-from secrets import token_hex
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agex.errors import RemoteExecutionError
@@ -182,12 +182,10 @@ class ModalHost(Host):
         payload = core.ship(invocation, serializer)
         function = await self.afunction(agent, invocation.task)
         control = remote.control()
-        try:
-            # Read before the call, so that a cancel sent while the container starts counts.
-            baseline = await control.get.aio(remote.session_key(agent.name, session))
-        except sdk.modal().exception.Error as exc:
-            raise sdk.failure(exc, f"reading agex's control Dict {remote.CONTROL!r}") from exc
-        watch = {"baseline": baseline, "stale": remote.STALE}
+        # A cancel of the session made from now on stops this run, even while the container
+        # starts. This process reads nothing from the control Dict: any container can write
+        # it, and reading a Modal Dict value unpickles it.
+        watch = {"since": time.time(), "stale": remote.STALE}
         beating = asyncio.ensure_future(_heartbeat(control, remote.alive_key(envelope.run)))
         try:
             outcome = await RUNS.run(
@@ -371,12 +369,12 @@ class ModalHost(Host):
                 await messages.aclose()
         # No outcome: Modal ran the input again (remote.RESTARTED), and its client skipped
         # the new container's messages up to the count it had from the first, outcome too.
-        try:
-            restarted = await remote.control().get.aio(remote.restart_key(envelope.run))
+        try:  # whether the key is there, not its value, which a container could shape
+            restarted = await remote.control().contains.aio(remote.restart_key(envelope.run))
         except sdk.modal().exception.Error as exc:
             raise sdk.failure(exc, "reading why the task ended without an outcome") from exc
-        if isinstance(restarted, dict):
-            return restarted
+        if restarted:
+            return remote.restarted_outcome()
         raise RemoteExecutionError(
             "the Modal function ended without the task's outcome (its container stopped "
             "before the task ended): the session's state is unchanged, run the task again"
@@ -421,7 +419,7 @@ async def _stop(control: Any, run: str) -> None:
 
 async def _cancel_session(agent: str, session: str) -> None:
     try:
-        await remote.control().put.aio(remote.session_key(agent, session), token_hex(8))
+        await remote.control().put.aio(remote.cancel_key(agent, session, time.time()), True)
     except sdk.modal().exception.Error as exc:
         raise sdk.failure(exc, f"asking the runs of {agent!r} in {session!r} to stop") from exc
 

@@ -24,6 +24,9 @@ an input for the second time, so caller and container say it to each other in th
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -36,6 +39,8 @@ FUNCTION = "run_task"
 #: how often, at most, a running task looks at it.
 CONTROL = "agex-control"
 POLL = 1.0
+#: Seconds by which the clocks of the canceller and the container may differ.
+SKEW = 2
 #: How often a caller renews its heartbeat, and how long a run goes on without one.
 HEARTBEAT = 5.0
 STALE = 30.0
@@ -75,8 +80,15 @@ def alive_key(run: str) -> str:
 
 
 def session_key(agent: str, session: str) -> str:
-    """Changes each time ``task.cancel(session)`` asks the agent's runs in a session to stop."""
+    """Where ``task.cancel(session)`` asks the agent's runs in a session to stop."""
     return f"session/{quote(agent, safe='')}/{quote(session, safe='')}"
+
+
+def cancel_key(agent: str, session: str, when: float) -> str:
+    """Put by ``task.cancel(session)``: one key per second of the canceller's clock. Runs
+    look for the keys, never read their values: reading a Modal Dict value unpickles it,
+    and any container of the workspace can write this Dict."""
+    return f"{session_key(agent, session)}/{int(when)}"
 
 
 def control() -> Any:
@@ -89,9 +101,9 @@ async def run_task(
     """The deployed function: the shipped task run by ``agex.remote``, its messages yielded
     as ``(kind, data)`` while it runs, until its outcome.
 
-    ``watch`` is what the caller says about stopping: ``baseline``, the session's cancel
-    key as it read it before the call, and ``stale``, the seconds without its heartbeat
-    after which the run stops (None: no heartbeat is watched).
+    ``watch`` is what the caller says about stopping: ``since``, the caller's clock at the
+    call (a cancel of the session made later stops the run), and ``stale``, the seconds
+    without its heartbeat after which the run stops (None: no heartbeat is watched).
     """
     from agex.errors import TaskCancelled
     from agex.remote import Envelope, Refused, stream
@@ -106,9 +118,9 @@ async def run_task(
         return
     control_dict = control()
     try:
-        if not await control_dict.put.aio(start_key(checked.run), True, skip_if_exists=True):
-            outcome = failure(Restarted(RESTARTED))
-            await control_dict.put.aio(restart_key(checked.run), outcome)
+        if await _started_before(control_dict, start_key(checked.run)):
+            outcome = restarted_outcome()
+            await control_dict.put.aio(restart_key(checked.run), True)
             yield "error", outcome
             return
         watcher = _Watch(control_dict, checked, watch or {})
@@ -135,6 +147,24 @@ async def run_task(
     finally:
         watching.cancel()
         await messages.aclose()
+
+
+def restarted_outcome() -> dict[str, Any]:
+    """The outcome of an input Modal started a second time: made where it is needed, so the
+    caller never reads one a container could have shaped."""
+    from agex.remote.outcome import failure
+
+    return failure(Restarted(RESTARTED))
+
+
+async def _started_before(control: Any, key: str) -> bool:
+    """Mark the run as started; True if it was already. The mark is this container's own
+    token: Modal's client retries a put whose answer was lost, and the retry then finds
+    the mark that its first attempt made, which is not a start before."""
+    mine = f"{os.environ.get('MODAL_TASK_ID', '')}:{secrets.token_hex(8)}"
+    if await control.put.aio(key, mine, skip_if_exists=True):
+        return False
+    return bool(await control.get.aio(key) != mine)
 
 
 def _starting(exc: Exception) -> Exception:
@@ -173,8 +203,10 @@ class _Watch:
         self.mine = run_key(envelope.run)
         self.theirs = session_key(envelope.agent, envelope.session)
         self.alive = alive_key(envelope.run)
-        self.unread = "baseline" not in watch
-        self.baseline = watch.get("baseline")
+        since = watch.get("since")
+        #: Cancels of the session made after this (the caller's clock at the call) stop it.
+        self.since = float(since) if isinstance(since, int | float) else None
+        self.looked = 0  #: the last second of cancels looked for
         stale = watch.get("stale")
         self.stale = float(stale) if isinstance(stale, int | float) and stale > 0 else None
         self.poll = POLL if self.stale is None else min(POLL, self.stale / 4)
@@ -186,9 +218,11 @@ class _Watch:
         """One look: True when the run should stop."""
         get = self.control.get.aio
         try:
-            if self.unread:  # a caller that did not read it: from now on
-                self.baseline, self.unread = await get(self.theirs), False
-            if await get(self.mine) is not None or await get(self.theirs) != self.baseline:
+            if self.since is None:  # a caller that said nothing: from now on
+                self.since = time.time()
+            if await self.control.contains.aio(self.mine):
+                return True
+            if await self._session_cancelled():
                 return True
             if self.stale is None:
                 return False
@@ -199,6 +233,18 @@ class _Watch:
             self.beat, self.seen = beat, self.clock()
             return False
         return self.clock() - self.seen > self.stale
+
+    async def _session_cancelled(self) -> bool:
+        """Whether a cancel of the session was made since the call: its keys for every
+        second from then to a little past now (clocks of machines differ a little)."""
+        assert self.since is not None
+        now = int(time.time()) + SKEW
+        seconds = range(max(int(self.since), self.looked - SKEW), now + 1)
+        self.looked = now
+        for second in seconds:
+            if await self.control.contains.aio(f"{self.theirs}/{second}"):
+                return True
+        return False
 
     async def follow(self, stop: asyncio.Event) -> None:
         """Look every ``poll`` seconds, and set ``stop`` when the run should stop."""

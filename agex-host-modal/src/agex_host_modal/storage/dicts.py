@@ -181,10 +181,13 @@ class ModalDictStorage:
             if _ticks() - start > WINDOW:
                 continue  # too slow to claim safely on what was read: read again
             token = _token(tokens[-1], moved=True)
-            if not self._dict.put(
-                _claim(key, tokens[-1]), (token, stored, _now()), skip_if_exists=True
-            ):
-                return None  # another writer moved it first
+            claim = _claim(key, tokens[-1])
+            if not self._dict.put(claim, (token, stored, _now()), skip_if_exists=True):
+                # Modal's client retries a put whose answer was lost: a retry finds the
+                # claim its first attempt made. Only another token means another writer.
+                found = self._dict.get(claim)
+                if not isinstance(found, tuple) or not found or found[0] != token:
+                    return None  # another writer moved it first
             if _ticks() - start <= WINDOW:
                 self._dict.put(_DATA + key, (token, stored))
             self._settle(key, tokens)
