@@ -91,9 +91,9 @@ def needs(agent: Agent, tasks: Iterable[Any] = ()) -> Needs:
         found = owners.get(module) or ([OURS[module]] if module in OURS else None)
         if found:
             distributions.update(found)
-        elif module not in sources and getattr(sys.modules.get(module), "__file__", None):
+        elif module not in sources and _local(module):
             sources.add(module)  # local code without a distribution: it travels
-            more = sorted(_imported_by(module) - _BUILT_IN - modules)
+            more = sorted(_imported_by_package(module) - _BUILT_IN - modules)
             modules.update(more)
             todo.extend(more)
     pending, seen = sorted(distributions), set()
@@ -166,6 +166,23 @@ def _indexed(module: str, owners: Mapping[str, list[str]]) -> bool:
         except importlib.metadata.PackageNotFoundError:
             continue
     return False
+
+
+def _local(module: str) -> bool:
+    """Whether ``module`` is loaded from files here: a module, a package, or a namespace
+    package (which has a path but no file)."""
+    found = sys.modules.get(module)
+    return bool(getattr(found, "__file__", None) or getattr(found, "__path__", None))
+
+
+def _imported_by_package(module: str) -> set[str]:
+    """What a local module imports, and every loaded submodule of it: the image holds
+    them all, and importing any of them imports what it imports."""
+    found = set()
+    for name in [n for n in list(sys.modules) if n == module or n.startswith(module + ".")]:
+        found |= _imported_by(name)
+    found.discard(module)
+    return found
 
 
 def _imported_by(module: str) -> set[str]:
@@ -263,10 +280,8 @@ def _requirements_of(dist: importlib.metadata.Distribution) -> list[str]:
 
 def _source_files(module: str) -> list[Path]:
     found = sys.modules.get(module)
+    folders = [Path(folder) for folder in getattr(found, "__path__", None) or ()]
+    if folders:  # a package, namespace packages included
+        return sorted(p for f in folders for p in f.rglob("*.py") if "__pycache__" not in p.parts)
     file = getattr(found, "__file__", None)
-    if file is None:
-        return []
-    path = Path(file)
-    if path.name == "__init__.py":
-        return sorted(p for p in path.parent.rglob("*.py") if "__pycache__" not in p.parts)
-    return [path]
+    return [] if file is None else [Path(file)]
