@@ -11,9 +11,7 @@ import pytest
 from agex import Agent, connect_host, connect_state
 from agex.errors import RemoteExecutionError
 from agex.testing.host import scripted
-from agex_host_modal import host as host_module
 from agex_host_modal import remote
-from agex_host_modal.testing import BlockingCall
 
 
 def agent_with(state=None, steps=("task_success(1)",)):
@@ -76,16 +74,6 @@ def test_a_blocking_call_when_the_container_starts_fails_the_task(fake_threads, 
     monkeypatch.setattr(remote, "_reload", blocking)
     _agent, one = agent_with(connect_state(type="versioned", storage="disk", path="blocked"))
     with pytest.raises(RemoteExecutionError, match=r"Volume\.reload.*blocks the running"):
-        one()
-
-
-def test_a_blocking_call_in_the_callers_heartbeat_fails_the_task(fake, monkeypatch):
-    async def blocking(control, key):
-        control.put(key, 1)  # the blocking form, on the caller's loop
-
-    monkeypatch.setattr(host_module, "_heartbeat", blocking)
-    _agent, one = agent_with()
-    with pytest.raises(BlockingCall, match=r"Dict\.put"):
         one()
 
 

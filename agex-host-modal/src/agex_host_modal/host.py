@@ -186,7 +186,7 @@ class ModalHost(Host):
         # starts. This process reads nothing from the control Dict: any container can write
         # it, and reading a Modal Dict value unpickles it.
         watch = {"since": time.time(), "stale": remote.STALE}
-        beating = asyncio.ensure_future(_heartbeat(control, remote.alive_key(envelope.run)))
+        beating = _Heartbeat(control, remote.alive_key(envelope.run))
         try:
             outcome = await RUNS.run(
                 agent.name, session, self._stream(function, envelope, payload, watch, sink)
@@ -196,10 +196,9 @@ class ModalHost(Host):
             await asyncio.shield(_stop(control, envelope.run))
             raise
         finally:
-            beating.cancel()
-            await asyncio.wait([beating])
-        if _failed(beating):  # not Modal's error (those are retried): a bug, to be seen
-            raise beating.exception() or RuntimeError()
+            broken = beating.stop()
+        if broken is not None:  # not Modal's error (those are retried): a bug, to be seen
+            raise broken
         # Modal authenticates both ends of the call: no key of ours signs the value.
         return core.settle(outcome, invocation, "")
 
@@ -398,16 +397,35 @@ class ModalHost(Host):
 # -- talking to the run's container through the control Dict ----------------------------------
 
 
-async def _heartbeat(control: Any, key: str) -> None:
-    """Renew ``key`` every ``remote.HEARTBEAT`` seconds: the container stops a run whose
-    caller stopped renewing it (its process died). A beat Modal does not take is retried
-    at the next one."""
-    beat = 0
-    while True:
-        beat += 1
-        with contextlib.suppress(sdk.modal().exception.Error):
-            await control.put.aio(key, beat)
-        await asyncio.sleep(remote.HEARTBEAT)
+class _Heartbeat:
+    """Renews ``key`` every ``remote.HEARTBEAT`` seconds while the caller listens: the
+    container stops a run whose caller stopped renewing it (its process died). It beats from
+    a thread of its own, so a callback that holds the caller's event loop (a slow sink, a
+    prompt for a person) does not stop it. A beat Modal does not take is tried again at the
+    next one."""
+
+    def __init__(self, control: Any, key: str) -> None:
+        self.control, self.key = control, key
+        self.stopped = threading.Event()
+        self.broken: BaseException | None = None
+        threading.Thread(target=self._beat, daemon=True, name="agex-modal-heartbeat").start()
+
+    def _beat(self) -> None:
+        beat = 0
+        try:
+            while True:
+                beat += 1
+                with contextlib.suppress(sdk.modal().exception.Error):
+                    self.control.put(self.key, beat)
+                if self.stopped.wait(remote.HEARTBEAT):
+                    return
+        except Exception as exc:
+            self.broken = exc
+
+    def stop(self) -> BaseException | None:
+        """Stop beating; what broke the beat, if anything did."""
+        self.stopped.set()
+        return self.broken
 
 
 async def _stop(control: Any, run: str) -> None:
@@ -422,10 +440,6 @@ async def _cancel_session(agent: str, session: str) -> None:
         await remote.control().put.aio(remote.cancel_key(agent, session, time.time()), True)
     except sdk.modal().exception.Error as exc:
         raise sdk.failure(exc, f"asking the runs of {agent!r} in {session!r} to stop") from exc
-
-
-def _failed(task: asyncio.Future[Any]) -> bool:
-    return task.done() and not task.cancelled() and task.exception() is not None
 
 
 def _blocking(coroutine: Coroutine[Any, Any, _T]) -> _T:
