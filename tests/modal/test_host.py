@@ -4,6 +4,7 @@ two state tiers, the seed's rules for state and sub-agents, and cancelling."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -154,15 +155,20 @@ def test_a_missing_secret_fails_the_deploy_by_name(fake):
         bump()
 
 
-def test_the_secrets_reach_the_container(fake):
+def test_the_secrets_reach_the_container_and_not_agent_code(fake):
+    """The model client reads the secrets in the container; agent code runs in a confined
+    worker there, whose environment is empty."""
     agent = Agent(host=modal_host(), llm=scripted("task_success(secret())"))
     agent.fn(lambda: os.environ.get("AGEX_TEST_SECRET"), name="secret")
 
     @agent.task
-    def read() -> str:
+    def read() -> str | None:
         """Read."""
 
-    assert read() == "from-the-secret"
+    assert read() is None
+    (container,) = fake.containers
+    environment = Path(f"/proc/{container.process.pid}/environ").read_bytes().split(b"\0")
+    assert b"AGEX_TEST_SECRET=from-the-secret" in environment
 
 
 # -- state ---------------------------------------------------------------------------------

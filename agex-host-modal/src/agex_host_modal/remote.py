@@ -136,7 +136,7 @@ async def run_task(
         return
     stop = asyncio.Event()
     watching = asyncio.ensure_future(watcher.follow(stop))
-    messages = stream(checked, payload, stop=stop)
+    messages = stream(checked, payload, stop=stop, isolation=_isolation())
     try:
         async for message in messages:
             if message.kind in ENDS and _failed(watching):
@@ -147,6 +147,16 @@ async def run_task(
     finally:
         watching.cancel()
         await messages.aclose()
+
+
+def _isolation() -> Any:
+    """As on an agex server: agent code runs in a confined worker, at the strongest level
+    the container offers. The container holds the secrets' keys and Modal's credentials,
+    which reach every Dict and Volume of the workspace; agent code must reach neither."""
+    from agex.isolation import strongest
+    from agex.isolation.settings import Isolation
+
+    return Isolation(level=strongest())
 
 
 def restarted_outcome() -> dict[str, Any]:

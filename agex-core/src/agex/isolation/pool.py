@@ -120,6 +120,13 @@ class Worker:
         return await asyncio.to_thread(self.end, exiting)
 
 
+#: How the template starts: with this process's import path, then agex's template module.
+_START = (
+    "import runpy, sys; sys.path[:] = sys.argv[2:]; "
+    "runpy.run_module('agex.isolation.template', run_name='__main__')"
+)
+
+
 class Template:
     """The fork server (``agex.isolation.template``), in a process of its own."""
 
@@ -132,8 +139,11 @@ class Template:
         # open, so that nothing a worker does turns the deleting towards other files.
         self.trash = tempfile.mkdtemp(prefix="agex-trash-")
         self._trash = os.open(self.trash, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        path = [p for p in sys.path if p]
         self.process = subprocess.Popen(
-            [sys.executable, "-I", "-m", "agex.isolation.template", str(theirs.fileno())],
+            # -I: nothing of the environment; agex is found where this process found it
+            # (not only in site-packages: on PYTHONPATH, as in a Modal container).
+            [sys.executable, "-I", "-c", _START, str(theirs.fileno()), *path],
             pass_fds=[theirs.fileno()],
             env=env,
             stdin=subprocess.DEVNULL,
@@ -146,7 +156,6 @@ class Template:
         self._ending: queue.SimpleQueue[int] = queue.SimpleQueue()
         threading.Thread(target=self._end_queued, name="agex-end", daemon=True).start()
         threading.Thread(target=self._sweep, name="agex-sweep", daemon=True).start()
-        path = [p for p in sys.path if p]
         self._send({"path": path, "scratch": self.scratch, "trash": self.trash})
 
     def _send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
