@@ -17,10 +17,12 @@ def replies(codes: list[str]) -> list[str]:
     return [f"Step.\n```python\n{code}\n```" for code in codes]
 
 
-def timed_task(host: object | None, calls: int) -> Callable[[], float]:
+def timed_task(
+    host: object | None, calls: int, isolation: str | None = None
+) -> Callable[[], float]:
     """One call of the 3-step task per call of the result, timed; ``calls`` calls at most."""
     llm = connect_llm(provider="scripted", responses=replies(STEPS) * calls)
-    agent = Agent(primer="You are helpful.", host=host, llm=llm)
+    agent = Agent(primer="You are helpful.", host=host, llm=llm, isolation=isolation)
 
     @agent.task
     def answer() -> int:
@@ -35,9 +37,18 @@ def timed_task(host: object | None, calls: int) -> Callable[[], float]:
     return once
 
 
-def per_task(hosts: dict[str, object | None], runs: int, warmup: int) -> dict[str, float]:
-    """Median seconds per task on each host, after ``warmup`` calls each, interleaved."""
-    cases = {name: timed_task(host, runs + warmup) for name, host in hosts.items()}
+def per_task(
+    hosts: dict[str, object | None],
+    runs: int,
+    warmup: int,
+    isolation: dict[str, str] | None = None,
+) -> dict[str, float]:
+    """Median seconds per task on each host (its agent at ``isolation[name]``, if given),
+    after ``warmup`` calls each, interleaved."""
+    levels = isolation or {}
+    cases = {
+        name: timed_task(host, runs + warmup, levels.get(name)) for name, host in hosts.items()
+    }
     for _ in range(warmup):
         for case in cases.values():
             case()
