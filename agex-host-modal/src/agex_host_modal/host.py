@@ -5,8 +5,9 @@ State lives in Modal: ``storage="memory"`` in a Dict per session (``agex.<finger
 <session>``, entries expire after 7 days without use), ``storage="disk"`` in a Volume and a
 Dict named from ``path`` (kept until deleted), ephemeral state fresh per task.
 
-Every call to Modal from here is made in its async form, on the caller's event loop; the
-synchronous methods of the Host protocol (``warmup``, ``cancel``) run theirs to the end.
+Every call to Modal from here is made in its async form, on the caller's event loop, but
+the heartbeat's, which beats from a thread of its own; the synchronous methods of the Host
+protocol (``warmup``, ``cancel``) run theirs to the end.
 """
 
 from __future__ import annotations
@@ -254,7 +255,8 @@ class ModalHost(Host):
     async def afunction(self, agent: Agent, task: Any = None) -> Any:
         """:meth:`function`, from async code. Calls that ask at once for the same app wait
         for the one that looks it up (and deploys it), and share its answer."""
-        name = await asyncio.to_thread(self._app_name, agent, task)
+        tasks = () if task is None else (task,)
+        name = await asyncio.to_thread(self._app_name, agent, tasks)
         while True:
             with self._lock:
                 found = self._functions.get(name)
@@ -271,7 +273,7 @@ class ModalHost(Host):
                 raise asyncio.CancelledError
             # The call that was looking it up was cancelled: look it up here.
         try:
-            function = await self._deployed(agent, name, task)
+            function = await self._deployed(agent, name, tasks)
         except BaseException as exc:
             with self._lock:
                 self._functions.pop(name, None)
@@ -285,14 +287,13 @@ class ModalHost(Host):
         mine.set_result(function)
         return function
 
-    def _app_name(self, agent: Agent, task: Any = None) -> str:
+    def _app_name(self, agent: Agent, tasks: Sequence[Any]) -> str:
         from agex_host_modal.app import app_name, volume_of
         from agex_host_modal.dependencies import agents
 
         # Naming the app scans installed distributions and hashes local sources: once per
-        # definition of the agent and its sub-agents, not once per task.
-        tasks = () if task is None else (task,)
-        shipped = None if task is None else (task.func.__module__, task.func.__qualname__)
+        # definition of the agent and its sub-agents (and task), not once per call.
+        shipped = tuple((task.func.__module__, task.func.__qualname__) for task in tasks)
         defined = (*(one.fingerprint for one in agents(agent)), volume_of(agent), shipped)
         with self._lock:
             name = self._names.get(defined)
@@ -302,7 +303,7 @@ class ModalHost(Host):
                 self._names[defined] = name
         return name
 
-    async def _deployed(self, agent: Agent, name: str, task: Any = None) -> Any:
+    async def _deployed(self, agent: Agent, name: str, tasks: Sequence[Any]) -> Any:
         """The function of app ``name``, deployed first when Modal has no app by that name."""
         modal = sdk.modal()
         function = modal.Function.from_name(name, remote.FUNCTION)
@@ -313,7 +314,6 @@ class ModalHost(Host):
             pass
         except modal.exception.Error as exc:
             raise sdk.failure(exc, f"looking up app {name!r}") from exc
-        tasks = () if task is None else (task,)
         app = await asyncio.to_thread(self.build, agent, tasks)  # no network: local files
         try:
             await app.deploy.aio(name=name)

@@ -12,10 +12,11 @@ an input for the second time, so caller and container say it to each other in th
   and start the same input again from the beginning in another (it preempts containers);
   the second start finds the key and ends the run with :data:`RESTARTED` at once, instead of
   calling the model and running the agent's code a second time.
-- ``run/<run>`` is set when the run's caller cancels it; ``session/<agent>/<session>``
-  changes each time ``task.cancel(session)`` is called. The caller reads the session key
-  before the call and sends what it read, so a cancel sent while the container was still
-  starting is not missed.
+- ``run/<run>`` is set when the run's caller cancels it. ``task.cancel(session)`` puts
+  ``session/<agent>/<session>/<second>`` (:func:`cancel_key`), and a run stops for any such
+  key from the second of its call on (the caller sends its clock), so a cancel sent while
+  the container was still starting is not missed. Runs look for these keys and never read
+  a value a container could have written: reading a Modal Dict value unpickles it.
 - ``alive/<run>`` is renewed by the caller every :data:`HEARTBEAT` seconds while it listens;
   a run whose caller has not renewed it for the ``stale`` seconds the caller asked for
   (:data:`STALE`) is stopped: its caller went away without a word (its process died).
@@ -211,7 +212,7 @@ class _Watch:
     def __init__(self, control: Any, envelope: Any, watch: dict[str, Any]) -> None:
         self.control = control
         self.mine = run_key(envelope.run)
-        self.theirs = session_key(envelope.agent, envelope.session)
+        self.agent, self.session = envelope.agent, envelope.session
         self.alive = alive_key(envelope.run)
         since = watch.get("since")
         #: Cancels of the session made after this (the caller's clock at the call) stop it.
@@ -252,7 +253,7 @@ class _Watch:
         seconds = range(max(int(self.since), self.looked - SKEW), now + 1)
         self.looked = now
         for second in seconds:
-            if await self.control.contains.aio(f"{self.theirs}/{second}"):
+            if await self.control.contains.aio(cancel_key(self.agent, self.session, second)):
                 return True
         return False
 
