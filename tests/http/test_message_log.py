@@ -35,9 +35,9 @@ def test_tokens_nobody_was_sent_yet_travel_as_one_message() -> None:
     async def main():
         run = Run("r" * 8, "a", "s", limit=100, keepalive=10)
         for text in ["he", "llo"]:
-            run.outbox.token(text)
+            run.outbox.write_token(text)
         run.outbox.publish("event", '{"type": "X"}')
-        run.outbox.token("!")
+        run.outbox.write_token("!")
         run.outbox.finish({"kind": "result", "json": 1})
         return await collect(run)
 
@@ -102,7 +102,7 @@ def test_a_burst_of_tokens_never_overflows_the_log() -> None:
     async def main():
         run = Run("r" * 8, "a", "s", limit=10, keepalive=10)
         for i in range(100_000):
-            run.outbox.token(str(i % 10))
+            run.outbox.write_token(str(i % 10))
         run.outbox.finish({"kind": "result", "json": 1})
         return await collect(run), len(run.outbox._log)
 
@@ -115,9 +115,9 @@ def test_a_burst_of_tokens_never_overflows_the_log() -> None:
 def test_tokens_already_sent_are_never_changed() -> None:
     async def main():
         run = Run("r" * 8, "a", "s", limit=100, keepalive=10)
-        run.outbox.token("a")
+        run.outbox.write_token("a")
         first = await anext(run.follow(0, detach_grace=60))
-        run.outbox.token("b")  # after "a" went out: a message of its own
+        run.outbox.write_token("b")  # after "a" went out: a message of its own
         run.outbox.finish({"kind": "result", "json": 1})
         return parse(first), await collect(run, after=1)
 

@@ -148,7 +148,7 @@ async def run_loop(invocation: Invocation, sink: Sink, stores: Stores = LOCAL) -
                         _state(agent.state_config, invocation, stores),
                     )
                 except StateConflict as exc:
-                    if not again(exc, manifest, sink, invocation.session, attempt):
+                    if not await again(exc, manifest, sink, invocation.session, attempt):
                         return ABANDONED
                     attempt += 1
     finally:
@@ -175,7 +175,7 @@ class _Abandoned:
 ABANDONED = _Abandoned()
 
 
-def again(
+async def again(
     conflict: StateConflict, manifest: dict[str, Any], sink: Sink, session: str, attempt: int
 ) -> bool:
     """After a task lost its session to another (``attempt`` runs so far): whether to run it
@@ -187,7 +187,7 @@ def again(
     if policy != "abandon" and attempt >= most:
         raise conflict
     action = "abandon" if policy == "abandon" else "retry"
-    sink.event(
+    await sink.event(
         ConflictEvent(
             agent_name=manifest["agent"],
             session=session,
@@ -311,8 +311,8 @@ async def _drive(
     commit: str | None = None
     start: str | None = None  # the commit the task's state is read from
 
-    def emit(cls: Any, step: int, **fields: Any) -> None:
-        sink.event(cls(agent_name=agent, session=session, step=step, commit=commit, **fields))
+    async def emit(cls: Any, step: int, **fields: Any) -> None:
+        await sink.event(cls(agent_name=agent, session=session, step=step, commit=commit, **fields))
 
     deadline = None if timeout is None else time.monotonic() + timeout
     messages: list[Message] = [
@@ -337,12 +337,12 @@ async def _drive(
                 raise _unloadable(exc, session, start) from None
             messages[1]["content"] = _kept(index, manifest["inputs"]) + manifest["user"]
             commit = start  # what the task starts from, as its first event says
-        emit(TaskStartEvent, 0, task_name=task, inputs=manifest["inputs"])
+        await emit(TaskStartEvent, 0, task_name=task, inputs=manifest["inputs"])
         for step in range(1, max_iterations + 1):
             reply = await _ask(llm, messages, sink, deadline)
             thinking, code = split_reply(reply)
             messages.append({"role": "assistant", "content": reply})
-            emit(ActionEvent, step, thinking=thinking, code=code or "")
+            await emit(ActionEvent, step, thinking=thinking, code=code or "")
             if code is None:
                 messages.append(
                     {
@@ -358,11 +358,11 @@ async def _drive(
                 raise _unloadable(exc, session, start) from None
             if done.stopped == "timeout":
                 if done.output:
-                    emit(OutputEvent, step, text=done.output)
+                    await emit(OutputEvent, step, text=done.output)
                 during = f" {done.where}" if done.where else ""
                 raise TaskTimeout(f"{task} ran past its {_limit(timeout)}timeout{during}")
             if done.stopped == "cancelled":
-                emit(CancelledEvent, step)
+                await emit(CancelledEvent, step)
                 raise TaskCancelled(f"{task} was cancelled")
             feedback = [bound_text(done.output, FEEDBACK_LIMIT)] if done.output else []
             if state is not None:
@@ -384,31 +384,31 @@ async def _drive(
                         f"State: variable {name!r} could not be saved ({why}); it is gone "
                         "in later tasks."
                     )
-                    emit(ErrorEvent, step, error=note)
+                    await emit(ErrorEvent, step, error=note)
                     feedback.append(bound_text(note, FEEDBACK_LIMIT))
             if done.output:
-                emit(OutputEvent, step, text=done.output)
+                await emit(OutputEvent, step, text=done.output)
             answered = done.signal is not None and (done.signal != "success" or not done.refused)
             if answered and state is not None and commit is not None:
                 await _finished(state, start, commit, run)
             if done.signal == "success":
                 if done.refused is None:
-                    emit(SuccessEvent, step, result=done.shown)
+                    await emit(SuccessEvent, step, result=done.shown)
                     return done.value
-                emit(ErrorEvent, step, error=done.refused)
+                await emit(ErrorEvent, step, error=done.refused)
                 feedback.append(
                     bound_text(done.refused, FEEDBACK_LIMIT)
                     + f"\nThe task returns {manifest['returns']}; fix the "
                     "value and call task_success again."
                 )
             elif done.signal == "fail":
-                emit(FailEvent, step, message=done.message)
+                await emit(FailEvent, step, message=done.message)
                 raise TaskFail(done.message)
             elif done.signal == "clarify":
-                emit(ClarifyEvent, step, message=done.message)
+                await emit(ClarifyEvent, step, message=done.message)
                 raise TaskClarify(done.message)
             elif done.error is not None:
-                emit(ErrorEvent, step, error=done.error)
+                await emit(ErrorEvent, step, error=done.error)
                 feedback.append(bound_text(done.error, FEEDBACK_LIMIT))
             messages.append(
                 {
@@ -422,7 +422,7 @@ async def _drive(
         # Cancelled by the caller (task.cancel(), wait_for, Ctrl-C in a sync call): stop the
         # step's code too, then let asyncio's cancellation run its course.
         executor.cancel()
-        emit(CancelledEvent, 0)
+        await emit(CancelledEvent, 0)
         raise
 
 
@@ -486,7 +486,7 @@ async def _ask(llm: LLM, messages: list[Message], sink: Sink, deadline: float | 
     async def collect() -> None:
         async for piece in llm.stream(messages):
             pieces.append(piece)
-            sink.token(piece)
+            await sink.token(piece)
 
     if deadline is None:
         await collect()

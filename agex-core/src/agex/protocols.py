@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from inspect import isawaitable
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
 
 if TYPE_CHECKING:
@@ -183,7 +184,9 @@ def check_session(session: object) -> None:
 
 
 class Sink:
-    """Where events and tokens go as they happen."""
+    """Where events and tokens go as they happen: to the caller's callbacks, each called in
+    order and, when it is a coroutine function (``async def``), awaited before the run goes
+    on, so nothing is dropped and nothing arrives out of order."""
 
     __slots__ = ("on_event", "on_token")
 
@@ -194,13 +197,20 @@ class Sink:
     ) -> None:
         self.on_event, self.on_token = on_event, on_token
 
-    def event(self, event: Event) -> None:
+    async def event(self, event: Event) -> None:
         if self.on_event is not None:
-            self.on_event(event)
+            await _settled(self.on_event(event))
 
-    def token(self, text: str) -> None:
+    async def token(self, text: str) -> None:
         if self.on_token is not None:
-            self.on_token(text)
+            await _settled(self.on_token(text))
+
+
+async def _settled(returned: Any) -> None:
+    """Await what a callback returned, when it is awaitable (an ``async def`` callback's
+    coroutine); a plain callback's return value is ignored."""
+    if returned is not None and isawaitable(returned):
+        await returned
 
 
 # -- hosts ------------------------------------------------------------------------------

@@ -99,8 +99,8 @@ class HttpHost(Host):
 
         body = wire.request_body(envelope.to_json(), payload)
 
-        def on_message(kind: str, data: str) -> dict[str, Any] | None:
-            return remote.deliver(kind, data if kind == "event" else json.loads(data), sink)
+        async def on_message(kind: str, data: str) -> dict[str, Any] | None:
+            return await remote.deliver(kind, data if kind == "event" else json.loads(data), sink)
 
         try:
             async with asyncio.timeout(self.timeout + 30.0):  # the server enforces timeout

@@ -19,7 +19,7 @@ import json
 import os
 import urllib.request
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -49,7 +49,7 @@ CALL_TIMEOUT = 30.0
 
 #: Called with each new message of a run (its kind and its data, JSON text); returns the
 #: run's outcome when the message is the last one.
-OnMessage = Callable[[str, str], "dict[str, Any] | None"]
+OnMessage = Callable[[str, str], "Awaitable[dict[str, Any] | None]"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -126,7 +126,7 @@ class Server:
                                 continue  # already handled before the reconnect
                             last = int(message_id)
                             retries = iter(RECONNECT)
-                            outcome = on_message(kind, data)
+                            outcome = await on_message(kind, data)
                             if outcome is not None:
                                 # The stream ends just after: then its connection can
                                 # serve the next run.

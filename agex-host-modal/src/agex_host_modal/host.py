@@ -360,7 +360,7 @@ class ModalHost(Host):
                     break
                 except Exception as exc:
                     raise sdk.failure(exc, "running the task") from exc
-                outcome = deliver(kind, data, sink)  # the caller's callbacks: theirs to raise
+                outcome = await deliver(kind, data, sink)  # the caller's callbacks: theirs to raise
                 if outcome is not None:
                     return outcome
         finally:

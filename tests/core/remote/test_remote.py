@@ -144,11 +144,11 @@ def test_the_envelopes_time_limit_ends_the_run_as_a_task_timeout() -> None:
 def test_model_output_nobody_has_read_travels_as_one_message() -> None:
     outbox = remote.Outbox()
     for piece in "abc":
-        outbox.token(piece)
+        outbox.write_token(piece)
     first = outbox.read()
-    outbox.token("d")  # "abc" was read: a message of its own
+    outbox.write_token("d")  # "abc" was read: a message of its own
     outbox.finish(remote.failure(TaskFail("no")))
-    outbox.token("late")  # after the outcome: nothing
+    outbox.write_token("late")  # after the outcome: nothing
     assert [(m.kind, m.data) for m in first] == [("tokens", ["a", "b", "c"])]
     rest = outbox.read(first[-1].id)
     assert [m.kind for m in rest] == ["tokens", "error"]
@@ -257,7 +257,11 @@ def test_deliver_hands_events_and_tokens_to_the_callbacks() -> None:
     sink = Sink(seen.append, seen.append)
     envelope, payload = shipped("task_success(5)")
     got = asyncio.run(messages(envelope, payload))
-    outcomes = [remote.deliver(m.kind, m.data, sink) for m in got]
+
+    async def deliver_all() -> list[Any]:
+        return [await remote.deliver(m.kind, m.data, sink) for m in got]
+
+    outcomes = asyncio.run(deliver_all())
     assert outcomes[-1] == got[-1].data
     assert all(o is None for o in outcomes[:-1])
     assert any(isinstance(item, str) for item in seen)

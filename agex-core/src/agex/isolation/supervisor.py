@@ -247,7 +247,7 @@ class Run:
                 return await self._attempt()
             except StateConflict as exc:
                 assert self.manifest is not None  # known once a worker has started
-                if not again(exc, self.manifest, self.sink, self.envelope.session, attempt):
+                if not await again(exc, self.manifest, self.sink, self.envelope.session, attempt):
                     return ABANDONED_OUTCOME
                 attempt += 1
 

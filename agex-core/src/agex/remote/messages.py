@@ -46,8 +46,9 @@ class Outbox(Sink):
     __slots__ = ("_changed", "_first", "_log", "_next", "_read", "done", "limit")
 
     def __init__(self, limit: int | None = None) -> None:
-        # As callbacks too: a sub-agent run from this run's agent code reports through them.
-        super().__init__(self.event, self.token)
+        # Its callbacks write messages; a sub-agent run from this run's agent code reports
+        # through them too.
+        super().__init__(self.write_event, self.write_token)
         self.limit = limit
         self.done = False
         self._log: list[Message] = []
@@ -58,10 +59,10 @@ class Outbox(Sink):
 
     # -- writing ---------------------------------------------------------------------
 
-    def event(self, event: Event) -> None:
+    def write_event(self, event: Event) -> None:
         self.publish("event", event.to_json())
 
-    def token(self, text: str) -> None:
+    def write_token(self, text: str) -> None:
         log = self._log
         if log and log[-1].kind == "tokens" and log[-1].id > self._read:
             log[-1].data.append(text)

@@ -61,16 +61,16 @@ def failure(exc: BaseException, model: Any = None) -> dict[str, Any]:
     return with_model(outcome, model)
 
 
-def deliver(kind: str, data: Any, sink: Sink) -> dict[str, Any] | None:
+async def deliver(kind: str, data: Any, sink: Sink) -> dict[str, Any] | None:
     """Hand one message from the far side to the caller's callbacks; the outcome, when the
     message is the last one."""
     from agex.events import Event
 
     if kind == "tokens":
         for text in data:
-            sink.token(text)
+            await sink.token(text)
     elif kind == "event":
-        sink.event(Event.from_json(data))
+        await sink.event(Event.from_json(data))
     elif kind in ("result", "error"):
         if not isinstance(data, dict):
             raise RemoteExecutionError("the run's outcome is malformed")

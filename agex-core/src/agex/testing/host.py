@@ -77,6 +77,71 @@ class HostContract(ProviderContract):
         assert events[2].text == "40\n"
         assert "".join(tokens) == "".join(llm.responses)
 
+    @pytest.mark.parametrize("task_kind", ["async", "sync"])
+    def test_async_callbacks_are_awaited_in_order(
+        self, host: Any, tmp_path: Path, task_kind: str
+    ) -> None:
+        """``async def`` callbacks get every event and token, awaited one at a time: each
+        yields to the event loop, and the next is delivered only after it has finished."""
+        import asyncio
+        import gc
+        import warnings
+
+        llm = scripted("n = 40\nprint(n)", "task_success(n + x)", chunk_size=5)
+        agent = self.agent(host, llm, tmp_path)
+        seen: list[Any] = []
+        busy: list[bool] = []
+
+        async def on_event(event: Any) -> None:
+            busy.append(True)
+            await asyncio.sleep(0.001)
+            seen.append(type(event).__name__)
+            busy.pop()
+
+        async def on_token(text: str) -> None:
+            assert not busy, "a token arrived while an event's callback was running"
+            await asyncio.sleep(0)
+            seen.append(text)
+
+        if task_kind == "async":
+
+            @agent.task
+            async def add(x: int) -> int:
+                """Add x."""
+
+            def call() -> Any:
+                return asyncio.run(add(2, on_event=on_event, on_token=on_token))
+
+        else:
+
+            @agent.task
+            def add(x: int) -> int:
+                """Add x."""
+
+            def call() -> Any:
+                return add(2, on_event=on_event, on_token=on_token)
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert call() == 42
+            gc.collect()
+        never = [w for w in caught if "never awaited" in str(w.message)]
+        assert not never, never
+        events = [s for s in seen if s.endswith("Event")]
+        assert events == [
+            "TaskStartEvent",
+            "ActionEvent",
+            "OutputEvent",
+            "ActionEvent",
+            "SuccessEvent",
+        ]
+        assert "".join(s for s in seen if not s.endswith("Event")) == "".join(llm.responses)
+        # The model's reply streams before the action it becomes is reported.
+        first_action = seen.index("ActionEvent")
+        assert (
+            "".join(s for s in seen[:first_action] if not s.endswith("Event")) == (llm.responses[0])
+        )
+
     def test_values_keep_their_type(self, host: Any, tmp_path: Path) -> None:
         agent = self.agent(
             host,

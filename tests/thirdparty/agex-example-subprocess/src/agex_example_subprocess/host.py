@@ -51,7 +51,7 @@ class SubprocessHost(Host):
             await child.stdin.drain()
             child.stdin.close()
             async for line in child.stdout:
-                outcome = remote.deliver(*json.loads(line), sink)
+                outcome = await remote.deliver(*json.loads(line), sink)
                 if outcome is not None:
                     return outcome
             raise RemoteExecutionError(f"the worker ended (exit code {await child.wait()})")
