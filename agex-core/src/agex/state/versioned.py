@@ -132,6 +132,21 @@ class Commit:
     completed: bool = True
 
 
+class History(list[Commit]):
+    """A session's commits, newest first, as :meth:`VersionedState.history` returns them: a
+    list, which a notebook shows as a table (see ``agex.notebook``)."""
+
+    def _repr_html_(self) -> str:
+        from agex.notebook import history_html
+
+        return history_html(self)
+
+    def _repr_markdown_(self) -> str:
+        from agex.notebook import history_markdown
+
+        return history_markdown(self)
+
+
 @dataclass(frozen=True)
 class Shown:
     """A stored value that cannot be brought back here, as what it is: its type and how it
@@ -364,11 +379,11 @@ class VersionedState:
         """A read-only view of the variables at ``commit_id``."""
         return MappingProxyType(self.values(commit_id))
 
-    def history(self, unfinished: bool = False) -> list[Commit]:
+    def history(self, unfinished: bool = False) -> History:
         """Every commit from the head back to the first, newest first; with
         ``unfinished``, then the steps of tasks that did not finish (``completed`` False),
         newest first."""
-        out, at, by = [], self.head(), "the head"
+        out, at, by = History(), self.head(), "the head"
         while at is not None:
             commit = self._linked(at, by)
             out.append(commit)
@@ -389,7 +404,8 @@ class VersionedState:
                 steps.append(commit)
                 kept.add(at)
                 at = commit.parent or ""
-        return out + sorted(steps, key=lambda c: (c.time, c.depth), reverse=True)
+        out += sorted(steps, key=lambda c: (c.time, c.depth), reverse=True)
+        return out
 
     def diff(self, older: str | None, newer: str | None) -> dict[str, list[str]]:
         """Variables added, removed and changed between two commits."""
