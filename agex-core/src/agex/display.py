@@ -111,7 +111,7 @@ def pprint_events(
     if width is None:
         width = max(shutil.get_terminal_size((100, 24)).columns, 40)
     page = _Page(color, width)
-    if _mid_line is out:
+    if _mid_line is not None and _mid_line is out:
         out.write("\n")
         _mid_line = None
     for event in batch:

@@ -209,8 +209,8 @@ def _size(state: VersionedState, index: Any, name: str, head: str | None) -> str
     bytes a worker wrote are only measured here)."""
     try:
         size = len(state.fetch(index, [name], head, shaped=True)[name])
-    except StateIntegrityError as exc:
-        return f"unreadable: {str(exc)[:80]}"
+    except StateIntegrityError:
+        return "unreadable: missing or damaged (agex state check)"
     return _bytes(size)
 
 

@@ -197,7 +197,7 @@ HISTORY_COLUMNS = ("#", "commit", "time", "task", "step", "changes", "did")
 def history_rows(commits: Iterable[CommitLike]) -> list[tuple[str, ...]]:
     """One row per commit: depth, id, time, task run, step, variables changed, and what
     its step did (the first line of its code; its error, if it raised)."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for commit in commits:
         records = [e for e in commit.events if isinstance(e, Mapping)]
         steps = sorted({str(e["step"]) for e in records if "step" in e})
