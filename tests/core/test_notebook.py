@@ -13,7 +13,7 @@ import sys
 import pytest
 from markdown_it import MarkdownIt
 
-from agex import Agent, connect_llm, connect_state
+from agex import Agent, connect_llm, connect_state, view
 from agex.events import (
     ActionEvent,
     CancelledEvent,
@@ -26,7 +26,7 @@ from agex.events import (
     SuccessEvent,
     TaskStartEvent,
 )
-from agex.state.versioned import History
+from agex.state.versioned import History, VersionedState
 
 WHO = {"agent_name": "demo", "session": "s1", "timestamp": 0.0}
 
@@ -163,7 +163,10 @@ def test_the_absolute_colours_pattern_finds_them() -> None:
 
 def test_html_has_no_absolute_black_or_white(tmp_path) -> None:
     pages = [e._repr_html_() for e in samples()]
-    pages.append(History(session_commits(tmp_path))._repr_html_())
+    state = session_state(tmp_path)
+    pages.append(state.history()._repr_html_())
+    pages.append(view(Agent(name="v"))._repr_html_())
+    pages.append(view(state)._repr_html_())
     for out in pages:
         assert not ABSOLUTE.search(out), ABSOLUTE.search(out)
         for style in Tags(out).styles:  # colours are tints: translucent, or inherited
@@ -172,6 +175,10 @@ def test_html_has_no_absolute_black_or_white(tmp_path) -> None:
 
 
 def session_commits(tmp_path) -> History:
+    return session_state(tmp_path).history()
+
+
+def session_state(tmp_path) -> VersionedState:
     agent = Agent(
         name="hist",
         state=connect_state(type="versioned", storage="memory"),
@@ -190,7 +197,7 @@ def session_commits(tmp_path) -> History:
         """Job."""
 
     assert job(session=str(tmp_path)) == 2
-    return agent.state(str(tmp_path)).history()
+    return agent.state(str(tmp_path))
 
 
 def test_history_is_a_list_that_renders(tmp_path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import subprocess
 import sys
 from typing import Any
 
@@ -27,6 +28,11 @@ def test_view_is_exported_lazily() -> None:
 
     assert agex.view is view is agex.inspection.view
     assert "view" in agex.__all__
+    code = "import sys, agex; print(sorted(m for m in sys.modules if m.startswith('agex.')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "agex.inspection" not in loaded.stdout
+    assert "agex.notebook" not in loaded.stdout
+    assert loaded.stdout.startswith("[")
 
 
 def test_an_agent_shows_its_setup_and_what_its_code_can_use() -> None:
@@ -67,7 +73,9 @@ def test_an_agent_shows_its_setup_and_what_its_code_can_use() -> None:
     ]:
         assert line in text.splitlines(), line
     # What the model is told, word for word.
-    assert capabilities(agent) == ["- " + text.split("\n  - ", 1)[1]]
+    described = text.split("its code can use:\n", 1)[1].splitlines()
+    assert described[:-1] == ["  " + line for line in capabilities(agent)]
+    assert described[-1] == "  and it may import: " + ", ".join(agent.policy.importable_names())
     assert capabilities(agent)[0] in system_message(agent, count_task(agent))
 
 
@@ -84,7 +92,7 @@ def test_an_agent_without_a_model_or_registrations_says_so() -> None:
     assert "not set: from AGEX_LLM_PROVIDER and AGEX_LLM_MODEL at the first task" in text
     assert "isolation       as the host decides" in text
     assert "state           ephemeral" in text
-    assert "its code can use:\n  nothing registered" in text
+    assert "its code can use:\n  nothing registered\n  and it may import: bisect, " in text
 
 
 def test_an_http_host_shows_its_configuration_without_its_token() -> None:

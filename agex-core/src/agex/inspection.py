@@ -146,7 +146,9 @@ def _agent_view(agent: Agent) -> View:
         ("max_memory_mb", "none" if agent.max_memory_mb is None else str(agent.max_memory_mb)),
         ("fingerprint", agent.fingerprint[:16]),
     )
-    can_use = "\n".join(capabilities(agent)) or "nothing registered"
+    registered = "\n".join(capabilities(agent)) or "nothing registered"
+    imports = ", ".join(agent.policy.importable_names())
+    can_use = f"{registered}\nand it may import: {imports}"
     return View(
         f"agent {agent.name}",
         (Section("agent", fields=fields), Section("its code can use", text=can_use)),
