@@ -206,6 +206,12 @@ def test_history_is_a_list_that_renders(tmp_path) -> None:
     assert isinstance(history, list)
     assert history == list(history)
     assert [c.depth for c in history] == [2, 1, 0]
+    assert history[0].depth == 2
+    assert history[-1].depth == 0
+    newest = history[:2]
+    assert isinstance(newest, History)
+    assert newest == [history[0], history[1]]
+    assert "history: 2 commits, newest first" in newest._repr_html_()
     page = Tags(history._repr_html_())
     assert page.tags <= OUR_TAGS
     assert "history: 3 commits, newest first" in page.text

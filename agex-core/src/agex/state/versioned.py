@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType, ModuleType
-from typing import Any
+from typing import Any, SupportsIndex, overload
 from urllib.parse import quote
 
 from agex.errors import StateConflict, StateIntegrityError, StateLoadError
@@ -134,7 +134,17 @@ class Commit:
 
 class History(list[Commit]):
     """A session's commits, newest first, as :meth:`VersionedState.history` returns them: a
-    list, which a notebook shows as a table (see ``agex.notebook``)."""
+    list, which a notebook shows as a table (see ``agex.notebook``), and so is a slice of it
+    (``history()[:5]``, the newest five)."""
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> Commit: ...
+    @overload
+    def __getitem__(self, index: slice) -> History: ...
+    def __getitem__(self, index: SupportsIndex | slice) -> Commit | History:
+        if isinstance(index, slice):
+            return History(super().__getitem__(index))
+        return super().__getitem__(index)
 
     def _repr_html_(self) -> str:
         from agex.notebook import history_html
