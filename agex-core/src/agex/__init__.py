@@ -16,6 +16,7 @@ _EXPORTS = {
     "Agent": "agex.agent",
     "pprint_events": "agex.display",
     "pprint_tokens": "agex.display",
+    "view": "agex.inspection",
     "TaskFail": "agex.errors",
     "TaskClarify": "agex.errors",
     "TaskTimeout": "agex.errors",
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from agex.errors import TaskTimeout as TaskTimeout
     from agex.errors import UnknownProviderError as UnknownProviderError
     from agex.hookspecs import hookimpl as hookimpl
+    from agex.inspection import view as view
     from agex.state.config import StateConfig as StateConfig
 
 

@@ -3,7 +3,8 @@ kept in versioned state, sent over the wire as JSON.
 
 Every event carries the agent's name, the session, the loop step, when it happened, and the
 state commit it belongs to (None without versioned state). ``to_json``/``from_json`` round
-trip exactly; the ``type`` field names the class.
+trip exactly; the ``type`` field names the class. In a notebook an event shows itself
+(``_repr_html_``, ``_repr_markdown_``: see ``agex.notebook``).
 
 Events are bounded: agent code shapes much of their text (an exception's message, what it
 prints, a ``task_fail`` message), so every text an event carries is cut to
@@ -182,6 +183,18 @@ class Event:
     @staticmethod
     def from_json(text: str) -> Event:
         return Event.from_dict(json.loads(text))
+
+    # Notebooks (Jupyter, VS Code) show an event by these; the code is in agex.notebook.
+
+    def _repr_html_(self) -> str:
+        from agex.notebook import event_html
+
+        return event_html(self)
+
+    def _repr_markdown_(self) -> str:
+        from agex.notebook import event_markdown
+
+        return event_markdown(self)
 
 
 @attrs.frozen(kw_only=True)

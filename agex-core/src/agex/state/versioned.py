@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType, ModuleType
-from typing import Any
+from typing import Any, SupportsIndex, overload
 from urllib.parse import quote
 
 from agex.errors import StateConflict, StateIntegrityError, StateLoadError
@@ -130,6 +130,31 @@ class Commit:
     #: Whether that run finished (its last commit became the session's state). Known only
     #: from ``history()``.
     completed: bool = True
+
+
+class History(list[Commit]):
+    """A session's commits, newest first, as :meth:`VersionedState.history` returns them: a
+    list, which a notebook shows as a table (see ``agex.notebook``), and so is a slice of it
+    (``history()[:5]``, the newest five)."""
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> Commit: ...
+    @overload
+    def __getitem__(self, index: slice) -> History: ...
+    def __getitem__(self, index: SupportsIndex | slice) -> Commit | History:
+        if isinstance(index, slice):
+            return History(super().__getitem__(index))
+        return super().__getitem__(index)
+
+    def _repr_html_(self) -> str:
+        from agex.notebook import history_html
+
+        return history_html(self)
+
+    def _repr_markdown_(self) -> str:
+        from agex.notebook import history_markdown
+
+        return history_markdown(self)
 
 
 @dataclass(frozen=True)
@@ -364,11 +389,11 @@ class VersionedState:
         """A read-only view of the variables at ``commit_id``."""
         return MappingProxyType(self.values(commit_id))
 
-    def history(self, unfinished: bool = False) -> list[Commit]:
+    def history(self, unfinished: bool = False) -> History:
         """Every commit from the head back to the first, newest first; with
         ``unfinished``, then the steps of tasks that did not finish (``completed`` False),
         newest first."""
-        out, at, by = [], self.head(), "the head"
+        out, at, by = History(), self.head(), "the head"
         while at is not None:
             commit = self._linked(at, by)
             out.append(commit)
@@ -389,7 +414,8 @@ class VersionedState:
                 steps.append(commit)
                 kept.add(at)
                 at = commit.parent or ""
-        return out + sorted(steps, key=lambda c: (c.time, c.depth), reverse=True)
+        out += sorted(steps, key=lambda c: (c.time, c.depth), reverse=True)
+        return out
 
     def diff(self, older: str | None, newer: str | None) -> dict[str, list[str]]:
         """Variables added, removed and changed between two commits."""
