@@ -44,6 +44,8 @@ def test_page_examples_run(
         if code.startswith(SKIP):
             continue
         try:
-            exec(compile(code, f"{page.name}, block {number}", "exec"), module.__dict__)
+            # dont_inherit: not under this file's own __future__ imports, as a reader runs them
+            code_object = compile(code, f"{page.name}, block {number}", "exec", dont_inherit=True)
+            exec(code_object, module.__dict__)
         except Exception as exc:
             raise AssertionError(f"{page.name}, block {number} fails:\n{code}") from exc
