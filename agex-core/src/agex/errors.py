@@ -22,7 +22,9 @@ class AgexError(Exception):
 
 
 def _rebuilt(cls: type[AgexError], args: tuple[Any, ...], state: dict[str, Any]) -> AgexError:
-    error = cls.__new__(cls)
+    # ``args`` go to __new__ too: an OSError (TaskTimeout is a TimeoutError) takes them
+    # there, unless its class defines __init__.
+    error = cls.__new__(cls, *args)
     builtin = next(base for base in cls.__mro__ if base.__module__ == "builtins")
     builtin.__init__(error, *args)  # type: ignore[misc]
     error.__dict__.update(state)
