@@ -9,6 +9,12 @@ from typing import Any
 class AgexError(Exception):
     """Base of every error agex raises on purpose."""
 
+    @property
+    def message(self) -> str:
+        """The text the error was raised with, as given (what agent code passed to
+        ``task_fail``, say): no traceback, no decoration added when it is shown."""
+        return str(self.args[0]) if self.args else ""
+
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled without calling __init__ again, whose parameters differ from ``args``: an
         # error raised where a task runs (a container, a worker) reaches its caller intact.
@@ -16,7 +22,9 @@ class AgexError(Exception):
 
 
 def _rebuilt(cls: type[AgexError], args: tuple[Any, ...], state: dict[str, Any]) -> AgexError:
-    error = cls.__new__(cls)
+    # ``args`` go to __new__ too: an OSError (TaskTimeout is a TimeoutError) takes them
+    # there, unless its class defines __init__.
+    error = cls.__new__(cls, *args)
     builtin = next(base for base in cls.__mro__ if base.__module__ == "builtins")
     builtin.__init__(error, *args)  # type: ignore[misc]
     error.__dict__.update(state)
@@ -70,6 +78,32 @@ class DuplicateProviderError(ProviderError):
         self.kind = kind
         self.provider = name
         self.sources = tuple(sources)
+
+
+class ProviderOptionError(ProviderError, TypeError, ValueError):
+    """The options given to a provider do not fit its factory: one it requires is missing
+    (``missing``), or one it does not take was given (``unknown``, misspelt or meant for
+    another provider). ``accepted`` names what it takes (None: anything).
+
+    A TypeError, as Python's own error for a call with the wrong keywords, so code written
+    for that still catches it; and a ValueError, as for any other bad setting.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        message: str,
+        missing: Sequence[str] = (),
+        unknown: Sequence[str] = (),
+        accepted: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.provider = name
+        self.missing = tuple(missing)
+        self.unknown = tuple(unknown)
+        self.accepted = None if accepted is None else tuple(accepted)
 
 
 class RebuildError(ProviderError):
@@ -126,15 +160,16 @@ class SandboxCancelled(SandboxError):
 
 
 class TaskError(AgexError):
-    """A task ended without a result."""
+    """A task ended without a result. A remote host raises the same type as a local run."""
 
 
 class TaskFail(TaskError):
-    """The agent gave up: it called ``task_fail(message)``."""
+    """The agent gave up: it called ``task_fail(message)``; ``.message`` is that text."""
 
 
 class TaskClarify(TaskError):
-    """The agent needs more from you: it called ``task_clarify(message)``."""
+    """The agent needs more from you: it called ``task_clarify(message)``; ``.message`` is
+    its question."""
 
 
 class TaskTimeout(TaskError, TimeoutError):

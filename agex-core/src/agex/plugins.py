@@ -28,6 +28,7 @@ from agex.errors import (
     DuplicateProviderError,
     PluginWarning,
     ProviderNotInstalledError,
+    ProviderOptionError,
     UnknownProviderError,
 )
 from agex.registry import HOOKS, Provider, Registry
@@ -329,8 +330,87 @@ def resolve(kind: str, name: str) -> Provider:
 
 
 def create(kind: str, name: str, **options: Any) -> Any:
-    """Resolve a provider and build it: ``factory(**options)``."""
-    return resolve(kind, name).factory(**options)
+    """Resolve a provider and build it: ``factory(**options)``.
+
+    The options are checked against the factory's signature first, so a missing or misspelt
+    option is named with what to do (a :class:`ProviderOptionError`), never reported as a
+    TypeError about some class inside the plugin; and an error the factory itself raises
+    reaches the caller as it is. A factory that takes ``**options`` accepts anything.
+    """
+    provider = resolve(kind, name)
+    _check_options(provider, options)
+    return provider.factory(**options)
+
+
+#: How a user passes options to a provider of each kind.
+_PASSED_BY = {
+    "host": 'connect_host(provider="{name}", {options})',
+    "llm": 'connect_llm(provider="{name}", {options})',
+    "storage": 'connect_state(type="versioned", storage="{name}", {options})',
+}
+#: What agex itself passes a provider of a kind that users do not call with options.
+_AGEX_PASSES = {"storage": ("path",), "serializer": (), "command": ()}
+
+
+def _check_options(provider: Provider, options: Mapping[str, Any]) -> None:
+    """Raise a ProviderOptionError when ``options`` leave out one the factory requires, or
+    give one it does not take."""
+    import inspect  # only when a provider is built: the first lookup stays cheap
+
+    try:
+        parameters = list(inspect.signature(provider.factory).parameters.values())
+    except (TypeError, ValueError):  # no signature to read (a builtin): the call will tell
+        return
+    by_name = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    anything = any(p.kind is p.VAR_KEYWORD for p in parameters)
+    missing = [
+        p.name
+        for p in parameters
+        if p.default is p.empty
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        and p.name not in options
+    ]
+    unknown = [] if anything else [option for option in options if option not in by_name]
+    if not missing and not unknown:
+        return
+    said = [f"{provider.kind} provider {provider.name!r}"]
+    if missing:
+        said.append(f"requires {_options(missing)}: {_fix(provider, missing, by_name)}.")
+    if unknown:
+        said.append(f"{'It' if missing else ''} does not take {_options(unknown)}.".lstrip())
+        import difflib
+
+        others = [n for n in by_name if n not in options]
+        close = difflib.get_close_matches(unknown[0], others, n=1)
+        if close:
+            said.append(f"Did you mean {close[0]!r}?")
+        said.append(f"It takes: {', '.join(by_name)}." if by_name else "It takes no options.")
+    accepted = None if anything else by_name
+    raise ProviderOptionError(
+        provider.kind, provider.name, " ".join(said), missing, unknown, accepted
+    )
+
+
+def _fix(provider: Provider, missing: list[str], by_name: list[str]) -> str:
+    """What to write to pass ``missing``, or, when no call to agex can, who must fix it."""
+    passes = _AGEX_PASSES.get(provider.kind)
+    stuck = [o for o in missing if o not in by_name or (passes is not None and o not in passes)]
+    if stuck:
+        given = "only " + ", ".join(f"{o}=" for o in passes) if passes else "no options"
+        return (
+            f"agex gives a {provider.kind} provider {given}, so the factory "
+            f"{provider.source} registers must give {', '.join(map(repr, stuck))} a default"
+        )
+    options = ", ".join(f"{option}=..." for option in missing)
+    them = "it" if len(missing) == 1 else "them"
+    return f"pass {them}, e.g. " + _PASSED_BY[provider.kind].format(
+        name=provider.name, options=options
+    )
+
+
+def _options(names: list[str]) -> str:
+    quoted = ", ".join(repr(n) for n in names)
+    return f"the option {quoted}" if len(names) == 1 else f"the options {quoted}"
 
 
 def states() -> list[PluginState]:

@@ -3,10 +3,11 @@ its exception there.
 
 A value goes as JSON when JSON carries it exactly; otherwise pickled so that the caller
 rebuilds it with only the classes the task's return annotation names
-(:mod:`agex.remote.values`), with an HMAC under the key both sides share. The four task
-outcomes (``TaskFail``, ``TaskClarify``, ``TaskTimeout``, ``TaskCancelled``) are raised
-again as their own type; anything else becomes a
-:class:`~agex.errors.RemoteExecutionError` carrying the remote traceback.
+(:mod:`agex.remote.values`), with an HMAC under the key both sides share. An error goes as
+its type's name and its message: the errors a task call raises as it ends (:data:`TYPED`)
+are raised again as their own type with the same ``.message``, as a local run raises them;
+anything else becomes a :class:`~agex.errors.RemoteExecutionError` carrying the remote
+traceback. No error is unpickled: the far side only picks one of these types by name.
 
 An outcome also carries the configuration the model ended the run with, so a model whose
 configuration moves as it is used (the scripted model's position) continues from there: only
@@ -21,15 +22,25 @@ import hmac
 from typing import TYPE_CHECKING, Any
 
 from agex.coercion import conform
-from agex.errors import RemoteExecutionError
+from agex.errors import AgexError, RemoteExecutionError
 from agex.remote import values
 
 if TYPE_CHECKING:
     from agex.protocols import AgentLike as Agent
     from agex.protocols import Invocation, Sink
 
-#: Task outcomes the caller raises as their own type; anything else is a RemoteExecutionError.
-OUTCOMES = ("TaskFail", "TaskClarify", "TaskTimeout", "TaskCancelled")
+#: The errors the caller raises as their own type, as a local run would: the task's own ends,
+#: a session another run moved on, a model out of reach. Anything else is a
+#: RemoteExecutionError. Each is built from its message alone.
+TYPED = (
+    "TaskFail",
+    "TaskClarify",
+    "TaskTimeout",
+    "TaskCancelled",
+    "StateConflict",
+    "SessionInUse",
+    "LLMError",
+)
 #: Nesting beyond which a value is serialized rather than sent as JSON.
 _JSON_DEPTH = 64
 
@@ -49,13 +60,15 @@ def success(value: Any, returns: Any, key: str | None, model: Any = None) -> dic
 
 
 def failure(exc: BaseException, model: Any = None) -> dict[str, Any]:
-    """The outcome of a run that raised ``exc``."""
+    """The outcome of a run that raised ``exc``: its type's name, its message as given
+    (``.message``: the text agent code passed to ``task_fail``, not decorated), and the
+    traceback, for an error the caller cannot raise as its own type."""
     import traceback
 
     outcome = {
         "kind": "error",
         "type": type(exc).__name__,
-        "message": str(exc),
+        "message": exc.message if isinstance(exc, AgexError) else str(exc),
         "traceback": "".join(traceback.format_exception(exc)),
     }
     return with_model(outcome, model)
@@ -119,7 +132,7 @@ def settle(outcome: dict[str, Any], invocation: Invocation, key: str | None) -> 
 
     kind = outcome.get("type")
     text = str(outcome.get("message", ""))
-    if kind in OUTCOMES:
+    if kind in TYPED:
         raise getattr(errors, str(kind))(text)
     traceback = outcome.get("traceback")
     raise RemoteExecutionError(
