@@ -22,6 +22,11 @@ _EXPORTS = {
     "TaskTimeout": "agex.errors",
     "TaskCancelled": "agex.errors",
     "RemoteExecutionError": "agex.errors",
+    "TaskError": "agex.errors",
+    "StateConflict": "agex.errors",
+    "SessionInUse": "agex.errors",
+    "LLMError": "agex.errors",
+    "ProviderOptionError": "agex.errors",
     "connect_host": "agex.connect",
     "connect_state": "agex.connect",
     "connect_llm": "agex.connect",
@@ -48,12 +53,17 @@ if TYPE_CHECKING:
     from agex.display import pprint_tokens as pprint_tokens
     from agex.errors import AgexError as AgexError
     from agex.errors import DuplicateProviderError as DuplicateProviderError
+    from agex.errors import LLMError as LLMError
     from agex.errors import PluginWarning as PluginWarning
     from agex.errors import ProviderError as ProviderError
     from agex.errors import ProviderNotInstalledError as ProviderNotInstalledError
+    from agex.errors import ProviderOptionError as ProviderOptionError
     from agex.errors import RemoteExecutionError as RemoteExecutionError
+    from agex.errors import SessionInUse as SessionInUse
+    from agex.errors import StateConflict as StateConflict
     from agex.errors import TaskCancelled as TaskCancelled
     from agex.errors import TaskClarify as TaskClarify
+    from agex.errors import TaskError as TaskError
     from agex.errors import TaskFail as TaskFail
     from agex.errors import TaskTimeout as TaskTimeout
     from agex.errors import UnknownProviderError as UnknownProviderError

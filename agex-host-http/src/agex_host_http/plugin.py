@@ -42,10 +42,17 @@ class ServerNotInstalledError(ProviderNotInstalledError):
         )
 
 
-def make_http(**options: Any) -> Any:
+def make_http(
+    url: str,
+    token: str | None = None,
+    timeout: float = 300.0,
+    serializer: str = "cloudpickle",
+) -> Any:
+    """The http host; its options spelled out, so that a missing or mistyped one is named
+    before anything loads."""
     from agex_host_http.client import HttpHost
 
-    return HttpHost(**options)
+    return HttpHost(url=url, token=token, timeout=timeout, serializer=serializer)
 
 
 def serve_command() -> Any:

@@ -12,10 +12,20 @@ if TYPE_CHECKING:
     from agex.registry import Registry
 
 
-def make_modal(**options: Any) -> Any:
+def make_modal(
+    secrets: str | list[str] | None = None,
+    app: str | None = None,
+    gpu: str | list[str] | None = None,
+    memory: int | tuple[int, int] | list[int] | None = None,
+    timeout: float = 300.0,
+    scaledown_window: int = 300,
+    preemptible: bool | None = None,
+) -> Any:
+    """The modal host; its options spelled out, so that a mistyped one is named before
+    anything loads. ``secrets`` is required: the host says how to create one."""
     from agex_host_modal.host import ModalHost
 
-    return ModalHost(**options)
+    return ModalHost(secrets, app, gpu, memory, timeout, scaledown_window, preemptible)
 
 
 def make_dict(path: str | None = None) -> Any:

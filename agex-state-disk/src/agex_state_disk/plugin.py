@@ -8,11 +8,11 @@ from typing import Any
 from agex import hookimpl
 
 
-def make_disk(path: str | None = None, **options: Any) -> Any:
-    """``options``: ``create`` and ``timeout``, as :class:`DiskStorage` takes them."""
+def make_disk(path: str | None = None, create: bool = True, timeout: float = 30.0) -> Any:
+    """``create`` and ``timeout`` as :class:`DiskStorage` takes them."""
     from agex_state_disk.storage import DiskStorage
 
-    return DiskStorage(path or "", **options)
+    return DiskStorage(path or "", create=create, timeout=timeout)
 
 
 @hookimpl

@@ -183,6 +183,11 @@ class HostContract(ProviderContract):
         with pytest.raises(getattr(errors, outcome)) as caught:
             job()
         assert type(caught.value).__name__ == outcome
+        said = {"TaskFail": "no data", "TaskClarify": "which year?"}
+        if outcome in said:  # what agent code said, without decoration
+            assert caught.value.message == said[outcome]
+        else:
+            assert caught.value.message
 
     def test_cancel_stops_a_running_task(self, host: Any, tmp_path: Path) -> None:
         from agex import TaskCancelled
