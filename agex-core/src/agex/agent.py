@@ -16,6 +16,7 @@ from agex.errors import RebuildError
 from agex.isolation import check as check_isolation
 from agex.protocols import LLM, Host, StateConfig
 from agex.sandbox import Policy, Sandbox
+from agex.sandbox.policy import Description, describe
 from agex.state.pickling import AgentStateSerializer
 from agex.state.versioned import VersionedState
 from agex.stores import LOCAL
@@ -84,16 +85,34 @@ class Agent:
 
     # -- registrations ---------------------------------------------------------------
 
-    def fn(self, func: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
+    def fn(
+        self,
+        func: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        visibility: str = "high",
+        docstring: str | None = None,
+    ) -> Any:
         """Let the agent's code call a function (``@agent.fn`` or ``agent.fn(f)``). A task of
-        another agent registered this way becomes a sub-agent."""
+        another agent registered this way becomes a sub-agent.
+
+        ``docstring`` is what the model reads about it instead of its own docstring (which
+        stays as it is); ``visibility`` says how much of it the system prompt shows:
+        ``"high"`` (signature and docstring), ``"medium"`` (signature) or ``"low"`` (name)."""
+        describe(visibility, docstring)  # a bad value fails before anything is registered
 
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
             if isinstance(f, Task):
                 _check_nesting(self, f.agent)
-                self.policy.fn(f.as_function(), name=name or f.name)
+                _check_travel(f.agent, self.host, f"sub-agent {f.agent.name!r}")
+                call = f.as_function()
+                if docstring is not None:
+                    call.__doc__ = docstring  # the sub-agent's own function, made just now
+                self.policy.fn(
+                    call, name=name or f.name, visibility=visibility, docstring=docstring
+                )
             else:
-                self.policy.fn(f, name=name)
+                self.policy.fn(f, name=name, visibility=visibility, docstring=docstring)
                 with contextlib.suppress(AttributeError, TypeError):  # builtins take none
                     f.__agex_fn_of__ = self.name  # type: ignore[attr-defined]
             self._sandbox = None
@@ -109,13 +128,23 @@ class Agent:
         exclude: Iterable[str] = ("_*",),
         constructable: bool = True,
         name: str | None = None,
+        visibility: str = "high",
+        docstring: str | None = None,
     ) -> Any:
         """Let the agent's code use a class: the members matching ``include`` and not
-        ``exclude``; construct it unless ``constructable`` is False."""
+        ``exclude``; construct it unless ``constructable`` is False. ``visibility`` and
+        ``docstring`` as for :meth:`fn`."""
+        describe(visibility, docstring)
 
         def register(c: type) -> type:
             self.policy.cls(
-                c, include=include, exclude=exclude, constructable=constructable, name=name
+                c,
+                include=include,
+                exclude=exclude,
+                constructable=constructable,
+                name=name,
+                visibility=visibility,
+                docstring=docstring,
             )
             self._sandbox = None
             return c
@@ -124,13 +153,45 @@ class Agent:
 
     def module(
         self,
-        module: ModuleType | str,
+        module: Any,
         *,
+        name: str | None = None,
         include: Iterable[str] = ("*",),
         exclude: Iterable[str] = ("_*",),
+        visibility: str = "high",
+        docstring: str | None = None,
     ) -> None:
-        """Let the agent's code import a module, seeing the members matching ``include``."""
-        self.policy.module(module, include=include, exclude=exclude)
+        """Let the agent's code import a module (an object or its name), seeing the members
+        matching ``include``; or call the methods of a live object (a database connection, a
+        client) as ``name.method(...)``, the object itself staying out of reach.
+
+        A live object stays in this process: agents whose host ships them elsewhere, or
+        whose code runs in a worker process (isolation), refuse it. ``visibility`` and
+        ``docstring`` as for :meth:`fn`."""
+        if isinstance(module, ModuleType | str):
+            if name is not None:
+                raise ValueError(
+                    f"name= is for live objects; agent code imports a module by its own name "
+                    f"(import {getattr(module, '__name__', module)})"
+                )
+            self.policy.module(
+                module,
+                include=include,
+                exclude=exclude,
+                visibility=visibility,
+                docstring=docstring,
+            )
+        else:
+            describe(visibility, docstring)
+            _check_live_here(self, self.host, f"live object {name or ''} ({type(module).__name__})")
+            self.policy.live_object(
+                module,
+                name,
+                include=include,
+                exclude=exclude,
+                visibility=visibility,
+                docstring=docstring,
+            )
         self._sandbox = None
 
     def task(
@@ -199,6 +260,22 @@ class Agent:
             "modules": sorted(self.policy.modules),
             "llm": _llm_identity(self.llm),
         }
+        # How registrations are described changes the prompt; left out when it is the
+        # default, so an agent registering as before keeps its fingerprint (and the state
+        # named by it).
+        told = {
+            **{n: d for n, d in self.policy.descriptions.items() if d != Description()},
+            **{
+                f"import {n}": d
+                for n, d in self.policy.module_descriptions.items()
+                if d != Description()
+            },
+        }
+        if told:
+            described["described"] = sorted(f"{n}={list(d)}" for n, d in told.items())
+        live = {n: [found.kind, sorted(found.methods)] for n, found in self.policy.live.items()}
+        if live:
+            described["live"] = live
         return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
     # -- host and model: built where the agent is used --------------------------------
@@ -212,6 +289,8 @@ class Agent:
 
     @host.setter
     def host(self, value: Host) -> None:
+        if "policy" in self.__dict__:  # set again, after registrations
+            _check_travel(self, value, f"agent {self.name!r}")
         self._configs.pop("host", None)
         self._host = value
 
@@ -258,6 +337,44 @@ def _load_shaped(blobs: dict[str, bytes]) -> dict[str, Any]:
     from agex.isolation.supervisor import inspect
 
     return inspect(blobs)
+
+
+def _check_travel(agent: Agent, host: Host, what: str) -> None:
+    """The live objects of an agent, and of the sub-agents that run where its loop runs
+    (those whose own host does not ship them), stay in this process."""
+    seen: set[int] = set()
+    todo = [agent]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if current.policy.live:
+            held = ", ".join(sorted(current.policy.live))
+            _check_live_here(current, host, f"{what} holds live objects ({held})")
+        for registered in current.policy.names.values():
+            task = getattr(registered, "__agex_task__", None)
+            if task is not None and not task.agent.host.ships_agent:
+                todo.append(task.agent)
+
+
+def _check_live_here(agent: Agent, host: Host, what: str) -> None:
+    """A live object stays in the process that registered it: refused on a host that ships
+    the agent to another machine, and where agent code runs in a worker process."""
+    if host.ships_agent:
+        raise ValueError(
+            f"{what}: host {type(host).__name__} ships the agent to another machine, and a "
+            "live object (a connection, a client) stays in this process. Run the agent on "
+            "the local host, or register functions that open their own connection where the "
+            "agent runs"
+        )
+    if agent.isolation not in (None, "none"):
+        raise ValueError(
+            f"{what}: isolation={agent.isolation!r} runs agent code in a worker process, "
+            'which a live object cannot be copied into. Use isolation="none" (agent code '
+            "then calls the object in this process, behind the sandbox's guards), or "
+            "register functions that take and return plain data"
+        )
 
 
 def _check_nesting(parent: Agent, sub: Agent) -> None:
