@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from types import ModuleType
@@ -158,6 +159,9 @@ def _sig(obj: Any, bound: bool = False) -> str:
         signature = inspect.signature(obj)
     except (TypeError, ValueError):
         return "(...)"
+    task = getattr(obj, "__agex_task__", None)  # a sub-agent: its task's own function
+    with contextlib.suppress(Exception):  # annotations written as strings, read as types
+        signature = inspect.signature(obj if task is None else task.func, eval_str=True)
     kept = list(signature.parameters.values())
     if isinstance(obj, functools.partial):
         kept = [p for p in kept if p.name not in obj.keywords]

@@ -92,15 +92,45 @@ class LiveObject:
 
 def _calling(view: LiveObject, obj: Any, attr: str, method: Callable[..., Any]) -> Any:
     """A plain function calling ``method``: what ``db.attr`` is in agent code. A method that
-    returns its own object (a fluent API) gives agent code the view again, not the object."""
+    returns its own object (a fluent API) gives agent code the view again, not the object;
+    one that returns it inside a list, tuple, dict or set is refused."""
 
     def call(*args: Any, **kwargs: Any) -> Any:
         result = method(*args, **kwargs)
-        return view if result is obj else result
+        if result is obj:
+            return view
+        if isinstance(result, _CONTAINERS) and _holds(result, obj, 0):
+            raise AccessDenied(
+                f"{view._name}.{attr}() returned {view._name} itself inside a "
+                f"{type(result).__name__}, and agent code gets {view._name} only as "
+                "registered: return it alone, or plain data"
+            )
+        return result
 
     call.__name__ = attr  # its qualified name stays local: state refuses to store it
     call.__doc__ = inspect.getdoc(method)
     return call
+
+
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+_SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None)})
+
+
+def _holds(container: Any, obj: Any, depth: int) -> bool:
+    """Whether ``obj`` is in ``container`` or in the containers it holds (too deep counts)."""
+    if depth > 20:
+        return True
+    items = [*container.keys(), *container.values()] if isinstance(container, dict) else container
+    for item in items:
+        if item is obj:
+            return True
+        if (
+            type(item) not in _SCALARS
+            and isinstance(item, _CONTAINERS)
+            and _holds(item, obj, depth + 1)
+        ):
+            return True
+    return False
 
 
 def kind_of(obj: Any) -> str:
