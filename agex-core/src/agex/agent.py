@@ -16,6 +16,7 @@ from agex.errors import RebuildError
 from agex.isolation import check as check_isolation
 from agex.protocols import LLM, Host, StateConfig
 from agex.sandbox import Policy, Sandbox
+from agex.sandbox.live import check_live, kind_of
 from agex.sandbox.policy import Description, describe
 from agex.state.pickling import AgentStateSerializer
 from agex.state.versioned import VersionedState
@@ -183,7 +184,8 @@ class Agent:
             )
         else:
             describe(visibility, docstring)
-            _check_live_here(self, self.host, f"live object {name or ''} ({type(module).__name__})")
+            name = check_live(module, name)
+            _check_live_here(self, self.host, f"live object {name!r} ({kind_of(module)})")
             self.policy.live_object(
                 module,
                 name,

@@ -167,6 +167,8 @@ def _sig(obj: Any, bound: bool = False) -> str:
         kept = [p for p in kept if p.name not in obj.keywords]
     if bound and inspect.isfunction(obj):
         kept = kept[1:]
+    if isinstance(obj, type):  # calling a class gives an instance, whatever __init__ says
+        signature = signature.replace(return_annotation=inspect.Signature.empty)
     return str(signature.replace(parameters=kept))
 
 

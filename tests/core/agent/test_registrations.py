@@ -57,7 +57,7 @@ def described(visibility: str) -> list[str]:
 def test_high_visibility_shows_signatures_and_docstrings() -> None:
     assert described("high") == [
         "- def area(radius: float) -> float  The area of a circle of this radius.",
-        "- class Point(x: int, y: int) -> None: A point on the plane.",
+        "- class Point(x: int, y: int): A point on the plane.",
         "    .norm() -> float  Its distance from the origin.",
         f"- ledger: a live {__name__}.Ledger object; call its methods:",
         "    ledger.add(amount: int) -> int  Record ``amount``; returns the balance.",
@@ -70,7 +70,7 @@ def test_high_visibility_shows_signatures_and_docstrings() -> None:
 def test_medium_visibility_shows_signatures_only() -> None:
     assert described("medium") == [
         "- def area(radius: float) -> float",
-        "- class Point(x: int, y: int) -> None",
+        "- class Point(x: int, y: int)",
         "    .norm() -> float",
         f"- ledger: a live {__name__}.Ledger object; call its methods:",
         "    ledger.add(amount: int) -> int",
