@@ -72,7 +72,7 @@ def _function(name: str, func: Any, visibility: str, doc: str | None) -> str:
     line = f"- {_signature(name, func)}"
     if visibility == "medium":
         return line
-    return f"{line}  {_text(doc) if doc is not None else _doc(func, indent='')}"
+    return _then(line, _text(doc) if doc is not None else _doc(func, indent=""))
 
 
 def _class(policy: Any, name: str, cls: type, visibility: str, doc: str | None) -> list[str]:
@@ -82,8 +82,9 @@ def _class(policy: Any, name: str, cls: type, visibility: str, doc: str | None) 
     if visibility == "low":
         return [f"- class {name}{made}"]
     head = f"- class {name}{_short(_sig(real), 200)}{made}"
-    if visibility == "high":
-        head += f": {_text(doc) if doc is not None else _doc(real, indent='')}"
+    text = _text(doc) if doc is not None else _doc(real, indent="")
+    if visibility == "high" and text:
+        head += ": " + text.replace("\n", "\n    ")
     out = [head]
     for attr in sorted(dir(real)):
         if attr.startswith("_") or (rule is not None and not rule.allows(attr)):
@@ -125,8 +126,7 @@ def _module(policy: Any, name: str, visibility: str, doc: str | None) -> list[st
         if isinstance(value, type) or callable(value):
             kind = "class " if isinstance(value, type) else ""
             line = f"    {kind}{name}.{attr}{_short(_sig(value), 200)}"
-            summary = _summary(value) if visibility == "high" else ""
-            out.append(f"{line}  {summary}" if summary else line)
+            out.append(_then(line, _summary(value)) if visibility == "high" else line)
         else:
             out.append(f"    {name}.{attr}: {type(value).__name__}")
     return out
@@ -135,7 +135,7 @@ def _module(policy: Any, name: str, visibility: str, doc: str | None) -> list[st
 def _then(line: str, doc: str) -> str:
     """A member's line and its docstring, the docstring's later lines indented under it."""
     first, *rest = (doc or "").splitlines() or [""]
-    return "\n".join([f"{line}  {first}", *(f"        {r}".rstrip() for r in rest)])
+    return "\n".join([f"{line}  {first}".rstrip(), *(f"        {r}".rstrip() for r in rest)])
 
 
 def _summary(obj: Any) -> str:
