@@ -105,7 +105,7 @@ class Agent:
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
             if isinstance(f, Task):
                 _check_nesting(self, f.agent)
-                _check_travel(f.agent, self.host, f"sub-agent {f.agent.name!r}")
+                _check_travel(self, self.host, f.agent, f"sub-agent {f.agent.name!r}")
                 call = f.as_function()
                 if docstring is not None:
                     call.__doc__ = docstring  # the sub-agent's own function, made just now
@@ -292,7 +292,7 @@ class Agent:
     @host.setter
     def host(self, value: Host) -> None:
         if "policy" in self.__dict__:  # set again, after registrations
-            _check_travel(self, value, f"agent {self.name!r}")
+            _check_travel(self, value, self, f"agent {self.name!r}")
         self._configs.pop("host", None)
         self._host = value
 
@@ -341,42 +341,54 @@ def _load_shaped(blobs: dict[str, bytes]) -> dict[str, Any]:
     return inspect(blobs)
 
 
-def _check_travel(agent: Agent, host: Host, what: str) -> None:
-    """The live objects of an agent, and of the sub-agents that run where its loop runs
-    (those whose own host does not ship them), stay in this process."""
-    seen: set[int] = set()
-    todo = [agent]
-    while todo:
-        current = todo.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if current.policy.live:
-            held = ", ".join(sorted(current.policy.live))
-            _check_live_here(current, host, f"{what} holds live objects ({held})")
-        for registered in current.policy.names.values():
-            task = getattr(registered, "__agex_task__", None)
-            if task is not None and not task.agent.host.ships_agent:
-                todo.append(task.agent)
+def _check_travel(leaving: Agent, host: Host, carried: Agent, what: str) -> None:
+    """An agent that leaves this process takes ``carried`` along (itself, or a sub-agent:
+    the tasks of its sub-agents travel with it), and a live object stays here."""
+    away = _away(leaving, host)
+    if away is None:
+        return
+    held = sorted(_live_names(carried))
+    if held:
+        raise ValueError(
+            f"{what} holds live objects ({', '.join(held)}), and {away}; a live object (a "
+            "connection, a client) stays in this process. " + _ADVICE
+        )
 
 
 def _check_live_here(agent: Agent, host: Host, what: str) -> None:
-    """A live object stays in the process that registered it: refused on a host that ships
-    the agent to another machine, and where agent code runs in a worker process."""
+    """A live object registered on an agent that leaves this process is refused."""
+    away = _away(agent, host)
+    if away is not None:
+        raise ValueError(f"{what}: {away}, and a live object stays in this process. " + _ADVICE)
+
+
+_ADVICE = (
+    'Run the agent on the local host with isolation="none" (agent code then calls the object '
+    "here, behind the sandbox's guards), or register functions that take and return plain "
+    "data and open their own connection where they run"
+)
+
+
+def _away(agent: Agent, host: Host) -> str | None:
+    """Why ``agent`` on ``host`` leaves this process, or None when it runs here."""
     if host.ships_agent:
-        raise ValueError(
-            f"{what}: host {type(host).__name__} ships the agent to another machine, and a "
-            "live object (a connection, a client) stays in this process. Run the agent on "
-            "the local host, or register functions that open their own connection where the "
-            "agent runs"
-        )
+        return f"host {type(host).__name__} ships the agent to another machine"
     if agent.isolation not in (None, "none"):
-        raise ValueError(
-            f"{what}: isolation={agent.isolation!r} runs agent code in a worker process, "
-            'which a live object cannot be copied into. Use isolation="none" (agent code '
-            "then calls the object in this process, behind the sandbox's guards), or "
-            "register functions that take and return plain data"
+        return (
+            f"isolation={agent.isolation!r} sends the agent, its sub-agents included, to a "
+            "worker process"
         )
+    return None
+
+
+def _live_names(agent: Agent, depth: int = 0) -> set[str]:
+    """The live objects an agent and its sub-agents hold, by name."""
+    found = set(agent.policy.live)
+    for registered in agent.policy.names.values():
+        task = getattr(registered, "__agex_task__", None)
+        if task is not None and depth < 20:  # deeper than any host nests
+            found |= {f"{task.agent.name}.{n}" for n in _live_names(task.agent, depth + 1)}
+    return found
 
 
 def _check_nesting(parent: Agent, sub: Agent) -> None:

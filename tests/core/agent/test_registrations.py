@@ -223,7 +223,7 @@ def test_isolation_refuses_a_live_object_at_registration() -> None:
     if level == "none":
         pytest.skip("this machine offers no isolation")
     agent = Agent(isolation=level)
-    with pytest.raises(ValueError, match=f"isolation={level!r} runs agent code in a worker"):
+    with pytest.raises(ValueError, match=f"isolation={level!r} sends the agent, its sub-agents"):
         agent.module(Ledger(), name="ledger")
     assert "ledger" not in agent.policy.names
 
@@ -262,3 +262,42 @@ def test_a_sub_agent_holding_a_live_object_runs_where_it_was_registered() -> Non
 
     assert run() == 7
     assert ledger.entries == [7]
+
+
+def test_an_isolated_agent_refuses_a_sub_agent_holding_a_live_object() -> None:
+    """The isolated agent goes to a worker with its sub-agents' tasks, live objects and all."""
+    level = strongest()
+    if level == "none":
+        pytest.skip("this machine offers no isolation")
+    keeper = Agent(name="keeper")
+    keeper.module(Ledger(), name="ledger")
+    boss = Agent(name="boss", isolation=level)
+
+    @keeper.task
+    def record(amount: int) -> int:
+        """Record an amount."""
+
+    with pytest.raises(ValueError, match=r"sub-agent 'keeper' holds live objects \(ledger\)"):
+        boss.fn(record)
+    assert "record" not in boss.policy.names
+
+
+def test_a_sub_agents_own_sub_agents_live_objects_count_too() -> None:
+    level = strongest()
+    if level == "none":
+        pytest.skip("this machine offers no isolation")
+    clerk = Agent(name="clerk")
+    clerk.module(Ledger(), name="ledger")
+    keeper = Agent(name="keeper")
+
+    @keeper.fn
+    @clerk.task
+    def note(amount: int) -> int:
+        """Note an amount."""
+
+    @keeper.task
+    def record(amount: int) -> int:
+        """Record an amount."""
+
+    with pytest.raises(ValueError, match=r"holds live objects \(clerk\.ledger\)"):
+        Agent(name="boss", isolation=level).fn(record)
