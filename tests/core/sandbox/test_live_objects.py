@@ -80,7 +80,7 @@ def test_a_method_returning_its_object_gives_the_view_again(policy: Policy) -> N
 
 def test_a_method_returning_its_object_in_a_list_is_refused(attempt, policy: Policy) -> None:
     result = attempt("reached = db.pairs()[0].password", policy, expect=AccessDenied)
-    assert "db.pairs() returned db itself inside a list" in result.error
+    assert "db.pairs() returned a list holding db itself" in result.error
 
 
 def test_an_excluded_method_says_what_is_offered(attempt, policy: Policy) -> None:
@@ -171,6 +171,8 @@ def test_a_name_is_required_and_classes_and_functions_are_sent_elsewhere() -> No
         policy.live_object(Store, "db")
     with pytest.raises(TypeError, match=r"register it with agent\.fn"):
         policy.live_object(len, "db")
+    with pytest.raises(TypeError, match="got None"):
+        policy.live_object(None, "db")
     with pytest.raises(ValueError, match="cannot be a name in agent code"):
         policy.live_object(Store(), "_db")
 

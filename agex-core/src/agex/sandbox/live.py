@@ -60,6 +60,8 @@ class LiveObject:
         object.__setattr__(self, "_members", members)
 
     def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("_"):  # protocol probes (copy, pickle); and no member is private
+            raise AttributeError(attr)
         members = self._members
         try:
             return members[attr]
@@ -101,9 +103,9 @@ def _calling(view: LiveObject, obj: Any, attr: str, method: Callable[..., Any]) 
             return view
         if isinstance(result, _CONTAINERS) and _holds(result, obj, 0):
             raise AccessDenied(
-                f"{view._name}.{attr}() returned {view._name} itself inside a "
-                f"{type(result).__name__}, and agent code gets {view._name} only as "
-                "registered: return it alone, or plain data"
+                f"{view._name}.{attr}() returned a {type(result).__name__} holding "
+                f"{view._name} itself (or nested too deeply to check), and agent code gets "
+                f"{view._name} only as registered: return it alone, or plain data"
             )
         return result
 
@@ -148,6 +150,8 @@ def check_live(obj: Any, name: str | None) -> str:
             f"module() registers modules and live objects; {obj.__name__} is a class: "
             "register it with agent.cls(...)"
         )
+    if obj is None:
+        raise TypeError("module() registers modules and live objects; got None")
     if inspect.isroutine(obj):
         raise TypeError(
             f"module() registers modules and live objects; {getattr(obj, '__name__', obj)!r} "
