@@ -156,6 +156,7 @@ class Description(NamedTuple):
 
 
 def describe(visibility: object, docstring: object) -> Description:
+    """The description a registration asked for, checked."""
     if visibility not in VISIBILITIES:
         raise ValueError(
             f"visibility must be one of {', '.join(map(repr, VISIBILITIES))}, got {visibility!r}"
@@ -208,7 +209,8 @@ class Policy:
         self.descriptions: dict[str, Description] = {}  # of the names bound
         self.module_descriptions: dict[str, Description] = {}
         self.live: dict[str, Live] = {}  # name -> what a live object offers
-        self._live_views: dict[int, LiveObject] = {}  # id of a live object -> its view
+        # id of a live object -> the object (held, so that its id stays its own) and its view
+        self._live_views: dict[int, tuple[Any, LiveObject]] = {}
         self._views: dict[str, ModuleType] = {}
         self.shared: set[int] = set()  # ids of module members: the process's, not the agent's
         self._class_rules: dict[type, ClassRule | None] = {}
@@ -292,7 +294,7 @@ class Policy:
         view = LiveObject(obj, name, live)
         self._bind(name, view, description)
         self.live[name] = live
-        self._live_views[id(obj)] = view  # the view's methods keep obj, and so its id
+        self._live_views[id(obj)] = (obj, view)
         return view
 
     def _bind(self, name: str, value: Any, description: Description) -> None:
@@ -300,7 +302,9 @@ class Policy:
             raise ValueError(f"{name!r} cannot be a name in agent code: use a public identifier")
         replaced = self.names.get(name)
         if isinstance(replaced, LiveObject):
-            self._live_views = {k: v for k, v in self._live_views.items() if v is not replaced}
+            self._live_views = {
+                k: held for k, held in self._live_views.items() if held[1] is not replaced
+            }
         self.names[name] = value
         self.descriptions[name] = description
         self.live.pop(name, None)
@@ -350,7 +354,7 @@ class Policy:
             raise AccessDenied(f"{where} is a builtin agent code may not use")
         live = self._live_views.get(id(value))
         if live is not None:  # a live object, reached again (a cursor's connection)
-            return live
+            return live[1]
         if isinstance(value, type):
             return self.exposed_class(value, where)
         return value
