@@ -16,6 +16,8 @@ from agex.errors import RebuildError
 from agex.isolation import check as check_isolation
 from agex.protocols import LLM, Host, StateConfig
 from agex.sandbox import Policy, Sandbox
+from agex.sandbox.live import check_live, kind_of
+from agex.sandbox.policy import Description, describe
 from agex.state.pickling import AgentStateSerializer
 from agex.state.versioned import VersionedState
 from agex.stores import LOCAL
@@ -84,16 +86,34 @@ class Agent:
 
     # -- registrations ---------------------------------------------------------------
 
-    def fn(self, func: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
+    def fn(
+        self,
+        func: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        visibility: str = "high",
+        docstring: str | None = None,
+    ) -> Any:
         """Let the agent's code call a function (``@agent.fn`` or ``agent.fn(f)``). A task of
-        another agent registered this way becomes a sub-agent."""
+        another agent registered this way becomes a sub-agent.
+
+        ``docstring`` is what the model reads about it instead of its own docstring (which
+        stays as it is); ``visibility`` says how much of it the system prompt shows:
+        ``"high"`` (signature and docstring), ``"medium"`` (signature) or ``"low"`` (name)."""
+        describe(visibility, docstring)  # a bad value fails before anything is registered
 
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
             if isinstance(f, Task):
                 _check_nesting(self, f.agent)
-                self.policy.fn(f.as_function(), name=name or f.name)
+                _check_travel(self, self.host, f.agent, f"sub-agent {f.agent.name!r}")
+                call = f.as_function()
+                if docstring is not None:
+                    call.__doc__ = docstring  # the sub-agent's own function, made just now
+                self.policy.fn(
+                    call, name=name or f.name, visibility=visibility, docstring=docstring
+                )
             else:
-                self.policy.fn(f, name=name)
+                self.policy.fn(f, name=name, visibility=visibility, docstring=docstring)
                 with contextlib.suppress(AttributeError, TypeError):  # builtins take none
                     f.__agex_fn_of__ = self.name  # type: ignore[attr-defined]
             self._sandbox = None
@@ -109,13 +129,23 @@ class Agent:
         exclude: Iterable[str] = ("_*",),
         constructable: bool = True,
         name: str | None = None,
+        visibility: str = "high",
+        docstring: str | None = None,
     ) -> Any:
         """Let the agent's code use a class: the members matching ``include`` and not
-        ``exclude``; construct it unless ``constructable`` is False."""
+        ``exclude``; construct it unless ``constructable`` is False. ``visibility`` and
+        ``docstring`` as for :meth:`fn`."""
+        describe(visibility, docstring)
 
         def register(c: type) -> type:
             self.policy.cls(
-                c, include=include, exclude=exclude, constructable=constructable, name=name
+                c,
+                include=include,
+                exclude=exclude,
+                constructable=constructable,
+                name=name,
+                visibility=visibility,
+                docstring=docstring,
             )
             self._sandbox = None
             return c
@@ -124,13 +154,46 @@ class Agent:
 
     def module(
         self,
-        module: ModuleType | str,
+        module: Any,
         *,
+        name: str | None = None,
         include: Iterable[str] = ("*",),
         exclude: Iterable[str] = ("_*",),
+        visibility: str = "high",
+        docstring: str | None = None,
     ) -> None:
-        """Let the agent's code import a module, seeing the members matching ``include``."""
-        self.policy.module(module, include=include, exclude=exclude)
+        """Let the agent's code import a module (an object or its name), seeing the members
+        matching ``include``; or call the methods of a live object (a database connection, a
+        client) as ``name.method(...)``, the object itself staying out of reach.
+
+        A live object stays in this process: agents whose host ships them elsewhere, or
+        whose code runs in a worker process (isolation), refuse it. ``visibility`` and
+        ``docstring`` as for :meth:`fn`."""
+        if isinstance(module, ModuleType | str):
+            if name is not None:
+                raise ValueError(
+                    f"name= is for live objects; agent code imports a module by its own name "
+                    f"(import {getattr(module, '__name__', module)})"
+                )
+            self.policy.module(
+                module,
+                include=include,
+                exclude=exclude,
+                visibility=visibility,
+                docstring=docstring,
+            )
+        else:
+            describe(visibility, docstring)
+            name = check_live(module, name)
+            _check_live_here(self, self.host, f"live object {name!r} ({kind_of(module)})")
+            self.policy.live_object(
+                module,
+                name,
+                include=include,
+                exclude=exclude,
+                visibility=visibility,
+                docstring=docstring,
+            )
         self._sandbox = None
 
     def task(
@@ -199,6 +262,22 @@ class Agent:
             "modules": sorted(self.policy.modules),
             "llm": _llm_identity(self.llm),
         }
+        # How registrations are described changes the prompt; left out when it is the
+        # default, so an agent registering as before keeps its fingerprint (and the state
+        # named by it).
+        told = {
+            **{n: d for n, d in self.policy.descriptions.items() if d != Description()},
+            **{
+                f"import {n}": d
+                for n, d in self.policy.module_descriptions.items()
+                if d != Description()
+            },
+        }
+        if told:
+            described["described"] = sorted(f"{n}={list(d)}" for n, d in told.items())
+        live = {n: [found.kind, sorted(found.methods)] for n, found in self.policy.live.items()}
+        if live:
+            described["live"] = live
         return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
     # -- host and model: built where the agent is used --------------------------------
@@ -212,6 +291,8 @@ class Agent:
 
     @host.setter
     def host(self, value: Host) -> None:
+        if "policy" in self.__dict__:  # set again, after registrations
+            _check_travel(self, value, self, f"agent {self.name!r}")
         self._configs.pop("host", None)
         self._host = value
 
@@ -258,6 +339,56 @@ def _load_shaped(blobs: dict[str, bytes]) -> dict[str, Any]:
     from agex.isolation.supervisor import inspect
 
     return inspect(blobs)
+
+
+def _check_travel(leaving: Agent, host: Host, carried: Agent, what: str) -> None:
+    """An agent that leaves this process takes ``carried`` along (itself, or a sub-agent:
+    the tasks of its sub-agents travel with it), and a live object stays here."""
+    away = _away(leaving, host)
+    if away is None:
+        return
+    held = sorted(_live_names(carried))
+    if held:
+        raise ValueError(
+            f"{what} holds live objects ({', '.join(held)}), and {away}; a live object (a "
+            "connection, a client) stays in this process. " + _ADVICE
+        )
+
+
+def _check_live_here(agent: Agent, host: Host, what: str) -> None:
+    """A live object registered on an agent that leaves this process is refused."""
+    away = _away(agent, host)
+    if away is not None:
+        raise ValueError(f"{what}: {away}, and a live object stays in this process. " + _ADVICE)
+
+
+_ADVICE = (
+    'Run the agent on the local host with isolation="none" (agent code then calls the object '
+    "here, behind the sandbox's guards), or register functions that take and return plain "
+    "data and open their own connection where they run"
+)
+
+
+def _away(agent: Agent, host: Host) -> str | None:
+    """Why ``agent`` on ``host`` leaves this process, or None when it runs here."""
+    if host.ships_agent:
+        return f"host {type(host).__name__} ships the agent to another machine"
+    if agent.isolation not in (None, "none"):
+        return (
+            f"isolation={agent.isolation!r} sends the agent, its sub-agents included, to a "
+            "worker process"
+        )
+    return None
+
+
+def _live_names(agent: Agent, depth: int = 0) -> set[str]:
+    """The live objects an agent and its sub-agents hold, by name."""
+    found = set(agent.policy.live)
+    for registered in agent.policy.names.values():
+        task = getattr(registered, "__agex_task__", None)
+        if task is not None and depth < 20:  # deeper than any host nests
+            found |= {f"{task.agent.name}.{n}" for n in _live_names(task.agent, depth + 1)}
+    return found
 
 
 def _check_nesting(parent: Agent, sub: Agent) -> None:

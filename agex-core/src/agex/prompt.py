@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from types import ModuleType
@@ -23,9 +24,9 @@ Rules:
 
 def system_message(agent: Agent, task: Task) -> str:
     parts = [agent.primer.strip()] if agent.primer else []
-    capabilities = _capabilities(agent)
-    if capabilities:
-        parts.append("You can use:\n" + "\n".join(capabilities))
+    offered = capabilities(agent)
+    if offered:
+        parts.append("You can use:\n" + "\n".join(offered))
     parts.append(f"Your task:\n{_signature(task.name, task.func)}\n{_doc(task.func)}")
     modules = ", ".join(agent.policy.importable_names())
     parts.append(RULES.format(modules=modules))
@@ -39,28 +40,112 @@ def task_message(task: Task, arguments: dict[str, Any], limit: int = 2000) -> st
     return "Inputs (already defined as variables):\n" + "\n".join(lines) + "\nBegin."
 
 
-def _capabilities(agent: Agent) -> list[str]:
-    out = []
-    for name, obj in agent.policy.names.items():
-        if isinstance(obj, type):
-            rule = agent.policy.classes.get(agent.policy.real.get(obj, obj))
-            real = rule.cls if rule is not None else obj  # a stand-in describes its class
-            made = "" if rule is None or rule.constructable else " (not constructable)"
-            out.append(f"- class {name}{_short(_sig(real), 200)}{made}: {_doc(real, indent='')}")
-            for attr in sorted(dir(real)):
-                if attr.startswith("_") or (rule is not None and not rule.allows(attr)):
-                    continue
-                member = inspect.getattr_static(real, attr)
-                bound = not isinstance(member, staticmethod)  # self or cls comes first
-                if isinstance(member, staticmethod | classmethod):
-                    member = member.__func__
-                if callable(member):
-                    out.append(f"    .{attr}{_sig(member, bound)}  {_doc(member, indent='')}")
+def capabilities(agent: Agent) -> list[str]:
+    """What the system prompt tells the model it can use: one entry per registration (its
+    members indented under it), as prominent as the registration's visibility says:
+    ``"high"`` signatures and docstrings, ``"medium"`` signatures, ``"low"`` names."""
+    policy = agent.policy
+    out: list[str] = []
+    for name, obj in policy.names.items():
+        visibility, doc = _told(policy.descriptions, name)
+        if name in policy.live:
+            out.extend(_live(name, policy.live[name], visibility, doc))
+        elif isinstance(obj, type):
+            out.extend(_class(policy, name, obj, visibility, doc))
         elif callable(obj):
-            out.append(f"- {_signature(name, obj)}  {_doc(obj, indent='')}")
-    for name in sorted(agent.policy.modules):
-        out.append(f"- module {name} (import {name})")
+            out.append(_function(name, obj, visibility, doc))
+    for name in sorted(policy.modules):
+        visibility, doc = _told(policy.module_descriptions, name)
+        out.extend(_module(policy, name, visibility, doc))
     return out
+
+
+def _told(descriptions: Any, name: str) -> tuple[str, str | None]:
+    """A registration's visibility and the docstring it was given instead of its own."""
+    found = descriptions.get(name)
+    return ("high", None) if found is None else (found.visibility, found.doc)
+
+
+def _function(name: str, func: Any, visibility: str, doc: str | None) -> str:
+    if visibility == "low":
+        return f"- {name}(...)"
+    line = f"- {_signature(name, func)}"
+    if visibility == "medium":
+        return line
+    return _then(line, _text(doc) if doc is not None else _doc(func, indent=""))
+
+
+def _class(policy: Any, name: str, cls: type, visibility: str, doc: str | None) -> list[str]:
+    rule = policy.classes.get(policy.real.get(cls, cls))
+    real = rule.cls if rule is not None else cls  # a stand-in describes its class
+    made = "" if rule is None or rule.constructable else " (not constructable)"
+    if visibility == "low":
+        return [f"- class {name}{made}"]
+    head = f"- class {name}{_short(_sig(real), 200)}{made}"
+    text = _text(doc) if doc is not None else _doc(real, indent="")
+    if visibility == "high" and text:
+        head += ": " + text.replace("\n", "\n    ")
+    out = [head]
+    for attr in sorted(dir(real)):
+        if attr.startswith("_") or (rule is not None and not rule.allows(attr)):
+            continue
+        member = inspect.getattr_static(real, attr)
+        bound = not isinstance(member, staticmethod)  # self or cls comes first
+        if isinstance(member, staticmethod | classmethod):
+            member = member.__func__
+        if callable(member):
+            line = f"    .{attr}{_sig(member, bound)}"
+            out.append(line if visibility == "medium" else _then(line, _doc(member, indent="")))
+    return out
+
+
+def _live(name: str, live: Any, visibility: str, doc: str | None) -> list[str]:
+    head = f"- {name}: a live {live.kind} object"
+    if visibility == "low":
+        return [head]
+    if visibility == "high" and doc is not None:
+        head += f": {_text(doc)}"
+    out = [head + "; call its methods:"]
+    for attr, method in live.methods.items():
+        line = f"    {name}.{attr}{_sig(method)}"
+        out.append(line if visibility == "medium" else _then(line, _doc(method, indent="")))
+    return out
+
+
+def _module(policy: Any, name: str, visibility: str, doc: str | None) -> list[str]:
+    head = f"- module {name} (import {name})"
+    if visibility == "low":
+        return [head]
+    if visibility == "high":
+        text = _text(doc) if doc is not None else _summary(policy.view(name))
+        head += f": {text}" if text else ""
+    out = [head]
+    for attr, value in sorted(vars(policy.view(name)).items()):
+        if attr.startswith("_") or isinstance(value, ModuleType):
+            continue  # a registered submodule has a line of its own
+        if isinstance(value, type) or callable(value):
+            kind = "class " if isinstance(value, type) else ""
+            line = f"    {kind}{name}.{attr}{_short(_sig(value), 200)}"
+            out.append(_then(line, _summary(value)) if visibility == "high" else line)
+        else:
+            out.append(f"    {name}.{attr}: {type(value).__name__}")
+    return out
+
+
+def _then(line: str, doc: str) -> str:
+    """A member's line and its docstring, the docstring's later lines indented under it."""
+    first, *rest = (doc or "").splitlines() or [""]
+    return "\n".join([f"{line}  {first}".rstrip(), *(f"        {r}".rstrip() for r in rest)])
+
+
+def _summary(obj: Any) -> str:
+    """The first line of ``obj``'s docstring."""
+    doc = _doc(obj, indent="")
+    return doc.splitlines()[0] if doc else ""
+
+
+def _text(doc: str) -> str:
+    return inspect.cleandoc(doc)
 
 
 def _signature(name: str, func: Any) -> str:
@@ -74,11 +159,16 @@ def _sig(obj: Any, bound: bool = False) -> str:
         signature = inspect.signature(obj)
     except (TypeError, ValueError):
         return "(...)"
+    task = getattr(obj, "__agex_task__", None)  # a sub-agent: its task's own function
+    with contextlib.suppress(Exception):  # annotations written as strings, read as types
+        signature = inspect.signature(obj if task is None else task.func, eval_str=True)
     kept = list(signature.parameters.values())
     if isinstance(obj, functools.partial):
         kept = [p for p in kept if p.name not in obj.keywords]
     if bound and inspect.isfunction(obj):
         kept = kept[1:]
+    if isinstance(obj, type):  # calling a class gives an instance, whatever __init__ says
+        signature = signature.replace(return_annotation=inspect.Signature.empty)
     return str(signature.replace(parameters=kept))
 
 

@@ -226,6 +226,11 @@ class Host(Protocol):
     so); it is typed loosely here, where the Agent class is not yet known.
     """
 
+    #: Whether the host sends the agent to run elsewhere (another machine, a container).
+    #: A remote host says True; agents on it then refuse what cannot leave this process,
+    #: such as live objects registered with ``agent.module(obj, name=...)``.
+    ships_agent: bool = False
+
     def validate(self, agent: Any) -> None:
         """Refuse, at Agent creation, a configuration this host cannot run."""
         ...

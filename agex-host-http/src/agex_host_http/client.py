@@ -28,6 +28,7 @@ __all__ = ["TOKEN_ENV", "HttpHost"]
 
 class HttpHost(Host):
     provider = "http"
+    ships_agent = True  # the loop runs on the server
 
     def __init__(
         self,

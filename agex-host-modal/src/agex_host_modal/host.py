@@ -72,6 +72,7 @@ _T = TypeVar("_T")
 
 class ModalHost(Host):
     provider = "modal"
+    ships_agent = True  # the loop runs in a Modal container
 
     def __init__(
         self,

@@ -15,10 +15,11 @@ import importlib
 import types
 from collections.abc import Callable, Iterable
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from agex.errors import AccessDenied, CallDenied, ImportDenied
 from agex.sandbox import nesting
+from agex.sandbox.live import Live, LiveObject, check_live, kind_of, methods_of
 from agex.sandbox.stdlib import MUTABLE, REPLACED, SAFE_MODULES, UNCONSTRUCTABLE, PerPolicy
 
 #: Builtins agent code gets as they are.
@@ -141,6 +142,30 @@ NEVER = frozenset(
 )
 
 
+#: How prominently a registration is described to the model, most first: its signature and
+#: docstring, its signature only, or its name only. What agent code may call is the same.
+VISIBILITIES = ("high", "medium", "low")
+
+
+class Description(NamedTuple):
+    """How the system prompt describes one registration."""
+
+    visibility: str = "high"
+    #: What the model reads instead of the object's own docstring.
+    doc: str | None = None
+
+
+def describe(visibility: object, docstring: object) -> Description:
+    """The description a registration asked for, checked."""
+    if visibility not in VISIBILITIES:
+        raise ValueError(
+            f"visibility must be one of {', '.join(map(repr, VISIBILITIES))}, got {visibility!r}"
+        )
+    if docstring is not None and not isinstance(docstring, str):
+        raise TypeError(f"docstring must be a string, got {type(docstring).__name__}")
+    return Description(str(visibility), docstring)
+
+
 class Members:
     """Which member names of a class or module are exposed: those matching an include
     pattern and no exclude pattern (fnmatch patterns, e.g. ``"get_*"``)."""
@@ -181,17 +206,28 @@ class Policy:
         self.stand_ins: dict[type, type] = dict(nesting.STAND_INS)
         self.real: dict[type, type] = {}  # stand-in -> the class it stands for
         self.modules: dict[str, Members] = {}
+        self.descriptions: dict[str, Description] = {}  # of the names bound
+        self.module_descriptions: dict[str, Description] = {}
+        self.live: dict[str, Live] = {}  # name -> what a live object offers
+        # id of a live object -> the object (held, so that its id stays its own) and its view
+        self._live_views: dict[int, tuple[Any, LiveObject]] = {}
         self._views: dict[str, ModuleType] = {}
         self.shared: set[int] = set()  # ids of module members: the process's, not the agent's
         self._class_rules: dict[type, ClassRule | None] = {}
 
     # -- registration ------------------------------------------------------------------
 
-    def fn(self, func: Callable[..., Any], name: str | None = None) -> None:
+    def fn(
+        self,
+        func: Callable[..., Any],
+        name: str | None = None,
+        visibility: str = "high",
+        docstring: str | None = None,
+    ) -> None:
         """Let agent code call ``func`` by ``name`` (default: its own name)."""
         if not callable(func):
             raise TypeError(f"fn() registers functions; got {type(func).__name__}")
-        self._bind(name or func.__name__, func)
+        self._bind(name or func.__name__, func, describe(visibility, docstring))
 
     def cls(
         self,
@@ -200,11 +236,14 @@ class Policy:
         exclude: Iterable[str] = ("_*",),
         constructable: bool = True,
         name: str | None = None,
+        visibility: str = "high",
+        docstring: str | None = None,
     ) -> None:
         """Let agent code use ``cls``: the members matching ``include`` and not ``exclude``,
         and construct instances unless ``constructable`` is False."""
         if not isinstance(cls, type):
             raise TypeError(f"cls() registers classes; got {type(cls).__name__}")
+        description = describe(visibility, docstring)
         rule = ClassRule(cls, include, exclude, constructable)
         self.classes[cls] = rule
         self._class_rules.clear()
@@ -216,27 +255,59 @@ class Policy:
         if not constructable:
             exposed = self._stand_in(cls, subclassable=False)
         self._views.clear()
-        self._bind(name or cls.__name__, exposed)
+        self._bind(name or cls.__name__, exposed, description)
 
     def module(
         self,
         module: ModuleType | str,
         include: Iterable[str] = ("*",),
         exclude: Iterable[str] = ("_*",),
+        visibility: str = "high",
+        docstring: str | None = None,
     ) -> None:
         """Let agent code ``import`` a module, seeing the members matching ``include`` and
         not ``exclude``. Its submodules stay out unless registered too."""
+        description = describe(visibility, docstring)
         if isinstance(module, str):
             module = importlib.import_module(module)
         if not isinstance(module, ModuleType):
             raise TypeError(f"module() registers modules; got {type(module).__name__}")
         self.modules[module.__name__] = Members(include, exclude)
+        self.module_descriptions[module.__name__] = description
         self._views.clear()
 
-    def _bind(self, name: str, value: Any) -> None:
-        if not name.isidentifier() or name.startswith("_"):
+    def live_object(
+        self,
+        obj: Any,
+        name: str | None,
+        include: Iterable[str] = ("*",),
+        exclude: Iterable[str] = ("_*",),
+        visibility: str = "high",
+        docstring: str | None = None,
+    ) -> LiveObject:
+        """Let agent code call the methods of ``obj`` (an instance: a connection, a client)
+        matching ``include`` and not ``exclude``, as ``name.method(...)``; the object itself,
+        its class and its other attributes stay out of reach."""
+        description = describe(visibility, docstring)
+        name = check_live(obj, name)
+        live = Live(kind_of(obj), methods_of(obj, Members(include, exclude).allows))
+        view = LiveObject(obj, name, live)
+        self._bind(name, view, description)
+        self.live[name] = live
+        self._live_views[id(obj)] = (obj, view)
+        return view
+
+    def _bind(self, name: str, value: Any, description: Description) -> None:
+        if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
             raise ValueError(f"{name!r} cannot be a name in agent code: use a public identifier")
+        replaced = self.names.get(name)
+        if isinstance(replaced, LiveObject):
+            self._live_views = {
+                k: held for k, held in self._live_views.items() if held[1] is not replaced
+            }
         self.names[name] = value
+        self.descriptions[name] = description
+        self.live.pop(name, None)
 
     # -- questions the guards ask -----------------------------------------------------
 
@@ -269,7 +340,8 @@ class Policy:
     def exposed(self, value: Any, where: str) -> Any:
         """What agent code gets for ``value`` reaching it through ``where`` (an attribute,
         a module member, an element of either): a module as its view, a class the agent
-        may not construct as its stand-in; refused are modules outside the policy, the
+        may not construct as its stand-in, a live object as what its registration offers;
+        refused are modules outside the policy, the
         builtins agent code never gets, and metaclasses (they build classes around the
         class checks)."""
         if isinstance(value, ModuleType):
@@ -280,6 +352,9 @@ class Policy:
             )
         if id(value) in NEVER:
             raise AccessDenied(f"{where} is a builtin agent code may not use")
+        live = self._live_views.get(id(value))
+        if live is not None:  # a live object, reached again (a cursor's connection)
+            return live[1]
         if isinstance(value, type):
             return self.exposed_class(value, where)
         return value

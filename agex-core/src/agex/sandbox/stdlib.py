@@ -19,6 +19,7 @@ from typing import Any
 from agex.errors import AccessDenied
 from agex.sandbox import nesting
 from agex.sandbox.annotations import checked_annotation
+from agex.sandbox.live import LiveObject
 from agex.sandbox.ownership import agent_owned
 
 #: module -> members left out.
@@ -237,7 +238,8 @@ SEALED = frozenset({dataclasses.Field})
 #: Classes agent code may not call itself: an alias made by calling ``types.GenericAlias``
 #: or typing's alias classes with any callable as its origin sets ``__orig_class__`` on what
 #: that callable returns (a host object, say). ``list[int]`` and ``typing.List[int]`` work.
-UNCONSTRUCTABLE = frozenset({types.GenericAlias, typing._BaseGenericAlias})  # type: ignore[attr-defined]
+#: A live object's holder is made by its registration only.
+UNCONSTRUCTABLE = frozenset({types.GenericAlias, typing._BaseGenericAlias, LiveObject})  # type: ignore[attr-defined]
 
 #: Module-level values of these types are shared with the whole process; agent code gets
 #: none of them from the standard library.
