@@ -14,8 +14,8 @@ from markdown_it import MarkdownIt
 
 from agex import Agent, connect_host, connect_llm, connect_state, view
 from agex.hosts.local import LocalHost
-from agex.inspection import View, capabilities
-from agex.prompt import system_message
+from agex.inspection import View
+from agex.prompt import capabilities, system_message
 from agex.state.versioned import Facts
 
 
@@ -67,8 +67,8 @@ def test_an_agent_shows_its_setup_and_what_its_code_can_use() -> None:
         "  isolation       none",
         "  max_memory_mb   none",
         f"  fingerprint     {agent.fingerprint[:16]}",
-        # (annotations are strings in this module: the model is shown them as they are)
-        "  - def count(text: 'str', letter: 'str' = 'a') -> 'int'  How many times ``letter`` "
+        # (annotations are strings in this module: the model is shown the types they name)
+        "  - def count(text: str, letter: str = 'a') -> int  How many times ``letter`` "
         "is in ``text``.",
     ]:
         assert line in text.splitlines(), line

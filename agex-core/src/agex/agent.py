@@ -159,12 +159,16 @@ class Agent:
         name: str | None = None,
         include: Iterable[str] = ("*",),
         exclude: Iterable[str] = ("_*",),
-        visibility: str = "high",
+        visibility: str | None = None,
         docstring: str | None = None,
     ) -> None:
         """Let the agent's code import a module (an object or its name), seeing the members
         matching ``include``; or call the methods of a live object (a database connection, a
         client) as ``name.method(...)``, the object itself staying out of reach.
+
+        A module is only listed in the prompt unless ``visibility`` asks for more (``"low"``:
+        the model knows it can import it; ``"medium"``/``"high"`` describe every member, which
+        for a large module is a long prompt); a live object's methods are described in full.
 
         A live object stays in this process: agents whose host ships them elsewhere, or
         whose code runs in a worker process (isolation), refuse it. ``visibility`` and
@@ -179,10 +183,11 @@ class Agent:
                 module,
                 include=include,
                 exclude=exclude,
-                visibility=visibility,
+                visibility="low" if visibility is None else visibility,
                 docstring=docstring,
             )
         else:
+            visibility = "high" if visibility is None else visibility
             describe(visibility, docstring)
             name = check_live(module, name)
             _check_live_here(self, self.host, f"live object {name!r} ({kind_of(module)})")
@@ -270,7 +275,7 @@ class Agent:
             **{
                 f"import {n}": d
                 for n, d in self.policy.module_descriptions.items()
-                if d != Description()
+                if d != Description("low")
             },
         }
         if told:

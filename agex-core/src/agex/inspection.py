@@ -118,11 +118,6 @@ def view(target: Agent | VersionedState, *, commits: int = 10) -> View:
 # -- an agent ------------------------------------------------------------------------------
 
 
-def capabilities(agent: Agent) -> list[str]:
-    """What the model is told the agent's code can use: the prompt's own description."""
-    return prompt._capabilities(agent)
-
-
 def _agent_view(agent: Agent) -> View:
     llm = agent.llm
     model = (
@@ -146,7 +141,7 @@ def _agent_view(agent: Agent) -> View:
         ("max_memory_mb", "none" if agent.max_memory_mb is None else str(agent.max_memory_mb)),
         ("fingerprint", agent.fingerprint[:16]),
     )
-    registered = "\n".join(capabilities(agent)) or "nothing registered"
+    registered = "\n".join(prompt.capabilities(agent)) or "nothing registered"
     imports = ", ".join(agent.policy.importable_names())
     can_use = f"{registered}\nand it may import: {imports}"
     return View(

@@ -185,7 +185,10 @@ def test_the_fingerprint_follows_what_the_prompt_says() -> None:
     with_module.module(math)
     low_module = Agent(name="fp")
     low_module.module(math, visibility="low")
-    assert with_module.fingerprint != low_module.fingerprint
+    assert with_module.fingerprint == low_module.fingerprint  # a module's default is "low"
+    high_module = Agent(name="fp")
+    high_module.module(math, visibility="high")
+    assert with_module.fingerprint != high_module.fingerprint
 
 
 def test_a_live_object_is_called_from_agent_code_in_this_process() -> None:

@@ -262,7 +262,7 @@ class Policy:
         module: ModuleType | str,
         include: Iterable[str] = ("*",),
         exclude: Iterable[str] = ("_*",),
-        visibility: str = "high",
+        visibility: str = "low",
         docstring: str | None = None,
     ) -> None:
         """Let agent code ``import`` a module, seeing the members matching ``include`` and

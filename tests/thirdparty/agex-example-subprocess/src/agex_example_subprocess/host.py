@@ -14,6 +14,7 @@ from agex.hosts.running import RUNS
 
 class SubprocessHost(Host):
     provider = "subprocess"
+    ships_agent = True  # the agent runs in a child process: live objects cannot go
 
     def __init__(self, python: str = sys.executable, timeout: float = 300.0) -> None:
         self.python, self.timeout = python, float(timeout)
