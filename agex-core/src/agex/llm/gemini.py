@@ -25,9 +25,10 @@ class GeminiLLM(SDKClient):
         from google import genai
         from google.genai import types
 
-        # Our own httpx client, so that the SDK never picks aiohttp, whose timeout caps a
-        # whole streamed reply and whose timeouts are not retried: ``timeout`` means here what
-        # it means for the other providers, a wait for the server's next bytes.
+        # An HTTP client of ours, so that the SDK never picks aiohttp (when installed), whose
+        # timeouts are not retried and cap a whole streamed reply: here, as for the other
+        # providers, ``timeout`` is a wait for the server's next bytes. (The SDK also tells
+        # Google's server to give up after that long, in its X-Server-Timeout header.)
         transport = httpx2.AsyncClient(timeout=self.timeout)
         options = types.HttpOptions(
             base_url=self.base_url,
@@ -63,9 +64,9 @@ class GeminiLLM(SDKClient):
                 model=self.model, contents=contents, config=config
             )
             async for chunk in stream:
-                for candidate in chunk.candidates or ():
+                for candidate in (chunk.candidates or ())[:1]:  # one reply, whatever was asked
                     for part in (candidate.content and candidate.content.parts) or ():
-                        if part.text and not part.thought:
+                        if part.text and not part.thought:  # thoughts are not the reply
                             yield part.text
         except (errors.APIError, httpx2.HTTPError, OSError) as exc:
             raise self.explain(

@@ -11,6 +11,9 @@ from typing import Any
 from agex.llm import Message
 from agex.llm.sdk import SDKClient
 
+#: The SDK wants a key even for a server that needs none: it gets this one, never sent.
+NO_KEY = "unused"
+
 
 class OpenAILLM(SDKClient):
     provider = "openai"
@@ -23,9 +26,7 @@ class OpenAILLM(SDKClient):
         import openai
 
         return openai.AsyncOpenAI(
-            # The SDK wants a key even for a server that needs none; ``stream`` sends no
-            # Authorization header then, rather than a made-up key.
-            api_key=key or "unused",
+            api_key=key or NO_KEY,
             base_url=self.base_url,
             timeout=self.timeout,
             max_retries=self.max_retries,
@@ -36,7 +37,7 @@ class OpenAILLM(SDKClient):
 
         client = self.client()
         options = dict(self.options)
-        if not self.key():
+        if client.api_key == NO_KEY:  # no Authorization header, rather than a made-up key
             headers = {"Authorization": openai.Omit(), **options.get("extra_headers", {})}
             options["extra_headers"] = headers
         try:
