@@ -69,6 +69,12 @@ def test_options_holding_a_key_are_refused(client, options) -> None:
         client(**options)
 
 
+def test_a_key_inside_base_url_is_refused(client) -> None:
+    with pytest.raises(ValueError, match="do not pass base_url with a key in it"):
+        client(base_url=f"https://proxy.example/v1?key={KEYS[2]}")
+    assert client(base_url="http://127.0.0.1:11434/v1").base_url == "http://127.0.0.1:11434/v1"
+
+
 def test_the_refusal_names_the_variables_read(monkeypatch) -> None:
     with pytest.raises(ValueError, match="read from GEMINI_API_KEY or GOOGLE_API_KEY where"):
         GeminiLLM(api_key="x")

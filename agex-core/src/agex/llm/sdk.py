@@ -19,14 +19,15 @@ SECRET_OPTIONS = frozenset(
 #: How providers' keys begin (OpenAI, Anthropic, Google, Groq, Hugging Face, xAI, ...).
 _KEY_PREFIXES = ("sk-", "sk_", "AIza", "gsk_", "hf_", "xai-", "pplx-", "r8_")
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_WORD_SEPARATORS = re.compile(r"[^A-Za-z0-9_.-]+")
 KEY_ENV_SUFFIX = "_API_KEY"
 
 
 def looks_like_key(text: str) -> bool:
     """Whether ``text`` holds what looks like an API key or a bearer token."""
-    words = text.split()
-    if len(words) > 1 and words[0].lower() == "bearer":
+    if text.lower().startswith("bearer "):
         return True
+    words = _WORD_SEPARATORS.split(text)  # a key may sit in a URL's query: ?key=AIza...
     return any(len(word) >= 20 and word.startswith(_KEY_PREFIXES) for word in words)
 
 
@@ -88,6 +89,8 @@ class SDKClient:
             )
         self.key_env = key_env
         secret = sorted(SECRET_OPTIONS & options.keys())
+        if isinstance(base_url, str) and looks_like_key(base_url):
+            secret.append("base_url with a key in it")
         secret += sorted(
             name
             for name, value in options.items()
