@@ -124,6 +124,7 @@ def test_timeouts_are_retried_then_explained(provider, server) -> None:
     fake.script += [stall(1.0), stall(1.0)]
     with pytest.raises(LLMError, match=r"did not answer within 0\.3s after 1 retries"):
         pieces(connect(provider, url, timeout=0.3, max_retries=1))
+    assert len(fake.requests) == 2  # the retry the message counts was made
 
 
 def test_unreachable_server(provider) -> None:
