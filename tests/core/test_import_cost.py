@@ -20,6 +20,7 @@ HEAVY = [
     "agex_state_disk",
     "openai",
     "anthropic",
+    "google.genai",
     "modal",
     "fastapi",
 ]

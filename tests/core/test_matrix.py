@@ -14,6 +14,7 @@ CORE = {
     ("command", "state"),
     ("host", "local"),
     ("llm", "anthropic"),
+    ("llm", "gemini"),
     ("llm", "openai"),
     ("llm", "scripted"),
     ("serializer", "cloudpickle"),

@@ -49,14 +49,26 @@ def _scripted(**options: Any) -> LLM:
     return ScriptedLLM(**options)
 
 
-def _sdk_llm(name: str, sdk: str, module: str, cls: str) -> Callable[..., LLM]:
+def _sdk_llm(name: str, sdk: str, distribution: str, cls: str) -> Callable[..., LLM]:
+    """The factory of the provider ``name`` in ``agex.llm.<name>``, whose SDK is the module
+    ``sdk`` of ``distribution``."""
+
     def make(**options: Any) -> LLM:
-        if importlib.util.find_spec(sdk) is None:
-            raise ProviderNotInstalledError("llm", name, sdk, f'pip install "agex-core[{name}]"')
-        llm: LLM = getattr(importlib.import_module(module), cls)(**options)
+        if not _importable(sdk):
+            raise ProviderNotInstalledError(
+                "llm", name, distribution, f'pip install "agex-core[{name}]"'
+            )
+        llm: LLM = getattr(importlib.import_module(f"agex.llm.{name}"), cls)(**options)
         return llm
 
     return make
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package (``google`` of google.genai) is absent
+        return False
 
 
 def _demo_command() -> click.Command:
@@ -95,10 +107,9 @@ def agex_register_storages(registry: Registry) -> None:
 @hookimpl
 def agex_register_llms(registry: Registry) -> None:
     registry.register("scripted", _scripted)
-    registry.register("openai", _sdk_llm("openai", "openai", "agex.llm.openai", "OpenAILLM"))
-    registry.register(
-        "anthropic", _sdk_llm("anthropic", "anthropic", "agex.llm.anthropic", "AnthropicLLM")
-    )
+    registry.register("openai", _sdk_llm("openai", "openai", "openai", "OpenAILLM"))
+    registry.register("anthropic", _sdk_llm("anthropic", "anthropic", "anthropic", "AnthropicLLM"))
+    registry.register("gemini", _sdk_llm("gemini", "google.genai", "google-genai", "GeminiLLM"))
 
 
 @hookimpl

@@ -1,5 +1,6 @@
-"""A local HTTP server that speaks the OpenAI chat-completions and Anthropic messages
-streaming formats (server-sent events), so the official SDKs run their real network path.
+"""A local HTTP server that speaks the OpenAI chat-completions, Anthropic messages and Gemini
+streamGenerateContent streaming formats (server-sent events), so the official SDKs run their
+real network path.
 
 Each request takes the next scripted behaviour: stream these text pieces, answer with an
 HTTP error status, or stall past the client's timeout. Requests are recorded for asserts.
@@ -102,6 +103,45 @@ def _anthropic_events(pieces: list[str]) -> Iterator[str]:
     yield event("message_stop", {})
 
 
+def _gemini_events(pieces: list[str]) -> Iterator[str]:
+    def chunk(part: dict[str, Any], finish: str | None = None) -> str:
+        candidate: dict[str, Any] = {"content": {"role": "model", "parts": [part]}, "index": 0}
+        if finish:
+            candidate["finishReason"] = finish
+        data = {
+            "candidates": [candidate],
+            "usageMetadata": {"promptTokenCount": 1, "totalTokenCount": 2},
+            "modelVersion": "fake-model",
+        }
+        return f"data: {json.dumps(data)}\r\n\r\n"
+
+    # A thinking model's thought comes first, marked as one: it is not part of the reply.
+    yield chunk({"text": "Let me think.", "thought": True})
+    for piece in pieces:
+        yield chunk({"text": piece})
+    yield chunk({"text": ""}, finish="STOP")
+
+
+def _error_payload(api: str, status: int) -> dict[str, Any]:
+    if api == "anthropic":
+        return {"type": "error", "error": {"type": "api_error", "message": "scripted"}}
+    if api == "gemini":
+        return {"error": {"code": status, "message": "scripted", "status": "UNAVAILABLE"}}
+    return {"error": {"message": "scripted", "type": "api_error"}}
+
+
+def _api(path: str) -> str:
+    """Which API a request's path belongs to."""
+    if ":streamGenerateContent" in path:
+        return "gemini"
+    if path.endswith("/messages"):
+        return "anthropic"
+    return "openai"
+
+
+EVENTS = {"openai": _openai_events, "anthropic": _anthropic_events, "gemini": _gemini_events}
+
+
 def _handler(fake: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -123,14 +163,9 @@ def _handler(fake: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
             if behaviour.stall:
                 time.sleep(behaviour.stall)
                 return
-            anthropic = self.path.endswith("/messages")
+            api = _api(self.path)
             if behaviour.status != 200:
-                payload = (
-                    {"type": "error", "error": {"type": "api_error", "message": "scripted"}}
-                    if anthropic
-                    else {"error": {"message": "scripted", "type": "api_error"}}
-                )
-                data = json.dumps(payload).encode()
+                data = json.dumps(_error_payload(api, behaviour.status)).encode()
                 self.send_response(behaviour.status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
@@ -138,7 +173,7 @@ def _handler(fake: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 self.end_headers()
                 self.wfile.write(data)
                 return
-            events = _anthropic_events if anthropic else _openai_events
+            events = EVENTS[api]
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")
             self.send_header("cache-control", "no-cache")

@@ -1,9 +1,11 @@
 """What the loop asks of a model: stream a reply to a conversation.
 
-Providers (``scripted`` in core; ``openai`` and ``anthropic`` through their SDKs) register
-through ``agex_register_llms``. A client keeps its configuration (provider, model, options)
-so it can be sent to wherever the loop runs; API keys are read there, from its environment,
-and never travel.
+Providers (``scripted`` in core; ``openai``, ``anthropic`` and ``gemini`` through their
+official SDKs, in ``agex.llm.sdk``) register through ``agex_register_llms``. A client keeps
+its configuration (provider, model, options) so it can be sent to wherever the loop runs;
+API keys are read there, from its environment (the provider's usual variable, or the one
+named by ``key_env``), and never travel. The openai provider also talks to local
+OpenAI-compatible servers (``base_url``), with no key if they need none.
 """
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ from agex.llm.sdk import SDKClient
 class AnthropicLLM(SDKClient):
     provider = "anthropic"
     requires = ("anthropic",)
-    key_env = "ANTHROPIC_API_KEY"
+    key_envs = ("ANTHROPIC_API_KEY",)
     default_model = "claude-sonnet-4-5"
 
-    def _connect(self, key: str) -> Any:
+    def _connect(self, key: str | None) -> Any:
         import anthropic
 
         return anthropic.AsyncAnthropic(

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from agex.errors import LLMError
@@ -15,16 +16,58 @@ from agex.errors import LLMError
 SECRET_OPTIONS = frozenset(
     {"api_key", "auth_token", "admin_api_key", "default_headers", "http_client", "credentials"}
 )
+#: How providers' keys begin (OpenAI, Anthropic, Google, Groq, Hugging Face, xAI, ...).
+_KEY_PREFIXES = ("sk-", "sk_", "AIza", "gsk_", "hf_", "xai-", "pplx-", "r8_")
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_WORD_SEPARATORS = re.compile(r"[^A-Za-z0-9_.-]+")
+KEY_ENV_SUFFIX = "_API_KEY"
+
+
+def looks_like_key(text: str) -> bool:
+    """Whether ``text`` holds what looks like an API key or a bearer token."""
+    if text.lower().startswith("bearer "):
+        return True
+    words = _WORD_SEPARATORS.split(text)  # a key may sit in a URL's query: ?key=AIza...
+    return any(len(word) >= 20 and word.startswith(_KEY_PREFIXES) for word in words)
+
+
+def is_key_variable(name: object) -> bool:
+    """Whether ``name`` may be given as ``key_env``: a variable's name ending in _API_KEY.
+    A server reads the variable a client's agent names, so only its API keys may be named,
+    never its other secrets (agex's own AGEX_ variables, cloud credentials)."""
+    return (
+        isinstance(name, str)
+        and _VARIABLE.fullmatch(name) is not None
+        and name.endswith(KEY_ENV_SUFFIX)
+        and not name.startswith("AGEX_")
+    )
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key)
+            yield from _strings(item)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            yield from _strings(item)
 
 
 class SDKClient:
-    """Base of the openai and anthropic providers; subclasses set ``provider``, ``key_env``,
-    ``default_model`` and implement ``_connect`` and ``stream``."""
+    """Base of the openai, anthropic and gemini providers; subclasses set ``provider``,
+    ``requires``, ``key_envs`` and ``default_model`` and implement ``_connect`` and
+    ``stream``."""
 
     provider: str
     #: Distributions this client needs wherever the loop runs (a remote image installs them).
     requires: tuple[str, ...]
-    key_env: str
+    #: Where the key is read from, first set wins, unless the caller names one (``key_env``).
+    key_envs: tuple[str, ...]
+    #: A server of the caller's (``base_url``) may need no key, as local OpenAI-compatible
+    #: servers do; without ``base_url`` a missing key is still an error.
+    keyless_servers: bool = False
     default_model: str
 
     def __init__(
@@ -33,13 +76,31 @@ class SDKClient:
         base_url: str | None = None,
         timeout: float = 120.0,
         max_retries: int = 3,
+        key_env: str | None = None,
         **options: Any,
     ) -> None:
+        if key_env is not None and not is_key_variable(key_env):
+            raise ValueError(  # without the value, which may be a key
+                f"{self.provider}: key_env takes the name of the environment variable that holds "
+                f'the key, ending in {KEY_ENV_SUFFIX} (like key_env="VLLM{KEY_ENV_SUFFIX}"), not '
+                "the key; the key is read from that variable where the loop runs, so it never "
+                "travels with the agent, and no other variable may be named, so that a server "
+                "reads only its API keys"
+            )
+        self.key_env = key_env
         secret = sorted(SECRET_OPTIONS & options.keys())
+        if isinstance(base_url, str) and looks_like_key(base_url):
+            secret.append("base_url with a key in it")
+        secret += sorted(
+            name
+            for name, value in options.items()
+            if name not in secret and any(map(looks_like_key, _strings(value)))
+        )
         if secret:
             raise ValueError(
                 f"{self.provider}: do not pass {', '.join(secret)}; the key is read from "
-                f"{self.key_env} where the loop runs, so it never travels with the agent"
+                f"{self._key_names()} where the loop runs, so it never travels with the agent "
+                '(to read it from another variable, name that variable: key_env="MY_API_KEY")'
             )
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be zero or more, got {max_retries!r}")
@@ -52,25 +113,36 @@ class SDKClient:
         self.options = options
         self._clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
+    def _key_names(self) -> str:
+        return self.key_env or " or ".join(self.key_envs)
+
+    def key(self) -> str | None:
+        """The key, from the environment of the process this runs in; None for a server of
+        the caller's that needs none."""
+        for name in (self.key_env,) if self.key_env else self.key_envs:
+            value = os.environ.get(name)
+            if value:
+                return value
+        if self.keyless_servers and self.base_url and not self.key_env:
+            return None
+        raise LLMError(
+            f"{self._key_names()} is not set where the loop runs; set it there (keys are "
+            "read from the environment and never sent with the agent)"
+        )
+
     def client(self) -> Any:
         """The SDK client for the running event loop (an SDK client belongs to one loop)."""
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            key = os.environ.get(self.key_env)
-            if not key:
-                raise LLMError(
-                    f"{self.key_env} is not set where the loop runs; set it there (keys are "
-                    "read from the environment and never sent with the agent)"
-                )
-            client = self._clients[loop] = self._connect(key)
+            client = self._clients[loop] = self._connect(self.key())
         return client
 
-    def _connect(self, key: str) -> Any:
+    def _connect(self, key: str | None) -> Any:
         raise NotImplementedError
 
     def config(self) -> dict[str, Any]:
-        return {
+        config = {
             "provider": self.provider,
             "model": self.model,
             "base_url": self.base_url,
@@ -78,6 +150,9 @@ class SDKClient:
             "max_retries": self.max_retries,
             **self.options,
         }
+        if self.key_env:
+            config["key_env"] = self.key_env  # the variable's name; its value stays here
+        return config
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
