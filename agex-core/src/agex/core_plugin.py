@@ -35,18 +35,23 @@ def _memory(path: str | None = None) -> Storage:
     return MemoryStorage()
 
 
-def _local(**options: Any) -> Host:
+def _local() -> Host:
     from agex.hosts.local import LocalHost
 
-    if options:
-        raise TypeError(f"the local host takes no options, got {sorted(options)}")
     return LocalHost()
 
 
-def _scripted(**options: Any) -> LLM:
+def _scripted(
+    responses: list[str],
+    delay: float = 0.0,
+    chunk_size: int | None = None,
+    model: str | None = None,
+    position: int = 0,
+) -> LLM:
+    """Its options spelled out, so that a missing or mistyped one is named."""
     from agex.llm.scripted import ScriptedLLM
 
-    return ScriptedLLM(**options)
+    return ScriptedLLM(responses, delay, chunk_size, model, position)
 
 
 def _sdk_llm(name: str, sdk: str, distribution: str, cls: str) -> Callable[..., LLM]:
