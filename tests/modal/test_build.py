@@ -4,6 +4,7 @@ secrets, the state Volume, and an image that pins what the agent's code needs.""
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import socket
 import sys
 
@@ -123,3 +124,20 @@ def test_agex_itself_is_in_the_image():
     assert {"agex", "agex_host_modal"} <= everything | {"agex"}
     assert "agex-core" in everything or "agex" in got.sources
     assert "modal" not in everything  # Modal puts its own client in every container
+
+
+@pytest.mark.parametrize(
+    ("provider", "module", "distribution"),
+    [
+        ("openai", "openai", "openai"),
+        ("anthropic", "anthropic", "anthropic"),
+        ("gemini", "google.genai", "google-genai"),
+    ],
+)
+def test_the_image_pins_the_model_s_sdk(offline, provider, module, distribution):
+    pytest.importorskip(module)
+    host = seed_host()
+    agent = Agent(host=host, llm=connect_llm(provider))
+    commands = image_commands(the_function(host.build(agent)))
+    install = next(c for c in commands if "uv pip install" in c)
+    assert f"{distribution}=={importlib.metadata.version(distribution)}" in install.split()
