@@ -157,9 +157,12 @@ def test_a_failing_setup_is_shown_to_the_model_and_the_task_goes_on() -> None:
     assert go(on_event=events.append) == "recovered"
     seen = llm.asked[0][1]["content"]
     assert "It printed:\nlooking" in seen
-    assert "It failed:" in seen and "ZeroDivisionError" in seen
+    assert "It failed:" in seen
+    assert "ZeroDivisionError" in seen
     errors = [e for e in events if isinstance(e, ErrorEvent)]
-    assert len(errors) == 1 and errors[0].step == 0 and "ZeroDivisionError" in errors[0].error
+    assert len(errors) == 1
+    assert errors[0].step == 0
+    assert "ZeroDivisionError" in errors[0].error
 
 
 def test_setup_runs_under_the_sandbox_guards() -> None:
@@ -171,7 +174,8 @@ def test_setup_runs_under_the_sandbox_guards() -> None:
 
     assert go() == "ok"
     seen = llm.asked[0][1]["content"]
-    assert "It failed:" in seen and "ImportDenied" in seen
+    assert "It failed:" in seen
+    assert "ImportDenied" in seen
     assert os.getcwd() not in seen
 
 
@@ -240,5 +244,6 @@ def test_setup_runs_in_the_worker_of_an_isolated_agent(ship_test_module: None) -
     pid = where(on_event=events.append)
     assert pid != real_os.getpid()
     output = [e for e in events if isinstance(e, OutputEvent)]
-    assert output[0].step == 0 and output[0].text == f"in {pid}\n"
+    assert output[0].step == 0
+    assert output[0].text == f"in {pid}\n"
     assert f"It printed:\nin {pid}" in llm.asked[0][1]["content"]

@@ -33,8 +33,7 @@ def appending(state: StateConfig, name: str, runs: int = 3, **options: Any):
     agent = Agent(name=name, state=state, llm=scripted(*[APPEND] * runs), **options)
 
     @agent.task("Append.")
-    def append() -> list:
-        ...
+    def append() -> list: ...
 
     return agent, append
 
@@ -43,7 +42,7 @@ def appending(state: StateConfig, name: str, runs: int = 3, **options: Any):
 
 
 def test_init_is_checked_when_the_state_is_configured() -> None:
-    with pytest.raises(TypeError, match="init must be a dict .* or a function"):
+    with pytest.raises(TypeError, match=r"init must be a dict .* or a function"):
         connect_state(init=[("a", 1)])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="Python identifiers; got 'not a name'"):
         connect_state(init={"not a name": 1})
@@ -56,7 +55,8 @@ def test_init_is_checked_when_the_state_is_configured() -> None:
 def test_init_does_not_change_where_state_is_or_how_configs_compare() -> None:
     plain = connect_state(type="versioned", storage="memory", path="p")
     seeded = connect_state(type="versioned", storage="memory", path="p", init={"a": [1]})
-    assert seeded == plain and hash(seeded) == hash(plain)
+    assert seeded == plain
+    assert hash(seeded) == hash(plain)
     assert (seeded.type, seeded.storage, seeded.path) == ("versioned", "memory", "p")
     assert pickle.loads(pickle.dumps(seeded)).init == {"a": [1]}
     given = {"a": 1}
@@ -103,15 +103,18 @@ def test_the_model_is_told_what_a_new_session_starts_with() -> None:
     @agent.task("Limit.")
     def limit() -> int: ...
 
-    assert limit() == 5 and limit() == 5
-    assert "Variables this session starts with (use them by name): limit (int), tags (list)" in (
-        llm.asked[0][1]["content"]
+    assert limit() == 5
+    assert limit() == 5
+    assert (
+        "Variables this session starts with (use them by name): limit (int), tags (list)"
+        in (llm.asked[0][1]["content"])
     )
     assert "Variables kept from earlier tasks" in llm.asked[1][1]["content"]
 
 
 def test_an_argument_of_the_same_name_wins() -> None:
-    agent = Agent(name="init-arg", llm=scripted("task_success(n)"), state=connect_state(init={"n": 1}))
+    state = connect_state(init={"n": 1})
+    agent = Agent(name="init-arg", llm=scripted("task_success(n)"), state=state)
 
     @agent.task("N.")
     def echo(n: int) -> int: ...
@@ -174,8 +177,7 @@ def test_two_first_runs_on_one_session_seed_it_once() -> None:
     )
 
     @agent.task("Append.", on_conflict="retry")
-    async def append() -> list:
-        ...
+    async def append() -> list: ...
 
     events: list[Any] = []
 
@@ -237,8 +239,7 @@ def test_an_isolated_agents_init_runs_in_its_worker(ship_test_module: None) -> N
     )
 
     @agent.task("Where.")
-    def where() -> list:
-        ...
+    def where() -> list: ...
 
     first = where()
     assert first[0] != os.getpid()
@@ -255,8 +256,7 @@ def test_an_isolated_ephemeral_agent_is_seeded_each_task(ship_test_module: None)
     )
 
     @agent.task("Append.")
-    def append() -> list:
-        ...
+    def append() -> list: ...
 
     assert append() == ["s", 1]
     assert append() == ["s", 1]
