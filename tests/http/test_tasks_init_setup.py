@@ -63,3 +63,21 @@ def test_setup_runs_on_the_server_before_the_first_step(server) -> None:
     kinds = [type(e).__name__ for e in events]
     assert kinds[:3] == ["TaskStartEvent", "OutputEvent", "ActionEvent"]
     assert total() == 6  # ephemeral: every task seeded from init again
+
+
+def broken_init() -> list:
+    return ["not", "a", "dict"]
+
+
+def test_an_init_that_fails_on_the_server_says_so(server) -> None:
+    from agex import RemoteExecutionError
+
+    state = connect_state(type="versioned", storage="disk", path="broken", init=broken_init)
+    agent = remote(server, state, "task_success(1)")
+
+    @agent.task("One.")
+    def one() -> int: ...
+
+    with pytest.raises(RemoteExecutionError, match="returned list; it must return a dict") as e:
+        one()
+    assert e.value.remote_type == "StateLoadError"

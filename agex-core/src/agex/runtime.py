@@ -143,12 +143,12 @@ class Runtime:
             return Step(stopped="cancelled")
         except Exception as exc:
             raise StateLoadError(
-                f"the init of agent {self.agent.name!r}'s state failed: {type(exc).__name__}: {exc}"
+                f"the state's init of agent {self.agent.name!r} failed: {type(exc).__name__}: {exc}"
             ) from None
         taken = sorted(set(values) & (set(self.agent.policy.names) | set(SIGNALS)))
         if taken:
             raise StateLoadError(
-                f"the init of agent {self.agent.name!r}'s state names {', '.join(taken)}, "
+                f"the state's init of agent {self.agent.name!r} names {', '.join(taken)}, "
                 "which the agent's code already has (registrations, task_success...); "
                 "rename the variables"
             )
