@@ -348,7 +348,7 @@ async def _drive(
         emit(TaskStartEvent, 0, task_name=task, inputs=manifest["inputs"])
         # Step 0, before the model is asked: a new session's init (every ephemeral task's),
         # then the task's setup. Neither counts against max_iterations.
-        if start is None:
+        if start is None and manifest.get("init"):
             try:
                 seeded = await executor.seed(_remaining(deadline))
             except StateLoadError as exc:

@@ -276,6 +276,9 @@ def manifest(task: Any, arguments: dict[str, Any]) -> dict[str, Any]:
         "on_conflict": task.on_conflict,
         "max_conflict_retries": task.max_conflict_retries,
         "setup": getattr(task, "setup", None),
+        # Whether a new session is given variables (the state's init): only then does the
+        # loop ask for them, before the model's first step.
+        "init": getattr(agent.state_config, "init", None) is not None,
     }
 
 

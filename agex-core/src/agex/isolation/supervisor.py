@@ -463,6 +463,7 @@ def _manifest(reply: dict[str, Any], agent: str) -> dict[str, Any]:
         and type(manifest.get("max_conflict_retries")) is int
         and 0 <= manifest["max_conflict_retries"] <= MAX_RETRIES
         and (manifest.get("setup") is None or isinstance(manifest.get("setup"), str))
+        and type(manifest.get("init", False)) is bool
     )
     if not ok:
         raise IsolationError("the worker described the run wrongly; it was stopped")
