@@ -61,7 +61,7 @@ class Task:
         if primer is None and not inspect.getdoc(func):
             raise TypeError(
                 f"task {func.__name__} needs a docstring (the agent's instructions), or "
-                f'its instructions given as @agent.task("what to do")'
+                'its instructions given as @agent.task("what to do")'
             )
         _require_empty_body(func)
         #: The agent's instructions for this task, as the model reads them: the string given
