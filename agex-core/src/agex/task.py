@@ -352,5 +352,5 @@ def _require_empty_body(func: Callable[..., Any]) -> None:
     if not harmless:
         raise TypeError(
             f"task {func.__name__} has a body; a task's body stays empty (the agent writes "
-            "the code), and its docstring says what to do"
+            "the code), and its instructions say what to do"
         )
