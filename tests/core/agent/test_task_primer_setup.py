@@ -247,3 +247,23 @@ def test_setup_runs_in_the_worker_of_an_isolated_agent(ship_test_module: None) -
     assert output[0].step == 0
     assert output[0].text == f"in {pid}\n"
     assert f"It printed:\nin {pid}" in llm.asked[0][1]["content"]
+
+
+@pytest.mark.skipif(strongest() == "none", reason="no worker processes here")
+def test_an_isolated_setups_variables_are_kept_in_versioned_state(ship_test_module: None) -> None:
+    agent = Agent(
+        name="setup-isolated-versioned",
+        llm=Seeing("task_success(base + 1)", "task_success(base)"),
+        state=connect_state(),
+        isolation=strongest(),
+    )
+
+    @agent.task("Go.", setup="base = 41")
+    def go() -> int: ...
+
+    @agent.task("Again.")
+    def again() -> int: ...
+
+    assert go(session="s") == 42
+    assert again(session="s") == 41  # stored by the worker, loaded by the next one
+    assert agent.state("s").values() == {"base": 41}
