@@ -11,22 +11,8 @@ import pytest
 from agex import Agent, TaskTimeout, connect_state
 from agex.events import ErrorEvent, OutputEvent
 from agex.isolation import strongest
-from agex.llm.scripted import ScriptedLLM
 from agex.prompt import system_message
-
-
-class Seeing(ScriptedLLM):
-    """The scripted model, keeping the messages of every request it answers."""
-
-    def __init__(self, *codes: str) -> None:
-        super().__init__([f"Step.\n```python\n{code}\n```" for code in codes])
-        self.asked: list[list[dict[str, Any]]] = []
-
-    async def stream(self, messages):  # type: ignore[no-untyped-def]
-        self.asked.append([dict(m) for m in messages])
-        async for piece in super().stream(messages):
-            yield piece
-
+from tests.core.agent.seeing import Seeing
 
 # -- the primer ------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from agex.errors import StateLoadError
 from agex.isolation import strongest
 from agex.protocols import StateConfig
 from agex.state.live import forget
+from tests.core.agent.seeing import Seeing
 
 ISOLATED = strongest()
 needs_workers = pytest.mark.skipif(ISOLATED == "none", reason="no worker processes here")
@@ -95,8 +96,6 @@ def test_the_init_function_is_called_for_new_sessions_only() -> None:
 
 
 def test_the_model_is_told_what_a_new_session_starts_with() -> None:
-    from tests.core.agent.test_task_primer_setup import Seeing
-
     llm = Seeing("task_success(limit)", "task_success(limit)")
     agent = Agent(name="init-told", llm=llm, state=connect_state(init={"limit": 5, "tags": []}))
 
