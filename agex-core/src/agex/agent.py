@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
@@ -21,7 +22,7 @@ from agex.sandbox.policy import Description, describe
 from agex.state.pickling import AgentStateSerializer
 from agex.state.versioned import VersionedState
 from agex.stores import LOCAL
-from agex.task import Task
+from agex.task import Task, check_primer
 
 
 class Agent:
@@ -203,21 +204,36 @@ class Agent:
 
     def task(
         self,
-        func: Callable[..., Any] | None = None,
+        func: Callable[..., Any] | str | None = None,
         *,
+        setup: str | None = None,
         on_conflict: str = "wait",
         max_conflict_retries: int = 3,
     ) -> Any:
-        """Turn a function with an empty body and a docstring into a task this agent solves.
+        """Turn a function with an empty body into a task this agent solves:
+        ``@agent.task`` (the docstring is the agent's instructions) or
+        ``@agent.task("instructions")`` (the string is; the docstring, if any, stays the
+        caller's documentation).
+
+        ``setup`` is Python code run in the sandbox before the agent's first step, with the
+        task's arguments and the registrations in scope; what it prints (or its error) is
+        the model's first observation, and its variables stay for the agent's code.
 
         ``on_conflict`` says what a task does about another task on its session (versioned
         state; see docs/state.md): ``"wait"`` for its turn (the default), or race it and, if
         the other finishes first, ``"retry"`` from the new state (up to
         ``max_conflict_retries`` times), ``"abandon"`` (return None) or ``"fail"`` (raise
         StateConflict)."""
-        if func is None:
-            return lambda f: Task(self, f, on_conflict, max_conflict_retries)
-        return Task(self, func, on_conflict, max_conflict_retries)
+        primer = None
+        if func is not None and not inspect.isfunction(func):
+            if not isinstance(func, str) and callable(func):
+                return Task(self, func, on_conflict, max_conflict_retries, setup=setup)
+            primer, func = check_primer(func), None
+
+        def make(f: Callable[..., Any]) -> Task:
+            return Task(self, f, on_conflict, max_conflict_retries, primer=primer, setup=setup)
+
+        return make if func is None else make(func)
 
     # -- running -----------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from agex import llm, plugins
 from agex.protocols import LLM, Host, StateConfig
-from agex.state.config import STATE_TYPES
+from agex.state.config import STATE_TYPES, Init, checked_init
 
 
 def connect_host(provider: str = "local", **kwargs: Any) -> Host:
@@ -23,14 +23,18 @@ def connect_state(
     type: str = "versioned",
     storage: str = "memory",
     path: str | None = None,
+    init: Init | None = None,
 ) -> StateConfig:
     """What an agent remembers: ``type`` is one of versioned, live, ephemeral; ``storage``
     names a storage provider (memory, disk, or any installed); ``path`` is where it keeps
-    its data (required by disk)."""
+    its data (required by disk). ``init`` (a dict, or a function returning one) holds the
+    variables a session starts with: given to a versioned or live session the first time
+    it is used, and to every ephemeral task."""
     if type not in STATE_TYPES:
         raise ValueError(f"state type must be one of {', '.join(STATE_TYPES)}; got {type!r}")
+    init = checked_init(init)
     if type == "ephemeral":
-        return StateConfig(type, None, None)
+        return StateConfig(type, None, None, init)
     plugins.resolve("storage", _name("storage", storage))
     if storage == "disk" and not path:
         raise ValueError(
@@ -39,7 +43,7 @@ def connect_state(
         )
     if path is not None and not isinstance(path, str | os.PathLike):
         raise TypeError(f"path must be a string, got {path!r}")
-    return StateConfig(type, storage, None if path is None else os.fspath(path))
+    return StateConfig(type, storage, None if path is None else os.fspath(path), init)
 
 
 def connect_llm(provider: str | None = None, model: str | None = None, **kwargs: Any) -> LLM:

@@ -94,6 +94,11 @@ class Executor(Protocol):
         (``Step.value``: the value itself in this process, its outcome from a worker)."""
         ...
 
+    async def seed(self, timeout: float | None) -> Step:
+        """Give a new session its state's ``init`` (see ``Runtime.seed``): the variables
+        (``Step.seeded``), serialized as a step's changes for versioned state."""
+        ...
+
     def cancel(self) -> None:
         """Stop the step running now, from the event loop."""
 
@@ -111,6 +116,9 @@ class InProcess:
 
     async def step(self, code: str, timeout: float | None) -> Step:
         return await asyncio.to_thread(self.runtime.step, code, timeout)
+
+    async def seed(self, timeout: float | None) -> Step:
+        return await asyncio.to_thread(self.runtime.seed, timeout)
 
     def cancel(self) -> None:
         self.runtime.scope.cancel()
@@ -338,6 +346,72 @@ async def _drive(
             messages[1]["content"] = _kept(index, manifest["inputs"]) + manifest["user"]
             commit = start  # what the task starts from, as its first event says
         await emit(TaskStartEvent, 0, task_name=task, inputs=manifest["inputs"])
+        # Step 0, before the model is asked: a new session's init (every ephemeral task's),
+        # then the task's setup. Neither counts against max_iterations.
+        if start is None and manifest.get("init"):
+            try:
+                seeded = await executor.seed(_remaining(deadline))
+            except StateLoadError as exc:
+                raise StateLoadError(f"{exc} (session {session!r})") from None
+            if seeded.stopped == "timeout":
+                raise TaskTimeout(f"{task} ran past its {_limit(timeout)}timeout {seeded.where}")
+            if seeded.stopped == "cancelled":
+                await emit(CancelledEvent, 0)
+                raise TaskCancelled(f"{task} was cancelled")
+            if state is not None and seeded.changes:
+                committed = await asyncio.to_thread(
+                    functools.partial(
+                        state.commit_serialized,
+                        seeded.changes,
+                        [{"step": 0, "init": sorted(seeded.seeded)}],
+                        commit,
+                        shaped=executor.isolated,
+                        facts=seeded.facts,
+                        task=run,
+                    )
+                )
+                commit = committed.id
+            for name, why in seeded.skipped.items():
+                await emit(ErrorEvent, 0, error=_unsaved(name, why))
+            kept = {k: v for k, v in seeded.seeded.items() if k not in seeded.skipped}
+            messages[1]["content"] = _listed(kept, STARTS_WITH) + messages[1]["content"]
+        setup = manifest.get("setup")
+        if setup:
+            try:
+                done = await executor.step(setup, _remaining(deadline))
+            except StateLoadError as exc:
+                raise _unloadable(exc, session, start) from None
+            if done.stopped == "timeout":
+                if done.output:
+                    await emit(OutputEvent, 0, text=done.output)
+                during = f" {done.where}" if done.where else ""
+                raise TaskTimeout(f"{task} ran past its {_limit(timeout)}timeout in setup{during}")
+            if done.stopped == "cancelled":
+                await emit(CancelledEvent, 0)
+                raise TaskCancelled(f"{task} was cancelled")
+            error = done.error
+            if done.signal is not None:  # through some alias: check_setup refuses the names
+                error = f"setup called task_{done.signal}: only the agent's code ends the task"
+            if state is not None:
+                ran = {"step": 0, "setup": True, "code": setup, "output": done.output}
+                committed = await asyncio.to_thread(
+                    functools.partial(
+                        state.commit_serialized,
+                        done.changes,
+                        [{**ran, "error": error}],
+                        commit,
+                        shaped=executor.isolated,
+                        facts=done.facts,
+                        task=run,
+                    )
+                )
+                commit = committed.id
+            notes = [_unsaved(name, why) for name, why in done.skipped.items()]
+            if done.output:
+                await emit(OutputEvent, 0, text=done.output)
+            for note in notes if error is None else [*notes, error]:
+                await emit(ErrorEvent, 0, error=note)
+            messages[1]["content"] += _setup_seen(setup, done.output, error, notes)
         for step in range(1, max_iterations + 1):
             reply = await _ask(llm, messages, sink, deadline)
             thinking, code = split_reply(reply)
@@ -380,10 +454,7 @@ async def _drive(
                 )
                 commit = committed.id
                 for name, why in done.skipped.items():
-                    note = (
-                        f"State: variable {name!r} could not be saved ({why}); it is gone "
-                        "in later tasks."
-                    )
+                    note = _unsaved(name, why)
                     await emit(ErrorEvent, step, error=note)
                     feedback.append(bound_text(note, FEEDBACK_LIMIT))
             if done.output:
@@ -428,22 +499,43 @@ async def _drive(
 
 #: How many of the session's variables the task's prompt lists by name.
 LISTED = 100
+KEPT = "Variables kept from earlier tasks in this session (use them by name): "
+STARTS_WITH = "Variables this session starts with (use them by name): "
 
 
 def _kept(index: dict[str, Entry], inputs: dict[str, str]) -> str:
     """What the session keeps from earlier tasks, for the prompt: names and types, from the
     commit (nothing is loaded to tell)."""
-    names = sorted(n for n in index if n not in inputs)
+    types = {n: entry.facts.type for n, entry in index.items() if n not in inputs}
+    return _listed(types, KEPT)
+
+
+def _listed(types: dict[str, str], heading: str) -> str:
+    """Variables by name and type, for the prompt."""
+    names = sorted(types)
     if not names:
         return ""
-    shown = [f"{_shown(n)} ({_type(index[n].facts.type)})" for n in names[:LISTED]]
+    shown = [f"{_shown(n)} ({_type(types[n])})" for n in names[:LISTED]]
     more = f", and {len(names) - LISTED} more" if len(names) > LISTED else ""
-    return (
-        "Variables kept from earlier tasks in this session (use them by name): "
-        + ", ".join(shown)
-        + more
-        + "\n\n"
-    )
+    return heading + ", ".join(shown) + more + "\n\n"
+
+
+def _unsaved(name: str, why: str) -> str:
+    return f"State: variable {name!r} could not be saved ({why}); it is gone in later tasks."
+
+
+def _setup_seen(code: str, output: str, error: str | None, notes: list[str]) -> str:
+    """What the model is shown of the task's setup: its code (so it knows the variables it
+    made), then what it printed and its error."""
+    seen = "\n\nThis setup code already ran (its variables are defined):\n```python\n"
+    seen += bound_text(code, FEEDBACK_LIMIT) + "\n```\n"
+    if output:
+        seen += "It printed:\n" + bound_text(output, FEEDBACK_LIMIT) + "\n"
+    if error is not None:
+        seen += "It failed:\n" + bound_text(error, FEEDBACK_LIMIT) + "\n"
+    if not output and error is None:
+        seen += "It printed nothing.\n"
+    return seen + "".join(bound_text(note, FEEDBACK_LIMIT) + "\n" for note in notes)
 
 
 def _type(name: str) -> str:

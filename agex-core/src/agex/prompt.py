@@ -27,7 +27,8 @@ def system_message(agent: Agent, task: Task) -> str:
     offered = capabilities(agent)
     if offered:
         parts.append("You can use:\n" + "\n".join(offered))
-    parts.append(f"Your task:\n{_signature(task.name, task.func)}\n{_doc(task.func)}")
+    primer = "\n".join("    " + line for line in task.primer.strip().splitlines())
+    parts.append(f"Your task:\n{_signature(task.name, task.func)}\n{primer}")
     modules = ", ".join(agent.policy.importable_names())
     parts.append(RULES.format(modules=modules))
     return "\n\n".join(parts)

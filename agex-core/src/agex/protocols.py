@@ -10,7 +10,7 @@ classes in ``agex.agent`` and ``agex.task``, which are built on top of all this.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from inspect import isawaitable
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
 
@@ -27,6 +27,10 @@ class StateConfig:
     type: str
     storage: str | None
     path: str | None
+    #: The variables a session starts with (a dict, or a function returning one; see
+    #: ``agex.state.config.seed_values``). Not part of what the state is: configurations
+    #: that differ only in it compare equal, and keep their state in the same place.
+    init: Any = field(default=None, compare=False)
 
 
 @runtime_checkable
@@ -146,6 +150,11 @@ class TaskLike(Protocol):
 
     @property
     def func(self) -> Callable[..., Any]: ...
+
+    @property
+    def primer(self) -> str:
+        """The task's instructions, as the model reads them."""
+        ...
 
     @property
     def returns(self) -> Any: ...

@@ -19,8 +19,12 @@ from agex.errors import AgexError, CallDenied, SandboxCancelled, SandboxTimeout,
 from agex.events import bound_text, jsonable
 from agex.prompt import system_message, task_message
 from agex.sandbox import CancelScope, Program, Signal
+from agex.state.config import seed_values
 from agex.state.recorder import Recorder
-from agex.state.versioned import Entry, Facts
+from agex.state.versioned import Entry, Facts, type_name
+
+#: Marks a live session's namespace that was given its state's ``init``.
+SEEDED = "_agex_seeded"
 
 #: Longest repr of an input shown in a ``TaskStartEvent``.
 INPUT_LIMIT = 500
@@ -89,6 +93,8 @@ class Step:
     shown: Any = None
     #: ... or why it does not fit.
     refused: str | None = None
+    #: The variables a new session was given (its state's ``init``), with their types.
+    seeded: dict[str, str] = field(default_factory=dict)
 
 
 class Runtime:
@@ -109,12 +115,62 @@ class Runtime:
         self.namespace = (
             agent.sandbox.namespace(arguments, builtins=SIGNALS) if namespace is None else namespace
         )
+        #: Whether the namespace is a live session's, which outlives the run.
+        self.live = namespace is not None
         self.recorder = Recorder(agent) if versioned else None
         self.scope = CancelScope()
         self.fetch: Fetch | None = None
 
     def manifest(self) -> dict[str, Any]:
         return manifest(self.task, self.arguments)
+
+    def seed(self, timeout: float | None) -> Step:
+        """Give a new session the variables of its state's ``init`` (a task argument of the
+        same name wins), serialized like a step's (versioned state). The loop asks only when
+        the session is new; a live namespace remembers that it was seeded. ``init`` is the
+        caller's: run here, where agent code runs, under the time limit."""
+        import time
+
+        init = getattr(self.agent.state_config, "init", None)
+        if init is None or self.namespace.get(SEEDED):
+            return Step()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            values = self.sandbox.call(seed_values, init, timeout=timeout, cancel=self.scope)
+        except SandboxTimeout:
+            return Step(stopped="timeout", where="running the state's init")
+        except SandboxCancelled:
+            return Step(stopped="cancelled")
+        except Exception as exc:
+            raise StateLoadError(
+                f"the state's init of agent {self.agent.name!r} failed: {type(exc).__name__}: {exc}"
+            ) from None
+        taken = sorted(set(values) & (set(self.agent.policy.names) | set(SIGNALS)))
+        if taken:
+            raise StateLoadError(
+                f"the state's init of agent {self.agent.name!r} names {', '.join(taken)}, "
+                "which the agent's code already has (registrations, task_success...); "
+                "rename the variables"
+            )
+        values = {k: v for k, v in values.items() if k not in self.arguments}
+        self.namespace.update(values)
+        if self.live:
+            self.namespace[SEEDED] = True
+        step = Step(seeded={name: type_name(value) for name, value in values.items()})
+        if self.recorder is not None:
+            try:
+                step.changes, step.skipped, step.facts = self.sandbox.call(
+                    self.recorder.save,
+                    set(values),
+                    self.namespace,
+                    timeout=_left(deadline),
+                    cancel=self.scope,
+                )
+            except SandboxTimeout:
+                return Step(stopped="timeout", where="saving the state's init")
+            except SandboxCancelled:
+                return Step(stopped="cancelled")
+        return step
 
     def load(self, index: Mapping[str, Entry], fetch: Fetch) -> None:
         """The session's variables as the commit the run starts from lists them, read
@@ -219,6 +275,10 @@ def manifest(task: Any, arguments: dict[str, Any]) -> dict[str, Any]:
         "timeout": agent.timeout,
         "on_conflict": task.on_conflict,
         "max_conflict_retries": task.max_conflict_retries,
+        "setup": getattr(task, "setup", None),
+        # Whether a new session is given variables (the state's init): only then does the
+        # loop ask for them, before the model's first step.
+        "init": getattr(agent.state_config, "init", None) is not None,
     }
 
 

@@ -33,6 +33,9 @@ class Task:
         func: Callable[..., Any],
         on_conflict: str = "wait",
         max_conflict_retries: int = 3,
+        *,
+        primer: str | None = None,
+        setup: str | None = None,
     ) -> None:
         if on_conflict not in CONFLICTS:
             raise ValueError(
@@ -55,11 +58,18 @@ class Task:
                 f"{func.__name__} is registered with {owner}.fn below @task: stack "
                 f"@{owner}.fn above the other agent's @task, so the task is what gets registered"
             )
-        if not inspect.getdoc(func):
+        if primer is None and not inspect.getdoc(func):
             raise TypeError(
-                f"task {func.__name__} needs a docstring: it is the agent's instructions"
+                f"task {func.__name__} needs a docstring (the agent's instructions), or "
+                'its instructions given as @agent.task("what to do")'
             )
         _require_empty_body(func)
+        #: The agent's instructions for this task, as the model reads them: the string given
+        #: to ``@agent.task("...")``, else the docstring (which is then the caller's
+        #: documentation too).
+        self.primer: str = primer if primer is not None else inspect.getdoc(func) or ""
+        #: Code run in the sandbox before the first step (see ``check_setup``).
+        self.setup = None if setup is None else check_setup(setup, func.__name__)
         #: The ``agex.agent.Agent`` whose task this is (typed loosely: that module imports
         #: this one).
         self.agent: Any = agent
@@ -180,7 +190,7 @@ class Task:
             return self._from_agent_code(args, kwargs)
 
         call.__name__ = call.__qualname__ = self.name
-        call.__doc__ = self.func.__doc__
+        call.__doc__ = self.func.__doc__ or self.primer
         call.__signature__ = self.signature  # type: ignore[attr-defined]
         # Where the caller runs the loop apart from the agent code (isolation), it finds
         # the sub-agent it declared by this.
@@ -234,6 +244,49 @@ def _plain_across(values: dict[str, Any], what: str) -> None:
                 "agents"
             )
 
+
+def check_primer(primer: object) -> str:
+    """The instructions given to ``@agent.task("...")``, if they are some."""
+    if not isinstance(primer, str):
+        raise TypeError(
+            "@agent.task takes the task's instructions (a string) or the function itself; "
+            f"got {type(primer).__name__}"
+        )
+    if not primer.strip():
+        raise ValueError(
+            '@agent.task("...") was given empty instructions: say what the agent should do, '
+            "or leave them out and write a docstring"
+        )
+    return primer.strip()
+
+
+def check_setup(setup: object, task: str) -> str:
+    """Setup code as a task keeps it: a string that parses as Python and leaves ending the
+    task to the agent."""
+    if not isinstance(setup, str):
+        raise TypeError(
+            f"the setup of task {task} must be Python code in a string, got {type(setup).__name__}"
+        )
+    source = textwrap.dedent(setup).strip("\n")
+    if not source.strip():
+        raise ValueError(f"the setup of task {task} is empty: leave setup= out")
+    try:
+        tree = ast.parse(source, f"<setup of {task}>")
+    except SyntaxError as exc:
+        raise ValueError(
+            f"the setup of task {task} is not valid Python: {exc.msg} (line {exc.lineno}); "
+            "fix the code given to setup="
+        ) from None
+    ending = sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id in _ENDINGS})
+    if ending:
+        raise ValueError(
+            f"the setup of task {task} calls {', '.join(ending)}: setup prepares the task, "
+            "and only the agent's code ends it; leave those calls out of setup="
+        )
+    return source
+
+
+_ENDINGS = frozenset({"task_success", "task_fail", "task_clarify"})
 
 #: Keyword arguments of a task call that are the caller's, never the task's own parameters.
 RESERVED = frozenset({"session", "on_event", "on_token"})
@@ -299,5 +352,5 @@ def _require_empty_body(func: Callable[..., Any]) -> None:
     if not harmless:
         raise TypeError(
             f"task {func.__name__} has a body; a task's body stays empty (the agent writes "
-            "the code), and its docstring says what to do"
+            "the code), and its instructions say what to do"
         )

@@ -120,6 +120,13 @@ class Isolated:
             return Step(stopped="timeout", where="(the worker was stopped)")
         return _step(_expect(_loaded(reply), "ran"), blobs)
 
+    async def seed(self, timeout: float | None) -> Step:
+        try:
+            reply, blobs = await self._request({"op": "seed", "timeout": timeout}, [], timeout)
+        except _Overdue:
+            return Step(stopped="timeout", where="(the worker was stopped)")
+        return _step(_expect(_loaded(reply), "ran"), blobs)
+
     def cancel(self) -> None:
         asyncio.get_running_loop().run_in_executor(None, self.worker.end)
 
@@ -455,6 +462,8 @@ def _manifest(reply: dict[str, Any], agent: str) -> dict[str, Any]:
         and manifest.get("on_conflict") in CONFLICTS
         and type(manifest.get("max_conflict_retries")) is int
         and 0 <= manifest["max_conflict_retries"] <= MAX_RETRIES
+        and (manifest.get("setup") is None or isinstance(manifest.get("setup"), str))
+        and type(manifest.get("init", False)) is bool
     )
     if not ok:
         raise IsolationError("the worker described the run wrongly; it was stopped")
@@ -470,12 +479,15 @@ def _step(reply: dict[str, Any], blobs: list[bytes]) -> Step:
     signal, stopped = reply.get("signal"), reply.get("stopped")
     changes, skipped = reply.get("changes"), reply.get("skipped")
     outcome, facts = reply.get("outcome"), reply.get("facts")
+    seeded = reply.get("seeded", {})
     if (
         signal not in _SIGNALS
         or stopped not in _STOPS
         or not isinstance(changes, dict)
         or not isinstance(skipped, dict)
         or not isinstance(facts, dict)
+        or not isinstance(seeded, dict)
+        or len(seeded) > MAX_REACH
         or not (outcome is None or _value_outcome(outcome))
     ):
         raise IsolationError("the worker reported a step wrongly; it was stopped")
@@ -491,6 +503,7 @@ def _step(reply: dict[str, Any], blobs: list[bytes]) -> Step:
         shown=reply.get("shown"),
         # Only what a value's outcome holds: no model, no MAC of the worker's making.
         value=None if outcome is None else {k: outcome[k] for k in _VALUE if k in outcome},
+        seeded={_name(k): _text(v, 200) for k, v in seeded.items()},
     )
     used: set[int] = set()
     reach = 0

@@ -163,8 +163,19 @@ class Worker:
                     f"the value cannot be sent back: {type(exc).__name__}; return plain data "
                     "or instances of the types the task's return annotation names"
                 )
+        return self._ran(step, outcome)
+
+    def _seed(
+        self, header: dict[str, Any], blobs: Sequence[bytes | memoryview]
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        """A new session's init, given to the run's namespace (see ``Runtime.seed``)."""
+        return self._ran(self.runtime.seed(header["timeout"]), None)
+
+    def _ran(self, step: Any, outcome: dict[str, Any] | None) -> tuple[dict[str, Any], list[bytes]]:
+        """What a step (or the seeding) did, as plain data and the serialized variables."""
         reply = {
             "op": "ran",
+            "seeded": step.seeded,
             "output": step.output,
             "error": step.error,
             "signal": step.signal,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from agex import plugins
@@ -62,7 +63,9 @@ async def unpack(envelope: Envelope, payload: bytes) -> Shipped:
         ) from None
     if task.agent.name != envelope.agent:
         raise Refused(422, "the envelope names another agent than the task's")
-    task.agent.state_config = envelope.state
+    # Where the state is kept is the envelope's (the host's) to say; the variables a new
+    # session starts with are the agent's own, loaded with it.
+    task.agent.state_config = replace(envelope.state, init=task.agent.state_config.init)
     return Shipped(envelope, task, arguments, serializer)
 
 

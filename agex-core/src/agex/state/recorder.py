@@ -135,6 +135,13 @@ class Recorder:
                 if name not in touched:
                     touched.add(name)
                     todo.append(name)
+        return self.save(touched, namespace)
+
+    def save(
+        self, touched: set[str], namespace: dict[str, Any]
+    ) -> tuple[dict[str, bytes | None], dict[str, str], dict[str, Facts]]:
+        """The variables ``touched`` serialized, as :meth:`changes` returns them (also how a
+        new session's ``init`` is first stored)."""
         registered = self.agent.policy.names
         changes: dict[str, bytes | None] = {}
         skipped: dict[str, str] = {}
