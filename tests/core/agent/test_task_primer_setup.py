@@ -30,7 +30,7 @@ def test_the_string_is_the_agents_instructions_and_the_docstring_the_callers() -
     assert measure("a b") == 3
     system = llm.asked[0][0]["content"]
     task_part = system.split("Your task:\n", 1)[1]
-    assert task_part.startswith("def measure(text: 'str') -> 'int'\n    Count the characters")
+    assert task_part.startswith("def measure(text: str) -> int\n    Count the characters")
     assert "for the people who call this" not in system
 
 
