@@ -137,7 +137,7 @@ class Follower:
     def __init__(self) -> None:
         self.messages: list[tuple[str, str]] = []
 
-    def __call__(self, kind: str, data: str) -> dict[str, Any] | None:
+    async def __call__(self, kind: str, data: str) -> dict[str, Any] | None:
         self.messages.append((kind, data))
         return json.loads(data) if kind == "result" else None
 
