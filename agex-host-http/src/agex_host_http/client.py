@@ -45,6 +45,11 @@ class HttpHost(Host):
         if not isinstance(url, str):
             raise TypeError(f"url must be a string such as 'http://agent-server:8000', got {url!r}")
         parts = urlsplit(url)
+        if "@" in parts.netloc:
+            raise ValueError(
+                "url must not hold credentials (user:password@): the server's token goes in "
+                "token= or the AGEX_SERVER_TOKEN environment variable"
+            )
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(
                 f"url must be an http:// or https:// address such as "

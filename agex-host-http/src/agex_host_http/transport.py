@@ -263,7 +263,9 @@ class Server:
             return (httpcore.ConnectionPool if sync else httpcore.AsyncConnectionPool)(**options)
         parts = urlsplit(proxy)
         if parts.hostname is None:
-            raise RemoteExecutionError(f"the proxy the environment names, {proxy!r}, has no host")
+            raise RemoteExecutionError(
+                f"the proxy the environment names, {shown(proxy)!r}, has no host"
+            )
         proxy_url = httpcore.URL(
             scheme=parts.scheme, host=parts.hostname, port=parts.port, target="/"
         )
@@ -278,14 +280,24 @@ class Server:
         if parts.scheme in ("socks5", "socks5h"):
             if importlib.util.find_spec("socksio") is None:
                 raise RemoteExecutionError(
-                    f"the proxy for {self.url} is a SOCKS proxy ({proxy}): that needs the "
+                    f"the proxy for {self.url} is a SOCKS proxy ({shown(proxy)}): that needs the "
                     "socksio package (pip install socksio)"
                 )
             socks = httpcore.SOCKSProxy if sync else httpcore.AsyncSOCKSProxy
             return socks(proxy_url=proxy_url, proxy_auth=auth, **options)
         raise RemoteExecutionError(
-            f"the proxy for {self.url} is {proxy}: only http, https and socks5 proxies work"
+            f"the proxy for {self.url} is {shown(proxy)}: only http, https and socks5 proxies work"
         )
+
+
+def shown(url: str) -> str:
+    """``url`` as errors show it: without the password it may hold (a proxy's, from the
+    environment), since errors are printed, logged and may reach a model."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
 
 
 def proxy_for(url: str) -> str | None:
