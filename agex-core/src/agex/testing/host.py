@@ -25,6 +25,11 @@ class Measured:
     size: tuple[int, int]
 
 
+def _initial() -> dict[str, Any]:
+    """A session's initial variables, made where agent code runs."""
+    return {"base": 40}
+
+
 def scripted(*codes: str, **options: Any) -> Any:
     from agex import connect_llm
 
@@ -141,6 +146,27 @@ class HostContract(ProviderContract):
         assert (
             "".join(s for s in seen[:first_action] if not s.endswith("Event")) == (llm.responses[0])
         )
+
+    def test_setup_and_init_run_where_agent_code_runs(self, host: Any, tmp_path: Path) -> None:
+        """A task's setup code and its session's initial variables reach the agent's code
+        wherever the host runs it; setup's output is step 0."""
+        import uuid
+
+        from agex.connect import connect_state
+
+        state = self.state(tmp_path) or connect_state(type="ephemeral")
+        seeded = dataclasses.replace(state, init=_initial)
+        agent = Agent(host=host, llm=scripted("task_success(base + x)"), state=seeded)
+        events: list[Any] = []
+
+        @agent.task(setup="print(base + 1)")
+        def add(x: int) -> int:
+            """Add x to base."""
+
+        session = f"contract-{uuid.uuid4().hex[:8]}"
+        assert add(2, session=session, on_event=events.append) == 42
+        (output,) = [e for e in events if type(e).__name__ == "OutputEvent"]
+        assert (output.step, output.text) == (0, "41\n")
 
     def test_values_keep_their_type(self, host: Any, tmp_path: Path) -> None:
         agent = self.agent(
