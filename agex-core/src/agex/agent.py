@@ -9,7 +9,7 @@ import inspect
 import json
 from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
-from typing import Any
+from typing import Any, overload
 
 from agex import llm as models
 from agex import plugins
@@ -202,6 +202,26 @@ class Agent:
             )
         self._sandbox = None
 
+    @overload
+    def task(
+        self,
+        func: Callable[..., Any],
+        *,
+        setup: str | None = None,
+        on_conflict: str = "wait",
+        max_conflict_retries: int = 3,
+    ) -> Task: ...
+
+    @overload
+    def task(
+        self,
+        func: str | None = None,
+        *,
+        setup: str | None = None,
+        on_conflict: str = "wait",
+        max_conflict_retries: int = 3,
+    ) -> Callable[[Callable[..., Any]], Task]: ...
+
     def task(
         self,
         func: Callable[..., Any] | str | None = None,
@@ -209,7 +229,7 @@ class Agent:
         setup: str | None = None,
         on_conflict: str = "wait",
         max_conflict_retries: int = 3,
-    ) -> Any:
+    ) -> Task | Callable[[Callable[..., Any]], Task]:
         """Turn a function with an empty body into a task this agent solves:
         ``@agent.task`` (the docstring is the agent's instructions) or
         ``@agent.task("instructions")`` (the string is; the docstring, if any, stays the
