@@ -1,8 +1,9 @@
 """Ready-made callbacks: ``on_event=pprint_events``, ``on_token=pprint_tokens``.
 
 Readable in a terminal: colour when the stream is a TTY (and NO_COLOR is unset), lines fitted
-to the terminal's width. Text from the model or the agent's code is shown, never obeyed: its
-control characters are printed as escapes at every verbosity.
+to the terminal's width. Text from the model, the agent's code or the far side is shown, never
+obeyed: its control and format characters are printed as escapes (``agex.printable``) at
+every verbosity, in every line.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from agex.events import (
     SuccessEvent,
     TaskStartEvent,
 )
+from agex.printable import visible
 
 #: What each verbosity shows (see :func:`pprint_events`).
 VERBOSITIES = ("brief", "normal", "verbose")
@@ -35,17 +37,6 @@ _STYLES = {"dim": "2", "bold": "1", "red": "31", "green": "32", "yellow": "33", 
 
 #: The narrowest width lines are fitted to.
 _MIN_WIDTH = 20
-
-
-#: Control characters (ESC among them) shown as escapes: text from the model or the agent's
-#: code must not be able to drive the terminal (clear it, retitle it, write the clipboard).
-_VISIBLE = {
-    c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if chr(c) not in "\n\t"
-}
-
-
-def visible(text: object) -> str:
-    return str.__str__(str(text)).translate(_VISIBLE)
 
 
 #: The stream pprint_tokens left mid-line, so the next event on it starts a line of its own.
@@ -139,14 +130,17 @@ def _events(events: object) -> list[Event]:
 
 
 class _Page:
-    """The lines of events at one colour setting and width."""
+    """The lines of events at one colour setting and width. Every piece of a line reaches
+    the stream through :meth:`paint`, which shows acting characters as escapes whatever
+    composed the piece (an event's field, a future one, a number from the wire)."""
 
     def __init__(self, color: bool, width: int) -> None:
         self.color = color
         self.width = width
 
-    def paint(self, text: str, style: str) -> str:
-        return f"\x1b[{_STYLES[style]}m{text}\x1b[0m" if self.color else text
+    def paint(self, text: str, style: str | None = None) -> str:
+        shown = visible(text)
+        return f"\x1b[{_STYLES[style]}m{shown}\x1b[0m" if self.color and style else shown
 
     def wrap(self, text: str, style: str | None = None, prefix: str = "  ") -> list[str]:
         lines = []
@@ -154,11 +148,11 @@ class _Page:
             for piece in textwrap.wrap(
                 raw, self.width - len(prefix), replace_whitespace=False, drop_whitespace=False
             ) or [""]:
-                lines.append(prefix + (self.paint(piece, style) if style else piece))
+                lines.append(self.paint(prefix) + self.paint(piece, style))
         return lines
 
     def block(self, event: Event, verbosity: str) -> list[str]:
-        title = f"-- {visible(event.agent_name)} . step {event.step} . {_kind(event)} "
+        title = visible(f"-- {event.agent_name} . step {event.step} . {_kind(event)} ")
         lines = [self.paint(title + "-" * max(self.width - len(title), 0), "bold")]
         if verbosity == "verbose":
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.timestamp))
@@ -167,13 +161,12 @@ class _Page:
         return lines + _body(event, self.wrap, verbosity == "verbose")
 
     def line(self, event: Event) -> list[str]:
-        head = f"{visible(event.agent_name)} . step {event.step} . {_kind(event)}: "
+        head = visible(f"{event.agent_name} . step {event.step} . {_kind(event)}: ")
         gist = visible(_gist(event)).replace("\n", " ").replace("\t", " ")
         room = max(self.width - len(head), 10)
         if len(gist) > room:
             gist = gist[: room - 3] + "..."
-        style = _STYLE_OF.get(type(event))
-        return [self.paint(head, "bold") + (self.paint(gist, style) if style else gist)]
+        return [self.paint(head, "bold") + self.paint(gist, _STYLE_OF.get(type(event)))]
 
 
 def _kind(event: Event) -> str:

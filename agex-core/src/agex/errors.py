@@ -5,9 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from agex.printable import visible
+
 
 class AgexError(Exception):
-    """Base of every error agex raises on purpose."""
+    """Base of every error agex raises on purpose.
+
+    Its text often comes from agent code or a far side (a ``task_fail`` message, a server's
+    traceback), and an uncaught error is printed on the caller's terminal: ``str()`` shows
+    control and format characters as escapes (``agex.printable``); ``.message`` keeps the
+    text exactly as given."""
+
+    def __str__(self) -> str:
+        return visible(super().__str__())
 
     @property
     def message(self) -> str:
@@ -195,7 +205,7 @@ class RemoteExecutionError(AgexError):
     def __str__(self) -> str:
         text = super().__str__()
         if self.remote_traceback:
-            text += "\n\nRemote traceback:\n" + self.remote_traceback.rstrip()
+            text += "\n\nRemote traceback:\n" + visible(self.remote_traceback.rstrip())
         return text
 
 

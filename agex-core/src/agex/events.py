@@ -6,6 +6,10 @@ state commit it belongs to (None without versioned state). ``to_json``/``from_js
 trip exactly; the ``type`` field names the class. In a notebook an event shows itself
 (``_repr_html_``, ``_repr_markdown_``: see ``agex.notebook``).
 
+Events are checked: every field is of its type when the event is made, from the loop or
+from JSON alike, so an event a far side sent (an agex server, a Modal container) with a
+string for its step, say, is refused with a TypeError or ValueError rather than shown.
+
 Events are bounded: agent code shapes much of their text (an exception's message, what it
 prints, a ``task_fail`` message), so every text an event carries is cut to
 ``EVENT_TEXT_LIMIT`` characters when the event is made, from the loop or from JSON alike.
@@ -151,12 +155,45 @@ def _now() -> float:
     return time.time()
 
 
+#: The latest moment an event may carry: the start of the year 10000, past which no
+#: calendar (``time.gmtime``) can show it.
+_LAST_MOMENT = 253_402_300_800.0
+
+
+def _moment(value: object) -> float:
+    """A timestamp: seconds since the epoch, as a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(
+            f"an event's timestamp is seconds since the epoch (a float), not "
+            f"{type(value).__name__}; pass time.time()"
+        )
+    if not 0 <= value < _LAST_MOMENT:  # NaN fails this too; a huge int, before float() would
+        raise ValueError(
+            f"an event's timestamp must be seconds since the epoch, from 0 to before the year "
+            f"10000, not {bound_text(str(value), 100)}; pass time.time()"
+        )
+    return float(value) if isinstance(value, int) else float.__float__(value)
+
+
+def _count(value: object, what: str) -> int:
+    """``value``, a whole number, 0 or more, that ``what`` names."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} is a whole number (an int), not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{what} is 0 or more, not {bound_text(str(value), 100)}")
+    return int.__int__(value)
+
+
+def _step(value: object) -> int:
+    return _count(value, "an event's step")
+
+
 @attrs.frozen(kw_only=True)
 class Event:
     agent_name: str = attrs.field(converter=_text)
     session: str = attrs.field(converter=_text)
-    step: int
-    timestamp: float = attrs.field(factory=_now)
+    step: int = attrs.field(converter=_step)
+    timestamp: float = attrs.field(factory=_now, converter=_moment)
     commit: str | None = attrs.field(default=None, converter=_optional_text)
 
     kinds: ClassVar[dict[str, type[Event]]] = {}
@@ -173,11 +210,17 @@ class Event:
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> Event:
+        """The event ``data`` describes (as ``to_dict`` gives it); TypeError or ValueError
+        when it is not one: an unknown ``type``, a field missing, unknown or of another
+        type."""
+        if not isinstance(data, dict):
+            raise TypeError(f"an event is a JSON object, not {type(data).__name__}")
         fields = dict(data)
         kind = fields.pop("type", None)
         cls = Event.kinds.get(kind) if isinstance(kind, str) else None
         if cls is None:
-            raise ValueError(f"not an agex event type: {kind!r}")
+            shown = bound_text(kind, 100) if isinstance(kind, str) else kind
+            raise ValueError(f"not an agex event type: {shown!r}")
         return cls(**fields)
 
     @staticmethod
@@ -250,14 +293,32 @@ class CancelledEvent(Event):
     pass
 
 
+#: What a task does after a conflict: run again, or give up.
+CONFLICT_ACTIONS = ("retry", "abandon")
+
+
+def _conflict_action(value: object) -> str:
+    action = _plain(value, "a conflict's action")
+    if action not in CONFLICT_ACTIONS:
+        raise ValueError(
+            f"a conflict's action is one of {', '.join(map(repr, CONFLICT_ACTIONS))}, "
+            f"not {bound_text(action, 100)!r}"
+        )
+    return action
+
+
+def _attempt(value: object) -> int:
+    return _count(value, "a conflict's attempt")
+
+
 @attrs.frozen(kw_only=True)
 class ConflictEvent(Event):
     """Another task on the session finished first: this one's steps are recorded but not
     kept, and it runs again from the new state (``action`` "retry", as attempt
     ``attempt``) or gives up (``action`` "abandon")."""
 
-    action: str = attrs.field(converter=_text)
-    attempt: int
+    action: str = attrs.field(converter=_conflict_action)
+    attempt: int = attrs.field(converter=_attempt)
     message: str = attrs.field(converter=_text)
 
 

@@ -17,7 +17,6 @@ from typing import Any
 
 from agex import prompt
 from agex.agent import Agent
-from agex.display import visible
 from agex.errors import StateIntegrityError
 from agex.notebook import (
     HISTORY_COLUMNS,
@@ -30,6 +29,7 @@ from agex.notebook import (
     table_html,
     table_markdown,
 )
+from agex.printable import visible
 from agex.state.versioned import Commit, VersionedState
 
 #: Configuration keys whose values are not shown, should a host put a secret in its config.
@@ -69,7 +69,8 @@ class View:
                 out += _text_table(section.columns, section.rows)
             if section.text:
                 out += ["  " + line for line in visible(section.text).splitlines()]
-        return "\n".join(out)
+        # Pieces are made visible as they are measured; the whole again, whatever composed it.
+        return visible("\n".join(out))
 
     __repr__ = __str__
 

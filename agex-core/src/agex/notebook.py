@@ -4,11 +4,15 @@ shows.
 
 What the model or agent code wrote is shown, never run or rendered as markup: in HTML it is
 escaped; in Markdown it sits in a fence longer than any run of backticks in it, or has every
-punctuation character escaped. Colours are translucent tints over the notebook's own
-colours, and text keeps the theme's colour, so light and dark themes both read.
+punctuation character escaped. Its control and format characters (bidirectional overrides
+among them) are shown as escapes (``agex.printable``), as a terminal shows them: every piece
+of text reaches the page through :func:`escaped`, :func:`inline` or :func:`fenced`.
+
+Colours are translucent tints over the notebook's own colours, and text keeps the theme's
+colour, so light and dark themes both read.
 
 Events and commits are read through their public fields (an event's ``to_dict()``), so this
-module imports nothing of agex and stays at the bottom of its layers.
+module imports nothing of agex but ``agex.printable`` and stays at the bottom of its layers.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
+
+from agex.printable import visible
 
 #: A tint per kind of event: a border and a faint background of that hue; grey otherwise.
 _TINTS = {
@@ -60,7 +66,7 @@ class CommitLike(Protocol):
 
 def escaped(text: object) -> str:
     """``text`` as HTML shows it, never as markup."""
-    return html.escape(str(text), quote=True)
+    return html.escape(visible(text), quote=True)
 
 
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
@@ -70,13 +76,13 @@ def inline(text: object) -> str:
     """``text`` as Markdown shows it on one line: whitespace runs made one space, every
     ASCII punctuation character backslash-escaped (no emphasis, link, HTML or table cell
     can start inside it)."""
-    return _PUNCTUATION.sub(r"\\\1", " ".join(str(text).split()))
+    return _PUNCTUATION.sub(r"\\\1", " ".join(visible(text).split()))
 
 
 def fenced(text: object, info: str = "text") -> str:
     """``text`` as a fenced Markdown block: its fence is longer than any run of backticks in
     the text, so the text cannot close it."""
-    body = str(text)
+    body = visible(text)
     runs = [len(run) for run in re.findall(r"`+", body)]
     fence = "`" * max(3, max(runs, default=0) + 1)
     return f"{fence}{info}\n{body.rstrip(chr(10))}\n{fence}"

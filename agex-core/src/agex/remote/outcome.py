@@ -83,7 +83,15 @@ async def deliver(kind: str, data: Any, sink: Sink) -> dict[str, Any] | None:
         for text in data:
             await sink.token(text)
     elif kind == "event":
-        await sink.event(Event.from_json(data))
+        try:
+            event = Event.from_json(data)
+        except (TypeError, ValueError, RecursionError) as exc:
+            # What the far side sent is refused, not shown: the run cannot be followed.
+            raise RemoteExecutionError(
+                f"the server sent a malformed event ({exc}); the server and this client may "
+                "run different agex versions, or something altered the stream"
+            ) from None
+        await sink.event(event)
     elif kind in ("result", "error"):
         if not isinstance(data, dict):
             raise RemoteExecutionError("the run's outcome is malformed")
