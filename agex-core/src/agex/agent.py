@@ -326,16 +326,13 @@ class Agent:
     def isolation(self, value: str | None) -> None:
         if "policy" in self.__dict__:  # set again, after registrations
             _check_travel(self, self.host, self, f"agent {self.name!r}", isolation=value)
-        if value is not None:
-            value = check_isolation(value)
-        live_state = "policy" in self.__dict__ and self.state_config.type == "live"
-        if live_state and value not in (None, "none"):
-            raise ValueError(
-                f"agent {self.name!r} has live state, kept in this process, and "
-                f"isolation={value!r} runs its code in a worker process that cannot share "
-                'it; keep isolation="none", or use versioned state'
-            )
-        self._isolation = value
+            if self.state_config.type == "live" and value not in (None, "none"):
+                raise ValueError(
+                    f"agent {self.name!r} has live state, kept in this process, and "
+                    f"isolation={value!r} runs its code in a worker process that cannot share "
+                    'it; keep isolation="none", or use versioned state'
+                )
+        self._isolation = None if value is None else check_isolation(value)
 
     @property
     def llm(self) -> LLM | None:
