@@ -38,6 +38,9 @@ class Store:
     def numbers(self):
         yield from (1, 2, 3)
 
+    def span(self):
+        return range(2)
+
     def kind(self) -> type:
         return Store
 
@@ -107,6 +110,12 @@ def test_arguments_that_are_not_plain_data_are_refused(
 
 def test_a_view_passed_back_is_its_object(policy: Policy) -> None:
     assert run(policy, "same = db.same(db)")["same"] is True
+
+
+def test_a_view_is_true_and_has_a_length_when_its_object_does(attempt, policy) -> None:
+    namespace = run(policy, "truth = bool(db)\nempty = bool(db.all())\nsize = len(db.span())")
+    assert namespace == {**namespace, "truth": True, "empty": False, "size": 2}
+    attempt("len(db)", policy, expect=TypeError)
 
 
 def test_results_are_copied_out(policy: Policy, store: Store) -> None:
@@ -290,3 +299,21 @@ def test_an_agent_run_gets_the_refusal_and_can_go_on(store: Store) -> None:
 
     assert keep() == 1
     assert store.rows == {"k": 1}
+
+
+def test_an_object_of_the_agents_comes_back_as_itself() -> None:
+    """One a registered function kept, returned by a live method: the agent's own, not a
+    view of it (a view would call its methods in host code, with interrupts held)."""
+    kept: list[object] = []
+
+    class Shelf:
+        def last(self) -> object:
+            return kept[-1]
+
+    policy = Policy()
+    policy.fn(kept.append, name="keep")
+    policy.live_object(Shelf(), "shelf")
+    namespace = run(
+        policy, "class Mine:\n    pass\nmine = Mine()\nkeep(mine)\nsame = shelf.last() is mine"
+    )
+    assert namespace["same"] is True

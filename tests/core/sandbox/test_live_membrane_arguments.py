@@ -1,9 +1,9 @@
-"""Attack: agent-written objects passed as arguments to a live object's methods stay in the
+"""Closed attack: agent-written objects passed as arguments to a live object's methods stay in the
 trusted process's object and run there after the agent's run is over, with no time limit
 (the guards stop cleanup code outside a run, see signals.OutsideRun, but not ordinary
 methods such as ``__eq__``/``__hash__``).
 
-Asserts the SAFE behaviour, so it fails while the hole is open.
+The membrane lets only plain data, copied, into a live method (agex/sandbox/live.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Attack: an async live object (asyncpg, aiosqlite, redis.asyncio, httpx.AsyncClient: the
+"""Closed attack: an async live object (asyncpg, aiosqlite, redis.asyncio, httpx.AsyncClient: the
 clients one registers with ``agent.module(client, name="db")``) hands agent code a
 coroutine. Agent code drives it one step with ``.send(None)`` and gets the Future it waits
 on; ``Future.get_loop()`` is the trusted process's running event loop, and
@@ -8,8 +8,9 @@ on; ``Future.get_loop()`` is the trusted process's running event loop, and
 builtins, not event loops.
 
 This is code execution in the process that holds the secrets (isolation="none" is the only
-mode a live object is allowed in). Asserts the SAFE behaviour, so it fails while the hole is
-open.
+mode a live object is allowed in). The membrane refuses
+async methods, and the guards refuse event loops and futures and the driving of host
+coroutines.
 """
 
 from __future__ import annotations

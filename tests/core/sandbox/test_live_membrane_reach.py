@@ -1,9 +1,9 @@
-"""Attack: a live object (``agent.module(obj, name="db", include=...)``) is only guarded on
+"""Closed attack: a live object (``agent.module(obj, name="db", include=...)``) is only guarded on
 the paths the guards screen (an attribute read, a container a method returns). The raw object
 reaches agent code by every other path a value can take, and from there agent code reads its
 attributes (credentials) and calls the methods ``include``/``exclude`` left out.
 
-Each test asserts the SAFE behaviour, so it fails while the hole is open.
+Each test asserts that the membrane (agex/sandbox/live.py) closes one such path.
 """
 
 from __future__ import annotations

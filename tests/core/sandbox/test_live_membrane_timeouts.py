@@ -1,12 +1,12 @@
-"""Attack: a live object's methods run in the agent's thread, so the time limit's
+"""Closed attack: a live object's methods run in the agent's thread, so the time limit's
 asynchronous interrupt (watchdog.PyThreadState_SetAsyncExc) lands inside them, between two
 statements of the trusted object's own code. Agent code that calls a method in a loop until
 its time runs out leaves the object half-updated (an invariant broken, a lock held) for every
 later run and for the host program. The watchdog's own rule is that an interrupt "must never
 arrive in the host's code"; a live object's methods are the host's code.
 
-Asserts the SAFE behaviour (the interrupt waits for the host method to return), so it fails
-while the hole is open.
+The watchdog holds the interrupt while a live method runs and raises it when the method
+returns.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Attack: the refusal of live objects under isolation is checked at agent.module(...) and
+"""Closed attack: the refusal of live objects under isolation is checked at agent.module(...) and
 when the host is set, but ``isolation`` is a plain attribute: set after the registration, it
 is not checked. (The run then fails later, at serialization, rather than being refused up
 front as the guide says; low severity: fails closed.)
 
-Asserts the SAFE behaviour, so it fails while the gap is open.
+``Agent.isolation`` is a property whose setter runs the same check as the host's.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 from agex.errors import AccessDenied, CallDenied
 from agex.sandbox.machinery import machinery
+from agex.sandbox.ownership import agent_owned
 from agex.sandbox.signals import current_run
 
 
@@ -112,6 +113,9 @@ class LiveObject:
 
     def __next__(self) -> Any:
         return returned(_held(next, self._target), f"next({self._name})", self._known)
+
+    def __bool__(self) -> bool:
+        return _held(bool, self._target)  # without it, truth would ask __len__
 
     def __len__(self) -> int:
         size = _held(len, self._target)
@@ -208,6 +212,8 @@ def returned(value: Any, where: str, known: Known, depth: int = 0) -> Any:
                 for k, v in dict.items(value)
             }
         return kind(returned(item, where, known, depth + 1) for item in value)
+    if agent_owned(value):  # the agent's own object, come back: it had it already
+        return value
     refused = _refused(value)
     if refused is not None:
         raise AccessDenied(
