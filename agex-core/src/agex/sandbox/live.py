@@ -115,7 +115,7 @@ class LiveObject:
         return returned(_held(next, self._target), f"next({self._name})", self._known)
 
     def __bool__(self) -> bool:
-        return _held(bool, self._target)  # without it, truth would ask __len__
+        return _held(bool, self._target) is True  # without it, truth would ask __len__
 
     def __len__(self) -> int:
         size = _held(len, self._target)
