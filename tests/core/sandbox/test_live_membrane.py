@@ -246,6 +246,9 @@ def test_event_loops_and_futures_are_refused_as_values(attempt) -> None:
         result = attempt("reached = hand_out().get_loop()", policy, expect=AccessDenied)
         assert "is an asyncio future: agent code may not use its 'get_loop'" in result.error
         attempt("hand_out().set_result(1)", policy, expect=AccessDenied)
+        result = attempt("reached = type(hand_out()).get_loop", policy, expect=AccessDenied)
+        assert "the class of an asyncio future" in result.error
+        attempt("class Mine(type(hand_out())):\n    pass", policy, expect=AccessDenied)
         assert not future.done()
     finally:
         loop.close()

@@ -374,6 +374,9 @@ class Policy:
             return stand_in
         if cls is LiveObject:  # views are made by the policy, never by agent code
             return self._stand_in(cls, subclassable=False)
+        found = machinery(cls)
+        if found is not None:  # type(future): its methods, unbound, reach the loop
+            raise AccessDenied(f"{where} is {found}, which agent code may not use")
         try:
             mro = cls.__mro__
         except AttributeError:  # pragma: no cover - every type has one
