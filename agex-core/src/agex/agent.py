@@ -28,6 +28,7 @@ from agex.task import Task, check_primer
 class Agent:
     _host: Host
     _llm: LLM | None
+    _isolation: str | None
 
     def __init__(
         self,
@@ -76,8 +77,6 @@ class Agent:
         self.llm = llm
         self.max_iterations = max_iterations
         self.timeout = timeout
-        #: Where its code runs: "none" (this process), "process" or "kernel" (a confined
-        #: worker process); None lets the host decide (see docs/security.md).
         self.isolation = isolation
         #: The worker's memory limit, with isolation.
         self.max_memory_mb = max_memory_mb
@@ -338,6 +337,24 @@ class Agent:
         self._host = value
 
     @property
+    def isolation(self) -> str | None:
+        """Where its code runs: "none" (this process), "process" or "kernel" (a confined
+        worker process); None lets the host decide (see docs/security.md)."""
+        return self._isolation
+
+    @isolation.setter
+    def isolation(self, value: str | None) -> None:
+        if "policy" in self.__dict__:  # set again, after registrations
+            _check_travel(self, self.host, self, f"agent {self.name!r}", isolation=value)
+            if self.state_config.type == "live" and value not in (None, "none"):
+                raise ValueError(
+                    f"agent {self.name!r} has live state, kept in this process, and "
+                    f"isolation={value!r} runs its code in a worker process that cannot share "
+                    'it; keep isolation="none", or use versioned state'
+                )
+        self._isolation = None if value is None else check_isolation(value)
+
+    @property
     def llm(self) -> LLM | None:
         """Which model writes its code (None: the default, see resolved_llm)."""
         if "llm" in self._configs:
@@ -382,10 +399,16 @@ def _load_shaped(blobs: dict[str, bytes]) -> dict[str, Any]:
     return inspect(blobs)
 
 
-def _check_travel(leaving: Agent, host: Host, carried: Agent, what: str) -> None:
+_UNCHANGED: Any = object()
+
+
+def _check_travel(
+    leaving: Agent, host: Host, carried: Agent, what: str, isolation: Any = _UNCHANGED
+) -> None:
     """An agent that leaves this process takes ``carried`` along (itself, or a sub-agent:
-    the tasks of its sub-agents travel with it), and a live object stays here."""
-    away = _away(leaving, host)
+    the tasks of its sub-agents travel with it), and a live object stays here. ``isolation``
+    is the one ``leaving`` is about to get, when that is what changes."""
+    away = _away(leaving, host, isolation)
     if away is None:
         return
     held = sorted(_live_names(carried))
@@ -410,14 +433,16 @@ _ADVICE = (
 )
 
 
-def _away(agent: Agent, host: Host) -> str | None:
-    """Why ``agent`` on ``host`` leaves this process, or None when it runs here."""
+def _away(agent: Agent, host: Host, isolation: Any = _UNCHANGED) -> str | None:
+    """Why ``agent`` on ``host`` (with ``isolation``, its own unless given) leaves this
+    process, or None when it runs here."""
+    if isolation is _UNCHANGED:
+        isolation = agent.isolation
     if host.ships_agent:
         return f"host {type(host).__name__} ships the agent to another machine"
-    if agent.isolation not in (None, "none"):
+    if isolation not in (None, "none"):
         return (
-            f"isolation={agent.isolation!r} sends the agent, its sub-agents included, to a "
-            "worker process"
+            f"isolation={isolation!r} sends the agent, its sub-agents included, to a worker process"
         )
     return None
 

@@ -19,9 +19,12 @@ import typing
 from abc import ABCMeta
 from collections.abc import Callable
 from types import (
+    AsyncGeneratorType,
     BuiltinFunctionType,
     BuiltinMethodType,
+    CoroutineType,
     FunctionType,
+    GeneratorType,
     GenericAlias,
     MethodType,
     ModuleType,
@@ -31,7 +34,15 @@ from typing import Any
 from agex.errors import AccessDenied, CallDenied, ImportDenied
 from agex.sandbox import nesting
 from agex.sandbox.annotations import checked_annotation
-from agex.sandbox.ownership import AGENT, PURE, agent_class, agent_function, agent_owned
+from agex.sandbox.machinery import machinery
+from agex.sandbox.ownership import (
+    AGENT,
+    AGENT_FILENAME,
+    PURE,
+    agent_class,
+    agent_function,
+    agent_owned,
+)
 from agex.sandbox.patterns import Matcher
 from agex.sandbox.policy import SAFE_BUILTINS, Policy
 from agex.sandbox.signals import (
@@ -76,6 +87,11 @@ FRAME_NAMES = frozenset(
         "f_trace",
     ]
 )
+#: Methods that resume a generator or coroutine with a value or exception of the caller's:
+#: agent code drives only its own (a host coroutine driven by hand yields the future it
+#: waits on, and with it the event loop).
+DRIVING_NAMES = frozenset({"send", "throw", "asend", "athrow"})
+_SUSPENDED = (GeneratorType, CoroutineType, AsyncGeneratorType)
 #: Dunder attributes agent code may read: plain strings.
 READABLE_DUNDERS = frozenset({"__name__", "__qualname__", "__doc__"})
 #: Attribute names whose value for strings is replaced by a checked version.
@@ -130,6 +146,13 @@ def _abc_of_the_host(cls: type) -> bool:
     """An ABC whose registrations reach a host ABC: the host's own, or an agent class
     deriving from one (an ABC's subclass check asks its subclasses' registries too)."""
     return any(isinstance(k, ABCMeta) and not agent_class(k) for k in cls.__mro__)
+
+
+def _agent_made(suspended: Any) -> bool:
+    """A generator, coroutine or async generator whose code is the agent's."""
+    code = getattr(suspended, "gi_code", None) or getattr(suspended, "cr_code", None)
+    code = code or getattr(suspended, "ag_code", None)
+    return getattr(code, "co_filename", None) == AGENT_FILENAME
 
 
 def _namedtuple(obj: Any) -> bool:
@@ -207,6 +230,14 @@ class Guards:
             return self._checked_format(obj, name)
         if isinstance(obj, ModuleType):
             return self._module_member(obj, name)
+        found = machinery(obj)
+        if found is not None:
+            raise AccessDenied(f"{_kind(obj)} is {found}: agent code may not use its {name!r}")
+        if name in DRIVING_NAMES and isinstance(obj, _SUSPENDED) and not _agent_made(obj):
+            raise AccessDenied(
+                f"{_kind(obj)}.{name} would resume code agent code did not write; iterate it "
+                "(for, next) instead"
+            )
         self._check_rule(obj, name)
         if name == "register" and isinstance(obj, ABCMeta) and _abc_of_the_host(obj):
             raise AccessDenied(
@@ -423,7 +454,7 @@ class Guards:
                     base = real
                 elif real is not None or self._sealed(base):
                     raise CallDenied(
-                        f"class {name}: {base.__name__} is registered as not constructable, "
+                        f"class {name}: {base.__name__} cannot be constructed in agent code, "
                         "so it cannot be subclassed either"
                     )
             real_bases.append(base)

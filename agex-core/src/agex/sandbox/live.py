@@ -6,6 +6,15 @@ per allowed method. Each function calls the bound method it closes over; the clo
 of reach (agent code reads no dunder attribute), so nothing leads from ``db.query`` to the
 object, its class, its other attributes or its module's globals.
 
+Every call crosses a *membrane*, both ways. Arguments must be plain data (numbers, strings,
+bytes, and lists, tuples, dicts and sets of them), copied on the way in: no function, class
+or object of the agent's reaches the host's code, to be called back with the object or to
+run later in the trusted process. Results come back copied if they are plain data, as the
+registration's view if they are the object, and as a view of their own (public methods
+only, behind the same membrane) if they are any other object (a cursor, an iterator);
+classes, functions, bound methods, coroutines, futures and event loops are refused. An
+interrupt (a time limit, a cancel) waits until the host's method has returned.
+
 A live object stays in this process: it cannot be pickled, so it neither travels to another
 machine nor into a worker process (see ``Agent.module``).
 """
@@ -13,10 +22,14 @@ machine nor into a worker process (see ``Agent.module``).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Any, NamedTuple
 
-from agex.errors import AccessDenied
+from agex.errors import AccessDenied, CallDenied
+from agex.sandbox.machinery import machinery
+from agex.sandbox.ownership import agent_owned
+from agex.sandbox.signals import current_run
 
 
 class Live(NamedTuple):
@@ -49,14 +62,17 @@ def methods_of(obj: Any, allows: Callable[[str], bool]) -> dict[str, Callable[..
 
 
 class LiveObject:
-    """What agent code holds for a live object: its allowed methods, by name."""
+    """What agent code holds for a live object, or for an object one of its methods
+    returned: its allowed methods, by name, each behind the membrane."""
 
-    __slots__ = ("_kind", "_members", "_name")
+    __slots__ = ("_kind", "_known", "_members", "_name", "_target")
 
-    def __init__(self, obj: Any, name: str, live: Live) -> None:
+    def __init__(self, obj: Any, name: str, live: Live, known: Known | None = None) -> None:
         object.__setattr__(self, "_name", name)
         object.__setattr__(self, "_kind", live.kind)
-        members = {attr: _calling(self, obj, attr, m) for attr, m in live.methods.items()}
+        object.__setattr__(self, "_target", obj)
+        object.__setattr__(self, "_known", {} if known is None else known)
+        members = {attr: _calling(self, attr, m) for attr, m in live.methods.items()}
         object.__setattr__(self, "_members", members)
 
     def __getattr__(self, attr: str) -> Any:
@@ -83,6 +99,30 @@ class LiveObject:
     def __repr__(self) -> str:
         return f"<live {self._kind} {self._name}>"
 
+    def __iter__(self) -> Iterator[Any]:
+        """``for row in cursor``: the object's own iteration, each item crossing back as a
+        method's result does."""
+        target, where = self._target, f"an item of {self._name}"
+        iterator = _held(iter, target)
+        while True:
+            try:
+                item = _held(next, iterator)
+            except StopIteration:
+                return
+            yield returned(item, where, self._known)
+
+    def __next__(self) -> Any:
+        return returned(_held(next, self._target), f"next({self._name})", self._known)
+
+    def __bool__(self) -> bool:
+        return _held(bool, self._target) is True  # without it, truth would ask __len__
+
+    def __len__(self) -> int:
+        size = _held(len, self._target)
+        if type(size) is not int:
+            raise TypeError(f"len({self._name}) is not an int")
+        return size
+
     def __reduce_ex__(self, protocol: Any) -> Any:
         raise TypeError(
             f"{self._name} is a live object ({self._kind}): it stays in the process that "
@@ -92,47 +132,141 @@ class LiveObject:
         )
 
 
-def _calling(view: LiveObject, obj: Any, attr: str, method: Callable[..., Any]) -> Any:
-    """A plain function calling ``method``: what ``db.attr`` is in agent code. A method that
-    returns its own object (a fluent API) gives agent code the view again, not the object;
-    one that returns it inside a list, tuple, dict or set is refused."""
+#: id of a registered live object -> the object (held, so that its id stays its own) and
+#: its view: a result that is one of them comes back as its view.
+Known = dict[int, tuple[Any, LiveObject]]
+
+
+def _calling(view: LiveObject, attr: str, method: Callable[..., Any]) -> Any:
+    """A plain function calling ``method`` across the membrane: what ``db.attr`` is in agent
+    code."""
+    where = f"{view._name}.{attr}(...)"
+    asynchronous = inspect.iscoroutinefunction(method) or inspect.isasyncgenfunction(method)
 
     def call(*args: Any, **kwargs: Any) -> Any:
-        result = method(*args, **kwargs)
-        if result is obj:
-            return view
-        if isinstance(result, _CONTAINERS) and _holds(result, obj, 0):
-            raise AccessDenied(
-                f"{view._name}.{attr}() returned a {type(result).__name__} holding "
-                f"{view._name} itself (or nested too deeply to check), and agent code gets "
-                f"{view._name} only as registered: return it alone, or plain data"
+        if asynchronous:
+            raise CallDenied(
+                f"{where} is an async method: agent code cannot wait on the host's event loop; "
+                "register an object whose methods are synchronous (a wrapper that runs the "
+                "call to completion)"
             )
-        return result
+        args = tuple(plain_argument(a, f"argument {i + 1} of {where}") for i, a in enumerate(args))
+        kwargs = {k: plain_argument(v, f"argument {k}= of {where}") for k, v in kwargs.items()}
+        return returned(_held(method, *args, **kwargs), where, view._known)
 
     call.__name__ = attr  # its qualified name stays local: state refuses to store it
     call.__doc__ = inspect.getdoc(method)
     return call
 
 
-_CONTAINERS = (list, tuple, dict, set, frozenset)
-_SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None)})
+#: Values that hold nothing else.
+PLAIN_SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None)})
+#: Containers whose items cross the membrane one by one (exactly these types: a subclass of
+#: one is a class of its own, perhaps the agent's).
+PLAIN_CONTAINERS = frozenset({list, tuple, dict, set, frozenset})
+#: How deep the membrane looks into containers.
+MAX_DEPTH = 20
 
 
-def _holds(container: Any, obj: Any, depth: int) -> bool:
-    """Whether ``obj`` is in ``container`` or in the containers it holds (too deep counts)."""
-    if depth > 20:
-        return True
-    items = [*container.keys(), *container.values()] if isinstance(container, dict) else container
-    for item in items:
-        if item is obj:
-            return True
-        if (
-            type(item) not in _SCALARS
-            and isinstance(item, _CONTAINERS)
-            and _holds(item, obj, depth + 1)
-        ):
-            return True
-    return False
+def plain_argument(value: Any, where: str, depth: int = 0) -> Any:
+    """``value`` as a host method gets it: a copy of plain data, a view as its object; or
+    CallDenied, naming the argument, for anything else (the agent's functions, classes and
+    objects, and the host's callables: the host would call them, or keep them and run
+    them later, in the trusted process)."""
+    kind = type(value)
+    if kind in PLAIN_SCALARS:
+        return value
+    if kind is LiveObject:
+        return value._target  # the host's own object, back to the host
+    if kind in PLAIN_CONTAINERS:
+        if depth >= MAX_DEPTH:
+            raise CallDenied(f"{where} is nested more than {MAX_DEPTH} deep; pass flatter data")
+        if kind is dict:
+            return {
+                plain_argument(k, where, depth + 1): plain_argument(v, where, depth + 1)
+                for k, v in dict.items(value)
+            }
+        return kind(plain_argument(item, where, depth + 1) for item in value)
+    raise CallDenied(
+        f"{where} is {_a(value)}; a live object's methods take plain data only (None, bool, "
+        "int, float, complex, str, bytes, and lists, tuples, dicts and sets of them), so no "
+        "code of the agent's runs inside them: pass the data itself"
+    )
+
+
+def returned(value: Any, where: str, known: Known, depth: int = 0) -> Any:
+    """``value``, which the host's code returned (or yielded), as agent code gets it."""
+    kind = type(value)
+    if kind in PLAIN_SCALARS or kind is LiveObject:
+        return value
+    held = known.get(id(value))
+    if held is not None and held[0] is value:
+        return held[1]
+    if kind in PLAIN_CONTAINERS:
+        # A copy: agent code neither changes the host's own container nor puts its objects in
+        if depth >= MAX_DEPTH:
+            raise AccessDenied(f"{where} is nested more than {MAX_DEPTH} deep")
+        if kind is dict:
+            return {
+                returned(k, where, known, depth + 1): returned(v, where, known, depth + 1)
+                for k, v in dict.items(value)
+            }
+        return kind(returned(item, where, known, depth + 1) for item in value)
+    if agent_owned(value):  # the agent's own object, come back: it had it already
+        return value
+    refused = _refused(value)
+    if refused is not None:
+        raise AccessDenied(
+            f"{where} is {refused}, which agent code may not hold; a live object's methods "
+            "give agent code plain data, views of objects, or the live object itself"
+        )
+    methods = methods_of(value, _public)
+    return LiveObject(value, where, Live(kind_of(value), methods), known)
+
+
+def _refused(value: Any) -> str | None:
+    """Why ``value`` may not cross back to agent code even as a view, or None."""
+    if isinstance(value, type):
+        return f"the class {value.__name__}"
+    if isinstance(value, ModuleType):
+        return f"the module {value.__name__!r}"
+    if inspect.iscoroutine(value):
+        value.close()  # never run: its code would have run on the host's event loop
+        return "a coroutine (from an async method)"
+    if inspect.isawaitable(value) or inspect.isasyncgen(value):
+        return "an awaitable"
+    found = machinery(value)
+    if found is not None:
+        return found
+    if inspect.isroutine(value):
+        return "a function or method (one the registration may have left out)"
+    return None
+
+
+def _public(name: str) -> bool:
+    return not name.startswith("_")
+
+
+def _a(value: Any) -> str:
+    if isinstance(value, type):
+        return f"a class ({value.__name__})"
+    if callable(value):
+        return f"a function or other callable ({type(value).__name__})"
+    return f"a {type(value).__name__} object"
+
+
+def _held(work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``work(...)``, the host's code, with the run's interrupts held until it returns: an
+    interrupt arriving half way through would leave the host's object half updated."""
+    run = current_run()
+    watch = getattr(run, "watch", None)
+    if watch is None:
+        return work(*args, **kwargs)
+    try:
+        watch.hold()
+        return work(*args, **kwargs)
+    finally:
+        watch.release()
 
 
 def kind_of(obj: Any) -> str:

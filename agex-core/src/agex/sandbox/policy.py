@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 
 from agex.errors import AccessDenied, CallDenied, ImportDenied
 from agex.sandbox import nesting
-from agex.sandbox.live import Live, LiveObject, check_live, kind_of, methods_of
+from agex.sandbox.live import Known, Live, LiveObject, check_live, kind_of, methods_of
+from agex.sandbox.machinery import machinery
 from agex.sandbox.stdlib import MUTABLE, REPLACED, SAFE_MODULES, UNCONSTRUCTABLE, PerPolicy
 
 #: Builtins agent code gets as they are.
@@ -210,7 +211,7 @@ class Policy:
         self.module_descriptions: dict[str, Description] = {}
         self.live: dict[str, Live] = {}  # name -> what a live object offers
         # id of a live object -> the object (held, so that its id stays its own) and its view
-        self._live_views: dict[int, tuple[Any, LiveObject]] = {}
+        self._live_views: Known = {}
         self._views: dict[str, ModuleType] = {}
         self.shared: set[int] = set()  # ids of module members: the process's, not the agent's
         self._class_rules: dict[type, ClassRule | None] = {}
@@ -291,10 +292,11 @@ class Policy:
         description = describe(visibility, docstring)
         name = check_live(obj, name)
         live = Live(kind_of(obj), methods_of(obj, Members(include, exclude).allows))
-        view = LiveObject(obj, name, live)
+        view = LiveObject(obj, name, live, self._live_views)
         self._bind(name, view, description)
         self.live[name] = live
         self._live_views[id(obj)] = (obj, view)
+        self._views.clear()  # a module's view built earlier may hold the object itself
         return view
 
     def _bind(self, name: str, value: Any, description: Description) -> None:
@@ -302,9 +304,9 @@ class Policy:
             raise ValueError(f"{name!r} cannot be a name in agent code: use a public identifier")
         replaced = self.names.get(name)
         if isinstance(replaced, LiveObject):
-            self._live_views = {
-                k: held for k, held in self._live_views.items() if held[1] is not replaced
-            }
+            for key in [k for k, held in self._live_views.items() if held[1] is replaced]:
+                del self._live_views[key]  # in place: the views share this dict
+            self._views.clear()
         self.names[name] = value
         self.descriptions[name] = description
         self.live.pop(name, None)
@@ -341,9 +343,9 @@ class Policy:
         """What agent code gets for ``value`` reaching it through ``where`` (an attribute,
         a module member, an element of either): a module as its view, a class the agent
         may not construct as its stand-in, a live object as what its registration offers;
-        refused are modules outside the policy, the
-        builtins agent code never gets, and metaclasses (they build classes around the
-        class checks)."""
+        refused are modules outside the policy, the builtins agent code never gets, the
+        host's event loops and futures (see ``machinery``), and metaclasses (they build
+        classes around the class checks)."""
         if isinstance(value, ModuleType):
             if self.importable(value.__name__):
                 return self.view(value.__name__)
@@ -357,6 +359,9 @@ class Policy:
             return live[1]
         if isinstance(value, type):
             return self.exposed_class(value, where)
+        found = machinery(value)
+        if found is not None:
+            raise AccessDenied(f"{where} is {found}, which agent code may not use")
         return value
 
     def exposed_class(self, cls: type, where: str = "the class") -> type:
@@ -367,6 +372,11 @@ class Policy:
         stand_in = self.stand_ins.get(cls)
         if stand_in is not None:
             return stand_in
+        if cls is LiveObject:  # views are made by the policy, never by agent code
+            return self._stand_in(cls, subclassable=False)
+        found = machinery(cls)
+        if found is not None:  # type(future): its methods, unbound, reach the loop
+            raise AccessDenied(f"{where} is {found}, which agent code may not use")
         try:
             mro = cls.__mro__
         except AttributeError:  # pragma: no cover - every type has one

@@ -69,11 +69,12 @@ class CancelScope:
 
 
 class _Run:
-    __slots__ = ("output", "signals")
+    __slots__ = ("output", "signals", "watch")
 
     def __init__(self, output: Output) -> None:
         self.output = output
         self.signals: list[Signal] = []
+        self.watch: Any = None  # held while host code runs for the agent (a live method)
 
 
 class Sandbox:
@@ -202,7 +203,7 @@ class Sandbox:
         outcome: BaseException | None = None
         error: str | None = None
         value: Any = None
-        watch = self._watch(timeout, cancel)
+        watch = run.watch = self._watch(timeout, cancel)
         previous = getattr(this_thread, "run", None)
         this_thread.run = run
         try:

@@ -5,6 +5,11 @@ thread running the agent's code (CPython's ``PyThreadState_SetAsyncExc``), and r
 again every ``REPEAT`` seconds until that code has stopped, in case the code swallowed it.
 The exception arrives at the next bytecode boundary: a loop is stopped at once, a single
 long call into C (a huge ``sum(range(...))``) only when it returns.
+
+While the run's thread is in the host's own code on the agent's behalf (a live object's
+method), the watch is *held*: an interrupt that comes due then is delivered as soon as that
+code returns, never half way through it. Host code that never returns is never interrupted;
+isolation (a worker process) is what bounds that.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ class Watch:
         self.lock = threading.Lock()
         self.active = True
         self.fired: type[BaseException] | None = None
+        self.held = False  # the thread is in host code: interrupts wait
+        self.missed = False  # one came due while held
         self.deadline = deadline
         self._target = ctypes.c_ulong(thread_id)
 
@@ -54,13 +61,34 @@ class Watch:
         if self.fired is not None:
             _take_pending()
 
+    def hold(self) -> None:
+        """The run's thread enters host code: interrupts wait until :meth:`release`. One
+        already in flight, or already fired, is raised here, before the host code starts."""
+        with self.lock:
+            self.held = True
+        fired = self.fired
+        if fired is not None:
+            _take_pending()
+            raise fired()
+
+    def release(self) -> None:
+        """The host code returned: an interrupt that came due meanwhile is raised now."""
+        with self.lock:
+            self.held = False
+            missed, self.missed = self.missed, False
+        if missed and self.fired is not None:
+            raise self.fired()
+
     def interrupt(self, exc_type: type[BaseException]) -> bool:
         """Raise ``exc_type`` in the run's thread if it is still running (watchdog side)."""
         with self.lock:
             if not self.active:
                 return False
             self.fired = self.fired or exc_type
-            _set_async_exc(self._target, ctypes.py_object(self.fired))
+            if self.held:
+                self.missed = True  # raised by release(); asked again until then
+            else:
+                _set_async_exc(self._target, ctypes.py_object(self.fired))
             return True
 
 
