@@ -346,8 +346,10 @@ async def _drive(
             messages[1]["content"] = _kept(index, manifest["inputs"]) + manifest["user"]
             commit = start  # what the task starts from, as its first event says
         await emit(TaskStartEvent, 0, task_name=task, inputs=manifest["inputs"])
-        # Step 0, before the model is asked: a new session's init (every ephemeral task's),
-        # then the task's setup. Neither counts against max_iterations.
+        # Step 0, before the model is asked: a new session's init, then the task's setup.
+        # Neither counts against max_iterations. A session is new when no run has used it:
+        # a versioned one without a commit (asked here), a live one that no run held before
+        # this one (the runtime knows, see Runtime.seed), and every ephemeral task's.
         if start is None and manifest.get("init"):
             try:
                 seeded = await executor.seed(_remaining(deadline))

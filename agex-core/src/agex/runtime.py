@@ -15,16 +15,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agex.coercion import conform
-from agex.errors import AgexError, CallDenied, SandboxCancelled, SandboxTimeout, StateLoadError
+from agex.errors import (
+    AccessDenied,
+    AgexError,
+    CallDenied,
+    SandboxCancelled,
+    SandboxTimeout,
+    StateLoadError,
+)
 from agex.events import bound_text, jsonable
 from agex.prompt import system_message, task_message
 from agex.sandbox import CancelScope, Program, Signal
+from agex.sandbox.guards import Guards
 from agex.state.config import seed_values
+from agex.state.live import first_run, unused
 from agex.state.recorder import Recorder
 from agex.state.versioned import Entry, Facts, type_name
-
-#: Marks a live session's namespace that was given its state's ``init``.
-SEEDED = "_agex_seeded"
 
 #: Longest repr of an input shown in a ``TaskStartEvent``.
 INPUT_LIMIT = 500
@@ -126,14 +132,25 @@ class Runtime:
 
     def seed(self, timeout: float | None) -> Step:
         """Give a new session the variables of its state's ``init`` (a task argument of the
-        same name wins), serialized like a step's (versioned state). The loop asks only when
-        the session is new; a live namespace remembers that it was seeded. ``init`` is the
-        caller's: run here, where agent code runs, under the time limit."""
+        same name wins), serialized like a step's (versioned state). A session is new when no
+        run has used it: a versioned one without a commit (the loop asks only then), a live
+        one no run held before this one (``first_run``), and every ephemeral run's. ``init``
+        is the caller's: run here, where agent code runs, under the time limit; its values
+        reach agent code only if the sandbox would hand them over from the host."""
+        init = getattr(self.agent.state_config, "init", None)
+        if init is None or (self.live and not first_run(self.namespace)):
+            return Step()
+        step: Step | None = None
+        try:
+            step = self._seeded(init, timeout)
+        finally:
+            if self.live and (step is None or step.stopped):
+                unused(self.namespace)  # nothing was given: the next run seeds it
+        return step
+
+    def _seeded(self, init: Any, timeout: float | None) -> Step:
         import time
 
-        init = getattr(self.agent.state_config, "init", None)
-        if init is None or self.namespace.get(SEEDED):
-            return Step()
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             values = self.sandbox.call(seed_values, init, timeout=timeout, cancel=self.scope)
@@ -153,9 +170,15 @@ class Runtime:
                 "rename the variables"
             )
         values = {k: v for k, v in values.items() if k not in self.arguments}
+        try:
+            values = self.sandbox.call(
+                self._screened, values, timeout=_left(deadline), cancel=self.scope
+            )
+        except SandboxTimeout:
+            return Step(stopped="timeout", where="checking the state's init")
+        except SandboxCancelled:
+            return Step(stopped="cancelled")
         self.namespace.update(values)
-        if self.live:
-            self.namespace[SEEDED] = True
         step = Step(seeded={name: type_name(value) for name, value in values.items()})
         if self.recorder is not None:
             try:
@@ -171,6 +194,30 @@ class Runtime:
             except SandboxCancelled:
                 return Step(stopped="cancelled")
         return step
+
+    def _screened(self, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` as agent code may have them: each checked as the sandbox checks a
+        value read from a host object's attribute (a module becomes its view; a builtin agent
+        code may not use, or one inside a list or dict, is refused), because ``init`` is the
+        host handing values to agent code."""
+        guards = Guards(self.sandbox.policy)
+        screened = {}
+        for name, value in values.items():
+            try:
+                screened[name] = guards.screen(value, values, name)
+            except AccessDenied as exc:
+                why = str(exc).replace(f"dict object.{name}", f"init[{name!r}]")
+                raise StateLoadError(
+                    f"the state's init of agent {self.agent.name!r} gives agent code the "
+                    f"variable {name!r}, which it may not have: {why}; leave it out of init, "
+                    "or register what agent code needs (agent.fn, agent.cls, agent.module)"
+                ) from None
+            except Exception as exc:
+                raise StateLoadError(
+                    f"the state's init of agent {self.agent.name!r} gives agent code the "
+                    f"variable {name!r}, which could not be checked: {type(exc).__name__}"
+                ) from None
+        return screened
 
     def load(self, index: Mapping[str, Entry], fetch: Fetch) -> None:
         """The session's variables as the commit the run starts from lists them, read
