@@ -231,3 +231,16 @@ def test_view_says_what_it_accepts(given: object) -> None:
 def test_commits_must_be_a_count(commits: object) -> None:
     with pytest.raises(ValueError, match="commits must be a whole number, 0 or more"):
         view(Agent(), commits=commits)  # type: ignore[arg-type]
+
+
+def test_credentials_in_a_hosts_address_are_not_shown() -> None:
+
+    class Elsewhere(LocalHost):
+        def dump_config(self) -> dict:
+            return {"provider": "elsewhere", "url": "https://alice:hunter2@agents.example.com/x"}
+
+    shown = view(Agent(host=Elsewhere()))
+    for text in (str(shown), shown._repr_html_(), shown._repr_markdown_()):
+        assert "hunter2" not in text
+        assert "alice" not in text
+    assert "https://***@agents.example.com/x" in str(shown)

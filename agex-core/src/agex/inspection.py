@@ -159,9 +159,19 @@ def _host(agent: Agent) -> str:
         return type(host).__name__
     provider = config.pop("provider", type(host).__name__)
     options = ", ".join(
-        f"{k}={'<hidden>' if _SECRET.search(k) else repr(v)}" for k, v in sorted(config.items())
+        f"{k}={'<hidden>' if _SECRET.search(k) else repr(_shown(v))}"
+        for k, v in sorted(config.items())
     )
     return f"{provider} ({options})" if options else str(provider)
+
+
+#: The credentials part of an address (``scheme://user:password@``).
+_USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
+
+
+def _shown(value: Any) -> Any:
+    """A host option as shown: an address keeps its host, not the credentials in it."""
+    return _USERINFO.sub("***@", value) if isinstance(value, str) else value
 
 
 # -- a session's state ---------------------------------------------------------------------
