@@ -109,6 +109,16 @@ def read_token(token_file: str | None) -> str | None:
     "refused.",
 )
 @click.option(
+    "--model-endpoint",
+    "model_endpoints",
+    multiple=True,
+    metavar="URL[=KEY_VAR]",
+    help="An endpoint (base_url) besides the providers' own that clients' models may be "
+    "called at, and the variable whose key is sent there; none sends no key, for a local "
+    "server that needs none (repeatable; also $AGEX_MODEL_ENDPOINTS, comma separated). "
+    "Other endpoints, and other keys, are refused.",
+)
+@click.option(
     "--worker-network",
     is_flag=True,
     help="Let workers open network connections (registered functions that call an API).",
@@ -135,6 +145,7 @@ def serve(
     max_memory_mb: int,
     max_cpu_seconds: int,
     remote: tuple[str, ...],
+    model_endpoints: tuple[str, ...],
     worker_network: bool,
     worker_read: tuple[str, ...],
     log_level: str,
@@ -159,6 +170,7 @@ def serve(
     from agex_host_http.server.protocol import timed_head
 
     level = _level(isolation)
+    endpoints = _endpoints(model_endpoints)
     hidden = (str(Path(token_file).resolve()),) if token_file else ()
     settings = Settings(
         state_dir=state_dir,
@@ -171,6 +183,7 @@ def serve(
             memory_mb=max_memory_mb,
             cpu_seconds=max_cpu_seconds,
             remotes=remote,
+            endpoints=endpoints,
             network=worker_network,
             readable=tuple(str(Path(p).resolve()) for p in worker_read),
             hidden=hidden,
@@ -216,6 +229,17 @@ def _more_files() -> None:
     if soft != resource.RLIM_INFINITY and soft < wanted:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def _endpoints(given: tuple[str, ...]) -> tuple[Any, ...]:
+    """The model endpoints from --model-endpoint and $AGEX_MODEL_ENDPOINTS."""
+    from agex.isolation.settings import ENDPOINTS_ENV, Endpoint
+
+    listed = [spec for spec in os.environ.get(ENDPOINTS_ENV, "").split(",") if spec.strip()]
+    try:
+        return tuple(Endpoint.parse(spec) for spec in (*given, *listed))
+    except ValueError as exc:
+        raise click.UsageError(f"--model-endpoint / ${ENDPOINTS_ENV}: {exc}") from None
 
 
 def _level(asked: str | None) -> str:
