@@ -213,3 +213,16 @@ def test_a_model_held_to_an_endpoint_travels_so() -> None:
     assert again.key() is None
     with pytest.raises(ValueError, match="always sends a key"):
         connect_llm("anthropic", base_url="http://keyless:1").send_key_of(None)
+
+
+def test_the_trusted_side_of_an_isolated_run_builds_only_what_the_gate_allows() -> None:
+    """Where a worker runs the agent code, the model is built from the declared config."""
+    from agex.isolation.supervisor import _model
+
+    with pytest.raises(Refused, match="agent 'a' calls models only"):
+        _model(openai(base_url="http://elsewhere:1/v1"), "a", GATED)
+    keyless = _model(openai(base_url="http://keyless:1"), "a", GATED)
+    assert keyless.key() is None  # type: ignore[attr-defined]
+    keyed = _model(openai(base_url=ENDPOINT), "a", GATED)
+    assert keyed.key_env == "LOCAL_API_KEY"  # type: ignore[attr-defined]
+    assert _model(openai(base_url="http://elsewhere:1/v1"), "a").base_url  # type: ignore[attr-defined]

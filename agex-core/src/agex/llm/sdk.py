@@ -134,6 +134,8 @@ class SDKClient:
     #: servers do; without ``base_url`` a missing key is still an error.
     keyless_servers: bool = False
     default_model: str
+    #: No key at all is sent (see :meth:`send_key_of`).
+    keyless = False
 
     def __init__(
         self,
@@ -179,8 +181,6 @@ class SDKClient:
         self.timeout = float(timeout)
         self.max_retries = max_retries
         self.options = options
-        #: No key at all is sent (see :meth:`send_key_of`).
-        self.keyless = False
         self._clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
     def _key_names(self) -> str:
