@@ -7,11 +7,14 @@ import gc
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from agex_host_http.client import TOKEN_ENV
+
+if TYPE_CHECKING:
+    from agex.isolation.settings import Endpoint
 
 
 def is_loopback(host: str) -> bool:
@@ -198,6 +201,9 @@ def serve(
     )
     _more_files()
     _report_isolation(isolating(settings.isolation, settings.state_dir.resolve()))
+    for endpoint in endpoints:
+        sent = f"${endpoint.key_env}" if endpoint.key_env else "no key"
+        click.echo(f"models may be called at {endpoint.url} (sent: {sent})", err=True)
     # Every run in flight waits through a garbage collection, and with many runs alive a
     # full one took tens of milliseconds, once every round of runs. What is alive now (the
     # modules, the app) lives as long as the server: it is set aside from collections; and
@@ -231,7 +237,7 @@ def _more_files() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-def _endpoints(given: tuple[str, ...]) -> tuple[Any, ...]:
+def _endpoints(given: tuple[str, ...]) -> tuple[Endpoint, ...]:
     """The model endpoints from --model-endpoint and $AGEX_MODEL_ENDPOINTS."""
     from agex.isolation.settings import ENDPOINTS_ENV, Endpoint
 

@@ -93,7 +93,8 @@ async def execute(
         isolation.models(envelope)
         if spec is None:
             shipped = await unpack(envelope, payload)
-            _hold_models(shipped.task.agent, isolation)
+            if isolation.endpoints is not None:
+                _hold_models(shipped.task.agent, isolation)
             model = shipped.task.agent.llm
             work = _in_process(shipped, outbox, stores)
         else:
