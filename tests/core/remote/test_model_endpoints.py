@@ -113,12 +113,12 @@ def test_an_endpoint_is_a_url_and_the_variable_sent_there(spec, endpoint) -> Non
 @pytest.mark.parametrize(
     ("spec", "says"),
     [
-        ("models.example/v1", "an http(s) URL"),
+        ("models.example/v1=secret", "an http(s) URL"),
         ("ftp://models.example", "an http(s) URL"),
         ("https://u:secret@models.example/v1", "holds a user name or password"),
-        ("https://models.example/v1?key", "holds a query string"),
+        ("https://models.example/v1?key=secret", "holds a query string"),
         ("https://models.example/v1=AGEX_SERVER_TOKEN", "none of agex's own"),
-        ("https://models.example/v1=sk-not a variable", "must name the environment variable"),
+        ("https://models.example/v1=sk-secret-key", "must name the environment variable"),
     ],
 )
 def test_a_bad_endpoint_says_what_is_wrong(spec, says) -> None:

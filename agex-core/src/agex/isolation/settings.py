@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from agex.isolation import LEVELS, check, stronger
 from agex.isolation.pool import Spec
@@ -35,19 +36,25 @@ class Endpoint:
 
         url, _, variable = spec.strip().partition("=")
         url = url.strip().rstrip("/")
-        if not re.match(r"https?://[^/]+", url):
-            raise ValueError(f"a model endpoint is an http(s) URL[=KEY_VAR], got {spec!r}")
+        # Messages name the address only: what was given after it may be a key by mistake.
+        parts = urlsplit(url)
+        shown = f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                f"a model endpoint is an http(s) URL, then =KEY_VAR if a key is sent there; "
+                f"got {shown if parts.netloc else 'no URL'}"
+            )
         carried = url_credentials(url)
         if carried is not None:
             raise ValueError(
-                f"the model endpoint {url.split('@')[-1]!r} holds {carried}: give the address "
-                "alone, and the key's variable after it (URL=KEY_VAR)"
+                f"the model endpoint {shown!r} holds {carried}: give the address alone, and "
+                "the key's variable after it (URL=KEY_VAR)"
             )
         variable = variable.strip()
         if variable and (not _VARIABLE.fullmatch(variable) or variable.startswith("AGEX_")):
             raise ValueError(
-                f"{variable!r} after {url!r} must name the environment variable holding the "
-                "key sent there (not the key, and none of agex's own AGEX_ variables)"
+                f"what follows {shown!r} must name the environment variable holding the key "
+                "sent there (not the key, and none of agex's own AGEX_ variables)"
             )
         return cls(url, variable or None)
 
