@@ -7,11 +7,14 @@ import gc
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from agex_host_http.client import TOKEN_ENV
+
+if TYPE_CHECKING:
+    from agex.isolation.settings import Endpoint
 
 
 def is_loopback(host: str) -> bool:
@@ -109,6 +112,16 @@ def read_token(token_file: str | None) -> str | None:
     "refused.",
 )
 @click.option(
+    "--model-endpoint",
+    "model_endpoints",
+    multiple=True,
+    metavar="URL[=KEY_VAR]",
+    help="An endpoint (base_url) besides the providers' own that clients' models may be "
+    "called at, and the variable whose key is sent there; none sends no key, for a local "
+    "server that needs none (repeatable; also $AGEX_MODEL_ENDPOINTS, comma separated). "
+    "Other endpoints, and other keys, are refused.",
+)
+@click.option(
     "--worker-network",
     is_flag=True,
     help="Let workers open network connections (registered functions that call an API).",
@@ -135,6 +148,7 @@ def serve(
     max_memory_mb: int,
     max_cpu_seconds: int,
     remote: tuple[str, ...],
+    model_endpoints: tuple[str, ...],
     worker_network: bool,
     worker_read: tuple[str, ...],
     log_level: str,
@@ -159,6 +173,7 @@ def serve(
     from agex_host_http.server.protocol import timed_head
 
     level = _level(isolation)
+    endpoints = _endpoints(model_endpoints)
     hidden = (str(Path(token_file).resolve()),) if token_file else ()
     settings = Settings(
         state_dir=state_dir,
@@ -171,6 +186,7 @@ def serve(
             memory_mb=max_memory_mb,
             cpu_seconds=max_cpu_seconds,
             remotes=remote,
+            endpoints=endpoints,
             network=worker_network,
             readable=tuple(str(Path(p).resolve()) for p in worker_read),
             hidden=hidden,
@@ -185,6 +201,9 @@ def serve(
     )
     _more_files()
     _report_isolation(isolating(settings.isolation, settings.state_dir.resolve()))
+    for endpoint in endpoints:
+        sent = f"${endpoint.key_env}" if endpoint.key_env else "no key"
+        click.echo(f"models may be called at {endpoint.url} (sent: {sent})", err=True)
     # Every run in flight waits through a garbage collection, and with many runs alive a
     # full one took tens of milliseconds, once every round of runs. What is alive now (the
     # modules, the app) lives as long as the server: it is set aside from collections; and
@@ -216,6 +235,17 @@ def _more_files() -> None:
     if soft != resource.RLIM_INFINITY and soft < wanted:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def _endpoints(given: tuple[str, ...]) -> tuple[Endpoint, ...]:
+    """The model endpoints from --model-endpoint and $AGEX_MODEL_ENDPOINTS."""
+    from agex.isolation.settings import ENDPOINTS_ENV, Endpoint
+
+    listed = [spec for spec in os.environ.get(ENDPOINTS_ENV, "").split(",") if spec.strip()]
+    try:
+        return tuple(Endpoint.parse(spec) for spec in (*given, *listed))
+    except ValueError as exc:
+        raise click.UsageError(f"--model-endpoint / ${ENDPOINTS_ENV}: {exc}") from None
 
 
 def _level(asked: str | None) -> str:

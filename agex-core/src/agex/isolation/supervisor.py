@@ -274,7 +274,7 @@ class Run:
             else:
                 await executor.start(envelope, self.payload, wait=False)
             if self.model is None:
-                self.model = _model(envelope.llm, envelope.agent)
+                self.model = _model(envelope.llm, envelope.agent, self.isolation)
             state = None
             if envelope.state.type == "versioned":
                 state = versioned(self.stores, envelope.state, envelope.agent, envelope.session)
@@ -393,13 +393,15 @@ def registered(agent: Any) -> dict[str, Any]:
     return found
 
 
-def _model(config: Any, agent: str) -> LLM:
-    """The model the worker says the agent uses, built here by its provider (with this
-    side's keys); the agent's default model when it names none."""
+def _model(config: Any, agent: str, isolation: Isolation | None = None) -> LLM:
+    """The model the caller says the agent uses, built here by its provider (with this
+    side's keys, sent only where ``isolation`` allows); the agent's default model when it
+    names none."""
     from agex import llm as models
 
     if config is None:
         return models.create()
+    endpoint = None if isolation is None else isolation.model(config, f"agent {agent!r}")
     options = dict(config)
     provider = options.pop("provider", None)
     if not isinstance(provider, str):
@@ -411,6 +413,8 @@ def _model(config: Any, agent: str) -> LLM:
             f"the model of agent {agent!r} (provider {provider!r}) cannot be built here: "
             f"{type(exc).__name__}: {exc}"
         ) from None
+    if isolation is not None:
+        isolation.hold(built, endpoint, f"agent {agent!r}")
     return built
 
 

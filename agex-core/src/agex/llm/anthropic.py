@@ -6,13 +6,13 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from agex.llm import Message
-from agex.llm.sdk import SDKClient
+from agex.llm.sdk import KEY_VARIABLES, SDKClient
 
 
 class AnthropicLLM(SDKClient):
     provider = "anthropic"
     requires = ("anthropic",)
-    key_envs = ("ANTHROPIC_API_KEY",)
+    key_envs = KEY_VARIABLES["anthropic"]
     default_model = "claude-sonnet-4-5"
 
     def _connect(self, key: str | None) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 
 from agex.errors import LLMError
 from agex.llm import Message
-from agex.llm.sdk import SDKClient
+from agex.llm.sdk import KEY_VARIABLES, SDKClient
 
 #: Google's API calls the assistant "model".
 _ROLES = {"user": "user", "assistant": "model"}
@@ -17,7 +17,7 @@ _ROLES = {"user": "user", "assistant": "model"}
 class GeminiLLM(SDKClient):
     provider = "gemini"
     requires = ("google-genai",)
-    key_envs = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    key_envs = KEY_VARIABLES["gemini"]
     default_model = "gemini-2.5-flash"
 
     def _connect(self, key: str | None) -> Any:

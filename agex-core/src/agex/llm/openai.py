@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from agex.llm import Message
-from agex.llm.sdk import SDKClient
+from agex.llm.sdk import KEY_VARIABLES, SDKClient
 
 #: The SDK wants a key even for a server that needs none: it gets this one, never sent.
 NO_KEY = "unused"
@@ -18,7 +18,7 @@ NO_KEY = "unused"
 class OpenAILLM(SDKClient):
     provider = "openai"
     requires = ("openai",)
-    key_envs = ("OPENAI_API_KEY",)
+    key_envs = KEY_VARIABLES["openai"]
     keyless_servers = True
     default_model = "gpt-4.1-mini"
 

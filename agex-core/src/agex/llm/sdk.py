@@ -9,6 +9,7 @@ import re
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from agex.errors import LLMError
 
@@ -21,6 +22,36 @@ _KEY_PREFIXES = ("sk-", "sk_", "AIza", "gsk_", "hf_", "xai-", "pplx-", "r8_")
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _WORD_SEPARATORS = re.compile(r"[^A-Za-z0-9_.-]+")
 KEY_ENV_SUFFIX = "_API_KEY"
+#: Each built-in provider's own key variables, first set wins: what a server reads for a
+#: model at the provider's default endpoint (it knows them before it builds the model).
+KEY_VARIABLES = {
+    "openai": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+}
+#: Built-in providers that can call a server needing no key without sending one.
+KEYLESS = frozenset({"openai"})
+#: Options (at any depth) whose mappings are sent as request headers or query parameters.
+_SENT_MAPPINGS = re.compile(r"(headers|query|params)$", re.I)
+#: Words of a header's or parameter's name that say it carries a credential.
+_AUTH_WORDS = frozenset(
+    {
+        "key",
+        "apikey",
+        "token",
+        "auth",
+        "authorization",
+        "secret",
+        "password",
+        "cookie",
+        "credential",
+        "credentials",
+        "signature",
+        "sig",
+    }
+)
+#: Shortest line of a key that is hidden from error messages on its own.
+_SHORTEST_LINE = 4
 
 
 def looks_like_key(text: str) -> bool:
@@ -41,6 +72,40 @@ def is_key_variable(name: object) -> bool:
         and name.endswith(KEY_ENV_SUFFIX)
         and not name.startswith("AGEX_")
     )
+
+
+def _auth_names(value: Any, sent: bool = False) -> Iterator[str]:
+    """Names of header or query entries in ``value`` that look like credentials."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            words = set(re.split(r"[^a-z0-9]+", str(name).lower()))
+            if sent and words & _AUTH_WORDS:
+                yield str(name)
+            yield from _auth_names(item, _SENT_MAPPINGS.search(str(name)) is not None)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _auth_names(item, sent)
+
+
+def url_credentials(url: object) -> str | None:
+    """What in ``url`` could carry a credential (user info, a query), or None."""
+    if not isinstance(url, str):
+        return None
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        return "a user name or password"
+    if parts.query or "?" in url:
+        return "a query string"
+    return None
+
+
+def scrub(text: str, secrets: Iterator[str] | list[str]) -> str:
+    """``text`` with each secret, and each line of it, replaced by ***."""
+    for secret in secrets:
+        for part in sorted({secret, *secret.splitlines()}, key=len, reverse=True):
+            if len(part.strip()) >= _SHORTEST_LINE:
+                text = text.replace(part, "***")
+    return text
 
 
 def _strings(value: Any) -> Iterator[str]:
@@ -69,6 +134,8 @@ class SDKClient:
     #: servers do; without ``base_url`` a missing key is still an error.
     keyless_servers: bool = False
     default_model: str
+    #: No key at all is sent (see :meth:`send_key_of`).
+    keyless = False
 
     def __init__(
         self,
@@ -91,10 +158,13 @@ class SDKClient:
         secret = sorted(SECRET_OPTIONS & options.keys())
         if isinstance(base_url, str) and looks_like_key(base_url):
             secret.append("base_url with a key in it")
+        elif (carried := url_credentials(base_url)) is not None:
+            secret.append(f"base_url with {carried} in it")  # it travels, and shows in errors
         secret += sorted(
             name
             for name, value in options.items()
-            if name not in secret and any(map(looks_like_key, _strings(value)))
+            if name not in secret
+            and (any(map(looks_like_key, _strings(value))) or any(_auth_names({name: value})))
         )
         if secret:
             raise ValueError(
@@ -116,9 +186,22 @@ class SDKClient:
     def _key_names(self) -> str:
         return self.key_env or " or ".join(self.key_envs)
 
+    def send_key_of(self, variable: str | None) -> None:
+        """Send the key in ``variable`` and no other (None: no key at all): how a server
+        holds a model to what its operator allowed for an endpoint."""
+        if variable is None and not self.keyless_servers:
+            raise ValueError(
+                f"{self.provider} always sends a key: a server lets it call an endpoint only "
+                "with a key variable allowed there (--model-endpoint URL=KEY_VAR)"
+            )
+        self.key_env, self.keyless = variable, variable is None
+        self._clients = weakref.WeakKeyDictionary()
+
     def key(self) -> str | None:
         """The key, from the environment of the process this runs in; None for a server of
         the caller's that needs none."""
+        if self.keyless:
+            return None
         for name in (self.key_env,) if self.key_env else self.key_envs:
             value = os.environ.get(name)
             if value:
@@ -168,9 +251,16 @@ class SDKClient:
         code = status(exc)
         where = self.base_url or f"the {self.provider} API"
         tries = f"after {self.max_retries} retries" if self.max_retries else "(no retries)"
+        # The SDK's text may quote the key (a header it refused, say): this error travels to
+        # whoever ran the task, who may not hold the key.
+        text = scrub(str(exc), self._keys_here())
         if code is not None:
-            return LLMError(f"{self.provider} answered HTTP {code} {tries}: {exc}")
+            return LLMError(f"{self.provider} answered HTTP {code} {tries}: {text}")
         name = type(exc).__name__
         if "Timeout" in name:
             return LLMError(f"{self.provider} did not answer within {self.timeout:g}s {tries}")
-        return LLMError(f"could not reach {where} {tries}: {exc}")
+        return LLMError(f"could not reach {where} {tries}: {name}: {text}")
+
+    def _keys_here(self) -> list[str]:
+        names = {*self.key_envs, *([self.key_env] if self.key_env else [])}
+        return [value for name in names if (value := os.environ.get(name))]

@@ -16,10 +16,10 @@ from agex import plugins
 from agex.errors import ProviderError, TaskCancelled, TaskTimeout
 from agex.isolation.settings import LOCAL as LOCAL_ISOLATION
 from agex.isolation.settings import Isolation
-from agex.isolation.supervisor import Run
+from agex.isolation.supervisor import Run, registered
 from agex.loop import ABANDONED, run_loop
 from agex.protocols import Invocation
-from agex.remote.envelope import Envelope, Refused
+from agex.remote.envelope import MAX_NESTING, Envelope, Refused
 from agex.remote.messages import Lost, Message, Outbox
 from agex.remote.outcome import ABANDONED_OUTCOME, failure, seal, success, with_model
 from agex.remote.shipping import unship
@@ -90,8 +90,11 @@ async def execute(
     model: Any = None
     try:
         spec = isolation.spec(envelope.isolation, envelope.memory_mb)
+        isolation.models(envelope)
         if spec is None:
             shipped = await unpack(envelope, payload)
+            if isolation.endpoints is not None:
+                _hold_models(shipped.task.agent, isolation)
             model = shipped.task.agent.llm
             work = _in_process(shipped, outbox, stores)
         else:
@@ -123,6 +126,18 @@ async def execute(
     except Exception as exc:
         outcome = failure(exc, model)
     outbox.finish(outcome)
+
+
+def _hold_models(agent: Any, isolation: Isolation, depth: int = 0) -> None:
+    """The models of a task loaded here, and of the sub-agents it runs here, held to where
+    ``isolation`` lets this place's keys go (as the envelope said, checked before)."""
+    config = getattr(agent.llm, "config", None)
+    if callable(config):
+        isolation.hold(agent.llm, isolation.model(config()))
+    if depth < MAX_NESTING:
+        for task in registered(agent).values():
+            if task.agent.host.dump_config().get("provider") == "local":
+                _hold_models(task.agent, isolation, depth + 1)
 
 
 async def _in_process(shipped: Shipped, outbox: Outbox, stores: Stores) -> Any:

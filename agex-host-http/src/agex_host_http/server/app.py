@@ -95,11 +95,12 @@ _TASK_BODY = {
 def isolating(isolation: Isolation | None, state_dir: Path) -> Isolation:
     """The server's isolation (by default the strongest level here), its workers never
     reading the state directory, nor the directory it was started in (on ``sys.path`` when
-    started with ``python -m``, and where a ``.env`` file lives)."""
+    started with ``python -m``, and where a ``.env`` file lives); its clients' models only
+    at their providers' default endpoints, and at those it was given."""
     if isolation is None:
         isolation = Isolation(level=strongest())
     hidden = (*isolation.hidden, str(state_dir), os.getcwd())
-    return dataclasses.replace(isolation, hidden=hidden)
+    return dataclasses.replace(isolation, hidden=hidden, endpoints=isolation.endpoints or ())
 
 
 def create_app(settings: Settings) -> Any:

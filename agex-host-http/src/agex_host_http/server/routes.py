@@ -118,6 +118,7 @@ class RunRoutes:
             ) from None
         # The isolation asked for, checked now; the task is loaded only where its code runs.
         self.isolation.spec(envelope.isolation, envelope.memory_mb, "this server")
+        self.isolation.models(envelope, "this server")
         if run_id in self.board.runs:
             return None
         run = self.board.open(run_id, envelope.agent, envelope.session)
