@@ -11,12 +11,10 @@ out; each allowed case checks what did.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,19 +30,6 @@ ENDPOINT_KEY = "endpoint-key-0123456789abcdef0123456"
 #: What an internal service (reachable from the server's network only) answers.
 INTERNAL_SECRET = "INTERNAL-ONLY: db password is hunter2"
 ALLOW = "--model-endpoint"
-
-
-def _fake_llm_server() -> Any:
-    path = Path(__file__).parents[1] / "core" / "agent" / "fake_llm_server.py"
-    spec = importlib.util.spec_from_file_location("model_gate_fake_llm_server", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fake_llm = _fake_llm_server()
 
 
 @contextmanager
@@ -267,7 +252,7 @@ def _answer(server, llm, name: str = "gated") -> int:
     return answer()
 
 
-def test_an_allowed_endpoint_with_its_key_runs_the_task(make_server, monkeypatch) -> None:
+def test_an_allowed_endpoint_with_its_key_runs_the_task(make_server, monkeypatch, fake_llm) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with fake_llm.serving() as (fake, url):
         fake.script = [fake_llm.stream("```python\ntask_success(42)\n```")]
@@ -282,7 +267,7 @@ def test_an_allowed_endpoint_with_its_key_runs_the_task(make_server, monkeypatch
     assert request["headers"]["authorization"] == f"Bearer {ENDPOINT_KEY}"
 
 
-def test_a_keyless_endpoint_gets_no_key(make_server, monkeypatch) -> None:
+def test_a_keyless_endpoint_gets_no_key(make_server, monkeypatch, fake_llm) -> None:
     """Allowed from the environment variable (no command line), with no key variable: the
     server's OPENAI_API_KEY, which the openai provider would read, is not sent."""
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)

@@ -4,10 +4,6 @@ names, with the key variable the agent names."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from typing import Any
-
 import pytest
 
 from agex import Agent, connect_host, connect_llm, connect_state
@@ -16,19 +12,6 @@ from agex_host_modal import sdk
 from agex_host_modal.testing import FakeModal
 
 KEY = "caller-own-endpoint-key-0123456789"
-
-
-def _fake_llm_server() -> Any:
-    path = Path(__file__).parents[1] / "core" / "agent" / "fake_llm_server.py"
-    spec = importlib.util.spec_from_file_location("modal_fake_llm_server", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fake_llm = _fake_llm_server()
 
 
 @pytest.fixture
@@ -43,7 +26,7 @@ def fake_with_key(clock):
         modal.close()
 
 
-def test_a_container_calls_the_endpoint_and_key_its_caller_names(fake_with_key) -> None:
+def test_a_container_calls_the_endpoint_and_key_its_caller_names(fake_with_key, fake_llm) -> None:
     with fake_llm.serving() as (server, url):
         server.script = [fake_llm.stream("```python\ntask_success(42)\n```")]
         agent = Agent(

@@ -4,11 +4,9 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import pickle
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,20 +16,6 @@ from agex.hosts import Invocation
 from agex.isolation.settings import LOCAL, Endpoint, Isolation
 from agex.remote.envelope import Refused
 from agex.state.config import StateConfig
-
-
-def _fake_llm_server() -> Any:
-    path = Path(__file__).parents[1] / "agent" / "fake_llm_server.py"
-    spec = importlib.util.spec_from_file_location("endpoints_fake_llm_server", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fake_llm = _fake_llm_server()
-serving, stream = fake_llm.serving, fake_llm.stream
 
 SERVER_KEY = "sk-server-owned-openai-key-0123456789abcdef"
 ENDPOINT = "http://models.internal:8000/v1"
@@ -175,10 +159,10 @@ def test_a_loaded_model_is_held_to_the_gate_whatever_the_envelope_said() -> None
     assert "not at 'http://elsewhere:1/v1'" in last.data["message"]
 
 
-def test_a_keyless_endpoint_gets_no_key_from_a_run_in_this_process(monkeypatch) -> None:
+def test_a_keyless_endpoint_gets_no_key_from_a_run_in_this_process(monkeypatch, fake_llm) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", SERVER_KEY)
-    with serving() as (fake, url):
-        fake.script = [stream("```python\ntask_success(42)\n```")]
+    with fake_llm.serving() as (fake, url):
+        fake.script = [fake_llm.stream("```python\ntask_success(42)\n```")]
         envelope, payload = _shipped(connect_llm("openai", model="local", base_url=url + "/v1"))
         last = _outcome(envelope, payload, Isolation(endpoints=(Endpoint(url + "/v1"),)))
     assert last.kind == "result", last
@@ -190,10 +174,12 @@ def test_a_keyless_endpoint_gets_no_key_from_a_run_in_this_process(monkeypatch) 
 # -- not gated where the caller's own loops run -------------------------------------------
 
 
-def test_this_process_calls_any_endpoint_with_the_key_its_agent_names(monkeypatch) -> None:
+def test_this_process_calls_any_endpoint_with_the_key_its_agent_names(
+    monkeypatch, fake_llm
+) -> None:
     monkeypatch.setenv("ANY_API_KEY", "callers-own-key-0123456789")
-    with serving() as (fake, url):
-        fake.script = [stream("```python\ntask_success(42)\n```")]
+    with fake_llm.serving() as (fake, url):
+        fake.script = [fake_llm.stream("```python\ntask_success(42)\n```")]
         llm = connect_llm("openai", model="local", base_url=url + "/v1", key_env="ANY_API_KEY")
         agent = Agent(name="mine", llm=llm)
 
