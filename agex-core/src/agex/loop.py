@@ -322,6 +322,24 @@ async def _drive(
     async def emit(cls: Any, step: int, **fields: Any) -> None:
         await sink.event(cls(agent_name=agent, session=session, step=step, commit=commit, **fields))
 
+    async def save(changes: Any, record: list[dict[str, Any]], facts: Any) -> None:
+        """Commit one step of this run (seeding, setup, or the agent's code): what it
+        changed, and what it did."""
+        nonlocal commit
+        assert state is not None
+        committed = await asyncio.to_thread(
+            functools.partial(
+                state.commit_serialized,
+                changes,
+                record,
+                commit,
+                shaped=executor.isolated,
+                facts=facts,
+                task=run,
+            )
+        )
+        commit = committed.id
+
     deadline = None if timeout is None else time.monotonic() + timeout
     messages: list[Message] = [
         {"role": "system", "content": manifest["system"]},
@@ -361,18 +379,9 @@ async def _drive(
                 await emit(CancelledEvent, 0)
                 raise TaskCancelled(f"{task} was cancelled")
             if state is not None and seeded.changes:
-                committed = await asyncio.to_thread(
-                    functools.partial(
-                        state.commit_serialized,
-                        seeded.changes,
-                        [{"step": 0, "init": sorted(seeded.seeded)}],
-                        commit,
-                        shaped=executor.isolated,
-                        facts=seeded.facts,
-                        task=run,
-                    )
+                await save(
+                    seeded.changes, [{"step": 0, "init": sorted(seeded.seeded)}], seeded.facts
                 )
-                commit = committed.id
             for name, why in seeded.skipped.items():
                 await emit(ErrorEvent, 0, error=_unsaved(name, why))
             kept = {k: v for k, v in seeded.seeded.items() if k not in seeded.skipped}
@@ -396,18 +405,7 @@ async def _drive(
                 error = f"setup called task_{done.signal}: only the agent's code ends the task"
             if state is not None:
                 ran = {"step": 0, "setup": True, "code": setup, "output": done.output}
-                committed = await asyncio.to_thread(
-                    functools.partial(
-                        state.commit_serialized,
-                        done.changes,
-                        [{**ran, "error": error}],
-                        commit,
-                        shaped=executor.isolated,
-                        facts=done.facts,
-                        task=run,
-                    )
-                )
-                commit = committed.id
+                await save(done.changes, [{**ran, "error": error}], done.facts)
             notes = [_unsaved(name, why) for name, why in done.skipped.items()]
             if done.output:
                 await emit(OutputEvent, 0, text=done.output)
@@ -443,18 +441,7 @@ async def _drive(
             feedback = [bound_text(done.output, FEEDBACK_LIMIT)] if done.output else []
             if state is not None:
                 record = [{"step": step, "code": code, "output": done.output, "error": done.error}]
-                committed = await asyncio.to_thread(
-                    functools.partial(
-                        state.commit_serialized,
-                        done.changes,
-                        record,
-                        commit,
-                        shaped=executor.isolated,
-                        facts=done.facts,
-                        task=run,
-                    )
-                )
-                commit = committed.id
+                await save(done.changes, record, done.facts)
                 for name, why in done.skipped.items():
                     note = _unsaved(name, why)
                     await emit(ErrorEvent, step, error=note)
