@@ -59,11 +59,12 @@ def _sdk_llm(name: str, sdk: str, distribution: str, cls: str) -> Callable[..., 
     ``sdk`` of ``distribution``."""
 
     def make(**options: Any) -> LLM:
+        # Made first: its options are checked (no key in them) even where the SDK is absent.
+        llm: LLM = getattr(importlib.import_module(f"agex.llm.{name}"), cls)(**options)
         if not _importable(sdk):
             raise ProviderNotInstalledError(
                 "llm", name, distribution, f'pip install "agex-core[{name}]"'
             )
-        llm: LLM = getattr(importlib.import_module(f"agex.llm.{name}"), cls)(**options)
         return llm
 
     return make

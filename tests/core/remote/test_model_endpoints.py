@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import pickle
 import re
@@ -20,6 +21,12 @@ from agex.state.config import StateConfig
 SERVER_KEY = "sk-server-owned-openai-key-0123456789abcdef"
 ENDPOINT = "http://models.internal:8000/v1"
 GATED = Isolation(endpoints=(Endpoint(ENDPOINT, "LOCAL_API_KEY"), Endpoint("http://keyless:1")))
+
+
+#: The openai provider builds only where its SDK is installed (not in the core session).
+needs_openai = pytest.mark.skipif(
+    importlib.util.find_spec("openai") is None, reason="the openai SDK is not installed"
+)
 
 
 def openai(**options: Any) -> dict[str, Any]:
@@ -143,6 +150,7 @@ def _outcome(envelope: remote.Envelope, payload: bytes, isolation: Isolation) ->
     return asyncio.run(run())
 
 
+@needs_openai
 def test_a_refused_model_is_refused_before_the_task_is_loaded() -> None:
     envelope, _ = _shipped(connect_llm("openai", base_url="http://elsewhere:1/v1"))
     last = _outcome(envelope, b"not a pickle", Isolation(endpoints=()))
@@ -150,6 +158,7 @@ def test_a_refused_model_is_refused_before_the_task_is_loaded() -> None:
     assert "--model-endpoint" in last.data["message"]
 
 
+@needs_openai
 def test_a_loaded_model_is_held_to_the_gate_whatever_the_envelope_said() -> None:
     """In this process the model is the loaded agent's own object: it is checked too."""
     llm = connect_llm("openai", base_url="http://elsewhere:1/v1")
@@ -159,6 +168,7 @@ def test_a_loaded_model_is_held_to_the_gate_whatever_the_envelope_said() -> None
     assert "not at 'http://elsewhere:1/v1'" in last.data["message"]
 
 
+@needs_openai
 def test_a_keyless_endpoint_gets_no_key_from_a_run_in_this_process(monkeypatch, fake_llm) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", SERVER_KEY)
     with fake_llm.serving() as (fake, url):
@@ -174,6 +184,7 @@ def test_a_keyless_endpoint_gets_no_key_from_a_run_in_this_process(monkeypatch, 
 # -- not gated where the caller's own loops run -------------------------------------------
 
 
+@needs_openai
 def test_this_process_calls_any_endpoint_with_the_key_its_agent_names(
     monkeypatch, fake_llm
 ) -> None:
@@ -192,6 +203,7 @@ def test_this_process_calls_any_endpoint_with_the_key_its_agent_names(
     assert request["headers"]["authorization"] == "Bearer callers-own-key-0123456789"
 
 
+@needs_openai
 def test_a_model_held_to_an_endpoint_travels_so() -> None:
     llm = connect_llm("openai", base_url="http://keyless:1")
     llm.send_key_of(None)
@@ -201,6 +213,7 @@ def test_a_model_held_to_an_endpoint_travels_so() -> None:
         connect_llm("anthropic", base_url="http://keyless:1").send_key_of(None)
 
 
+@needs_openai
 def test_the_trusted_side_of_an_isolated_run_builds_only_what_the_gate_allows() -> None:
     """Where a worker runs the agent code, the model is built from the declared config."""
     from agex.isolation.supervisor import _model
