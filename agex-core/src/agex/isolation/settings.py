@@ -19,6 +19,39 @@ MEMORY_MB = 2048
 ENDPOINTS_ENV = "AGEX_MODEL_ENDPOINTS"
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _START_WITH = "--model-endpoint URL[=KEY_VAR]"
+#: What a client's model may say on a gated place, beside its provider's own settings: which
+#: model, and where (checked against the endpoints), and how long to wait and retry.
+_ROUTED = frozenset({"provider", "model", "base_url", "key_env", "timeout", "max_retries"})
+#: Request-body settings of the openai, anthropic and gemini APIs that shape the reply only.
+#: Any other option may route requests (gemini's http_options, a proxy, another provider's
+#: api_base), add headers, or reach the operator's account (stored replies, cached content,
+#: tools that fetch), so it is refused: an allow-list, so that an unknown option is too.
+GENERATION_OPTIONS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "top_k",
+        "max_tokens",
+        "max_output_tokens",
+        "max_completion_tokens",
+        "stop",
+        "stop_sequences",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "response_format",
+        "response_mime_type",
+        "response_schema",
+        "response_json_schema",
+        "reasoning_effort",
+        "thinking",
+        "thinking_config",
+        "candidate_count",
+        "logit_bias",
+    }
+)
+#: All the scripted provider takes: it calls nothing.
+_SCRIPTED = frozenset({"provider", "model", "responses", "delay", "chunk_size", "position"})
 
 
 @dataclass(frozen=True)
@@ -90,6 +123,7 @@ class Isolation:
         from agex.llm.sdk import KEY_VARIABLES, KEYLESS
 
         provider = config.get("provider")
+        self._options(config, provider, where)
         base_url, key_env = config.get("base_url"), config.get("key_env")
         if base_url is None:
             own = KEY_VARIABLES.get(str(provider), ())
@@ -125,6 +159,21 @@ class Isolation:
                 f"server started with {_START_WITH} naming the key's variable",
             )
         return found
+
+    @staticmethod
+    def _options(config: dict[str, Any], provider: object, where: str) -> None:
+        """Refuse an option of a client's model that could change where or how its requests
+        go: only the routing options checked here and known generation settings pass."""
+        allowed = _SCRIPTED if provider == "scripted" else _ROUTED | GENERATION_OPTIONS
+        other = sorted(str(name)[:100] for name in config if name not in allowed)
+        if other:
+            raise Refused(
+                403,
+                f"{where} takes from a client's model only the options "
+                f"{', '.join(sorted(allowed - {'provider'}))}; not {', '.join(other[:5])}: "
+                "leave them unset (other options may change where or how requests go, and "
+                "the keys held here would go with them)",
+            )
 
     def models(self, declared: Any, where: str = "this host") -> None:
         """Refuse an envelope (or a declared sub-agent) whose model, or the model of a

@@ -12,6 +12,10 @@ from agex.llm.sdk import KEY_VARIABLES, SDKClient
 
 #: Google's API calls the assistant "model".
 _ROLES = {"user": "user", "assistant": "model"}
+#: Settings of GenerateContentConfig that route a request rather than shape it: its
+#: http_options replace, per request, the client's address, headers, API version and HTTP
+#: client. Compared without underscores and case, as the SDK also takes ``httpOptions``.
+_ROUTING = frozenset({"httpoptions"})
 
 
 class GeminiLLM(SDKClient):
@@ -19,6 +23,16 @@ class GeminiLLM(SDKClient):
     requires = ("google-genai",)
     key_envs = KEY_VARIABLES["gemini"]
     default_model = "gemini-2.5-flash"
+
+    def __init__(self, *args: Any, **options: Any) -> None:
+        routing = sorted(n for n in options if n.replace("_", "").lower() in _ROUTING)
+        if routing:
+            raise ValueError(
+                f"gemini: do not pass {', '.join(routing)}; where and how requests go is set "
+                "by base_url, timeout and max_retries (and the key by key_env), which agex "
+                "checks, and a per-request http_options would bypass them"
+            )
+        super().__init__(*args, **options)
 
     def _connect(self, key: str | None) -> Any:
         import httpx2
