@@ -31,5 +31,6 @@ def test_gemini_refuses_http_options_and_names_what_to_use(options) -> None:
 
 
 def test_gemini_still_takes_its_generation_settings() -> None:
+    pytest.importorskip("google.genai", reason="google-genai is not installed")
     llm = connect_llm(provider="gemini", model="m", temperature=0.3, max_output_tokens=10)
     assert llm.config()["temperature"] == 0.3  # type: ignore[attr-defined]
