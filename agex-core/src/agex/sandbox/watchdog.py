@@ -45,6 +45,7 @@ class Watch:
         self.fired: type[BaseException] | None = None
         self.holds = 0  # how deep the thread is in host code: interrupts wait while > 0
         self.missed = False  # one came due while held
+        self.paused = False  # the garbage collector is paused for this watch's hold
         self.deadline = deadline
         self._target = ctypes.c_ulong(thread_id)
 
@@ -72,21 +73,27 @@ class Watch:
         starts; the caller releases even then."""
         with self.lock:
             self.holds += 1
-            if self.holds == 1:
-                _collector.pause()
         fired = self.fired
         if fired is not None:
             _take_pending()
             raise fired()
+        # Nothing is in flight from here on (one coming due is kept for release), so no
+        # interrupt can come between pausing the collector and noting it
+        if not self.paused:
+            _collector.pause()
+            self.paused = True
 
     def release(self) -> None:
         """The host code returned: once the outermost hold ends, an interrupt that came due
-        meanwhile is raised."""
+        meanwhile is raised. (Never below zero: an interrupt in flight may have landed in
+        :meth:`hold` before it counted.)"""
         with self.lock:
-            self.holds -= 1
+            self.holds = max(self.holds - 1, 0)
             if self.holds:
                 return
-            _collector.resume()
+            if self.paused:  # under the lock: no interrupt is sent until it is released
+                self.paused = False
+                _collector.resume()
             missed, self.missed = self.missed, False
         if missed and self.fired is not None:
             raise self.fired()
