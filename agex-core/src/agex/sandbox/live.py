@@ -12,8 +12,11 @@ or object of the agent's reaches the host's code, to be called back with the obj
 run later in the trusted process. Results come back copied if they are plain data, as the
 registration's view if they are the object, and as a view of their own (public methods
 only, behind the same membrane) if they are any other object (a cursor, an iterator);
-classes, functions, bound methods, coroutines, futures and event loops are refused. An
-interrupt (a time limit, a cancel) waits until the host's method has returned.
+classes, functions, bound methods, coroutines, futures and event loops are refused.
+Exceptions cross too: one the host's code raises reaches agent code as a fresh exception
+(see :func:`crossed`), never as the host's own object with what it carries. An interrupt (a
+time limit, a cancel) waits until the host's method has returned, and the garbage collector
+waits with it, so no code of the agent's runs inside the host's call.
 
 A live object stays in this process: it cannot be pickled, so it neither travels to another
 machine nor into a worker process (see ``Agent.module``).
@@ -29,7 +32,7 @@ from typing import Any, NamedTuple
 from agex.errors import AccessDenied, CallDenied
 from agex.sandbox.machinery import machinery
 from agex.sandbox.ownership import agent_owned
-from agex.sandbox.signals import current_run
+from agex.sandbox.signals import Signal, current_run
 
 
 class Live(NamedTuple):
@@ -102,23 +105,25 @@ class LiveObject:
     def __iter__(self) -> Iterator[Any]:
         """``for row in cursor``: the object's own iteration, each item crossing back as a
         method's result does."""
-        target, where = self._target, f"an item of {self._name}"
-        iterator = _held(iter, target)
+        target, where, known = self._target, f"an item of {self._name}", self._known
+        iterator = _held(where, known, iter, target)
         while True:
             try:
-                item = _held(next, iterator)
+                item = _held(where, known, next, iterator)
             except StopIteration:
                 return
-            yield returned(item, where, self._known)
+            yield returned(item, where, known)
 
     def __next__(self) -> Any:
-        return returned(_held(next, self._target), f"next({self._name})", self._known)
+        where = f"next({self._name})"
+        return returned(_held(where, self._known, next, self._target), where, self._known)
 
     def __bool__(self) -> bool:
-        return _held(bool, self._target) is True  # without it, truth would ask __len__
+        # without it, truth would ask __len__
+        return _held(f"bool({self._name})", self._known, bool, self._target) is True
 
     def __len__(self) -> int:
-        size = _held(len, self._target)
+        size = _held(f"len({self._name})", self._known, len, self._target)
         if type(size) is not int:
             raise TypeError(f"len({self._name}) is not an int")
         return size
@@ -152,7 +157,7 @@ def _calling(view: LiveObject, attr: str, method: Callable[..., Any]) -> Any:
             )
         args = tuple(plain_argument(a, f"argument {i + 1} of {where}") for i, a in enumerate(args))
         kwargs = {k: plain_argument(v, f"argument {k}= of {where}") for k, v in kwargs.items()}
-        return returned(_held(method, *args, **kwargs), where, view._known)
+        return returned(_held(where, view._known, method, *args, **kwargs), where, view._known)
 
     call.__name__ = attr  # its qualified name stays local: state refuses to store it
     call.__doc__ = inspect.getdoc(method)
@@ -255,18 +260,80 @@ def _a(value: Any) -> str:
     return f"a {type(value).__name__} object"
 
 
-def _held(work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``work(...)``, the host's code, with the run's interrupts held until it returns: an
-    interrupt arriving half way through would leave the host's object half updated."""
+def _held(where: str, known: Known, work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``work(...)``, the host's code, with the run's interrupts held until it returns (an
+    interrupt arriving half way through would leave the host's object half updated), and its
+    exception crossing back as :func:`crossed` makes it. The sandbox's own signals (a time
+    limit, a cancel, a task's outcome) pass as they are."""
     run = current_run()
     watch = getattr(run, "watch", None)
-    if watch is None:
-        return work(*args, **kwargs)
     try:
-        watch.hold()
-        return work(*args, **kwargs)
+        if watch is not None:
+            watch.hold()
+        try:
+            return work(*args, **kwargs)
+        except Signal:
+            raise
+        except BaseException as exc:
+            fresh = crossed(exc, where, known)
+        raise fresh from None
     finally:
-        watch.release()
+        if watch is not None:
+            watch.release()
+
+
+def crossed(exc: BaseException, where: str, known: Known) -> BaseException:
+    """A fresh exception standing for ``exc``, which the host's code raised: a builtin
+    exception type again, with its arguments as :func:`told` gives them (a StopIteration's
+    value with them); any other type as a RuntimeError naming it and its message. Nothing
+    of the original is kept: not its attributes (a driver's session, a retry callback), nor
+    its cause, context or traceback, which lead back into the host's frames."""
+    kind = type(exc)
+    if kind.__module__ == "builtins":
+        try:
+            return kind(*(told(arg, known) for arg in exc.args))
+        except Exception:  # a type whose arguments must be objects (an ExceptionGroup's)
+            pass
+    return RuntimeError(f"{where} raised {kind_of(exc)}: {_text(exc)}")
+
+
+def told(value: Any, known: Known) -> Any:
+    """An exception's argument as agent code gets it: plain data copied, a registered live
+    object as its view, anything else as its text. Never a view of another object: an
+    exception's arguments are what it reports, not something to call."""
+    try:
+        return _data(value, known, 0)
+    except _NotData:
+        return _text(value)
+
+
+class _NotData(Exception):
+    pass
+
+
+def _data(value: Any, known: Known, depth: int) -> Any:
+    kind = type(value)
+    if kind in PLAIN_SCALARS or kind is LiveObject:
+        return value
+    held = known.get(id(value))
+    if held is not None and held[0] is value:
+        return held[1]
+    if kind in PLAIN_CONTAINERS and depth < MAX_DEPTH:
+        if kind is dict:
+            return {
+                _data(k, known, depth + 1): _data(v, known, depth + 1) for k, v in dict.items(value)
+            }
+        return kind(_data(item, known, depth + 1) for item in value)
+    raise _NotData
+
+
+def _text(value: Any) -> str:
+    """``str(value)``, computed here on the trusted side; its type's name if that fails."""
+    try:
+        text = str(value)
+    except Exception:
+        return f"<{kind_of(value)} object>"
+    return text if type(text) is str else f"<{kind_of(value)} object>"
 
 
 def kind_of(obj: Any) -> str:

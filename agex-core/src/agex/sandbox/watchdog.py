@@ -9,12 +9,16 @@ long call into C (a huge ``sum(range(...))``) only when it returns.
 While the run's thread is in the host's own code on the agent's behalf (a live object's
 method), the watch is *held*: an interrupt that comes due then is delivered as soon as that
 code returns, never half way through it. Host code that never returns is never interrupted;
-isolation (a worker process) is what bounds that.
+isolation (a worker process) is what bounds that. The cyclic garbage collector is paused for
+as long as the watch is held: a collection there could finalize one of the agent's objects
+(a generator suspended in ``try/finally``) and run the agent's own code where no interrupt
+lands.
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import heapq
 import itertools
 import threading
@@ -39,8 +43,9 @@ class Watch:
         self.lock = threading.Lock()
         self.active = True
         self.fired: type[BaseException] | None = None
-        self.held = False  # the thread is in host code: interrupts wait
+        self.holds = 0  # how deep the thread is in host code: interrupts wait while > 0
         self.missed = False  # one came due while held
+        self.paused = False  # the garbage collector is paused for this watch's hold
         self.deadline = deadline
         self._target = ctypes.c_ulong(thread_id)
 
@@ -62,19 +67,33 @@ class Watch:
             _take_pending()
 
     def hold(self) -> None:
-        """The run's thread enters host code: interrupts wait until :meth:`release`. One
-        already in flight, or already fired, is raised here, before the host code starts."""
+        """The run's thread enters host code: interrupts wait until the matching
+        :meth:`release` (holds nest, so an inner release leaves the outer hold in place).
+        One already in flight, or already fired, is raised here, before the host code
+        starts; the caller releases even then."""
         with self.lock:
-            self.held = True
+            self.holds += 1
         fired = self.fired
         if fired is not None:
             _take_pending()
             raise fired()
+        # Nothing is in flight from here on (one coming due is kept for release), so no
+        # interrupt can come between pausing the collector and noting it
+        if not self.paused:
+            _collector.pause()
+            self.paused = True
 
     def release(self) -> None:
-        """The host code returned: an interrupt that came due meanwhile is raised now."""
+        """The host code returned: once the outermost hold ends, an interrupt that came due
+        meanwhile is raised. (Never below zero: an interrupt in flight may have landed in
+        :meth:`hold` before it counted.)"""
         with self.lock:
-            self.held = False
+            self.holds = max(self.holds - 1, 0)
+            if self.holds:
+                return
+            if self.paused:  # under the lock: no interrupt is sent until it is released
+                self.paused = False
+                _collector.resume()
             missed, self.missed = self.missed, False
         if missed and self.fired is not None:
             raise self.fired()
@@ -85,11 +104,37 @@ class Watch:
             if not self.active:
                 return False
             self.fired = self.fired or exc_type
-            if self.held:
+            if self.holds:
                 self.missed = True  # raised by release(); asked again until then
             else:
                 _set_async_exc(self._target, ctypes.py_object(self.fired))
             return True
+
+
+class _Collector:
+    """Pauses the cyclic garbage collector while any thread holds a watch, and restores it
+    as it was when the last hold ends (the collector is one for the whole process)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._was_enabled = False
+
+    def pause(self) -> None:
+        with self._lock:
+            if self._holders == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._holders += 1
+
+    def resume(self) -> None:
+        with self._lock:
+            self._holders -= 1
+            if self._holders == 0 and self._was_enabled:
+                gc.enable()
+
+
+_collector = _Collector()
 
 
 def _take_pending() -> None:
