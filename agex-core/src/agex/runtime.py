@@ -317,13 +317,13 @@ class Runtime:
 
 
 #: How deep and how many objects the check of an init value walks before refusing it.
-INIT_DEPTH, INIT_OBJECTS = 20, 200_000
+INIT_DEPTH, INIT_OBJECTS = 20, 1_000_000
 
 #: Containers an init value is walked through, each read by its own C-level iterator so that
 #: no method a subclass overrides runs: items are what agent code can reach by indexing.
 _SEQUENCES = (list, tuple, set, frozenset, collections.deque)
 #: Objects that stand for a mapping they wrap (``gc.get_referents`` gives it, running nothing).
-_WRAPPERS = (
+_WRAPPERS: tuple[type, ...] = (
     types.MappingProxyType,
     type({}.keys()),
     type({}.values()),
@@ -372,20 +372,22 @@ _ITERATING = frozenset({"__next__", "__anext__", "__await__"})
 
 
 def _items(obj: Any) -> list[tuple[str, Any]]:
-    """What agent code reaches by indexing ``obj``, with the path it is reached by."""
+    """What agent code reaches by indexing ``obj`` that is not a plain scalar, each with the
+    path it is reached by."""
     if isinstance(obj, dict):
-        found = [("[...] (a key)", k) for k in dict.keys(obj)]
-        found += [(_key(k), v) for k, v in dict.items(obj)]
+        found = [("[...] (a key)", k) for k in dict.keys(obj) if type(k) not in SCALARS]
+        found += [(_key(k), v) for k, v in dict.items(obj) if type(v) not in SCALARS]
         if isinstance(obj, collections.defaultdict):
             factory = collections.defaultdict.__dict__["default_factory"].__get__(obj)
             found.append((".default_factory", factory))
         return found
+    base: Any
     for base in _SEQUENCES:
         if isinstance(obj, base):
-            items = base.__iter__(obj)  # type: ignore[attr-defined]
+            items = enumerate(base.__iter__(obj))
             if base in (set, frozenset):
-                return [("[...] (an item)", item) for item in items]
-            return [(f"[{i}]", item) for i, item in enumerate(items)]
+                return [("[...] (an item)", v) for _, v in items if type(v) not in SCALARS]
+            return [(f"[{i}]", v) for i, v in items if type(v) not in SCALARS]
     if isinstance(obj, _WRAPPERS):
         return [(" (what it wraps)", inner) for inner in gc.get_referents(obj)]
     return []
