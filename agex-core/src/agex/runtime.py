@@ -10,8 +10,12 @@ JSON, and serialized values it stores without loading.
 
 from __future__ import annotations
 
+import collections
+import gc
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import FunctionType, ModuleType
 from typing import Any
 
 from agex.coercion import conform
@@ -26,7 +30,8 @@ from agex.errors import (
 from agex.events import bound_text, jsonable
 from agex.prompt import system_message, task_message
 from agex.sandbox import CancelScope, Program, Signal
-from agex.sandbox.guards import Guards
+from agex.sandbox.guards import SCALARS, Guards
+from agex.sandbox.ownership import AGENT_FILENAME, agent_class
 from agex.state.config import seed_values
 from agex.state.live import first_run, unused
 from agex.state.recorder import Recorder
@@ -196,15 +201,19 @@ class Runtime:
         return step
 
     def _screened(self, values: dict[str, Any]) -> dict[str, Any]:
-        """``values`` as agent code may have them: each checked as the sandbox checks a
-        value read from a host object's attribute (a module becomes its view; a builtin agent
-        code may not use, or one inside a list or dict, is refused), because ``init`` is the
-        host handing values to agent code."""
+        """``values`` as agent code may have them. ``init`` is the host handing values to
+        agent code, so each is walked for what would reach past the sandbox one step
+        away (``_check_init_value``), after the check the sandbox gives a value read from a
+        host object's attribute (a module becomes its view)."""
         guards = Guards(self.sandbox.policy)
+        allowed = {
+            id(v) for v in (*self.sandbox.policy.names.values(), *self.sandbox.builtins.values())
+        }
         screened = {}
         for name, value in values.items():
             try:
                 screened[name] = guards.screen(value, values, name)
+                _check_init_value(name, value, allowed, self.sandbox.policy)
             except AccessDenied as exc:
                 why = str(exc).replace(f"dict object.{name}", f"init[{name!r}]")
                 raise StateLoadError(
@@ -305,6 +314,107 @@ class Runtime:
         except Exception as exc:
             step.refused = _plain_error(exc)
         return step
+
+
+#: How deep and how many objects the check of an init value walks before refusing it.
+INIT_DEPTH, INIT_OBJECTS = 20, 1_000_000
+
+#: Containers an init value is walked through, each read by its own C-level iterator so that
+#: no method a subclass overrides runs: items are what agent code can reach by indexing.
+_SEQUENCES = (list, tuple, set, frozenset, collections.deque)
+#: Objects that stand for a mapping they wrap (``gc.get_referents`` gives it, running nothing).
+_WRAPPERS: tuple[type, ...] = (
+    types.MappingProxyType,
+    type({}.keys()),
+    type({}.values()),
+    type({}.items()),
+)
+
+
+def _check_init_value(name: str, value: Any, allowed: set[int], policy: Any) -> None:
+    """Refuse (AccessDenied) an init value that hands agent code more than data: a callable
+    that is not one of the agent's registrations, a builtin agent code has, or the agent's
+    own code (a partial, closure or bound method leads past the sandbox in one call); a
+    generator, iterator or coroutine (what it yields is never checked); a module inside a
+    container. Walks the containers agent code can index, by type, calling none of the
+    value's methods; the attribute reads of other objects are the sandbox's to check."""
+    seen: set[int] = set()
+    todo: list[tuple[Any, str, int]] = [(value, f"init[{name!r}]", 0)]
+    while todo:
+        obj, where, depth = todo.pop()
+        kind = type(obj)
+        if kind in SCALARS or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if depth > INIT_DEPTH or len(seen) > INIT_OBJECTS:
+            raise AccessDenied(f"{where} is too deep or too large to check; flatten it")
+        if isinstance(obj, ModuleType):
+            if depth:
+                raise AccessDenied(f"{where} is module {obj.__name__!r}; give it as a variable")
+            continue  # the sandbox gives its view, or refuses it
+        if any(k.__dict__.keys() & _ITERATING for k in kind.__mro__):
+            raise AccessDenied(
+                f"{where} is a {_kind_name(obj)} (an iterator, generator or coroutine), whose "
+                "items are never checked; give a list of them instead"
+            )
+        if callable(obj) and not (id(obj) in allowed or _agents(obj) or _registered(obj, policy)):
+            raise AccessDenied(
+                f"{where} is a {_kind_name(obj)}, a callable that is not one of the agent's "
+                "registrations; register it (agent.fn, agent.cls) instead"
+            )
+        if depth and policy.exposed(obj, where) is not obj:  # the top is the sandbox's to give
+            raise AccessDenied(f"{where} is a {_kind_name(obj)}, which agent code may not use")
+        todo.extend((item, f"{where}{path}", depth + 1) for path, item in _items(obj))
+
+
+#: Slots of a type whose instances produce values on demand.
+_ITERATING = frozenset({"__next__", "__anext__", "__await__"})
+
+
+def _items(obj: Any) -> list[tuple[str, Any]]:
+    """What agent code reaches by indexing ``obj`` that is not a plain scalar, each with the
+    path it is reached by."""
+    if isinstance(obj, dict):
+        found = [("[...] (a key)", k) for k in dict.keys(obj) if type(k) not in SCALARS]
+        found += [(_key(k), v) for k, v in dict.items(obj) if type(v) not in SCALARS]
+        if isinstance(obj, collections.defaultdict):
+            factory = collections.defaultdict.__dict__["default_factory"].__get__(obj)
+            found.append((".default_factory", factory))
+        return found
+    base: Any
+    for base in _SEQUENCES:
+        if isinstance(obj, base):
+            items = enumerate(base.__iter__(obj))
+            if base in (set, frozenset):
+                return [("[...] (an item)", v) for _, v in items if type(v) not in SCALARS]
+            return [(f"[{i}]", v) for i, v in items if type(v) not in SCALARS]
+    if isinstance(obj, _WRAPPERS):
+        return [(" (what it wraps)", inner) for inner in gc.get_referents(obj)]
+    return []
+
+
+def _key(key: Any) -> str:
+    return f"[{key!r}]" if type(key) in SCALARS else "[...]"  # a key's own repr is not run
+
+
+def _registered(obj: Any, policy: Any) -> bool:
+    return isinstance(obj, type) and policy.class_rule(obj) is not None
+
+
+def _agents(obj: Any) -> bool:
+    """Code the agent wrote: read by type, since a host object's attribute lookup runs code."""
+    if isinstance(obj, FunctionType):
+        return obj.__code__.co_filename == AGENT_FILENAME
+    return agent_class(obj if isinstance(obj, type) else type(obj))
+
+
+def _kind_name(obj: Any) -> str:
+    kind = type(obj)
+    return (
+        f"{kind.__module__}.{kind.__qualname__}"
+        if kind.__module__ != "builtins"
+        else kind.__qualname__
+    )
 
 
 def manifest(task: Any, arguments: dict[str, Any]) -> dict[str, Any]:
