@@ -22,6 +22,11 @@ import pytest
 from agex import Agent, connect_host, connect_llm
 from agex.errors import AgexError
 
+#: The servers here build every provider's client: they run where all the SDKs are
+#: installed (nox -s "tests(all)").
+for _sdk in ("openai", "anthropic", "google.genai"):
+    pytest.importorskip(_sdk, reason=f"{_sdk} is not installed")
+
 SERVER_OPENAI_KEY = "sk-server-owned-openai-key-0123456789abcdef"
 #: Not a model key at all: a billing provider's key that the server also holds.
 SERVER_BILLING_KEY = "billing-secret-0123456789abcdef0123"

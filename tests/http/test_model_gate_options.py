@@ -15,6 +15,11 @@ import pytest
 from agex import Agent, connect_host, connect_llm
 from agex.errors import AgexError
 
+#: The servers here build every provider's client: they run where all the SDKs are
+#: installed (nox -s "tests(all)").
+for _sdk in ("openai", "anthropic", "google.genai"):
+    pytest.importorskip(_sdk, reason=f"{_sdk} is not installed")
+
 SERVER_KEY = "AIzaServerOwnedGeminiKey0123456789abcdef"
 
 

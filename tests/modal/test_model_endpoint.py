@@ -11,6 +11,8 @@ from agex.stores import LOCAL
 from agex_host_modal import sdk
 from agex_host_modal.testing import FakeModal
 
+pytest.importorskip("openai", reason="openai is not installed")
+
 KEY = "caller-own-endpoint-key-0123456789"
 
 
