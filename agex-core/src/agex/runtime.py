@@ -31,6 +31,7 @@ from agex.events import bound_text, jsonable
 from agex.prompt import system_message, task_message
 from agex.sandbox import CancelScope, Program, Signal
 from agex.sandbox.guards import SCALARS, Guards
+from agex.sandbox.live import kind_of
 from agex.sandbox.ownership import AGENT_FILENAME, agent_class
 from agex.state.config import seed_values
 from agex.state.live import first_run, unused
@@ -354,16 +355,16 @@ def _check_init_value(name: str, value: Any, allowed: set[int], policy: Any) -> 
             continue  # the sandbox gives its view, or refuses it
         if any(k.__dict__.keys() & _ITERATING for k in kind.__mro__):
             raise AccessDenied(
-                f"{where} is a {_kind_name(obj)} (an iterator, generator or coroutine), whose "
+                f"{where} is a {kind_of(obj)} (an iterator, generator or coroutine), whose "
                 "items are never checked; give a list of them instead"
             )
         if callable(obj) and not (id(obj) in allowed or _agents(obj) or _registered(obj, policy)):
             raise AccessDenied(
-                f"{where} is a {_kind_name(obj)}, a callable that is not one of the agent's "
+                f"{where} is a {kind_of(obj)}, a callable that is not one of the agent's "
                 "registrations; register it (agent.fn, agent.cls) instead"
             )
         if depth and policy.exposed(obj, where) is not obj:  # the top is the sandbox's to give
-            raise AccessDenied(f"{where} is a {_kind_name(obj)}, which agent code may not use")
+            raise AccessDenied(f"{where} is a {kind_of(obj)}, which agent code may not use")
         todo.extend((item, f"{where}{path}", depth + 1) for path, item in _items(obj))
 
 
@@ -406,15 +407,6 @@ def _agents(obj: Any) -> bool:
     if isinstance(obj, FunctionType):
         return obj.__code__.co_filename == AGENT_FILENAME
     return agent_class(obj if isinstance(obj, type) else type(obj))
-
-
-def _kind_name(obj: Any) -> str:
-    kind = type(obj)
-    return (
-        f"{kind.__module__}.{kind.__qualname__}"
-        if kind.__module__ != "builtins"
-        else kind.__qualname__
-    )
 
 
 def manifest(task: Any, arguments: dict[str, Any]) -> dict[str, Any]:
