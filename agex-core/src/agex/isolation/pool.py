@@ -156,7 +156,7 @@ class Template:
         self._ending: queue.SimpleQueue[int] = queue.SimpleQueue()
         threading.Thread(target=self._end_queued, name="agex-end", daemon=True).start()
         threading.Thread(target=self._sweep, name="agex-sweep", daemon=True).start()
-        self._send({"path": path, "scratch": self.scratch, "trash": self.trash})
+        self._send({"scratch": self.scratch, "trash": self.trash})
 
     def _send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
         data = json.dumps(message).encode()

@@ -47,8 +47,7 @@ MAX_MESSAGE = 1 << 20
 def main(fd: int) -> None:
     control = socket.socket(fileno=fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when it ends
-    setup = json.loads(control.recv(MAX_MESSAGE))
-    sys.path[:] = setup["path"]
+    setup = json.loads(control.recv(MAX_MESSAGE))  # the import path came on the command line
     root = setup["scratch"]
     warmup = _preload()
     children = Children(os.open(setup["trash"], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW))
