@@ -112,17 +112,15 @@ class Isolated:
         _expect(_loaded(reply), "loaded")
 
     async def step(self, code: str, timeout: float | None) -> Step:
-        try:
-            reply, blobs = await self._request(
-                {"op": "step", "code": code, "timeout": timeout}, [], timeout
-            )
-        except _Overdue:
-            return Step(stopped="timeout", where="(the worker was stopped)")
-        return _step(_expect(_loaded(reply), "ran"), blobs)
+        return await self._ran({"op": "step", "code": code, "timeout": timeout}, timeout)
 
     async def seed(self, timeout: float | None) -> Step:
+        return await self._ran({"op": "seed", "timeout": timeout}, timeout)
+
+    async def _ran(self, header: dict[str, Any], timeout: float | None) -> Step:
+        """What the worker ran for ``header`` (a step, or the session's seeding)."""
         try:
-            reply, blobs = await self._request({"op": "seed", "timeout": timeout}, [], timeout)
+            reply, blobs = await self._request(header, [], timeout)
         except _Overdue:
             return Step(stopped="timeout", where="(the worker was stopped)")
         return _step(_expect(_loaded(reply), "ran"), blobs)
