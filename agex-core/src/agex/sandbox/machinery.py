@@ -22,6 +22,7 @@ def _loaded() -> tuple[type, ...]:
     module nobody imported cannot exist."""
     global _ALL
     if len(_KINDS) < 2:
+        found = len(_KINDS)
         asyncio = sys.modules.get("asyncio")
         if asyncio is not None and "asyncio" not in _KINDS:
             _KINDS["asyncio"] = [
@@ -36,7 +37,8 @@ def _loaded() -> tuple[type, ...]:
                 (futures.Future, "a concurrent future"),
                 (futures.Executor, "an executor"),
             ]
-        _ALL = tuple(cls for kinds in _KINDS.values() for cls, _ in kinds)
+        if len(_KINDS) != found:  # rebuilt only when a module's classes were added
+            _ALL = tuple(cls for kinds in _KINDS.values() for cls, _ in kinds)
     return _ALL
 
 

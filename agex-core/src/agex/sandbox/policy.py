@@ -372,8 +372,6 @@ class Policy:
         stand_in = self.stand_ins.get(cls)
         if stand_in is not None:
             return stand_in
-        if cls is LiveObject:  # views are made by the policy, never by agent code
-            return self._stand_in(cls, subclassable=False)
         found = machinery(cls)
         if found is not None:  # type(future): its methods, unbound, reach the loop
             raise AccessDenied(f"{where} is {found}, which agent code may not use")
