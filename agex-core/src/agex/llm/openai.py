@@ -19,7 +19,6 @@ class OpenAILLM(SDKClient):
     provider = "openai"
     requires = ("openai",)
     key_envs = KEY_VARIABLES["openai"]
-    keyless_servers = True
     default_model = "gpt-4.1-mini"
 
     def _connect(self, key: str | None) -> Any:

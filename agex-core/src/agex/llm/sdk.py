@@ -130,9 +130,6 @@ class SDKClient:
     requires: tuple[str, ...]
     #: Where the key is read from, first set wins, unless the caller names one (``key_env``).
     key_envs: tuple[str, ...]
-    #: A server of the caller's (``base_url``) may need no key, as local OpenAI-compatible
-    #: servers do; without ``base_url`` a missing key is still an error.
-    keyless_servers: bool = False
     default_model: str
     #: No key at all is sent (see :meth:`send_key_of`).
     keyless = False
@@ -212,6 +209,13 @@ class SDKClient:
             f"{self._key_names()} is not set where the loop runs; set it there (keys are "
             "read from the environment and never sent with the agent)"
         )
+
+    @property
+    def keyless_servers(self) -> bool:
+        """A server of the caller's (``base_url``) may need no key, as local OpenAI-compatible
+        servers do (the providers in ``KEYLESS``); without ``base_url`` a missing key is
+        still an error."""
+        return self.provider in KEYLESS
 
     def client(self) -> Any:
         """The SDK client for the running event loop (an SDK client belongs to one loop)."""
