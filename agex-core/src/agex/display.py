@@ -12,7 +12,6 @@ import os
 import shutil
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterable
 from typing import TextIO
 
@@ -28,6 +27,7 @@ from agex.events import (
     SuccessEvent,
     TaskStartEvent,
 )
+from agex.notebook import utc
 from agex.printable import visible
 
 #: What each verbosity shows (see :func:`pprint_events`).
@@ -155,8 +155,7 @@ class _Page:
         title = visible(f"-- {event.agent_name} . step {event.step} . {_kind(event)} ")
         lines = [self.paint(title + "-" * max(self.width - len(title), 0), "bold")]
         if verbosity == "verbose":
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.timestamp))
-            about = f"{when} UTC  session={event.session}  commit={event.commit or '-'}"
+            about = f"{utc(event.timestamp)}  session={event.session}  commit={event.commit or '-'}"
             lines += self.wrap(about, "dim")
         return lines + _body(event, self.wrap, verbosity == "verbose")
 
