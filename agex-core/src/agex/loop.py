@@ -322,6 +322,17 @@ async def _drive(
     async def emit(cls: Any, step: int, **fields: Any) -> None:
         await sink.event(cls(agent_name=agent, session=session, step=step, commit=commit, **fields))
 
+    async def halt(done: Any, step: int, during: str) -> None:
+        """End the run if ``done`` (seeding, setup or a step) was stopped: its time ran out
+        (what it printed is shown first), or it was cancelled."""
+        if done.stopped == "timeout":
+            if done.output:
+                await emit(OutputEvent, step, text=done.output)
+            raise TaskTimeout(f"{task} ran past its {_limit(timeout)}timeout{during}")
+        if done.stopped == "cancelled":
+            await emit(CancelledEvent, step)
+            raise TaskCancelled(f"{task} was cancelled")
+
     async def save(changes: Any, record: list[dict[str, Any]], facts: Any) -> None:
         """Commit one step of this run (seeding, setup, or the agent's code): what it
         changed, and what it did."""
@@ -373,11 +384,7 @@ async def _drive(
                 seeded = await executor.seed(_remaining(deadline))
             except StateLoadError as exc:
                 raise StateLoadError(f"{exc} (session {session!r})") from None
-            if seeded.stopped == "timeout":
-                raise TaskTimeout(f"{task} ran past its {_limit(timeout)}timeout {seeded.where}")
-            if seeded.stopped == "cancelled":
-                await emit(CancelledEvent, 0)
-                raise TaskCancelled(f"{task} was cancelled")
+            await halt(seeded, 0, f" {seeded.where}")
             if state is not None and seeded.changes:
                 await save(
                     seeded.changes, [{"step": 0, "init": sorted(seeded.seeded)}], seeded.facts
@@ -392,14 +399,7 @@ async def _drive(
                 done = await executor.step(setup, _remaining(deadline))
             except StateLoadError as exc:
                 raise _unloadable(exc, session, start) from None
-            if done.stopped == "timeout":
-                if done.output:
-                    await emit(OutputEvent, 0, text=done.output)
-                during = f" {done.where}" if done.where else ""
-                raise TaskTimeout(f"{task} ran past its {_limit(timeout)}timeout in setup{during}")
-            if done.stopped == "cancelled":
-                await emit(CancelledEvent, 0)
-                raise TaskCancelled(f"{task} was cancelled")
+            await halt(done, 0, " in setup" + (f" {done.where}" if done.where else ""))
             error = done.error
             if done.signal is not None:  # through some alias: check_setup refuses the names
                 error = f"setup called task_{done.signal}: only the agent's code ends the task"
@@ -430,14 +430,7 @@ async def _drive(
                 done = await executor.step(code, _remaining(deadline))
             except StateLoadError as exc:
                 raise _unloadable(exc, session, start) from None
-            if done.stopped == "timeout":
-                if done.output:
-                    await emit(OutputEvent, step, text=done.output)
-                during = f" {done.where}" if done.where else ""
-                raise TaskTimeout(f"{task} ran past its {_limit(timeout)}timeout{during}")
-            if done.stopped == "cancelled":
-                await emit(CancelledEvent, step)
-                raise TaskCancelled(f"{task} was cancelled")
+            await halt(done, step, f" {done.where}" if done.where else "")
             feedback = [bound_text(done.output, FEEDBACK_LIMIT)] if done.output else []
             if state is not None:
                 record = [{"step": step, "code": code, "output": done.output, "error": done.error}]
