@@ -24,6 +24,7 @@ HTTP = Supplier("agex-host-http", "http")
 SERVER = Supplier("agex-host-http", "server")
 MODAL = Supplier("agex-host-modal", "modal")
 DISK = Supplier("agex-state-disk", "disk")
+POSTGRES = Supplier("agex-state-postgres", "postgres")
 
 #: (kind, provider name) -> the distribution that supplies it.
 SUPPLIERS: dict[tuple[str, str], Supplier] = {
@@ -33,4 +34,5 @@ SUPPLIERS: dict[tuple[str, str], Supplier] = {
     ("storage", "modal-dict"): MODAL,
     ("storage", "modal-volume"): MODAL,
     ("storage", "disk"): DISK,
+    ("storage", "postgres"): POSTGRES,
 }

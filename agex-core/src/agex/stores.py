@@ -69,5 +69,22 @@ def confined(path: str, root: Path) -> str:
     return str(inside)
 
 
+def named(path: str | os.PathLike[str]) -> str:
+    """``path`` as a name inside one shared store (a database): its parts joined by ``/``,
+    without empty or ``.`` ones, so that ``/team/analyst/`` and ``team//analyst`` name one
+    state; a path with ``..`` (or nothing in it) is refused, as a name is not a way through
+    folders."""
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise TypeError(f"a state path is a string, got {path!r}")
+    parts = [part for part in text.replace("\\", "/").split("/") if part not in ("", ".")]
+    if ".." in parts or "\0" in text or not parts:
+        raise StatePathRefused(
+            f"state path {text!r} is not a name inside the store: give one like "
+            "'team/analyst' (parts separated by '/', no '..')"
+        )
+    return "/".join(parts)
+
+
 #: The storages of this process.
 LOCAL = Stores()

@@ -40,6 +40,7 @@ from agex.errors import StateConflict, StateIntegrityError, StateLoadError
 from agex.protocols import Serializer, Storage
 from agex.state.names import reach
 from agex.state.turn import Turn
+from agex.storage import put_and_set
 
 KEY_ENV = "AGEX_STATE_KEY"
 #: ``base=HEAD``: commit on top of whatever the head is now.
@@ -558,9 +559,9 @@ class VersionedState:
             self.storage.put_many(writes)
             self._index = (commit_id, index)
             return commit_id
-        self.storage.put_many(writes)  # first the data; only then may the head point at it
+        # The data, and the head moved to it: together, or the data first.
         old = None if parent is None else self._head_value(parent)
-        if not self.storage.compare_and_set(self.head_key, old, self._head_value(commit_id)):
+        if not put_and_set(self.storage, writes, self.head_key, old, self._head_value(commit_id)):
             raise StateConflict(
                 f"session {self.session!r} of {self.namespace!r} moved on while this step ran "
                 f"(it was at {parent}); reload its state and try again"

@@ -12,6 +12,23 @@ from collections.abc import Mapping
 from agex.protocols import Storage as Storage
 
 
+def put_and_set(
+    storage: Storage, items: Mapping[str, bytes], key: str, expected: bytes | None, new: bytes
+) -> bool:
+    """Write ``items``, then set ``key`` from ``expected`` to ``new``; whether it was set.
+
+    A storage that can do both in one transaction says so with a ``put_and_set`` method of
+    this signature (writing nothing when the set fails); any other writes the items first,
+    so that a crash between the two leaves them unreferenced, never ``key`` pointing at
+    what is missing."""
+    together = getattr(storage, "put_and_set", None)
+    if together is not None:
+        return bool(together(items, key, expected, new))
+    if items:
+        storage.put_many(items)
+    return storage.compare_and_set(key, expected, new)
+
+
 def check_key(key: object) -> str:
     """Reject what is not a usable key, with a message that names it."""
     if not isinstance(key, str) or not key:

@@ -1,0 +1,114 @@
+"""Where the database is, as the process that runs the loop is configured: what connects to
+it, how it is named in messages (never with its password), and what to do when it fails."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from agex.errors import StateLoadError
+
+#: The database agex keeps state in, for this process (unless a server was given one).
+URL_ENV = "AGEX_POSTGRES_URL"
+#: libpq's variables, read when neither a URL nor URL_ENV is given.
+_LIBPQ = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
+
+
+@dataclass(frozen=True)
+class Place:
+    #: What libpq connects with ("": its environment alone).
+    conninfo: str
+    #: Where that came from, for messages.
+    source: str
+
+    @classmethod
+    def find(cls, url: str | None = None, source: str = "the url given") -> Place:
+        """``url`` if given, else ``$AGEX_POSTGRES_URL``, else libpq's environment."""
+        if url:
+            found = cls(url, source)
+        elif os.environ.get(URL_ENV):
+            found = cls(os.environ[URL_ENV], f"${URL_ENV}")
+        else:
+            named = [var for var in _LIBPQ if os.environ.get(var)]
+            found = cls("", "libpq's environment" + (f" ({', '.join(named)})" if named else ""))
+        found.parts()  # a malformed URL is refused now, by what it is
+        return found
+
+    def parts(self) -> dict[str, Any]:
+        """The connection's parameters, as libpq will read them (environment included)."""
+        from psycopg import ProgrammingError
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            given = dict(conninfo_to_dict(self.conninfo))
+        except ProgrammingError:
+            raise StateLoadError(
+                f"{self.source} is not a PostgreSQL connection URL; give one like "
+                "postgresql://user@host:5432/database (the password in $PGPASSWORD or "
+                "~/.pgpass, or in the URL)"
+            ) from None
+        for var, name in (("PGHOST", "host"), ("PGPORT", "port"), ("PGDATABASE", "dbname")):
+            given.setdefault(name, os.environ.get(var))
+        given.setdefault("user", os.environ.get("PGUSER"))
+        return given
+
+    def __str__(self) -> str:
+        parts = self.parts()
+        host = parts.get("host") or parts.get("hostaddr") or "the local socket"
+        port = f":{parts['port']}" if parts.get("port") else ""
+        database = parts.get("dbname") or parts.get("user") or "the default database"
+        user = f" as {parts['user']}" if parts.get("user") else ""
+        return f"PostgreSQL database {database} on {host}{port}{user} (from {self.source})"
+
+    def options(self, timeout: float) -> dict[str, Any]:
+        """Connection options: give up connecting after a while, unless the URL says."""
+        if "connect_timeout" in self.parts() or os.environ.get("PGCONNECT_TIMEOUT"):
+            return {}
+        return {"connect_timeout": max(2, min(int(timeout), 10))}
+
+    def connect(self, timeout: float) -> Any:
+        """A new connection of its own (autocommit), or StateLoadError saying why not."""
+        import psycopg
+
+        try:
+            return psycopg.connect(self.conninfo, autocommit=True, **self.options(timeout))
+        except psycopg.Error as exc:
+            raise StateLoadError(f"could not connect to the {self}: {self.cause(exc)}") from None
+
+    def cause(self, exc: BaseException) -> str:
+        """What PostgreSQL reported, without the password, and what to do about it."""
+        text = self.scrub(" ".join(str(exc).split()))
+        state = str(getattr(exc, "sqlstate", "") or "")
+        where = f"in {self.source}" + (
+            "" if self.source.startswith("libpq") else " (or libpq's PG* variables)"
+        )
+        if state in ("28P01", "28000") or "password" in text.lower():
+            return f"{text}; check the user and password {where}"
+        if state == "3D000":
+            return f"{text}; create that database, or name another {where}"
+        if state.startswith("42501") or "permission denied" in text:
+            return f"{text}; grant the user what it lacks (see docs/state.md)"
+        if state == "" or state.startswith("08") or state in ("57P01", "57P03"):
+            return f"{text}; check that the server runs and the host and port {where}"
+        return text
+
+    def diagnose(self, timeout: float) -> str:
+        """Why no connection could be had within ``timeout`` seconds."""
+        try:
+            self.connect(timeout).close()
+        except StateLoadError as exc:
+            return exc.message.split(": ", 1)[-1]
+        return (
+            f"every connection stayed busy for {timeout:g} s; give the storage a larger "
+            "pool_size or timeout"
+        )
+
+    def scrub(self, text: str) -> str:
+        """``text`` without this place's password, however it is written."""
+        password = self.parts().get("password") or os.environ.get("PGPASSWORD")
+        if password:
+            for form in {password, quote(password), quote(password, safe="")}:
+                text = text.replace(form, "***")
+        return text

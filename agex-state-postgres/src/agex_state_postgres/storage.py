@@ -1,0 +1,224 @@
+"""Storage "postgres": agex's key-value store in one table of a PostgreSQL database, so that
+several processes and machines (the replicas of an agex server) share versioned state.
+
+Where the database is comes from the side that runs the loop, never from a shipped agent:
+the ``url`` given (``agex serve --state-url``), else ``AGEX_POSTGRES_URL``, else libpq's own
+environment (``PGHOST``, ``PGDATABASE``, ``PGUSER``, ``PGPASSWORD``, ``PGPASSFILE``...).
+``path`` names the state inside the database: every key lives under it, apart from every
+other path's.
+
+Every operation is one statement, in a transaction of its own; ``compare_and_set`` is one
+``UPDATE ... WHERE value = expected`` (or an insert of an absent key), which PostgreSQL runs
+atomically however many writers race; ``put_and_set`` writes a commit and moves the head in
+one transaction. A connection broken under an operation (the database restarted) is
+replaced and the operation tried again, once the database answers; one that cannot be made
+within ``timeout`` seconds is a ``StateWriteError`` or ``StateLoadError`` naming the cause,
+never the password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from agex.errors import StateIntegrityError, StateLoadError, StateWriteError
+from agex.storage import check_items, check_key, check_value
+from agex.stores import named
+from agex_state_postgres import schema
+from agex_state_postgres.place import Place
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+T = TypeVar("T")
+
+_GET = "SELECT value FROM agex_kv WHERE store = %s AND key = %s"
+_PUT = (
+    "INSERT INTO agex_kv (store, key, value) VALUES (%s, %s, %s) "
+    "ON CONFLICT (store, key) DO UPDATE SET value = EXCLUDED.value"
+)
+_SWAP = "UPDATE agex_kv SET value = %s WHERE store = %s AND key = %s AND value = %s"
+_CREATE = (
+    "INSERT INTO agex_kv (store, key, value) VALUES (%s, %s, %s) "
+    "ON CONFLICT (store, key) DO NOTHING"
+)
+_DELETE = "DELETE FROM agex_kv WHERE store = %s AND key = %s"
+# LIKE with the key's "C" collation is a range scan of the primary key; its wildcards and
+# escape character are escaped, so a prefix is literal.
+_KEYS = "SELECT key FROM agex_kv WHERE store = %s AND key LIKE %s ORDER BY key"
+
+
+class PostgresStorage:
+    """``path``: the name of this state in the database (default ``"default"``); ``url``:
+    where the database is (see the module). ``timeout``: seconds an operation may wait for
+    a connection (the database restarting, or every connection busy). ``pool_size``: most
+    connections this object opens."""
+
+    def __init__(
+        self,
+        path: str | None = None,
+        *,
+        url: str | None = None,
+        timeout: float = 30.0,
+        pool_size: int = 10,
+    ) -> None:
+        self.store = "default" if path is None else named(path)
+        self.place = Place.find(url)
+        self.timeout = float(timeout)
+        self.pool_size = int(pool_size)
+        if self.pool_size < 1:
+            raise ValueError(f"pool_size must be at least 1, got {pool_size!r}")
+        self._pool: ConnectionPool[Any] | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"PostgresStorage({self.store!r}, {self.place})"
+
+    # -- the storage protocol ----------------------------------------------------------
+
+    def get(self, key: str) -> bytes | None:
+        check_key(key)
+        rows = self._run("read", lambda db: db.execute(_GET, (self.store, key)).fetchall())
+        return None if not rows else self._bytes(key, rows[0][0])
+
+    def put_many(self, items: Mapping[str, bytes]) -> None:
+        checked = check_items(items)
+        if not checked:
+            return
+
+        def put(db: psycopg.Connection[Any]) -> None:
+            with db.transaction(), db.cursor() as cursor:
+                cursor.executemany(_PUT, [(self.store, k, v) for k, v in checked.items()])
+
+        self._run("write", put)
+
+    def delete(self, key: str) -> None:
+        check_key(key)
+        self._run("write", lambda db: db.execute(_DELETE, (self.store, key)))
+
+    def compare_and_set(self, key: str, expected: bytes | None, new: bytes) -> bool:
+        return self.put_and_set({}, key, expected, new)
+
+    def put_and_set(
+        self, items: Mapping[str, bytes], key: str, expected: bytes | None, new: bytes
+    ) -> bool:
+        """Write ``items`` and set ``key`` from ``expected`` to ``new`` in one transaction:
+        all of it, or (``key`` not holding ``expected``: False) none of it."""
+        checked = check_items(items)
+        check_key(key)
+        new = check_value(key, new)
+        expected = None if expected is None else check_value(key, expected)
+        tries = 0
+
+        def swap(db: psycopg.Connection[Any]) -> bool:
+            nonlocal tries
+            tries += 1
+            with db.transaction(), db.cursor() as cursor:
+                if expected is None:
+                    cursor.execute(_CREATE, (self.store, key, new))
+                else:
+                    cursor.execute(_SWAP, (new, self.store, key, expected))
+                if cursor.rowcount == 1:
+                    if checked:
+                        cursor.executemany(_PUT, [(self.store, k, v) for k, v in checked.items()])
+                    return True
+                if tries > 1:
+                    # Tried again after a broken connection: the first try may have landed
+                    # before the break. Values set here are unique (commit ids, claims), so
+                    # finding ``new`` means it did.
+                    found = cursor.execute(_GET, (self.store, key)).fetchall()
+                    if found and bytes(found[0][0]) == new:
+                        return True
+                return False  # nothing was written
+
+        return self._run("write", swap)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self._run("read", lambda db: db.execute(_KEYS, (self.store, pattern)).fetchall())
+        return [key for (key,) in rows]
+
+    def close(self) -> None:
+        """Close this object's connections; the next operation opens new ones."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    # -- connections -------------------------------------------------------------------
+
+    def _run(self, doing: str, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """``work`` on a pooled connection. Run again, once, on a new connection when the
+        one it had was broken (the database restarted since it was opened): every
+        operation here may be, as each is one transaction."""
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        pool = self._opened()
+        for attempt in (1, 2):
+            try:
+                with pool.connection(timeout=self.timeout) as db:
+                    return work(db)
+            except PoolTimeout as exc:
+                raise self._failed(doing, self.place.diagnose(self.timeout)) from exc
+            except psycopg.OperationalError as exc:
+                if attempt == 2 or not _broken(exc):
+                    raise self._failed(doing, self.place.cause(exc)) from None
+                pool.check()  # the others opened before the break are broken too
+            except psycopg.Error as exc:
+                raise self._failed(doing, self.place.cause(exc)) from None
+        raise AssertionError("unreachable")
+
+    def _opened(self) -> ConnectionPool[Any]:
+        pool = self._pool
+        if pool is not None:
+            return pool
+        with self._lock:
+            if self._pool is None:
+                # The first use: the schema is made or checked on a connection of its own,
+                # so that bad configuration is reported as itself, at once.
+                schema.prepare(self.place, self.timeout)
+                from psycopg_pool import ConnectionPool
+
+                self._pool = ConnectionPool(
+                    self.place.conninfo,
+                    min_size=1,
+                    max_size=self.pool_size,
+                    kwargs={"autocommit": True, **self.place.options(self.timeout)},
+                    timeout=self.timeout,
+                    name=f"agex-{self.store}",
+                    open=True,
+                )
+            return self._pool
+
+    def _failed(self, doing: str, cause: str) -> Exception:
+        if doing == "write":
+            return StateWriteError(
+                f"could not write to the state {self.store!r} in {self.place}: {cause}. "
+                "Nothing was written: a session stays on its last commit"
+            )
+        return StateLoadError(f"could not read the state {self.store!r} in {self.place}: {cause}")
+
+    def _bytes(self, key: str, value: object) -> bytes:
+        if isinstance(value, bytes):
+            return value
+        if isinstance(value, memoryview | bytearray):
+            return bytes(value)
+        raise StateIntegrityError(
+            f"the state {self.store!r} in {self.place} is damaged: the value of key {key!r} "
+            "is not bytes"
+        )
+
+
+def _broken(exc: BaseException) -> bool:
+    """Whether ``exc`` says the connection itself broke (not that a statement failed)."""
+    import psycopg
+
+    if isinstance(exc, psycopg.errors.AdminShutdown | psycopg.errors.CannotConnectNow):
+        return True
+    with contextlib.suppress(Exception):
+        return bool(getattr(exc, "sqlstate", None) is None or str(exc.sqlstate).startswith("08"))
+    return False

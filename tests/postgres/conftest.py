@@ -1,0 +1,21 @@
+import uuid
+
+import pytest
+
+
+@pytest.fixture
+def database(postgres):
+    """A new, empty database on the session's server; its URL."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    postgres.sql(f"CREATE DATABASE {name}", database="postgres")
+    yield postgres.url.rpartition("/")[0] + "/" + name
+    postgres.sql(f"DROP DATABASE {name} WITH (FORCE)", database="postgres")
+
+
+@pytest.fixture
+def pg_env(monkeypatch, database):
+    """The storage finds that database through AGEX_POSTGRES_URL, as a user configures it."""
+    for var in ("PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGSERVICE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AGEX_POSTGRES_URL", database)
+    return database
