@@ -31,7 +31,10 @@ MATRIX: dict[str, tuple[list[str], list[str]]] = {
     "http": (["http", "server"], ["http", "e2e"]),
     "modal": (["modal"], ["modal"]),
     "disk": (["disk"], ["disk"]),
-    "all": (["all"], ["http", "modal", "disk", "e2e"]),
+    # Its tests start a PostgreSQL server, and agex servers on it; the core's state tests
+    # run on it too.
+    "postgres": (["postgres", "server"], ["postgres"]),
+    "all": (["all"], ["http", "modal", "disk", "postgres", "e2e"]),
     "thirdparty": (
         [str(EXAMPLES / f"agex-example-{d}") for d in ("shelf", "clash", "broken", "subprocess")],
         ["thirdparty"],
@@ -42,7 +45,8 @@ OURS = {
     "server": ["agex-host-http", "agex-state-disk"],
     "modal": ["agex-host-modal", "agex-state-disk"],  # modal names disk state too
     "disk": ["agex-state-disk"],
-    "all": ["agex-host-http", "agex-host-modal", "agex-state-disk"],
+    "postgres": ["agex-state-postgres"],
+    "all": ["agex-host-http", "agex-host-modal", "agex-state-disk", "agex-state-postgres"],
 }
 
 
@@ -63,7 +67,7 @@ def tests(session: nox.Session, combo: str) -> None:
     """Run the tests against core plus one combination of plugins."""
     extras, folders = MATRIX[combo]
     installed = _install_agex(session, extras)
-    groups = ["test", "test-http"] if "http" in folders else ["test"]
+    groups = ["test", "test-http"] if {"http", "postgres"} & set(folders) else ["test"]
     session.install(*nox.project.dependency_groups(PYPROJECT, *groups))
     session.env["AGEX_EXPECT_DISTRIBUTIONS"] = ",".join(installed)
     # Which of core's extras, so that a test can tell the http client alone from the server.
@@ -74,6 +78,9 @@ def tests(session: nox.Session, combo: str) -> None:
     paths = ["tests/core", "tests/contracts"] + [
         f"tests/{f}" for f in folders if (ROOT / "tests" / f).is_dir()
     ]
+    if "postgres" in folders:
+        # Where PostgreSQL is missing, its tests fail here rather than skip.
+        session.env["AGEX_REQUIRE_POSTGRES"] = "1"
     session.run("pytest", *paths, *session.posargs)
 
 
@@ -101,6 +108,7 @@ def typecheck(session: nox.Session) -> None:
         "agex-host-http/src/agex_host_http",
         "agex-host-modal/src/agex_host_modal",
         "agex-state-disk/src/agex_state_disk",
+        "agex-state-postgres/src/agex_state_postgres",
     )
 
 

@@ -1,5 +1,7 @@
+import contextlib
 import importlib.util
 import os
+import uuid
 from pathlib import Path
 from types import ModuleType
 
@@ -21,9 +23,12 @@ def fake_llm() -> ModuleType:
     return module
 
 
-#: The storage the loop's state tests keep versioned state in (tests/core/state): memory,
-#: unless the postgres session runs them again against a real database.
-STATE_STORAGE_ENV = "AGEX_TEST_STORAGE"
+#: The storages versioned state is tested on: memory, and each installed one.
+STORAGES = ["memory"] + [
+    name
+    for name, module in (("disk", "agex_state_disk"), ("postgres", "agex_state_postgres"))
+    if importlib.util.find_spec(module)
+]
 
 
 @pytest.fixture(scope="session")
@@ -44,13 +49,28 @@ def postgres():
     server.remove()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _state_storage(request):
-    """With AGEX_TEST_STORAGE=postgres, the database the loop's state tests use."""
-    if os.environ.get(STATE_STORAGE_ENV) != "postgres":
-        yield
-        return
-    server = request.getfixturevalue("postgres")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AGEX_POSTGRES_URL", server.url)
-        yield
+@pytest.fixture
+def state_path(request, tmp_path, monkeypatch):
+    """``state_path(storage)``: a path for a test's versioned state in that storage (None:
+    the storage needs none), the storage set up for it (for postgres, the session's server
+    in AGEX_POSTGRES_URL). Storages made for it are closed afterwards."""
+    made = []
+
+    def path_for(storage: str) -> str | None:
+        if storage == "memory":
+            return None
+        if storage == "disk":
+            path = str(tmp_path / f"state-{len(made)}")
+        else:
+            monkeypatch.setenv("AGEX_POSTGRES_URL", request.getfixturevalue("postgres").url)
+            path = f"tests/{uuid.uuid4().hex}"
+        made.append((storage, path))
+        return path
+
+    yield path_for
+    from agex import connect_state
+    from agex.stores import LOCAL
+
+    for storage, path in made:
+        with contextlib.suppress(Exception):
+            LOCAL.storage(connect_state(type="versioned", storage=storage, path=path)).close()

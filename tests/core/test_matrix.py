@@ -25,6 +25,7 @@ REGISTERS: dict[str, set[tuple[str, str]]] = {
     "agex-host-http": {("host", "http"), ("command", "serve")},
     "agex-host-modal": {("host", "modal"), ("storage", "modal-dict"), ("storage", "modal-volume")},
     "agex-state-disk": {("storage", "disk")},
+    "agex-state-postgres": {("storage", "postgres")},
     "agex-example-shelf": {("storage", "shelf")},
     "agex-example-clash": {("storage", "shelf")},
     "agex-example-broken": set(),

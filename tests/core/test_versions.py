@@ -1,4 +1,4 @@
-"""The four distributions move in lockstep, and core's extras pin that one version."""
+"""The distributions move in lockstep, and core's extras pin that one version."""
 
 import re
 import tomllib
@@ -8,7 +8,13 @@ from pathlib import Path
 import agex
 
 ROOT = Path(__file__).parents[2]
-DISTRIBUTIONS = ["agex-core", "agex-host-http", "agex-host-modal", "agex-state-disk"]
+DISTRIBUTIONS = [
+    "agex-core",
+    "agex-host-http",
+    "agex-host-modal",
+    "agex-state-disk",
+    "agex-state-postgres",
+]
 
 
 def project(dist: str) -> dict:
@@ -30,10 +36,11 @@ def test_extras_pin_the_siblings_to_the_same_version() -> None:
         ("http", "agex-host-http"),
         ("modal", "agex-host-modal"),
         ("disk", "agex-state-disk"),
+        ("postgres", "agex-state-postgres"),
     ]:
         assert extras[extra] == [f"{dist}=={agex.__version__}"]
     assert extras["server"] == [f"agex-host-http[server]=={agex.__version__}"]
-    assert extras["all"] == ["agex-core[http,server,modal,disk,openai,anthropic,gemini]"]
+    assert extras["all"] == ["agex-core[http,server,modal,disk,postgres,openai,anthropic,gemini]"]
 
 
 def test_plugins_pin_core_and_declare_their_entry_point() -> None:

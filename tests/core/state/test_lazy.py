@@ -15,10 +15,13 @@ from agex.isolation import strongest
 from agex.serializers import CloudpickleSerializer
 from agex.state.versioned import VersionedState
 from agex.storage.memory import MemoryStorage
-from agex.stores import LOCAL
 
 LEVELS = ["none"] + ([strongest()] if strongest() != "none" else [])
-STORAGES = ["memory"] + (["disk"] if find_spec("agex_state_disk") else [])
+STORAGES = ["memory"] + [
+    name
+    for name, module in (("disk", "agex_state_disk"), ("postgres", "agex_state_postgres"))
+    if find_spec(module)
+]
 
 
 @pytest.fixture(autouse=True)
@@ -32,11 +35,13 @@ def level(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(params=STORAGES)
-def reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path):
+def reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, state_path):
     """The storage the agents use, and a count of the blobs read from it, by blob key."""
     counted: Counter[str] = Counter()
     if request.param == "disk":
         from agex_state_disk.storage import DiskStorage as cls
+    elif request.param == "postgres":
+        from agex_state_postgres.storage import PostgresStorage as cls
     else:
         cls = MemoryStorage
     real = cls.get
@@ -47,10 +52,7 @@ def reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_p
         return real(self, key)
 
     monkeypatch.setattr(cls, "get", get)
-    path = str(tmp_path / "state") if request.param == "disk" else None
-    yield request.param, path, counted
-    if path is not None:  # its connections, one per thread that used it, are files
-        LOCAL.storage(connect_state(type="versioned", storage="disk", path=path)).close()
+    return request.param, state_path(request.param), counted
 
 
 def block(code: str) -> str:

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from importlib.util import find_spec
 
 import pytest
 
@@ -16,11 +17,23 @@ def block(code: str) -> str:
     return f"Step.\n```python\n{code}\n```"
 
 
-def agent_with(*codes: str, name: str, storage: str = "memory", path=None) -> Agent:
+STORAGES = ["memory"] + (["postgres"] if find_spec("agex_state_postgres") else [])
+#: The storage of this test's agents (see ``kept_in``).
+_kept: dict[str, object] = {}
+
+
+@pytest.fixture(autouse=True, params=STORAGES)
+def kept_in(request, state_path):
+    """Every test here runs on each storage (disk has tests of its own in tests/disk)."""
+    _kept["storage"], _kept["path"] = request.param, state_path(request.param)
+    yield request.param
+    _kept.clear()
+
+
+def agent_with(*codes: str, name: str) -> Agent:
     llm = connect_llm(provider="scripted", responses=[block(c) for c in codes])
-    return Agent(
-        name=name, state=connect_state(type="versioned", storage=storage, path=path), llm=llm
-    )
+    state = connect_state(type="versioned", storage=_kept["storage"], path=_kept["path"])
+    return Agent(name=name, state=state, llm=llm)
 
 
 def make_task(agent: Agent):

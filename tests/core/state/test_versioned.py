@@ -10,7 +10,11 @@ from agex.errors import StateConflict, StateIntegrityError
 from agex.serializers import CloudpickleSerializer
 from agex.state.versioned import VersionedState
 
-STORAGES = ["memory"] + (["disk"] if find_spec("agex_state_disk") else [])
+STORAGES = ["memory"] + [
+    name
+    for name, module in (("disk", "agex_state_disk"), ("postgres", "agex_state_postgres"))
+    if find_spec(module)
+]
 
 
 class CountingSerializer(CloudpickleSerializer):
@@ -29,9 +33,9 @@ class CountingSerializer(CloudpickleSerializer):
 
 
 @pytest.fixture(params=STORAGES)
-def storage(request, tmp_path):
-    options = {"path": str(tmp_path / "state")} if request.param == "disk" else {}
-    made = plugins.create("storage", request.param, **options)
+def storage(request, state_path):
+    path = state_path(request.param)
+    made = plugins.create("storage", request.param, **({} if path is None else {"path": path}))
     yield made
     getattr(made, "close", lambda: None)()
 
@@ -178,17 +182,20 @@ def test_a_crash_before_the_head_moves_leaves_the_last_commit(storage) -> None:
 
     s = state(storage)
     s.commit({"x": 1})
-    real = storage.compare_and_set
+    # Where the storage writes the commit and moves the head in one transaction, the crash
+    # comes before that transaction ends.
+    moves = "put_and_set" if hasattr(storage, "put_and_set") else "compare_and_set"
+    real = getattr(storage, moves)
 
     def crash(*args):
         raise Crash("killed between writing the commit and moving the head")
 
-    storage.compare_and_set = crash
+    setattr(storage, moves, crash)
     try:
         with pytest.raises(Crash):
             s.commit({"x": 2})
     finally:
-        storage.compare_and_set = real
+        setattr(storage, moves, real)
     assert state(storage).values() == {"x": 1}
     assert len(state(storage).history()) == 1
 
