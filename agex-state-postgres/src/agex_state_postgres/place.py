@@ -79,6 +79,8 @@ class Place:
 
     def cause(self, exc: BaseException) -> str:
         """What PostgreSQL reported, without the password, and what to do about it."""
+        from psycopg_pool import PoolTimeout
+
         text = self.scrub(" ".join(str(exc).split()))
         state = str(getattr(exc, "sqlstate", "") or "")
         where = f"in {self.source}" + (
@@ -90,7 +92,10 @@ class Place:
             return f"{text}; create that database, or name another {where}"
         if state.startswith("42501") or "permission denied" in text:
             return f"{text}; grant the user what it lacks (see docs/state.md)"
-        if state == "" or state.startswith("08") or state in ("57P01", "57P03"):
+        import psycopg
+
+        unreached = state == "" and isinstance(exc, psycopg.OperationalError | PoolTimeout)
+        if unreached or state.startswith("08") or state in ("57P01", "57P03"):
             return f"{text}; check that the server runs and the host and port {where}"
         return text
 

@@ -40,15 +40,31 @@ _PUT = (
     "INSERT INTO agex_kv (store, key, value) VALUES (%s, %s, %s) "
     "ON CONFLICT (store, key) DO UPDATE SET value = EXCLUDED.value"
 )
-_SWAP = "UPDATE agex_kv SET value = %s WHERE store = %s AND key = %s AND value = %s"
+# Both return the transaction's id when they change the row, so that a writer whose
+# connection broke before it heard the COMMIT's answer can ask whether it landed.
+_SWAP = (
+    "UPDATE agex_kv SET value = %s WHERE store = %s AND key = %s AND value = %s "
+    "RETURNING txid_current()"
+)
 _CREATE = (
     "INSERT INTO agex_kv (store, key, value) VALUES (%s, %s, %s) "
-    "ON CONFLICT (store, key) DO NOTHING"
+    "ON CONFLICT (store, key) DO NOTHING RETURNING txid_current()"
 )
+_LANDED = "SELECT txid_status(%s) = 'committed'"
 _DELETE = "DELETE FROM agex_kv WHERE store = %s AND key = %s"
-# LIKE with the key's "C" collation is a range scan of the primary key; its wildcards and
-# escape character are escaped, so a prefix is literal.
-_KEYS = "SELECT key FROM agex_kv WHERE store = %s AND key LIKE %s ORDER BY key"
+# A prefix is a range of the primary key (keys sort by code point, collation "C"): one
+# index scan whatever the prefix holds, with no pattern characters to escape.
+_KEYS = "SELECT key FROM agex_kv WHERE store = %s AND key >= %s ORDER BY key"
+_KEYS_BELOW = "SELECT key FROM agex_kv WHERE store = %s AND key >= %s AND key < %s ORDER BY key"
+#: Most bytes of a key (with its path): PostgreSQL indexes rows of up to about 2.7 kB.
+MAX_KEY_BYTES = 2000
+#: Seconds the pool keeps trying to replace a broken connection before it leaves the next
+#: one to the next operation: short, so that an operation after a long outage connects at
+#: once rather than after a backoff grown during it.
+_RECONNECT = 1.0
+#: Seconds an operation waits on the pool at a time, so that each wait asks it anew to
+#: connect (see _RECONNECT).
+_WAIT_SLICE = 1.0
 
 
 class PostgresStorage:
@@ -80,7 +96,7 @@ class PostgresStorage:
     # -- the storage protocol ----------------------------------------------------------
 
     def get(self, key: str) -> bytes | None:
-        check_key(key)
+        self._key(key)
         rows = self._run("read", lambda db: db.execute(_GET, (self.store, key)).fetchall())
         return None if not rows else self._bytes(key, rows[0][0])
 
@@ -88,15 +104,18 @@ class PostgresStorage:
         checked = check_items(items)
         if not checked:
             return
+        for key in checked:
+            self._key(key)
 
         def put(db: psycopg.Connection[Any]) -> None:
+            # One transaction: a break under it writes none of them, and the retry all.
             with db.transaction(), db.cursor() as cursor:
                 cursor.executemany(_PUT, [(self.store, k, v) for k, v in checked.items()])
 
         self._run("write", put)
 
     def delete(self, key: str) -> None:
-        check_key(key)
+        self._key(key)
         self._run("write", lambda db: db.execute(_DELETE, (self.store, key)))
 
     def compare_and_set(self, key: str, expected: bytes | None, new: bytes) -> bool:
@@ -108,37 +127,41 @@ class PostgresStorage:
         """Write ``items`` and set ``key`` from ``expected`` to ``new`` in one transaction:
         all of it, or (``key`` not holding ``expected``: False) none of it."""
         checked = check_items(items)
-        check_key(key)
+        for name in (key, *checked):
+            self._key(name)
         new = check_value(key, new)
         expected = None if expected is None else check_value(key, expected)
-        tries = 0
+        sent: list[int] = []  # the transactions that set the key, then lost their connection
 
         def swap(db: psycopg.Connection[Any]) -> bool:
-            nonlocal tries
-            tries += 1
             with db.transaction(), db.cursor() as cursor:
                 if expected is None:
                     cursor.execute(_CREATE, (self.store, key, new))
                 else:
                     cursor.execute(_SWAP, (new, self.store, key, expected))
-                if cursor.rowcount == 1:
-                    if checked:
-                        cursor.executemany(_PUT, [(self.store, k, v) for k, v in checked.items()])
-                    return True
-                if tries > 1:
-                    # Tried again after a broken connection: the first try may have landed
-                    # before the break. Values set here are unique (commit ids, claims), so
-                    # finding ``new`` means it did.
-                    found = cursor.execute(_GET, (self.store, key)).fetchall()
-                    if found and bytes(found[0][0]) == new:
-                        return True
-                return False  # nothing was written
+                row = cursor.fetchone()
+                if row is None:
+                    # Not set. After a broken connection, that may be because the try
+                    # before landed (its COMMIT reached the server, its answer did not):
+                    # PostgreSQL says whether it did.
+                    return any(_landed(cursor, xid) for xid in sent)
+                sent.append(int(row[0]))
+                if checked:
+                    cursor.executemany(_PUT, [(self.store, k, v) for k, v in checked.items()])
+            sent.clear()  # committed, and heard so
+            return True
 
         return self._run("write", swap)
 
     def keys(self, prefix: str = "") -> list[str]:
-        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        rows = self._run("read", lambda db: db.execute(_KEYS, (self.store, pattern)).fetchall())
+        if prefix:
+            self._key(prefix)
+        above = _above(prefix)
+        if above is None:
+            query, params = _KEYS, (self.store, prefix)
+        else:
+            query, params = _KEYS_BELOW, (self.store, prefix, above)
+        rows = self._run("read", lambda db: db.execute(query, params).fetchall())
         return [key for (key,) in rows]
 
     def close(self) -> None:
@@ -153,24 +176,43 @@ class PostgresStorage:
     def _run(self, doing: str, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         """``work`` on a pooled connection. Run again, once, on a new connection when the
         one it had was broken (the database restarted since it was opened): every
-        operation here may be, as each is one transaction."""
+        operation here may be, as each is one transaction (and ``put_and_set`` asks
+        whether its first try landed)."""
         import psycopg
-        from psycopg_pool import PoolTimeout
 
         pool = self._opened()
         for attempt in (1, 2):
             try:
-                with pool.connection(timeout=self.timeout) as db:
-                    return work(db)
-            except PoolTimeout as exc:
-                raise self._failed(doing, self.place.diagnose(self.timeout)) from exc
+                db = self._connection(pool, doing)
+            except psycopg.OperationalError as exc:  # (the pool's own check failed)
+                raise self._failed(doing, self.place.cause(exc)) from None
+            try:
+                return work(db)
             except psycopg.OperationalError as exc:
                 if attempt == 2 or not _broken(exc):
                     raise self._failed(doing, self.place.cause(exc)) from None
                 pool.check()  # the others opened before the break are broken too
             except psycopg.Error as exc:
                 raise self._failed(doing, self.place.cause(exc)) from None
+            finally:
+                pool.putconn(db)
         raise AssertionError("unreachable")
+
+    def _connection(self, pool: ConnectionPool[Any], doing: str) -> psycopg.Connection[Any]:
+        """A connection from the pool within ``timeout`` seconds, asked for a slice at a
+        time so that each ask may start a new connection (the database came back)."""
+        import time
+
+        from psycopg_pool import PoolTimeout
+
+        deadline = time.monotonic() + self.timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return pool.getconn(timeout=max(0.01, min(left, _WAIT_SLICE)))
+            except PoolTimeout as exc:
+                if left <= _WAIT_SLICE:
+                    raise self._failed(doing, self.place.diagnose(self.timeout)) from exc
 
     def _opened(self) -> ConnectionPool[Any]:
         pool = self._pool
@@ -189,10 +231,22 @@ class PostgresStorage:
                     max_size=self.pool_size,
                     kwargs={"autocommit": True, **self.place.options(self.timeout)},
                     timeout=self.timeout,
+                    reconnect_timeout=_RECONNECT,
                     name=f"agex-{self.store}",
                     open=True,
                 )
             return self._pool
+
+    def _key(self, key: str) -> None:
+        """Refuse, by what it is, a key PostgreSQL could not keep."""
+        check_key(key)
+        if "\x00" in key:
+            raise ValueError(f"storage 'postgres' keys cannot hold NUL characters: {key[:80]!r}")
+        if len(self.store.encode()) + len(key.encode()) > MAX_KEY_BYTES:
+            raise ValueError(
+                f"storage 'postgres' keys are at most {MAX_KEY_BYTES} bytes with their path "
+                f"({self.store[:40]!r}); {key[:40]!r}... is longer"
+            )
 
     def _failed(self, doing: str, cause: str) -> Exception:
         if doing == "write":
@@ -211,6 +265,26 @@ class PostgresStorage:
             f"the state {self.store!r} in {self.place} is damaged: the value of key {key!r} "
             "is not bytes"
         )
+
+
+def _landed(cursor: psycopg.Cursor[Any], xid: int) -> bool:
+    """Whether transaction ``xid`` committed (one still running is waited for: the set
+    above found the row it holds free only once it ended)."""
+    found = cursor.execute(_LANDED, (xid,)).fetchall()
+    return bool(found and found[0][0])
+
+
+def _above(prefix: str) -> str | None:
+    """The least string above every string that starts with ``prefix`` (by code point);
+    None when there is none (no prefix, or one of the highest code points only)."""
+    while prefix:
+        last = ord(prefix[-1]) + 1
+        if last == 0xD800:
+            last = 0xE000  # (surrogates are no characters PostgreSQL keeps)
+        if last <= 0x10FFFF:
+            return prefix[:-1] + chr(last)
+        prefix = prefix[:-1]
+    return None
 
 
 def _broken(exc: BaseException) -> bool:
