@@ -18,7 +18,6 @@ never the password.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -157,6 +156,7 @@ class PostgresStorage:
         if prefix:
             self._key(prefix)
         above = _above(prefix)
+        params: tuple[str, ...]
         if above is None:
             query, params = _KEYS, (self.store, prefix)
         else:
@@ -209,7 +209,10 @@ class PostgresStorage:
         while True:
             left = deadline - time.monotonic()
             try:
-                return pool.getconn(timeout=max(0.01, min(left, _WAIT_SLICE)))
+                db: psycopg.Connection[Any] = pool.getconn(
+                    timeout=max(0.01, min(left, _WAIT_SLICE))
+                )
+                return db
             except PoolTimeout as exc:
                 if left <= _WAIT_SLICE:
                     raise self._failed(doing, self.place.diagnose(self.timeout)) from exc
@@ -293,6 +296,5 @@ def _broken(exc: BaseException) -> bool:
 
     if isinstance(exc, psycopg.errors.AdminShutdown | psycopg.errors.CannotConnectNow):
         return True
-    with contextlib.suppress(Exception):
-        return bool(getattr(exc, "sqlstate", None) is None or str(exc.sqlstate).startswith("08"))
-    return False
+    state = getattr(exc, "sqlstate", None)
+    return state is None or str(state).startswith("08")
