@@ -4,6 +4,7 @@ it, how it is named in messages (never with its password), and what to do when i
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -44,11 +45,13 @@ class Place:
         try:
             given = dict(conninfo_to_dict(self.conninfo))
         except ProgrammingError:
+            given = None  # (psycopg's message may quote the URL, password and all)
+        if given is None:
             raise StateLoadError(
                 f"{self.source} is not a PostgreSQL connection URL; give one like "
                 "postgresql://user@host:5432/database (the password in $PGPASSWORD or "
                 "~/.pgpass, or in the URL)"
-            ) from None
+            )
         for var, name in (("PGHOST", "host"), ("PGPORT", "port"), ("PGDATABASE", "dbname")):
             given.setdefault(name, os.environ.get(var))
         given.setdefault("user", os.environ.get("PGUSER"))
@@ -75,7 +78,8 @@ class Place:
         try:
             return psycopg.connect(self.conninfo, autocommit=True, **self.options(timeout))
         except psycopg.Error as exc:
-            raise StateLoadError(f"could not connect to the {self}: {self.cause(exc)}") from None
+            failure = StateLoadError(f"could not connect to the {self}: {self.cause(exc)}")
+        raise failure  # outside the handler: no psycopg error (nor connection) as its context
 
     def cause(self, exc: BaseException) -> str:
         """What PostgreSQL reported, without the password, and what to do about it."""
@@ -86,12 +90,25 @@ class Place:
         where = f"in {self.source}" + (
             "" if self.source.startswith("libpq") else " (or libpq's PG* variables)"
         )
+        # (A failure to connect has no SQLSTATE: libpq's message says what it was.)
+        if state == "3D000" or re.search(r'database ".*" does not exist', text):
+            return f"{text}; create that database, or name another {where}"
+        if re.search(r'role ".*" does not exist', text):
+            return f"{text}; create that user, or name another {where}"
+        if "pg_hba.conf" in text:
+            return (
+                f"{text}; have the server's administrator allow this user from this host "
+                "in pg_hba.conf, or connect as another"
+            )
         if state in ("28P01", "28000") or "password" in text.lower():
             return f"{text}; check the user and password {where}"
-        if state == "3D000":
-            return f"{text}; create that database, or name another {where}"
         if state.startswith("42501") or "permission denied" in text:
             return f"{text}; grant the user what it lacks (see docs/state.md)"
+        if state == "53300" or "too many clients" in text or "remaining connection slots" in text:
+            return (
+                f"{text}; the server has no connection to spare: give the storage a smaller "
+                "pool_size, or the server a larger max_connections"
+            )
         import psycopg
 
         unreached = state == "" and isinstance(exc, psycopg.OperationalError | PoolTimeout)

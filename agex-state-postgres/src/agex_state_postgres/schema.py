@@ -59,11 +59,13 @@ def prepare(place: Place, timeout: float) -> None:
                     for step in range(found, VERSION):
                         db.execute(UPGRADES[step].encode())
                     db.execute("UPDATE agex_schema SET version = %s", (VERSION,))
+            return
         except psycopg.Error as exc:
-            raise StateLoadError(
+            failure = StateLoadError(
                 f"could not make agex's tables in the {place}: {place.cause(exc)}; or have "
                 "the database's owner make them (docs/state.md)"
-            ) from None
+            )
+    raise failure  # outside the handler: no psycopg error (nor connection) as its context
 
 
 def _version(db: psycopg.Connection[Any]) -> int | None:

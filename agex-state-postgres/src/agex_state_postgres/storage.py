@@ -182,20 +182,22 @@ class PostgresStorage:
 
         pool = self._opened()
         for attempt in (1, 2):
-            try:
-                db = self._connection(pool, doing)
-            except psycopg.OperationalError as exc:  # (the pool's own check failed)
-                raise self._failed(doing, self.place.cause(exc)) from None
+            db = self._connection(pool, doing)
+            failure: Exception | None = None
             try:
                 return work(db)
             except psycopg.OperationalError as exc:
                 if attempt == 2 or not _broken(exc):
-                    raise self._failed(doing, self.place.cause(exc)) from None
-                pool.check()  # the others opened before the break are broken too
+                    failure = self._failed(doing, self.place.cause(exc))
             except psycopg.Error as exc:
-                raise self._failed(doing, self.place.cause(exc)) from None
+                failure = self._failed(doing, self.place.cause(exc))
             finally:
                 pool.putconn(db)
+            if failure is not None:
+                # Raised here, outside the handler, so that it carries no psycopg error
+                # (nor the connection that error holds) as its context.
+                raise failure
+            pool.check()  # the others opened before the break are broken too
         raise AssertionError("unreachable")
 
     def _connection(self, pool: ConnectionPool[Any], doing: str) -> psycopg.Connection[Any]:
@@ -213,9 +215,10 @@ class PostgresStorage:
                     timeout=max(0.01, min(left, _WAIT_SLICE))
                 )
                 return db
-            except PoolTimeout as exc:
-                if left <= _WAIT_SLICE:
-                    raise self._failed(doing, self.place.diagnose(self.timeout)) from exc
+            except PoolTimeout:
+                if left > _WAIT_SLICE:
+                    continue
+            raise self._failed(doing, self.place.diagnose(self.timeout))
 
     def _opened(self) -> ConnectionPool[Any]:
         pool = self._pool
