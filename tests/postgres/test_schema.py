@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -20,12 +21,10 @@ from agex.state.versioned import VersionedState
 from agex_state_postgres import schema
 from agex_state_postgres.storage import PostgresStorage
 
-#: What an owner runs so that a user who may not create tables can use them (docs/state.md).
-GRANTS = """
-GRANT USAGE ON SCHEMA public TO {user};
-GRANT SELECT ON agex_schema TO {user};
-GRANT SELECT, INSERT, UPDATE, DELETE ON agex_kv TO {user};
-"""
+DOC = (pathlib.Path(__file__).parents[2] / "docs" / "state.md").read_text()
+#: What docs/state.md has an owner run: the tables, and the grants for agex's user.
+DOC_CREATE, DOC_GRANTS = re.findall(r"```sql\n(.*?)```", DOC, flags=re.S)
+GRANTS = DOC_GRANTS.replace("agex_app", "{user}")
 
 
 def dbname(url: str) -> str:
@@ -125,8 +124,9 @@ def test_tables_an_owner_made_serve_a_user_with_only_the_grants(
 
 
 def test_the_owners_sql_in_the_docs_makes_them(postgres, database, app_user) -> None:
+    assert DOC_CREATE.partition("\n")[2].strip() == schema.CREATE.strip()  # as agex makes them
     name, url = app_user
-    postgres.sql(schema.CREATE, database=dbname(database))
+    postgres.sql(DOC_CREATE, database=dbname(database))
     postgres.sql(GRANTS.format(user=name), database=dbname(database))
     storage = PostgresStorage("team/app", url=url)
     storage.put_many({"k": b"v"})

@@ -96,7 +96,10 @@ class PostgresStorage:
 
     def get(self, key: str) -> bytes | None:
         self._key(key)
-        rows = self._run("read", lambda db: db.execute(_GET, (self.store, key)).fetchall())
+        # Binary results: a value arrives as its bytes, not as hex text to decode.
+        rows = self._run(
+            "read", lambda db: db.execute(_GET, (self.store, key), binary=True).fetchall()
+        )
         return None if not rows else self._bytes(key, rows[0][0])
 
     def put_many(self, items: Mapping[str, bytes]) -> None:
