@@ -18,3 +18,54 @@ class TestPostgresStorage(StorageContract):
 
     def options(self, tmp_path: Path) -> dict:
         return {"path": self.name}
+
+
+@pytest.fixture
+def storage(pg_env):
+    from agex_state_postgres.storage import PostgresStorage
+
+    made = PostgresStorage(f"keys/{uuid.uuid4().hex}")
+    yield made
+    made.close()
+
+
+UNUSUAL = [
+    "a\\b",
+    "a\\\\b",
+    "a\\%",
+    "é/ü",
+    "𝄞/x",
+    "\U0010ffff",
+    "\U0010ffff\U0010ffffz",
+    "\ud7ff",
+    "\ue000",
+    "~",
+    "\x7f",
+    "k" * 1900,
+]
+
+
+@pytest.mark.parametrize("key", UNUSUAL)
+def test_keys_by_a_prefix_of_unusual_characters(storage, key) -> None:
+    """A prefix is literal, whatever it holds, and finds its keys and no others: keys sort
+    by code point, and the prefix's range ends just above it."""
+    below = ord(key[-1]) - 1
+    below = 0xD7FF if 0xD800 <= below <= 0xDFFF else below  # (no surrogates: not text)
+    neighbours = {key + "/1", key + "\U0010ffff", key[:-1] + chr(below) + "z"}
+    storage.put_many({k: b"1" for k in {key, *neighbours}})
+    assert storage.get(key) == b"1"
+    expected = sorted(k for k in {key, *neighbours} if k.startswith(key))
+    assert storage.keys(key) == expected
+    assert key in storage.keys(key[:1])
+
+
+def test_a_key_postgres_cannot_keep_is_refused_by_what_it_is(storage) -> None:
+    with pytest.raises(ValueError, match="NUL"):
+        storage.put_many({"a\x00b": b"1"})
+    with pytest.raises(ValueError, match="at most 2000 bytes"):
+        storage.put_many({"k" * 3000: b"1"})
+    with pytest.raises(ValueError, match="at most 2000 bytes"):
+        storage.get("é" * 1500)
+    with pytest.raises(ValueError, match="UTF-8"):
+        storage.put_many({"\ud800": b"1"})
+    assert storage.keys() == []  # nothing of either was written

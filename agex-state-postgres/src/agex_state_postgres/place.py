@@ -109,6 +109,11 @@ class Place:
                 f"{text}; the server has no connection to spare: give the storage a smaller "
                 "pool_size, or the server a larger max_connections"
             )
+        if state == "55P03":
+            return (
+                f"{text}; another writer held what this one needed for longer than the "
+                "storage's timeout: try again, or give the storage a larger timeout"
+            )
         import psycopg
 
         unreached = state == "" and isinstance(exc, psycopg.OperationalError | PoolTimeout)

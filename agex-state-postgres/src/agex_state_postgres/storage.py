@@ -239,6 +239,7 @@ class PostgresStorage:
                     min_size=1,
                     max_size=self.pool_size,
                     kwargs={"autocommit": True, **self.place.options(self.timeout)},
+                    configure=self._configure,
                     timeout=self.timeout,
                     reconnect_timeout=_RECONNECT,
                     name=f"agex-{self.store}",
@@ -246,12 +247,31 @@ class PostgresStorage:
                 )
             return self._pool
 
+    def _configure(self, db: psycopg.Connection[Any]) -> None:
+        """Bound what waits on the server. A statement waits at most ``timeout`` for a lock;
+        and a transaction of ours left open (its client cut off by the network, the server
+        never told) is ended by the server after half that, releasing the rows it held
+        before the retry waiting on them gives up. (Ours are never idle for longer than a
+        round trip.)"""
+        ms = max(2, int(self.timeout * 1000))
+        db.execute(f"SET lock_timeout = {ms}".encode())
+        db.execute(f"SET idle_in_transaction_session_timeout = {ms // 2}".encode())
+
     def _key(self, key: str) -> None:
         """Refuse, by what it is, a key PostgreSQL could not keep."""
         check_key(key)
         if "\x00" in key:
             raise ValueError(f"storage 'postgres' keys cannot hold NUL characters: {key[:80]!r}")
-        if len(self.store.encode()) + len(key.encode()) > MAX_KEY_BYTES:
+        try:
+            size = len(self.store.encode()) + len(key.encode())
+        except UnicodeEncodeError:
+            size = -1
+        if size < 0:
+            raise ValueError(
+                f"storage 'postgres' keys are text PostgreSQL can keep (UTF-8, no lone "
+                f"surrogates): {key[:80]!r}"
+            )
+        if size > MAX_KEY_BYTES:
             raise ValueError(
                 f"storage 'postgres' keys are at most {MAX_KEY_BYTES} bytes with their path "
                 f"({self.store[:40]!r}); {key[:40]!r}... is longer"
@@ -300,7 +320,12 @@ def _broken(exc: BaseException) -> bool:
     """Whether ``exc`` says the connection itself broke (not that a statement failed)."""
     import psycopg
 
-    if isinstance(exc, psycopg.errors.AdminShutdown | psycopg.errors.CannotConnectNow):
+    ended = (
+        psycopg.errors.AdminShutdown,
+        psycopg.errors.CannotConnectNow,
+        psycopg.errors.IdleInTransactionSessionTimeout,
+    )
+    if isinstance(exc, ended):
         return True
     state = getattr(exc, "sqlstate", None)
     return state is None or str(state).startswith("08")
