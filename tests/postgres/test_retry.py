@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 
+from agex.errors import StateWriteError
 from agex.serializers import CloudpickleSerializer
 from agex.state.versioned import VersionedState
 from agex_state_postgres.storage import PostgresStorage
@@ -23,8 +24,10 @@ class CuttingRelay:
     with what it was sent (for a while, until the relay closes its side too), and the client
     never hears the answer."""
 
-    def __init__(self, port: int, hold: float | None = 0.5) -> None:
+    def __init__(self, port: int, hold: float | None = 0.5, then_refuse: bool = False) -> None:
         self.target = port
+        #: Whether the relay takes no new connection after its cut (the server unreachable).
+        self.then_refuse = then_refuse
         #: Seconds the server's side stays open after a cut (None: until the relay closes,
         #: as when the network, not a peer, broke the connection).
         self.hold = hold
@@ -43,8 +46,15 @@ class CuttingRelay:
     def url(self, url: str) -> str:
         return url.replace(f":{self.target}/", f":{self.port}/")
 
-    def close(self) -> None:
+    def _stop_listening(self) -> None:
+        # (A listening socket closed while a thread waits in accept() still accepts, on
+        # Linux; shutting it down first ends the wait.)
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
+
+    def close(self) -> None:
+        self._stop_listening()
         for upstream in self._upstreams:
             with contextlib.suppress(OSError):
                 upstream.close()
@@ -61,6 +71,14 @@ class CuttingRelay:
             threading.Thread(target=self._up, args=(client, upstream, cut), daemon=True).start()
             threading.Thread(target=self._down, args=(upstream, client, cut), daemon=True).start()
 
+    def _refuse(self, keep: socket.socket) -> None:
+        """Take no new connection, and end the others (not ``keep``) at once."""
+        self._stop_listening()
+        for upstream in self._upstreams:
+            if upstream is not keep:
+                with contextlib.suppress(OSError):
+                    upstream.shutdown(socket.SHUT_RDWR)
+
     def _up(self, client: socket.socket, upstream: socket.socket, cut: threading.Event) -> None:
         with contextlib.suppress(OSError):
             while data := client.recv(65536):
@@ -72,6 +90,8 @@ class CuttingRelay:
                     cut.set()  # (first: no answer to this reaches the client)
                 upstream.sendall(data)
                 if fire:
+                    if self.then_refuse:
+                        self._refuse(upstream)
                     client.shutdown(socket.SHUT_RDWR)
                     client.close()
                     if self.hold is None:
@@ -140,3 +160,41 @@ def test_a_write_cut_off_by_the_network_is_retried_once_the_server_lets_go(
     finally:
         storage.close()
         relay.close()
+
+
+def test_a_commit_whose_fate_cannot_be_learned_says_so(postgres, database) -> None:
+    """The answer to COMMIT is lost and the server cannot be reached again within the
+    timeout: the error does not claim that nothing was written."""
+    relay = CuttingRelay(postgres.port, then_refuse=True)
+    name = f"cut/{uuid.uuid4().hex}"
+    storage = PostgresStorage(name, url=relay.url(database), timeout=2)
+    try:
+        assert storage.compare_and_set("head", None, b"one")
+        relay.arm(b"COMMIT\x00")
+        with pytest.raises(StateWriteError, match="It may have been written") as failed:
+            storage.put_and_set({"item": b"data"}, "head", b"one", b"two")
+        assert "Nothing was written" not in str(failed.value)
+    finally:
+        storage.close()
+        relay.close()
+    direct = PostgresStorage(name, url=database)
+    assert direct.get("head") == b"two"  # (it was: the server committed it)
+    direct.close()
+
+
+def test_a_write_that_never_reached_commit_says_nothing_was_written(postgres, database) -> None:
+    relay = CuttingRelay(postgres.port, then_refuse=True)
+    name = f"cut/{uuid.uuid4().hex}"
+    storage = PostgresStorage(name, url=relay.url(database), timeout=2)
+    try:
+        assert storage.compare_and_set("head", None, b"one")
+        relay.arm(b"UPDATE agex_kv")
+        with pytest.raises(StateWriteError, match="Nothing was written"):
+            storage.put_and_set({"item": b"data"}, "head", b"one", b"two")
+    finally:
+        storage.close()
+        relay.close()
+    direct = PostgresStorage(name, url=database)
+    assert direct.get("head") == b"one"
+    assert direct.get("item") is None
+    direct.close()

@@ -55,6 +55,11 @@ _DELETE = "DELETE FROM agex_kv WHERE store = %s AND key = %s"
 # index scan whatever the prefix holds, with no pattern characters to escape.
 _KEYS = "SELECT key FROM agex_kv WHERE store = %s AND key >= %s ORDER BY key"
 _KEYS_BELOW = "SELECT key FROM agex_kv WHERE store = %s AND key >= %s AND key < %s ORDER BY key"
+_NOTHING = "Nothing was written: a session stays on its last commit"
+_UNSURE = (
+    "It may have been written (the connection broke as it committed): a session is on "
+    "its last commit or on this one; read its head to see"
+)
 #: Most bytes of a key (with its path): PostgreSQL indexes rows of up to about 2.7 kB.
 MAX_KEY_BYTES = 2000
 #: Seconds the pool keeps trying to replace a broken connection before it leaves the next
@@ -150,10 +155,19 @@ class PostgresStorage:
                 sent.append(int(row[0]))
                 if checked:
                     cursor.executemany(_PUT, [(self.store, k, v) for k, v in checked.items()])
+                committing.append(True)  # what follows is the COMMIT
             sent.clear()  # committed, and heard so
             return True
 
-        return self._run("write", swap)
+        committing: list[bool] = []
+        try:
+            return self._run("write", swap)
+        except StateWriteError as exc:
+            if not committing:
+                raise
+            # A COMMIT was sent and no answer came, nor could PostgreSQL be asked since.
+            unsure = StateWriteError(str(exc).replace(_NOTHING, _UNSURE))
+        raise unsure
 
     def keys(self, prefix: str = "") -> list[str]:
         if prefix:
@@ -280,8 +294,7 @@ class PostgresStorage:
     def _failed(self, doing: str, cause: str) -> Exception:
         if doing == "write":
             return StateWriteError(
-                f"could not write to the state {self.store!r} in {self.place}: {cause}. "
-                "Nothing was written: a session stays on its last commit"
+                f"could not write to the state {self.store!r} in {self.place}: {cause}. " + _NOTHING
             )
         return StateLoadError(f"could not read the state {self.store!r} in {self.place}: {cause}")
 
