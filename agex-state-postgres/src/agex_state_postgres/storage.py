@@ -7,13 +7,14 @@ environment (``PGHOST``, ``PGDATABASE``, ``PGUSER``, ``PGPASSWORD``, ``PGPASSFIL
 ``path`` names the state inside the database: every key lives under it, apart from every
 other path's.
 
-Every operation is one statement, in a transaction of its own; ``compare_and_set`` is one
+Every operation is a transaction of its own; ``compare_and_set`` is one
 ``UPDATE ... WHERE value = expected`` (or an insert of an absent key), which PostgreSQL runs
 atomically however many writers race; ``put_and_set`` writes a commit and moves the head in
 one transaction. A connection broken under an operation (the database restarted) is
-replaced and the operation tried again, once the database answers; one that cannot be made
-within ``timeout`` seconds is a ``StateWriteError`` or ``StateLoadError`` naming the cause,
-never the password.
+replaced and the operation tried once more, once the database answers; a set whose COMMIT
+went out unanswered asks PostgreSQL whether that transaction committed (``txid_status``)
+rather than guess from the value. An operation that gets no connection within ``timeout``
+seconds is a ``StateWriteError`` or ``StateLoadError`` naming the cause, never the password.
 """
 
 from __future__ import annotations
