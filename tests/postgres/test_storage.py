@@ -69,3 +69,46 @@ def test_a_key_postgres_cannot_keep_is_refused_by_what_it_is(storage) -> None:
     with pytest.raises(ValueError, match="UTF-8"):
         storage.put_many({"\ud800": b"1"})
     assert storage.keys() == []  # nothing of either was written
+
+
+def test_storages_on_one_database_share_its_connections(pg_env, postgres) -> None:
+    """A server keeps each client path's state in a storage of its own: fifty of them, used
+    at once, hold no more connections than one storage's pool."""
+    import threading
+
+    from agex import plugins
+
+    stores = [
+        plugins.create("storage", "postgres", path=f"many/{i}", pool_size=4) for i in range(50)
+    ]
+    start = threading.Barrier(10)
+
+    def use(chunk: list) -> None:
+        start.wait()
+        for storage in chunk:
+            storage.put_many({"k": b"v"})
+            assert storage.compare_and_set("h", None, b"1")
+
+    threads = [threading.Thread(target=use, args=(stores[i::10],)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    database = pg_env.rpartition("/")[2]
+    (count,) = postgres.sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+        database,
+    )[0]
+    assert 1 <= count <= 4
+    for storage in stores:
+        assert storage.get("k") == b"v"
+        storage.close()
+    # The last one closed closes the pool.
+    assert (
+        postgres.sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+            database,
+            database="postgres",
+        )[0][0]
+        == 0
+    )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from agex.errors import StateIntegrityError, StateLoadError, StateWriteError
 from agex.storage import check_items, check_key, check_value
@@ -76,7 +76,7 @@ class PostgresStorage:
     """``path``: the name of this state in the database (default ``"default"``); ``url``:
     where the database is (see the module). ``timeout``: seconds an operation may wait for
     a connection (the database restarting, or every connection busy). ``pool_size``: most
-    connections this object opens."""
+    connections open to the database, shared by every storage on it (see ``_Pools``)."""
 
     def __init__(
         self,
@@ -183,11 +183,12 @@ class PostgresStorage:
         return [key for (key,) in rows]
 
     def close(self) -> None:
-        """Close this object's connections; the next operation opens new ones."""
+        """Let go of this object's connections (closed once no storage of the same database
+        uses them); the next operation takes them again."""
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.close()
+            _Pools.give(pool)
 
     # -- connections -------------------------------------------------------------------
 
@@ -244,33 +245,8 @@ class PostgresStorage:
             return pool
         with self._lock:
             if self._pool is None:
-                # The first use: the schema is made or checked on a connection of its own,
-                # so that bad configuration is reported as itself, at once.
-                schema.prepare(self.place, self.timeout)
-                from psycopg_pool import ConnectionPool
-
-                self._pool = ConnectionPool(
-                    self.place.conninfo,
-                    min_size=1,
-                    max_size=self.pool_size,
-                    kwargs={"autocommit": True, **self.place.options(self.timeout)},
-                    configure=self._configure,
-                    timeout=self.timeout,
-                    reconnect_timeout=_RECONNECT,
-                    name=f"agex-{self.store}",
-                    open=True,
-                )
+                self._pool = _Pools.take(self.place, self.timeout, self.pool_size)
             return self._pool
-
-    def _configure(self, db: psycopg.Connection[Any]) -> None:
-        """Bound what waits on the server. A statement waits at most ``timeout`` for a lock;
-        and a transaction of ours left open (its client cut off by the network, the server
-        never told) is ended by the server after half that, releasing the rows it held
-        before the retry waiting on them gives up. (Ours are never idle for longer than a
-        round trip.)"""
-        ms = max(2, int(self.timeout * 1000))
-        db.execute(f"SET lock_timeout = {ms}".encode())
-        db.execute(f"SET idle_in_transaction_session_timeout = {ms // 2}".encode())
 
     def _key(self, key: str) -> None:
         """Refuse, by what it is, a key PostgreSQL could not keep."""
@@ -307,6 +283,67 @@ class PostgresStorage:
         raise StateIntegrityError(
             f"the state {self.store!r} in {self.place} is damaged: the value of key {key!r} "
             "is not bytes"
+        )
+
+
+class _Pools:
+    """One pool of connections per database (and timeout and size), shared by every
+    storage on it: a server keeps each client path's state in a storage of its own, and
+    a pool each would soon hold more connections than PostgreSQL allows."""
+
+    _lock = threading.Lock()
+    _open: ClassVar[dict[tuple[str, float, int], tuple[ConnectionPool[Any], int]]] = {}
+
+    @classmethod
+    def take(cls, place: Place, timeout: float, size: int) -> ConnectionPool[Any]:
+        key = (place.conninfo, timeout, size)
+        with cls._lock:
+            found = cls._open.get(key)
+            if found is None:
+                found = (cls._made(place, timeout, size), 0)
+            cls._open[key] = (found[0], found[1] + 1)
+            return found[0]
+
+    @classmethod
+    def give(cls, pool: ConnectionPool[Any]) -> None:
+        with cls._lock:
+            for key, (held, users) in cls._open.items():
+                if held is pool:
+                    if users > 1:
+                        cls._open[key] = (held, users - 1)
+                        return
+                    del cls._open[key]
+                    break
+        pool.close()
+
+    @staticmethod
+    def _made(place: Place, timeout: float, size: int) -> ConnectionPool[Any]:
+        # The first use: the schema is made or checked on a connection of its own, so that
+        # bad configuration is reported as itself, at once.
+        schema.prepare(place, timeout)
+        from psycopg_pool import ConnectionPool
+
+        ms = max(2, int(timeout * 1000))
+
+        def configure(db: psycopg.Connection[Any]) -> None:
+            # Bound what waits on the server. A statement waits at most ``timeout`` for a
+            # lock; and a transaction of ours left open (its client cut off by the network,
+            # the server never told) is ended by the server after half that, releasing the
+            # rows it held before the retry waiting on them gives up. (Ours are never idle
+            # for longer than a round trip.)
+            db.execute(f"SET lock_timeout = {ms}".encode())
+            db.execute(f"SET idle_in_transaction_session_timeout = {ms // 2}".encode())
+
+        return ConnectionPool(
+            place.conninfo,
+            min_size=1,
+            max_size=size,
+            kwargs={"autocommit": True, **place.options(timeout)},
+            configure=configure,
+            timeout=timeout,
+            reconnect_timeout=_RECONNECT,
+            name="agex",
+            open=True,
         )
 
 
