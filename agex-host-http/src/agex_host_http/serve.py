@@ -246,7 +246,7 @@ def _database(url: str) -> str:
     """Check the database clients' state will be kept in (its tables made on first use);
     where it is, as the server says it (never with the password)."""
     from agex import plugins
-    from agex.errors import AgexError, ProviderNotInstalledError
+    from agex.errors import AgexError, ProviderError
 
     context = click.get_current_context()
     given = context.get_parameter_source("state_url") == click.core.ParameterSource.COMMANDLINE
@@ -256,9 +256,12 @@ def _database(url: str) -> str:
         )
     try:
         plugins.resolve("storage", "postgres")
-    except ProviderNotInstalledError as exc:
-        raise click.UsageError(f"--state-url needs the postgres storage: {exc}") from None
-    from agex.stores import DatabaseStores
+    except ProviderError as exc:
+        raise click.UsageError(
+            "--state-url keeps state in PostgreSQL, with the postgres storage, which is not "
+            f'available here: pip install "agex-core[postgres]" ({exc})'
+        ) from None
+    from agex_state_postgres import schema
     from agex_state_postgres.place import Place
 
     source = "--state-url" if given else f"${STATE_URL_ENV}"
@@ -270,13 +273,9 @@ def _database(url: str) -> str:
                 f"anyone on this machine; set {STATE_URL_ENV} instead",
                 err=True,
             )
-        stores = DatabaseStores(url)
-        try:
-            stores.server().get("runs/")  # connects, and makes the tables the first time
-        finally:
-            stores.close()
+        schema.prepare(place, timeout=10.0)  # connects, and makes the tables the first time
     except AgexError as exc:
-        raise click.ClickException(f"{exc.message} ({source})") from None
+        raise click.ClickException(exc.message) from None
     return str(place)
 
 
