@@ -103,9 +103,10 @@ class Replicas:
         await self._send({"kind": "cancel-session", "agent": agent, "session": session})
 
     async def cancel_run(self, run_id: str) -> bool:
-        """Ask the replica holding ``run_id`` to stop it; False when no replica claimed it."""
+        """Ask the replica holding ``run_id`` to stop it; False when no other replica claimed
+        it (this one holds it no longer, or none ever did)."""
         holder = await self.holder(run_id)
-        if holder is None:
+        if holder is None or holder == self.id:
             return False
         await self._send({"kind": "cancel-run", "run": run_id})
         return True
