@@ -400,3 +400,71 @@ def test_a_signal_that_is_not_one_of_ours_is_ignored(pair, database) -> None:
     for replica in (a, b):
         assert replica.process is not None
         assert replica.process.poll() is None  # still serving
+
+
+SHORT_RETENTION = """
+import os, sys
+from pathlib import Path
+import uvicorn
+from agex_host_http.server.app import Settings, create_app
+settings = Settings(
+    state_dir=Path(sys.argv[2]),
+    token=os.environ["TEST_TOKEN"],
+    state_url=os.environ["AGEX_STATE_URL"],
+    retention=0.5,
+)
+uvicorn.run(create_app(settings), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+def test_a_claim_on_a_run_id_goes_when_the_replica_forgets_the_run(tmp_path, database) -> None:
+    import subprocess
+    import sys
+
+    import psycopg
+
+    def claims() -> int:
+        with psycopg.connect(database) as db:
+            query = "SELECT count(*) FROM agex_kv WHERE store = '.agex/server'"
+            return int(db.execute(query).fetchall()[0][0])
+
+    directory = tmp_path / "short"
+    directory.mkdir()
+    replica = Replica(directory, database)
+    log = directory / "server.log"
+    with log.open("wb") as out:
+        replica.process = subprocess.Popen(
+            [sys.executable, "-c", SHORT_RETENTION, str(replica.port), str(directory / "s")],
+            env={**replica.env, "TEST_TOKEN": replica.token or ""},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert replica.process.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{replica.url}/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
+        seen: list[int] = []
+        agent = remote(replica, scripted("x = 1", "task_success(x)"), state=shared(), name="c")
+
+        @agent.task
+        def job() -> int:
+            """Job."""
+
+        def on_event(event: Any) -> None:
+            if type(event).__name__ == "ActionEvent" and not seen:
+                seen.append(claims())
+
+        assert job(on_event=on_event) == 1
+        assert seen == [1]  # claimed while it ran
+        deadline = time.monotonic() + 60
+        while claims() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert claims() == 0  # and no longer once the replica forgot it
+    finally:
+        replica.stop()

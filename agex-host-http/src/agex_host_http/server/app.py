@@ -119,6 +119,7 @@ def create_app(settings: Settings) -> Any:
     else:
         stores = DatabaseStores(settings.state_url)
         replicas = Replicas(stores, settings.state_url, board)
+        board.on_forget = replicas.release
     runs = RunRoutes(
         board,
         stores,

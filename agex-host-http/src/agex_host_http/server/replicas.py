@@ -4,7 +4,8 @@ Each run lives in the replica that started it: its loop, its worker and the mess
 for reconnecting clients are in that process. So that a run id never starts twice (a start
 re-sent after a lost answer, landing on another replica, would run every step again), a
 replica claims the id in the database before it starts the run: one compare-and-set, which
-only one replica wins. A request for a run held elsewhere is answered 421 Misdirected
+only one replica wins. The claim goes when the replica forgets the run, minutes after it
+ended. A request for a run held elsewhere is answered 421 Misdirected
 Request, naming the rule that keeps a run's requests on one replica (route by run id).
 
 Cancelling reaches every replica: the one asked stops its own runs and signals the others
@@ -139,6 +140,19 @@ class Replicas:
                 "starts one run: start a new run for the task",
             )
         raise misdirected(run_id, holder)
+
+    def release(self, run_id: str) -> None:
+        """Drop this replica's claim on a run it has forgotten (its retention over), so that
+        claims do not pile up; a client re-sends a start within seconds, never this late."""
+        key = _key(run_id)
+
+        def drop() -> None:
+            try:
+                self.records.delete(key)
+            except AgexError as exc:  # left behind: harmless, and small
+                log.warning("could not drop the claim on run %s: %s", run_id, exc.message)
+
+        asyncio.get_running_loop().run_in_executor(None, drop)
 
     async def holder(self, run_id: str) -> str | None:
         """The replica that claimed ``run_id`` (None: none did); Refused 503 when the
