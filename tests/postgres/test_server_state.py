@@ -263,3 +263,21 @@ def test_a_run_started_while_the_database_is_down_fails_clearly(make_server) -> 
         assert own.password not in server.log.read_text()
     finally:
         own.remove()
+
+
+def test_storages_kept_elsewhere_are_refused(make_server, database) -> None:
+    server = make_server(database)
+    agent = remote(
+        server,
+        scripted("task_success(1)"),
+        state=connect_state(type="versioned", storage="modal-dict", path="team/state"),
+    )
+
+    @agent.task
+    def job() -> int:
+        """Job."""
+
+    with pytest.raises(RemoteExecutionError, match="400") as refused:
+        job()
+    assert "replicas share" in str(refused.value)
+    assert 'storage="disk"' in str(refused.value)
