@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from agex import Agent, RemoteExecutionError, connect_host, connect_state
+from agex import Agent, RemoteExecutionError, connect_host, connect_state, hookimpl
 from agex.isolation import strongest
 from agex.testing.host import scripted
 
@@ -265,12 +265,22 @@ def test_a_run_started_while_the_database_is_down_fails_clearly(make_server) -> 
         own.remove()
 
 
-def test_storages_kept_elsewhere_are_refused(make_server, database) -> None:
+class ElsewhereStorage:
+    """A storage this client has and the server does not: state kept anywhere but the
+    database."""
+
+    @hookimpl
+    def agex_register_storages(self, registry: Any) -> None:
+        registry.register("elsewhere", lambda path=None: None)
+
+
+def test_storages_kept_elsewhere_are_refused(make_server, database, register_plugin) -> None:
+    register_plugin(ElsewhereStorage())
     server = make_server(database)
     agent = remote(
         server,
         scripted("task_success(1)"),
-        state=connect_state(type="versioned", storage="modal-dict", path="team/state"),
+        state=connect_state(type="versioned", storage="elsewhere", path="team/state"),
     )
 
     @agent.task
