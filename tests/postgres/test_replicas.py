@@ -225,8 +225,10 @@ def test_a_run_is_never_started_twice_and_the_wrong_replica_says_which_rule_hold
     def count() -> int:
         """Count."""
 
-    thread, box = in_thread(count, session="once")
+    running = threading.Event()
+    thread, box = in_thread(count, session="once", on_event=lambda event: running.set())
     run_id = started.wait()
+    assert running.wait(60)  # A holds the run (before that, B could have won the claim)
 
     # The start re-sent to the other replica (its first answer lost): refused, not run.
     again = httpx.post(
@@ -276,6 +278,25 @@ def test_a_run_is_never_started_twice_and_the_wrong_replica_says_which_rule_hold
         """Look."""
 
     assert look(session="once") == 7
+
+    # The same start sent to both replicas at once: one runs it, the other refuses.
+    fresh = f"both-{secrets.token_hex(8)}"
+    statuses: list[int] = []
+
+    def start_on(replica: Replica) -> None:
+        headers = {**replica.headers, "content-type": "application/octet-stream"}
+        url = f"{replica.url}/v1/runs/{fresh}"
+        with httpx.stream("POST", url, content=started.body, headers=headers, timeout=30) as r:
+            statuses.append(r.status_code)
+
+    racers = [threading.Thread(target=start_on, args=(replica,)) for replica in (a, b)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(60)
+    assert sorted(statuses) == [200, 421]
+    stop = httpx.post(f"{b.url}/v1/runs/{fresh}/cancel", headers=b.headers, timeout=30)
+    assert stop.status_code == 200  # whichever replica holds it
 
 
 def test_replicas_go_on_when_the_database_restarts_under_them(make_replica, tmp_path) -> None:
