@@ -37,6 +37,8 @@ class Server:
         self.scheme = "http"
         self.log = directory / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
+        #: Whether it is given --state-dir (not when it keeps state in a database).
+        self.keeps_state_dir = True
 
     @property
     def url(self) -> str:
@@ -48,7 +50,9 @@ class Server:
 
     def command(self) -> list[str]:
         command = [sys.executable, "-m", "agex", "serve", "--port", str(self.port)]
-        command += ["--state-dir", str(self.state_dir), "--log-level", "warning"]
+        if self.keeps_state_dir:
+            command += ["--state-dir", str(self.state_dir)]
+        command += ["--log-level", "warning"]
         if self.token is not None:
             token_file = self.directory / "token"
             token_file.write_text(self.token + "\n")

@@ -4,7 +4,10 @@ tasks (and agents sharing a state configuration) see the same store.
 A :class:`Stores` is handed to whatever runs a loop; nothing below it looks storage up.
 :data:`LOCAL` serves this process. A server makes its own, confined to its state directory:
 the paths come from clients, so a client's ``/shared/state`` is the server's
-``<state-dir>/shared/state``, and a path that would lead out of it is refused.
+``<state-dir>/shared/state``, and a path that would lead out of it is refused. A server
+whose replicas share one database makes :class:`DatabaseStores` instead: there a client's
+``/shared/state`` is the name ``shared/state`` inside that database, whichever replica runs
+the task.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import threading
 from pathlib import Path
 
 from agex import plugins
-from agex.errors import StatePathRefused
+from agex.errors import AgexError, StatePathRefused
 from agex.protocols import StateConfig, Storage
 
 
@@ -32,22 +35,39 @@ class Stores:
         """The storage ``config`` names, made on first use and shared from then on."""
         if config.storage is None:
             raise ValueError(f"{config.type} state keeps no storage")
-        path = config.path
-        if path is not None and self.root is not None:
-            path = confined(path, self.root)
-        key = (config.storage, path)
+        key = self.where(config.storage, config.path)
         with self._lock:
             made = self._made.get(key)
             if made is None:
-                options = {} if path is None else {"path": path}
-                made = self._made[key] = plugins.create("storage", config.storage, **options)
+                made = self._made[key] = self._make(*key)
             return made
+
+    def where(self, storage: str, path: str | None) -> tuple[str, str | None]:
+        """The storage provider and the path state named so is kept at here; StatePathRefused
+        for a path this place does not keep state at."""
+        if path is not None and self.root is not None:
+            path = confined(path, self.root)
+        return storage, path
 
     def forget(self) -> None:
         """Drop the storage objects made so far, so the next use makes new ones (a test that
         puts another backend behind the same names)."""
         with self._lock:
             self._made.clear()
+
+    def close(self) -> None:
+        """Let go of the storages' connections, where they hold any (a server stopping)."""
+        with self._lock:
+            made, self._made = list(self._made.values()), {}
+        for storage in made:
+            closing = getattr(storage, "close", None)
+            if callable(closing):
+                closing()
+
+    def _make(self, provider: str, path: str | None) -> Storage:
+        options = {} if path is None else {"path": path}
+        made: Storage = plugins.create("storage", provider, **options)
+        return made
 
     def __repr__(self) -> str:
         return f"Stores(root={None if self.root is None else str(self.root)!r})"
@@ -84,6 +104,63 @@ def named(path: str | os.PathLike[str]) -> str:
             "'team/analyst' (parts separated by '/', no '..')"
         )
     return "/".join(parts)
+
+
+class DatabaseStores(Stores):
+    """The storages of a server that keeps every client's state in one PostgreSQL database
+    (``agex serve --state-url``), which other replicas of it share: a client's path is a
+    name inside that database, so a session's next task sees the same variables on any
+    replica.
+
+    Clients name their state as for any server: ``storage="disk"`` (the seed's) and
+    ``storage="postgres"`` are both kept in the database, under the path's name, so the
+    two name one state. Other storages are refused: state kept anywhere else would be seen
+    by one replica only. Names whose first part is :data:`RESERVED` are the server's own.
+    """
+
+    #: The storages clients may name; each is kept in the database.
+    KEPT = ("disk", "postgres")
+    #: The first part of the names the server keeps its own records under.
+    RESERVED = ".agex"
+
+    def __init__(self, url: str) -> None:
+        super().__init__(None)
+        self._url = url
+
+    def where(self, storage: str, path: str | None) -> tuple[str, str | None]:
+        if storage not in self.KEPT:
+            raise StorageRefused(
+                f"this server keeps state in a database its replicas share, where storage "
+                f'{storage!r} cannot be kept; use connect_state(type="versioned", '
+                'storage="disk", path="...") (kept in that database too)'
+            )
+        name = named("" if path is None else path)
+        if name.split("/", 1)[0] == self.RESERVED:
+            raise StatePathRefused(
+                f"state path {path!r} is under {self.RESERVED!r}, where the server keeps its "
+                "own records; give another path"
+            )
+        return "postgres", name
+
+    def server(self) -> Storage:
+        """The store the server's own records live in (which replica holds which run)."""
+        with self._lock:
+            key = ("postgres", f"{self.RESERVED}/server")
+            made = self._made.get(key)
+            if made is None:
+                made = self._made[key] = self._make(*key)
+            return made
+
+    def _make(self, provider: str, path: str | None) -> Storage:
+        made: Storage = plugins.create("storage", provider, path=path, url=self._url)
+        return made
+
+    def __repr__(self) -> str:
+        return "DatabaseStores()"  # never the URL: it may hold a password
+
+
+class StorageRefused(AgexError, ValueError):
+    """A storage this place does not keep clients' state in."""
 
 
 #: The storages of this process.

@@ -154,7 +154,9 @@ class HttpHost(Host):
         raise ValueError(
             f"agent {agent.name!r} runs on the server at {self.url}, and so does its state: "
             "inspect it on the server, with a local agent of the same name whose state path "
-            "is the server's --state-dir joined with this path"
+            "is the server's --state-dir joined with this path (for a server with "
+            '--state-url: storage "postgres", this path, and AGEX_POSTGRES_URL naming its '
+            "database)"
         )
 
     # -- pickling: the token and connections stay here -------------------------------

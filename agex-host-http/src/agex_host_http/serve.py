@@ -13,6 +13,9 @@ import click
 
 from agex_host_http.client import TOKEN_ENV
 
+#: Where the server reads its database's URL when --state-url is not given.
+STATE_URL_ENV = "AGEX_STATE_URL"
+
 if TYPE_CHECKING:
     from agex.isolation.settings import Endpoint
 
@@ -45,6 +48,14 @@ def read_token(token_file: str | None) -> str | None:
     show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
     help="Where state lives; every client state path resolves inside it.",
+)
+@click.option(
+    "--state-url",
+    envvar=STATE_URL_ENV,
+    metavar="postgresql://...",
+    help="Keep clients' state in this PostgreSQL database instead of --state-dir, shared "
+    "with the server's other replicas (default: $AGEX_STATE_URL; set that rather than "
+    "this option, so the password stays out of the process list).",
 )
 @click.option(
     "--token-file",
@@ -137,6 +148,7 @@ def serve(
     host: str,
     port: int,
     state_dir: Path,
+    state_url: str | None,
     token_file: str | None,
     ssl_certfile: str | None,
     ssl_keyfile: str | None,
@@ -166,6 +178,11 @@ def serve(
         )
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise click.UsageError("TLS needs both --ssl-certfile and --ssl-keyfile")
+    where = None
+    if state_url:
+        where = _database(state_url)
+    # Read once, then gone from this process's environment: nothing it starts needs it.
+    os.environ.pop(STATE_URL_ENV, None)
     import uvicorn
 
     from agex.isolation.settings import Isolation
@@ -177,6 +194,7 @@ def serve(
     hidden = (str(Path(token_file).resolve()),) if token_file else ()
     settings = Settings(
         state_dir=state_dir,
+        state_url=state_url or None,
         token=token,
         max_body=max_body,
         detach_grace=detach_grace,
@@ -195,7 +213,8 @@ def serve(
     app = create_app(settings)
     scheme = "https" if ssl_certfile else "http"
     click.echo(
-        f"agex server on {scheme}://{host}:{port}, state in {settings.state_dir.resolve()}, "
+        f"agex server on {scheme}://{host}:{port}, state in "
+        f"{where or settings.state_dir.resolve()}, "
         + ("token required" if token else "no token (loopback only)"),
         err=True,
     )
@@ -221,6 +240,43 @@ def serve(
         http=timed_head(head_timeout),
         timeout_graceful_shutdown=5,
     )
+
+
+def _database(url: str) -> str:
+    """Check the database clients' state will be kept in (its tables made on first use);
+    where it is, as the server says it (never with the password)."""
+    from agex import plugins
+    from agex.errors import AgexError, ProviderError
+
+    context = click.get_current_context()
+    given = context.get_parameter_source("state_url") == click.core.ParameterSource.COMMANDLINE
+    if context.get_parameter_source("state_dir") == click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError(
+            "give --state-dir or --state-url, not both: with a database, state lives there"
+        )
+    try:
+        plugins.resolve("storage", "postgres")
+    except ProviderError as exc:
+        raise click.UsageError(
+            "--state-url keeps state in PostgreSQL, with the postgres storage, which is not "
+            f'available here: pip install "agex-core[postgres]" ({exc})'
+        ) from None
+    from agex_state_postgres import schema
+    from agex_state_postgres.place import Place
+
+    source = "--state-url" if given else f"${STATE_URL_ENV}"
+    try:
+        place = Place.find(url, source)
+        if given and place.parts().get("password"):
+            click.echo(
+                "WARNING: the password in --state-url can be read in the process list by "
+                f"anyone on this machine; set {STATE_URL_ENV} instead",
+                err=True,
+            )
+        schema.prepare(place, timeout=10.0)  # connects, and makes the tables the first time
+    except AgexError as exc:
+        raise click.ClickException(exc.message) from None
+    return str(place)
 
 
 def _more_files() -> None:

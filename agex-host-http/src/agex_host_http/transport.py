@@ -350,4 +350,13 @@ def raise_for(status: int, reason: str, body: bytes, url: str, run_id: str | Non
         detail += f" (set {TOKEN_ENV}, or pass token= to connect_host)"
     elif status == 404 and run_id is not None:
         detail += "; the run's session state is at its last commit"
+    elif status == 421:
+        raise MisdirectedRun(f"the agex server at {url} answered {status}: {detail}")
     raise RemoteExecutionError(f"the agex server at {url} answered {status}: {detail}")
+
+
+class MisdirectedRun(RemoteExecutionError):
+    """A request about a run reached a replica that does not hold it (421 Misdirected
+    Request): another replica of the server started it. The load balancer in front of the
+    replicas must send every request naming a run id to the same replica (docs/hosts.md);
+    the run was not started twice."""

@@ -27,10 +27,12 @@ from agex import __version__, plugins
 from agex.hosts import check_session
 from agex.isolation import strongest
 from agex.isolation.settings import Isolation
+from agex.remote.envelope import Refused
 from agex.remote.shipping import versions
-from agex.stores import Stores
+from agex.stores import DatabaseStores, Stores
 from agex_host_http.server.guard import PUBLIC, Guard
-from agex_host_http.server.routes import RUN_ID, RunRoutes
+from agex_host_http.server.replicas import Replicas
+from agex_host_http.server.routes import RUN_ID, RunRoutes, refusal
 from agex_host_http.server.runs import KEEPALIVE, RunBoard
 
 __all__ = ["PUBLIC", "Settings", "create_app"]
@@ -55,6 +57,9 @@ class Settings:
     #: How agent code is isolated; None: in confined workers, at the strongest level this
     #: machine has. The state directory is hidden from workers either way.
     isolation: Isolation | None = None
+    #: The PostgreSQL database clients' state is kept in, shared with the server's other
+    #: replicas (None: in ``state_dir``). It holds the password: never shown.
+    state_url: str | None = dataclasses.field(default=None, repr=False)
 
 
 class Versions(BaseModel):
@@ -105,14 +110,23 @@ def isolating(isolation: Isolation | None, state_dir: Path) -> Isolation:
 
 def create_app(settings: Settings) -> Any:
     state_dir = settings.state_dir.resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
     board = RunBoard(settings.replay, settings.retention, settings.keepalive)
+    stores: Stores
+    replicas: Replicas | None = None
+    if settings.state_url is None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        stores = Stores(root=state_dir)
+    else:
+        stores = DatabaseStores(settings.state_url)
+        replicas = Replicas(stores, settings.state_url, board)
+        board.on_forget = replicas.release
     runs = RunRoutes(
         board,
-        Stores(root=state_dir),
+        stores,
         settings.token or "",
         settings.detach_grace,
         isolating(settings.isolation, state_dir),
+        replicas,
     )
     server_versions = versions()
     # Declares the bearer scheme in the OpenAPI schema; Guard enforces it.
@@ -124,9 +138,14 @@ def create_app(settings: Settings) -> Any:
         loop = asyncio.get_running_loop()
         pool = concurrent.futures.ThreadPoolExecutor(settings.workers, "agex-run")
         loop.set_default_executor(pool)
+        if replicas is not None:
+            await replicas.start()
         yield
         for run in list(board.runs.values()):
             run.cancel()
+        if replicas is not None:
+            await replicas.stop()
+        await asyncio.to_thread(stores.close)
 
     app = FastAPI(
         title="agex server",
@@ -169,21 +188,35 @@ def create_app(settings: Settings) -> Any:
         """Follow a run; with Last-Event-ID, only the messages after that one."""
         return await runs.follow(request, run_id)
 
-    @app.post("/v1/runs/{run_id}/cancel", dependencies=secured)
-    async def cancel_run(run_id: str = run_id_param) -> Cancelled:
-        """Cancel one run; it stops at once and its state stays at its last commit."""
+    @app.post("/v1/runs/{run_id}/cancel", dependencies=secured, response_model=Cancelled)
+    async def cancel_run(run_id: str = run_id_param) -> Any:
+        """Cancel one run; it stops at once and its state stays at its last commit. A run
+        another replica holds is stopped there."""
         run = board.runs.get(run_id)
-        if run is None:
-            raise HTTPException(404, f"this server has no run {run_id}")
-        return Cancelled(cancelled=int(run.cancel()))
+        if run is not None:
+            return Cancelled(cancelled=int(run.cancel()))
+        if replicas is not None:
+            try:
+                if await replicas.cancel_run(run_id):
+                    return Cancelled(cancelled=1)
+            except Refused as refused:
+                return refusal(refused.status, str(refused))
+        raise HTTPException(404, f"this server has no run {run_id}")
 
-    @app.post("/v1/cancel", dependencies=secured)
-    async def cancel_session(which: CancelSession) -> Cancelled:
-        """Cancel every run of an agent in a session (what ``task.cancel(session)`` asks)."""
+    @app.post("/v1/cancel", dependencies=secured, response_model=Cancelled)
+    async def cancel_session(which: CancelSession) -> Any:
+        """Cancel every run of an agent in a session (what ``task.cancel(session)`` asks).
+        With replicas, the others stop theirs too; the count is of this replica's runs."""
         try:
             check_session(which.session)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
-        return Cancelled(cancelled=board.cancel_session(which.agent, which.session))
+        cancelled = board.cancel_session(which.agent, which.session)
+        if replicas is not None:
+            try:
+                await replicas.cancel_session(which.agent, which.session)
+            except Refused as refused:
+                return refusal(refused.status, f"{cancelled} run(s) stopped here; {refused}")
+        return Cancelled(cancelled=cancelled)
 
     return Guard(app, settings.token, settings.max_body, settings.body_timeout)

@@ -7,6 +7,10 @@ as on every remote host, which loads the task only where its code runs: in a con
 worker process, unless the server runs at isolation "none".
 :class:`~agex_host_http.server.guard.Guard` has checked the token and the declared body
 size before any of this runs.
+
+On a server whose replicas share a database, a run id is claimed there before the run
+starts (:mod:`agex_host_http.server.replicas`), and a request for a run another replica
+holds is answered 421.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from agex.isolation.settings import Isolation
 from agex.protocols import StateConfig
 from agex.remote.envelope import Envelope, Refused
 from agex.remote.execute import execute
-from agex.stores import Stores, confined
+from agex.stores import StorageRefused, Stores
 from agex_host_http import wire
+from agex_host_http.server.replicas import Replicas, misdirected
 from agex_host_http.server.runs import Run, RunBoard
 
 #: Run ids are chosen by the client, so that it can reconnect even if the first response
@@ -52,12 +57,17 @@ class RunRoutes:
         key: str,
         detach_grace: float,
         isolation: Isolation,
+        replicas: Replicas | None = None,
     ) -> None:
         self.board = board
         self.stores = stores
         self.key = key
         self.detach_grace = detach_grace
         self.isolation = isolation
+        self.replicas = replicas
+        # Run ids being claimed in the database now, so that the same start sent twice at
+        # once waits for the first rather than racing it.
+        self._claiming: set[str] = set()
 
     async def start(self, request: Request, run_id: str) -> Response:
         """Start a run and stream its messages. Sent again for a run that exists (its first
@@ -82,6 +92,14 @@ class RunRoutes:
         """Follow a run; with Last-Event-ID, only the messages after that one."""
         run = self.board.runs.get(run_id)
         if run is None:
+            if self.replicas is not None:
+                try:
+                    holder = await self.replicas.holder(run_id)
+                except Refused as refused:
+                    return refusal(refused.status, str(refused))
+                if holder is not None and holder != self.replicas.id:
+                    elsewhere = misdirected(run_id, holder)
+                    return refusal(elsewhere.status, str(elsewhere))
             return refusal(
                 404,
                 f"this server has no run {run_id} (it ended long ago, or the server restarted)",
@@ -121,6 +139,16 @@ class RunRoutes:
         self.isolation.models(envelope, "this server")
         if run_id in self.board.runs:
             return None
+        if self.replicas is not None:
+            while run_id in self._claiming:  # the same start, sent twice at once
+                await asyncio.sleep(0.01)
+            if run_id in self.board.runs:
+                return None
+            self._claiming.add(run_id)
+            try:
+                await self.replicas.claim(run_id)
+            finally:
+                self._claiming.discard(run_id)
         run = self.board.open(run_id, envelope.agent, envelope.session)
         work = execute(
             envelope,
@@ -146,7 +174,8 @@ class RunRoutes:
 
     def _check_state(self, state: StateConfig) -> None:
         """The seed's rules for state on a server: versioned or ephemeral, in a storage this
-        server has, at a path inside its state directory."""
+        server has, at a path inside its state directory (or, on a server whose replicas
+        share a database, a name inside that database)."""
         why = wire.state_refused(state)
         if why is not None:
             raise Refused(400, why)
@@ -155,16 +184,17 @@ class RunRoutes:
         assert state.storage is not None
         assert state.path is not None
         try:
-            plugins.resolve("storage", state.storage)
+            provider, _ = self.stores.where(state.storage, state.path)
+        except StatePathRefused as exc:
+            raise Refused(403, str(exc)) from None
+        except StorageRefused as exc:
+            raise Refused(400, str(exc)) from None
+        try:
+            plugins.resolve("storage", provider)
         except ProviderError as exc:
             raise Refused(
                 400, f"storage {state.storage!r} is not available on the server: {exc}"
             ) from None
-        try:
-            if self.stores.root is not None:
-                confined(state.path, self.stores.root)
-        except StatePathRefused as exc:
-            raise Refused(403, str(exc)) from None
 
 
 class EventStream(Response):

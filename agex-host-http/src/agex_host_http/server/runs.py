@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from agex.remote.messages import Lost, Message, Outbox
@@ -106,6 +106,8 @@ class RunBoard:
         self.retention = retention
         self.keepalive = keepalive
         self.runs: dict[str, Run] = {}
+        #: Called with a run's id when the run is forgotten.
+        self.on_forget: Callable[[str], None] | None = None
 
     def open(self, run_id: str, agent_name: str, session: str) -> Run:
         run = self.runs[run_id] = Run(run_id, agent_name, session, self.limit, self.keepalive)
@@ -132,4 +134,9 @@ class RunBoard:
             from agex.errors import TaskCancelled
 
             run.outbox.finish(failure(TaskCancelled("the run stopped before it began")))
-        asyncio.get_running_loop().call_later(self.retention, self.runs.pop, run.id, None)
+        asyncio.get_running_loop().call_later(self.retention, self._forget, run.id)
+
+    def _forget(self, run_id: str) -> None:
+        self.runs.pop(run_id, None)
+        if self.on_forget is not None:
+            self.on_forget(run_id)

@@ -1,0 +1,171 @@
+"""Signals between processes that share one database (the replicas of an agex server),
+over PostgreSQL's LISTEN/NOTIFY: one replica sends a small JSON object on a channel, and
+every process listening on that channel gets it, the sender included.
+
+A :class:`Channel` listens on a connection of its own, in a thread of its own; when that
+connection breaks (the database restarted), it connects again, waiting a little longer
+each time, and goes on listening. Signals sent while no connection was listening are not
+seen: what a signal asks must be harmless to miss, or be asked again.
+
+What arrives is handed on only when it is a JSON object; what it says is the receiver's
+to check before acting on it (anyone who may connect to the database may send one).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from agex.errors import StateWriteError
+from agex_state_postgres.place import Place
+
+log = logging.getLogger(__name__)
+
+#: The largest payload PostgreSQL's NOTIFY carries is 8000 bytes; a signal keeps below.
+LIMIT = 7900
+#: Seconds between attempts to listen again after the connection broke: then the last.
+RECONNECT = (0.1, 0.25, 0.5, 1.0, 2.0)
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+#: Called with each signal that arrives, in the listening thread.
+OnSignal = Callable[[dict[str, Any]], None]
+
+
+class Channel:
+    """A named channel in the database at ``url`` (else where the storage finds it:
+    ``$AGEX_POSTGRES_URL``, then libpq's environment)."""
+
+    def __init__(self, name: str, url: str | None = None, timeout: float = 10.0) -> None:
+        if not _NAME.match(name):
+            raise ValueError(
+                f"a channel's name is lower-case letters, digits and '_' (at most 63), got {name!r}"
+            )
+        self.name = name
+        self.place = Place.find(url)
+        self.timeout = timeout
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listening = threading.Event()
+        self._sender: Any = None
+        self._send_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Channel({self.name!r}, {self.place})"
+
+    # -- sending -----------------------------------------------------------------------
+
+    def send(self, signal: dict[str, Any]) -> None:
+        """Send ``signal`` (a JSON object) to every listener; StateWriteError when the
+        database cannot be reached (tried twice: once more on a new connection)."""
+        import psycopg
+
+        payload = json.dumps(signal, separators=(",", ":"))
+        if len(payload.encode()) > LIMIT:
+            raise ValueError(f"a signal is at most {LIMIT} bytes of JSON, got {len(payload)}")
+        with self._send_lock:
+            for attempt in (1, 2):
+                try:
+                    if self._sender is None or self._sender.closed:
+                        self._sender = self.place.connect(self.timeout)
+                    self._sender.execute("SELECT pg_notify(%s, %s)", (self.name, payload))
+                    return
+                except psycopg.Error as exc:
+                    self._drop_sender()
+                    if attempt == 2:
+                        raise StateWriteError(
+                            f"could not signal the other replicas through the "
+                            f"{self.place}: {self.place.cause(exc)}"
+                        ) from None
+                except Exception as exc:  # the connection could not be made
+                    self._drop_sender()
+                    if attempt == 2:
+                        raise StateWriteError(
+                            f"could not signal the other replicas: {exc}"
+                        ) from None
+        raise AssertionError("unreachable")
+
+    def _drop_sender(self) -> None:
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            try:
+                sender.close()
+            except Exception:  # already broken: nothing to give back
+                log.debug("closing a broken connection failed", exc_info=True)
+
+    # -- listening ---------------------------------------------------------------------
+
+    def listen(self, on_signal: OnSignal) -> None:
+        """Start listening, in a daemon thread: each signal that arrives (a JSON object)
+        goes to ``on_signal``. Returns at once; :meth:`wait_listening` waits until the first
+        connection listens."""
+        if self._thread is not None:
+            raise RuntimeError(f"{self!r} listens already")
+        self._thread = threading.Thread(
+            target=self._listen, args=(on_signal,), name=f"agex-listen-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    def wait_listening(self, timeout: float) -> bool:
+        """Whether a connection listens (now, or within ``timeout`` seconds)."""
+        return self._listening.wait(timeout)
+
+    def close(self) -> None:
+        """Stop listening and sending; the listening thread ends within a second."""
+        self._stop.set()
+        with self._send_lock:
+            self._drop_sender()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _listen(self, on_signal: OnSignal) -> None:
+        import psycopg
+
+        delays = iter(RECONNECT)
+        while not self._stop.is_set():
+            try:
+                db = psycopg.connect(
+                    self.place.conninfo, autocommit=True, **self.place.options(self.timeout)
+                )
+            except psycopg.Error as exc:
+                self._lost(f"could not listen on the {self.place}: {self.place.cause(exc)}")
+                self._stop.wait(next(delays, RECONNECT[-1]))
+                continue
+            try:
+                with db:
+                    db.execute(f'LISTEN "{self.name}"')
+                    self._listening.set()
+                    delays = iter(RECONNECT)
+                    while not self._stop.is_set():
+                        for notice in db.notifies(timeout=1.0):
+                            signal = _decoded(notice.payload)
+                            if signal is not None:
+                                self._deliver(on_signal, signal)
+            except psycopg.Error as exc:
+                self._listening.clear()
+                self._lost(f"stopped listening on the {self.place}: {self.place.cause(exc)}")
+                self._stop.wait(next(delays, RECONNECT[-1]))
+        self._listening.clear()
+
+    def _deliver(self, on_signal: OnSignal, signal: dict[str, Any]) -> None:
+        try:
+            on_signal(signal)
+        except Exception:  # one bad signal must not end the listening
+            log.exception("a signal on channel %s could not be handled", self.name)
+
+    def _lost(self, why: str) -> None:
+        log.warning("%s; listening again shortly", why)
+
+
+def _decoded(payload: str) -> dict[str, Any] | None:
+    """The signal a payload holds: a JSON object, else None (dropped)."""
+    if len(payload) > LIMIT:
+        return None
+    try:
+        signal = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    return signal if isinstance(signal, dict) else None
