@@ -41,16 +41,17 @@ _PUT = (
     "ON CONFLICT (store, key) DO UPDATE SET value = EXCLUDED.value"
 )
 # Both return the transaction's id when they change the row, so that a writer whose
-# connection broke before it heard the COMMIT's answer can ask whether it landed.
+# connection broke before it heard the COMMIT's answer can ask whether it landed; and when
+# the server started, as after a crash it may give an id again that no record on disk held.
 _SWAP = (
     "UPDATE agex_kv SET value = %s WHERE store = %s AND key = %s AND value = %s "
-    "RETURNING txid_current()"
+    "RETURNING txid_current(), pg_postmaster_start_time()"
 )
 _CREATE = (
     "INSERT INTO agex_kv (store, key, value) VALUES (%s, %s, %s) "
-    "ON CONFLICT (store, key) DO NOTHING RETURNING txid_current()"
+    "ON CONFLICT (store, key) DO NOTHING RETURNING txid_current(), pg_postmaster_start_time()"
 )
-_LANDED = "SELECT txid_status(%s) = 'committed'"
+_LANDED = "SELECT txid_status(%s), pg_postmaster_start_time() = %s"
 _DELETE = "DELETE FROM agex_kv WHERE store = %s AND key = %s"
 # A prefix is a range of the primary key (keys sort by code point, collation "C"): one
 # index scan whatever the prefix holds, with no pattern characters to escape.
@@ -139,7 +140,8 @@ class PostgresStorage:
             self._key(name)
         new = check_value(key, new)
         expected = None if expected is None else check_value(key, expected)
-        sent: list[int] = []  # the transactions that set the key, then lost their connection
+        # The transactions that set the key, then lost their connection (id, server start).
+        sent: list[tuple[int, Any]] = []
 
         def swap(db: psycopg.Connection[Any]) -> bool:
             with db.transaction(), db.cursor() as cursor:
@@ -152,8 +154,8 @@ class PostgresStorage:
                     # Not set. After a broken connection, that may be because the try
                     # before landed (its COMMIT reached the server, its answer did not):
                     # PostgreSQL says whether it did.
-                    return any(_landed(cursor, xid) for xid in sent)
-                sent.append(int(row[0]))
+                    return any(_landed(cursor, try_, key, new, self.store) for try_ in sent)
+                sent.append((int(row[0]), row[1]))
                 if checked:
                     cursor.executemany(_PUT, [(self.store, k, v) for k, v in checked.items()])
                 committing.append(True)  # what follows is the COMMIT
@@ -163,12 +165,18 @@ class PostgresStorage:
         committing: list[bool] = []
         try:
             return self._run("write", swap)
+        except _Unknown:
+            pass  # (raised below, outside the handler)
         except StateWriteError as exc:
             if not committing:
                 raise
             # A COMMIT was sent and no answer came, nor could PostgreSQL be asked since.
             unsure = StateWriteError(str(exc).replace(_NOTHING, _UNSURE))
-        raise unsure
+            raise unsure from None
+        raise StateWriteError(
+            f"could not write to the state {self.store!r} in {self.place}: the database "
+            "restarted as this write committed, and whether it did cannot be told. " + _UNSURE
+        )
 
     def keys(self, prefix: str = "") -> list[str]:
         if prefix:
@@ -347,11 +355,29 @@ class _Pools:
         )
 
 
-def _landed(cursor: psycopg.Cursor[Any], xid: int) -> bool:
-    """Whether transaction ``xid`` committed (one still running is waited for: the set
-    above found the row it holds free only once it ended)."""
-    found = cursor.execute(_LANDED, (xid,)).fetchall()
-    return bool(found and found[0][0])
+class _Unknown(Exception):
+    """Whether a write landed cannot be told."""
+
+
+def _landed(
+    cursor: psycopg.Cursor[Any], sent: tuple[int, Any], key: str, new: bytes, store: str
+) -> bool:
+    """Whether the transaction ``sent`` (its id, and when the server had started) committed
+    (one still running has ended: the set above found the row it held free only then).
+
+    A server that crashed since may have given that id again, to a transaction that did
+    commit, when none of ours had reached its disk: then the key holding ``new`` says it
+    landed, and anything else cannot tell (``_Unknown``)."""
+    xid, started = sent
+    status, same_server = cursor.execute(_LANDED, (xid, started)).fetchall()[0]
+    if status != "committed":
+        return False  # (an id of ours that committed is on disk, and never given again)
+    if same_server:
+        return True
+    found = cursor.execute(_GET, (store, key), binary=True).fetchall()
+    if found and bytes(found[0][0]) == new:
+        return True
+    raise _Unknown
 
 
 def _above(prefix: str) -> str | None:
