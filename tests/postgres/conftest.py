@@ -19,3 +19,17 @@ def pg_env(monkeypatch, database):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AGEX_POSTGRES_URL", database)
     return database
+
+
+@pytest.fixture
+def ascii_database(postgres):
+    """A new database whose encoding is SQL_ASCII (PostgreSQL takes any byte there, so a
+    notification may hold what is no text)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    postgres.sql(
+        f"CREATE DATABASE {name} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' "
+        "TEMPLATE template0",
+        database="postgres",
+    )
+    yield postgres.url.rpartition("/")[0] + "/" + name
+    postgres.sql(f"DROP DATABASE {name} WITH (FORCE)", database="postgres")

@@ -23,11 +23,18 @@ from agex.protocols import StateConfig, Storage
 
 class Stores:
     """The storages of one place that runs loops: this process (:data:`LOCAL`), or a server,
-    whose ``root`` confines every state path to its state directory."""
+    whose ``root`` confines every state path to its state directory, and whose ``kept``
+    are the only storages its clients may name: those whose state is a path in that
+    directory. (Any other reads its place from the server's environment or options, a
+    database or a bucket the server was never told to give clients.)"""
 
-    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str] | None = None, kept: tuple[str, ...] | None = None
+    ) -> None:
         #: Every state path is read inside this directory (None: as given).
         self.root: Path | None = None if root is None else Path(root).resolve()
+        #: The storages state may be kept in here (None: any).
+        self.kept = kept
         self._made: dict[tuple[str, str | None], Storage] = {}
         self._lock = threading.Lock()
 
@@ -44,7 +51,13 @@ class Stores:
 
     def where(self, storage: str, path: str | None) -> tuple[str, str | None]:
         """The storage provider and the path state named so is kept at here; StatePathRefused
-        for a path this place does not keep state at."""
+        for a path this place does not keep state at, StorageRefused for a storage."""
+        if self.kept is not None and storage not in self.kept:
+            raise StorageRefused(
+                f"this server keeps clients' state in its state directory, where storage "
+                f"{storage!r} cannot be kept; use "
+                + " or ".join(f'storage="{name}"' for name in self.kept)
+            )
         if path is not None and self.root is not None:
             path = confined(path, self.root)
         return storage, path
@@ -143,12 +156,16 @@ class DatabaseStores(Stores):
         return "postgres", name
 
     def server(self) -> Storage:
-        """The store the server's own records live in (which replica holds which run)."""
+        """The store the server's own records live in (which replica holds which run), on
+        connections of its own, so that clients' commits holding every other connection
+        never keep a run from starting."""
         with self._lock:
             key = ("postgres", f"{self.RESERVED}/server")
             made = self._made.get(key)
             if made is None:
-                made = self._made[key] = self._make(*key)
+                made = self._made[key] = plugins.create(
+                    "storage", "postgres", path=key[1], url=self._url, pool_size=2
+                )
             return made
 
     def _make(self, provider: str, path: str | None) -> Storage:

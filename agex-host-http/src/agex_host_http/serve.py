@@ -182,7 +182,13 @@ def serve(
     if state_url:
         where = _database(state_url)
     # Read once, then gone from this process's environment: nothing it starts needs it.
+    # The secrets are zeroed where the process's first environment stays readable to other
+    # processes of this user (/proc/<pid>/environ); the token stays in os.environ, for the
+    # sub-agents sent to --remote servers.
     os.environ.pop(STATE_URL_ENV, None)
+    from agex.isolation.confine import wipe_initial_environment
+
+    wipe_initial_environment(STATE_URL_ENV, TOKEN_ENV, "AGEX_POSTGRES_URL", "PGPASSWORD")
     import uvicorn
 
     from agex.isolation.settings import Isolation

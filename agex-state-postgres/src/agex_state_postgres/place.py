@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -19,10 +19,17 @@ _LIBPQ = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
 
 @dataclass(frozen=True)
 class Place:
-    #: What libpq connects with ("": its environment alone).
-    conninfo: str
+    #: What libpq connects with ("": its environment alone); it may hold the password, so
+    #: it is in no repr, and a place is never pickled.
+    conninfo: str = field(repr=False)
     #: Where that came from, for messages.
-    source: str
+    source: str = ""
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a PostgreSQL place is not pickled: it may hold a password; it is read where "
+            "the loop runs"
+        )
 
     @classmethod
     def find(cls, url: str | None = None, source: str = "the url given") -> Place:
@@ -43,14 +50,15 @@ class Place:
         from psycopg.conninfo import conninfo_to_dict
 
         try:
-            given = dict(conninfo_to_dict(self.conninfo))
+            given = None if _misread(self.conninfo) else dict(conninfo_to_dict(self.conninfo))
         except ProgrammingError:
             given = None  # (psycopg's message may quote the URL, password and all)
         if given is None:
             raise StateLoadError(
                 f"{self.source} is not a PostgreSQL connection URL; give one like "
                 "postgresql://user@host:5432/database (the password in $PGPASSWORD or "
-                "~/.pgpass, or in the URL)"
+                "~/.pgpass, or in the URL, where a '/', '@', ':' or '%' in it is "
+                "percent-encoded: '/' as %2F)"
             )
         for var, name in (("PGHOST", "host"), ("PGPORT", "port"), ("PGDATABASE", "dbname")):
             given.setdefault(name, os.environ.get(var))
@@ -61,9 +69,10 @@ class Place:
         parts = self.parts()
         host = parts.get("host") or parts.get("hostaddr") or "the local socket"
         port = f":{parts['port']}" if parts.get("port") else ""
-        database = parts.get("dbname") or parts.get("user") or "the default database"
+        database = parts.get("dbname") or parts.get("user")
+        named = f"PostgreSQL database {database}" if database else "default PostgreSQL database"
         user = f" as {parts['user']}" if parts.get("user") else ""
-        return f"PostgreSQL database {database} on {host}{port}{user} (from {self.source})"
+        return f"{named} on {host}{port}{user} (from {self.source})"
 
     def options(self, timeout: float) -> dict[str, Any]:
         """Connection options: give up connecting after a while, unless the URL says."""
@@ -139,3 +148,14 @@ class Place:
             for form in {password, quote(password), quote(password, safe="")}:
                 text = text.replace(form, "***")
         return text
+
+
+def _misread(conninfo: str) -> bool:
+    """Whether libpq would misread this URL: an ``@`` after the first ``/`` of its address
+    means a password holding an unencoded ``/``, which libpq would take for host, port and
+    database (and messages would then show it)."""
+    scheme, sep, rest = conninfo.partition("://")
+    if not sep or scheme not in ("postgres", "postgresql"):
+        return False
+    _, slash, after = rest.partition("/")
+    return bool(slash) and "@" in after.split("?", 1)[0]

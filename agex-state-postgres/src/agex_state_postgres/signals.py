@@ -145,9 +145,14 @@ class Channel:
                             if signal is not None:
                                 self._deliver(on_signal, signal)
             except psycopg.Error as exc:
-                self._listening.clear()
-                self._lost(f"stopped listening on the {self.place}: {self.place.cause(exc)}")
-                self._stop.wait(next(delays, RECONNECT[-1]))
+                why = self.place.cause(exc)
+            except Exception as exc:  # a payload it could not decode, say: never the end
+                why = f"{type(exc).__name__}: {self.place.scrub(str(exc))}"
+            else:
+                continue
+            self._listening.clear()
+            self._lost(f"stopped listening on the {self.place}: {why}")
+            self._stop.wait(next(delays, RECONNECT[-1]))
         self._listening.clear()
 
     def _deliver(self, on_signal: OnSignal, signal: dict[str, Any]) -> None:

@@ -261,18 +261,36 @@ def _clean_environment(scratch: str) -> None:
         tempfile.tempdir = scratch
 
 
-def _wipe_initial_environment() -> None:
-    """Zero the environment block the process started with (``/proc/self/environ``)."""
+def _wipe_initial_environment(names: tuple[str, ...] | None = None) -> None:
+    """Zero the environment block the process started with (``/proc/self/environ``), or only
+    the variables ``names`` in it: what another process of this user can read there,
+    whatever ``os.environ`` (a copy) holds now."""
     try:
         with open("/proc/self/stat", "rb") as file:
             fields = file.read().rsplit(b")", 1)[1].split()
     except OSError:
         return
     start, end = int(fields[47]), int(fields[48])  # env_start and env_end (fields 50, 51)
-    if 0 < start < end:
-        import ctypes
+    if not 0 < start < end:
+        return
+    import ctypes
 
+    if names is None:
         ctypes.memset(start, 0, end - start)
+        return
+    wanted = tuple(name.encode() + b"=" for name in names)
+    offset = 0
+    for entry in ctypes.string_at(start, end - start).split(b"\0"):
+        if entry.startswith(wanted):
+            ctypes.memset(start + offset, 0, len(entry))
+        offset += len(entry) + 1
+
+
+def wipe_initial_environment(*names: str) -> None:
+    """Zero ``names`` in the environment block the process started with (Linux), so that
+    a secret read from one is not left where other processes of this user can read it."""
+    if names:
+        _wipe_initial_environment(names)
 
 
 def root_without_nobody(problem: str) -> str:

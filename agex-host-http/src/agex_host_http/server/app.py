@@ -115,7 +115,7 @@ def create_app(settings: Settings) -> Any:
     replicas: Replicas | None = None
     if settings.state_url is None:
         state_dir.mkdir(parents=True, exist_ok=True)
-        stores = Stores(root=state_dir)
+        stores = Stores(root=state_dir, kept=("disk",))
     else:
         stores = DatabaseStores(settings.state_url)
         replicas = Replicas(stores, settings.state_url, board)
