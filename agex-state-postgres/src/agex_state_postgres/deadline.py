@@ -70,13 +70,15 @@ class _Watch:
         while True:
             time.sleep(_TICK)
             now = time.monotonic()
+            # Cut under the lock: once remove() has returned, the connection (back in its
+            # pool, serving another wait) is never cut for this one. A shutdown does not
+            # block.
             with self._lock:
                 due = [(k, w) for k, w in self._waits.items() if w[0] <= now]
-                for key, _ in due:
+                for key, (_, db, expired) in due:
                     del self._waits[key]
-            for _, (_, db, expired) in due:
-                expired.cut = True
-                _cut(db)
+                    expired.cut = True
+                    _cut(db)
 
 
 def _cut(db: Any) -> None:
