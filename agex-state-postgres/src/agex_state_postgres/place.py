@@ -75,10 +75,22 @@ class Place:
         return f"{named} on {host}{port}{user} (from {self.source})"
 
     def options(self, timeout: float) -> dict[str, Any]:
-        """Connection options: give up connecting after a while, unless the URL says."""
-        if "connect_timeout" in self.parts() or os.environ.get("PGCONNECT_TIMEOUT"):
-            return {}
-        return {"connect_timeout": max(2, min(int(timeout), 10))}
+        """Connection options, each unless the URL (or libpq's environment) sets it: give up
+        connecting after a while; and notice a peer gone silent (a network partition, a
+        host powered off) within about ``timeout``: TCP keepalives on an idle connection,
+        a limit on how long sent data may stay unacknowledged on a busy one."""
+        wanted: dict[str, Any] = {
+            "connect_timeout": max(2, min(int(timeout), 10)),
+            "keepalives": 1,
+            "keepalives_idle": max(1, int(timeout / 3)),
+            "keepalives_interval": max(1, int(timeout / 6)),
+            "keepalives_count": 3,
+            "tcp_user_timeout": max(1000, int(timeout * 1000)),
+        }
+        given = self.parts()
+        if os.environ.get("PGCONNECT_TIMEOUT"):
+            given["connect_timeout"] = os.environ["PGCONNECT_TIMEOUT"]
+        return {name: value for name, value in wanted.items() if given.get(name) is None}
 
     def connect(self, timeout: float) -> Any:
         """A new connection of its own (autocommit), or StateLoadError saying why not."""
@@ -116,12 +128,14 @@ class Place:
         if state == "53300" or "too many clients" in text or "remaining connection slots" in text:
             return (
                 f"{text}; the server has no connection to spare: give the storage a smaller "
-                "pool_size, or the server a larger max_connections"
+                "pool_size (agex serve: --state-pool-size), or the server a larger "
+                "max_connections"
             )
         if state == "55P03":
             return (
                 f"{text}; another writer held what this one needed for longer than the "
-                "storage's timeout: try again, or give the storage a larger timeout"
+                "storage's timeout: try again, or give the storage a larger timeout (agex serve: "
+                "--state-timeout)"
             )
         import psycopg
 
@@ -138,7 +152,7 @@ class Place:
             return exc.message.split(": ", 1)[-1]
         return (
             f"every connection stayed busy for {timeout:g} s; give the storage a larger "
-            "pool_size or timeout"
+            "pool_size or timeout (agex serve: --state-pool-size, --state-timeout)"
         )
 
     def scrub(self, text: str) -> str:
