@@ -41,7 +41,11 @@ def prepare(place: Place, timeout: float) -> None:
     done, saying why (no such database, no permission, a newer agex's tables)."""
     import psycopg
 
-    with place.connect(timeout) as db:
+    from agex_state_postgres.deadline import deadline
+
+    # Connecting is bounded by connect_timeout; what follows, by a deadline of our own (a
+    # server that stops answering bounds nothing, and the advisory lock waits its turn).
+    with place.connect(timeout) as db, deadline(db, timeout) as expired:
         try:
             if _version(db) == VERSION:
                 return  # the usual case: nothing to lock
@@ -61,10 +65,17 @@ def prepare(place: Place, timeout: float) -> None:
                     db.execute("UPDATE agex_schema SET version = %s", (VERSION,))
             return
         except psycopg.Error as exc:
-            failure = StateLoadError(
-                f"could not make agex's tables in the {place}: {place.cause(exc)}; or have "
-                "the database's owner make them (docs/state.md)"
-            )
+            if expired:
+                failure = StateLoadError(
+                    f"could not make agex's tables in the {place}: the database did not "
+                    f"answer within {timeout:g} s; check that the server runs and answers, "
+                    "or give the storage a larger timeout (agex serve: --state-timeout)"
+                )
+            else:
+                failure = StateLoadError(
+                    f"could not make agex's tables in the {place}: {place.cause(exc)}; or "
+                    "have the database's owner make them (docs/state.md)"
+                )
     raise failure  # outside the handler: no psycopg error (nor connection) as its context
 
 
