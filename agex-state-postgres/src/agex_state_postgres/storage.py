@@ -201,21 +201,33 @@ class PostgresStorage:
     # -- connections -------------------------------------------------------------------
 
     def _run(self, doing: str, work: Callable[[psycopg.Connection[Any]], T]) -> T:
-        """``work`` on a pooled connection. Run again, once, on a new connection when the
-        one it had was broken (the database restarted since it was opened): every
-        operation here may be, as each is one transaction (and ``put_and_set`` asks
+        """``work`` on a pooled connection, for at most ``timeout`` seconds on the database
+        (a deadline of ours: a server that stops answering with its connections open
+        bounds nothing). Run again, once, on another connection when the one it had was
+        broken (the database restarted since it was opened) or cut by that deadline:
+        every operation here may be, as each is one transaction (and ``put_and_set`` asks
         whether its first try landed)."""
         import psycopg
 
+        from agex_state_postgres.deadline import deadline
+
         pool = self._opened()
+        unanswered = False  # (a try was cut by the deadline)
         for attempt in (1, 2):
-            db = self._connection(pool, doing)
+            if attempt == 1:
+                db = self._connection(pool, doing)
+            else:
+                db = self._answering(pool, doing, unanswered)
             failure: Exception | None = None
             try:
-                return work(db)
+                with deadline(db, self.timeout) as expired:
+                    return work(db)
             except psycopg.OperationalError as exc:
-                if attempt == 2 or not _broken(exc):
-                    failure = self._failed(doing, self.place.cause(exc))
+                unanswered = unanswered or bool(expired)
+                if attempt == 2 or not (expired or _broken(exc)):
+                    failure = self._failed(
+                        doing, self._unanswered() if expired else self.place.cause(exc)
+                    )
             except psycopg.Error as exc:
                 failure = self._failed(doing, self.place.cause(exc))
             finally:
@@ -224,17 +236,57 @@ class PostgresStorage:
                 # Raised here, outside the handler, so that it carries no psycopg error
                 # (nor the connection that error holds) as its context.
                 raise failure
-            pool.check()  # the others opened before the break are broken too
         raise AssertionError("unreachable")
 
-    def _connection(self, pool: ConnectionPool[Any], doing: str) -> psycopg.Connection[Any]:
+    def _answering(
+        self, pool: ConnectionPool[Any], doing: str, unanswered: bool
+    ) -> psycopg.Connection[Any]:
+        """For the retry, a pooled connection that answers: the others opened before a
+        break are broken too (each fails its check at once, and is replaced), and one that
+        does not answer within ``timeout`` (the database hung) ends the operation."""
+        import time
+
+        import psycopg
+
+        from agex_state_postgres.deadline import deadline
+
+        due = time.monotonic() + self.timeout
+        while True:
+            left = due - time.monotonic()
+            if left <= 0:
+                raise self._failed(doing, self._unanswered())
+            db = self._connection(pool, doing, left, unanswered)
+            try:
+                with deadline(db, max(0.01, due - time.monotonic())) as expired:
+                    db.execute(b"")
+                return db
+            except psycopg.Error:
+                pool.putconn(db)  # broken: the pool discards it and opens another
+            if expired:
+                raise self._failed(doing, self._unanswered())
+
+    def _unanswered(self) -> str:
+        return (
+            f"the database did not answer within {self.timeout:g} s (its server hung, or "
+            "the network to it); check that it runs and answers, or give the storage a "
+            "larger timeout (agex serve: --state-timeout)"
+        )
+
+    def _connection(
+        self,
+        pool: ConnectionPool[Any],
+        doing: str,
+        within: float | None = None,
+        unanswered: bool = False,
+    ) -> psycopg.Connection[Any]:
         """A connection from the pool within ``timeout`` seconds, asked for a slice at a
-        time so that each ask may start a new connection (the database came back)."""
+        time so that each ask may start a new connection (the database came back). When
+        none comes after the database stopped answering (``unanswered``), that is why."""
         import time
 
         from psycopg_pool import PoolTimeout
 
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + (self.timeout if within is None else within)
         while True:
             left = deadline - time.monotonic()
             try:
@@ -245,6 +297,8 @@ class PostgresStorage:
             except PoolTimeout:
                 if left > _WAIT_SLICE:
                     continue
+            if unanswered:
+                raise self._failed(doing, self._unanswered())
             raise self._failed(doing, self.place.diagnose(self.timeout))
 
     def _opened(self) -> ConnectionPool[Any]:
@@ -301,16 +355,26 @@ class _Pools:
 
     _lock = threading.Lock()
     _open: ClassVar[dict[tuple[str, float, int], tuple[ConnectionPool[Any], int]]] = {}
+    #: Held while a pool is made for its key (the schema prepared, up to ``timeout`` on a
+    #: database that does not answer): the storages of that database wait their turn,
+    #: those of every other database go on.
+    _making: ClassVar[dict[tuple[str, float, int], threading.Lock]] = {}
 
     @classmethod
     def take(cls, place: Place, timeout: float, size: int) -> ConnectionPool[Any]:
         key = (place.conninfo, timeout, size)
         with cls._lock:
-            found = cls._open.get(key)
-            if found is None:
-                found = (cls._made(place, timeout, size), 0)
-            cls._open[key] = (found[0], found[1] + 1)
-            return found[0]
+            making = cls._making.setdefault(key, threading.Lock())
+        with making:
+            with cls._lock:
+                found = cls._open.get(key)
+                if found is not None:
+                    cls._open[key] = (found[0], found[1] + 1)
+                    return found[0]
+            pool = cls._made(place, timeout, size)  # (not under the process-wide lock)
+            with cls._lock:
+                cls._open[key] = (pool, 1)
+            return pool
 
     @classmethod
     def give(cls, pool: ConnectionPool[Any]) -> None:
@@ -331,6 +395,8 @@ class _Pools:
         schema.prepare(place, timeout)
         from psycopg_pool import ConnectionPool
 
+        from agex_state_postgres.deadline import deadline
+
         ms = max(2, int(timeout * 1000))
 
         def configure(db: psycopg.Connection[Any]) -> None:
@@ -338,9 +404,11 @@ class _Pools:
             # lock; and a transaction of ours left open (its client cut off by the network,
             # the server never told) is ended by the server after half that, releasing the
             # rows it held before the retry waiting on them gives up. (Ours are never idle
-            # for longer than a round trip.)
-            db.execute(f"SET lock_timeout = {ms}".encode())
-            db.execute(f"SET idle_in_transaction_session_timeout = {ms // 2}".encode())
+            # for longer than a round trip.) Under a deadline of ours: the pool's worker
+            # must not wait for ever on a server that stopped answering.
+            with deadline(db, timeout):
+                db.execute(f"SET lock_timeout = {ms}".encode())
+                db.execute(f"SET idle_in_transaction_session_timeout = {ms // 2}".encode())
 
         return ConnectionPool(
             place.conninfo,
