@@ -14,7 +14,9 @@ one transaction. A connection broken under an operation (the database restarted)
 replaced and the operation tried once more, once the database answers; a set whose COMMIT
 went out unanswered asks PostgreSQL whether that transaction committed (``txid_status``)
 rather than guess from the value. An operation that gets no connection within ``timeout``
-seconds is a ``StateWriteError`` or ``StateLoadError`` naming the cause, never the password.
+seconds, or whose try gets no answer within it (a deadline of ours: a server that stopped
+answering with its connections open), is a ``StateWriteError`` or ``StateLoadError`` naming
+the cause, never the password.
 """
 
 from __future__ import annotations
