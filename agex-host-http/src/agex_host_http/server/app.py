@@ -120,6 +120,7 @@ def create_app(settings: Settings) -> Any:
         stores = DatabaseStores(settings.state_url)
         replicas = Replicas(stores, settings.state_url, board)
         board.on_forget = replicas.release
+        board.on_end = replicas.ended
     runs = RunRoutes(
         board,
         stores,
@@ -197,10 +198,11 @@ def create_app(settings: Settings) -> Any:
             return Cancelled(cancelled=int(run.cancel()))
         if replicas is not None:
             try:
-                if await replicas.cancel_run(run_id):
-                    return Cancelled(cancelled=1)
+                elsewhere = await replicas.cancel_run(run_id)
             except Refused as refused:
                 return refusal(refused.status, str(refused))
+            if elsewhere is not None:
+                return Cancelled(cancelled=elsewhere)
         raise HTTPException(404, f"this server has no run {run_id}")
 
     @app.post("/v1/cancel", dependencies=secured, response_model=Cancelled)
