@@ -60,6 +60,10 @@ class Settings:
     #: The PostgreSQL database clients' state is kept in, shared with the server's other
     #: replicas (None: in ``state_dir``). It holds the password: never shown.
     state_url: str | None = dataclasses.field(default=None, repr=False)
+    #: With ``state_url``: the most connections each state keeps open, and the seconds an
+    #: operation may wait for the database.
+    state_pool_size: int = 10
+    state_timeout: float = 30.0
 
 
 class Versions(BaseModel):
@@ -117,7 +121,11 @@ def create_app(settings: Settings) -> Any:
         state_dir.mkdir(parents=True, exist_ok=True)
         stores = Stores(root=state_dir, kept=("disk",))
     else:
-        stores = DatabaseStores(settings.state_url)
+        stores = DatabaseStores(
+            settings.state_url,
+            pool_size=settings.state_pool_size,
+            timeout=settings.state_timeout,
+        )
         replicas = Replicas(stores, settings.state_url, board)
         board.on_forget = replicas.release
         board.on_end = replicas.ended
