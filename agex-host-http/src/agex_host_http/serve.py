@@ -62,7 +62,8 @@ def read_token(token_file: str | None) -> str | None:
     default=10,
     show_default=True,
     type=click.IntRange(1),
-    help="With --state-url: the most connections to the database each state keeps open.",
+    help="With --state-url: the most connections to the database kept open for clients' "
+    "state (one pool, shared by every state).",
 )
 @click.option(
     "--state-timeout",
