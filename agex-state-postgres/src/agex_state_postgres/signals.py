@@ -90,6 +90,8 @@ class Channel:
                         self._sender = self.place.connect(self.timeout)
                     with deadline(self._sender, self.timeout):
                         self._sender.execute("SELECT pg_notify(%s, %s)", (self.name, payload))
+                    if self._stop.is_set():  # closed while it sent: close() left it open
+                        self._drop_sender()
                     return
                 except StateWriteError:
                     raise
