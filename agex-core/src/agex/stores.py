@@ -136,9 +136,13 @@ class DatabaseStores(Stores):
     #: The first part of the names the server keeps its own records under.
     RESERVED = ".agex"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool_size: int = 10, timeout: float = 30.0) -> None:
         super().__init__(None)
         self._url = url
+        #: Each storage's most connections, and seconds an operation may wait
+        #: (``agex serve --state-pool-size``, ``--state-timeout``).
+        self.pool_size = pool_size
+        self.timeout = timeout
 
     def where(self, storage: str, path: str | None) -> tuple[str, str | None]:
         if storage not in self.KEPT:
@@ -164,12 +168,24 @@ class DatabaseStores(Stores):
             made = self._made.get(key)
             if made is None:
                 made = self._made[key] = plugins.create(
-                    "storage", "postgres", path=key[1], url=self._url, pool_size=2
+                    "storage",
+                    "postgres",
+                    path=key[1],
+                    url=self._url,
+                    pool_size=2,
+                    timeout=self.timeout,
                 )
             return made
 
     def _make(self, provider: str, path: str | None) -> Storage:
-        made: Storage = plugins.create("storage", provider, path=path, url=self._url)
+        made: Storage = plugins.create(
+            "storage",
+            provider,
+            path=path,
+            url=self._url,
+            pool_size=self.pool_size,
+            timeout=self.timeout,
+        )
         return made
 
     def __repr__(self) -> str:

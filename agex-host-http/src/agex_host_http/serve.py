@@ -58,6 +58,21 @@ def read_token(token_file: str | None) -> str | None:
     "this option, so the password stays out of the process list).",
 )
 @click.option(
+    "--state-pool-size",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1),
+    help="With --state-url: the most connections to the database kept open for clients' "
+    "state (one pool, shared by every state).",
+)
+@click.option(
+    "--state-timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="With --state-url: seconds a state operation may wait for the database.",
+)
+@click.option(
     "--token-file",
     type=click.Path(exists=True, dir_okay=False),
     help=f"File holding the token clients must send (default: ${TOKEN_ENV}).",
@@ -149,6 +164,8 @@ def serve(
     port: int,
     state_dir: Path,
     state_url: str | None,
+    state_pool_size: int,
+    state_timeout: float,
     token_file: str | None,
     ssl_certfile: str | None,
     ssl_keyfile: str | None,
@@ -201,6 +218,8 @@ def serve(
     settings = Settings(
         state_dir=state_dir,
         state_url=state_url or None,
+        state_pool_size=state_pool_size,
+        state_timeout=state_timeout,
         token=token,
         max_body=max_body,
         detach_grace=detach_grace,

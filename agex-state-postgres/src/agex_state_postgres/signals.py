@@ -4,8 +4,15 @@ every process listening on that channel gets it, the sender included.
 
 A :class:`Channel` listens on a connection of its own, in a thread of its own; when that
 connection breaks (the database restarted), it connects again, waiting a little longer
-each time, and goes on listening. Signals sent while no connection was listening are not
-seen: what a signal asks must be harmless to miss, or be asked again.
+each time, and goes on listening. A connection that went silent (a NAT or firewall that
+forgot the flow says nothing to either end) is found out: after a few seconds with nothing
+arriving, the listener asks the database for ``SELECT 1`` under a deadline, and listens on
+a new connection when no answer comes. Signals sent while no connection was listening are
+not seen: what a signal asks must be harmless to miss, or be asked again, or be recorded
+where a listener that starts listening again reads it (``on_listening``).
+
+Every wait on the database is bounded by the channel's ``timeout``
+(:func:`~agex_state_postgres.deadline.deadline`), a database that stops answering included.
 
 What arrives is handed on only when it is a JSON object; what it says is the receiver's
 to check before acting on it (anyone who may connect to the database may send one).
@@ -17,10 +24,12 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
-from agex.errors import StateWriteError
+from agex.errors import StateLoadError, StateWriteError
+from agex_state_postgres.deadline import deadline
 from agex_state_postgres.place import Place
 
 log = logging.getLogger(__name__)
@@ -29,10 +38,16 @@ log = logging.getLogger(__name__)
 LIMIT = 7900
 #: Seconds between attempts to listen again after the connection broke: then the last.
 RECONNECT = (0.1, 0.25, 0.5, 1.0, 2.0)
+#: Seconds with nothing arriving after which the listener checks its connection answers.
+QUIET = 5.0
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
 
 #: Called with each signal that arrives, in the listening thread.
 OnSignal = Callable[[dict[str, Any]], None]
+#: Called, in the listening thread, each time a new connection listens, with the database's
+#: clock then (seconds since the epoch): signals sent before it may have been missed.
+OnListening = Callable[[float], None]
 
 
 class Channel:
@@ -69,10 +84,17 @@ class Channel:
         with self._send_lock:
             for attempt in (1, 2):
                 try:
+                    if self._stop.is_set():
+                        raise StateWriteError(f"{self!r} is closed")
                     if self._sender is None or self._sender.closed:
                         self._sender = self.place.connect(self.timeout)
-                    self._sender.execute("SELECT pg_notify(%s, %s)", (self.name, payload))
+                    with deadline(self._sender, self.timeout):
+                        self._sender.execute("SELECT pg_notify(%s, %s)", (self.name, payload))
+                    if self._stop.is_set():  # closed while it sent: close() left it open
+                        self._drop_sender()
                     return
+                except StateWriteError:
+                    raise
                 except psycopg.Error as exc:
                     self._drop_sender()
                     if attempt == 2:
@@ -88,6 +110,30 @@ class Channel:
                         ) from None
         raise AssertionError("unreachable")
 
+    def clock(self) -> float:
+        """The database's clock (seconds since the epoch): the one frame of reference every
+        replica shares, whatever their machines' clocks say. StateLoadError when the
+        database does not answer within the timeout."""
+        import psycopg
+
+        with self._send_lock:
+            try:
+                if self._stop.is_set():
+                    raise StateLoadError(f"{self!r} is closed")
+                if self._sender is None or self._sender.closed:
+                    self._sender = self.place.connect(self.timeout)
+                with deadline(self._sender, self.timeout):
+                    row = self._sender.execute(_NOW).fetchone()
+            except psycopg.Error as exc:
+                self._drop_sender()
+                failure = StateLoadError(
+                    f"could not read the clock of the {self.place}: {self.place.cause(exc)}"
+                )
+            else:
+                assert row is not None
+                return float(row[0])
+        raise failure
+
     def _drop_sender(self) -> None:
         sender, self._sender = self._sender, None
         if sender is not None:
@@ -98,14 +144,18 @@ class Channel:
 
     # -- listening ---------------------------------------------------------------------
 
-    def listen(self, on_signal: OnSignal) -> None:
+    def listen(self, on_signal: OnSignal, on_listening: OnListening | None = None) -> None:
         """Start listening, in a daemon thread: each signal that arrives (a JSON object)
-        goes to ``on_signal``. Returns at once; :meth:`wait_listening` waits until the first
-        connection listens."""
+        goes to ``on_signal``; ``on_listening`` is called each time a connection starts
+        listening (the first included), before what arrives on it. Returns at once;
+        :meth:`wait_listening` waits until the first connection listens."""
         if self._thread is not None:
             raise RuntimeError(f"{self!r} listens already")
         self._thread = threading.Thread(
-            target=self._listen, args=(on_signal,), name=f"agex-listen-{self.name}", daemon=True
+            target=self._listen,
+            args=(on_signal, on_listening),
+            name=f"agex-listen-{self.name}",
+            daemon=True,
         )
         self._thread.start()
 
@@ -114,14 +164,19 @@ class Channel:
         return self._listening.wait(timeout)
 
     def close(self) -> None:
-        """Stop listening and sending; the listening thread ends within a second."""
+        """Stop listening and sending; the listening thread ends within a second. Never
+        waits behind a send that is stuck: that send ends within its timeout, and drops its
+        connection itself."""
         self._stop.set()
-        with self._send_lock:
-            self._drop_sender()
+        if self._send_lock.acquire(timeout=0.5):
+            try:
+                self._drop_sender()
+            finally:
+                self._send_lock.release()
         if self._thread is not None:
             self._thread.join(5)
 
-    def _listen(self, on_signal: OnSignal) -> None:
+    def _listen(self, on_signal: OnSignal, on_listening: OnListening | None) -> None:
         import psycopg
 
         delays = iter(RECONNECT)
@@ -136,14 +191,25 @@ class Channel:
                 continue
             try:
                 with db:
-                    db.execute(f'LISTEN "{self.name}"')
+                    with deadline(db, self.timeout):
+                        db.execute(f'LISTEN "{self.name}"')
+                        row = db.execute(_NOW).fetchone()
+                    assert row is not None
+                    if on_listening is not None:
+                        self._deliver(on_listening, float(row[0]))
                     self._listening.set()
                     delays = iter(RECONNECT)
+                    heard = time.monotonic()
                     while not self._stop.is_set():
                         for notice in db.notifies(timeout=1.0):
+                            heard = time.monotonic()
                             signal = _decoded(notice.payload)
                             if signal is not None:
                                 self._deliver(on_signal, signal)
+                        if time.monotonic() - heard > QUIET:
+                            with deadline(db, self.timeout):  # silent: is anyone there?
+                                db.execute("SELECT 1")
+                            heard = time.monotonic()
             except psycopg.Error as exc:
                 why = self.place.cause(exc)
             except Exception as exc:  # a payload it could not decode, say: never the end
@@ -155,9 +221,9 @@ class Channel:
             self._stop.wait(next(delays, RECONNECT[-1]))
         self._listening.clear()
 
-    def _deliver(self, on_signal: OnSignal, signal: dict[str, Any]) -> None:
+    def _deliver(self, handle: Callable[[Any], None], what: Any) -> None:
         try:
-            on_signal(signal)
+            handle(what)
         except Exception:  # one bad signal must not end the listening
             log.exception("a signal on channel %s could not be handled", self.name)
 

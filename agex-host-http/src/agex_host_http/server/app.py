@@ -60,6 +60,10 @@ class Settings:
     #: The PostgreSQL database clients' state is kept in, shared with the server's other
     #: replicas (None: in ``state_dir``). It holds the password: never shown.
     state_url: str | None = dataclasses.field(default=None, repr=False)
+    #: With ``state_url``: the most connections each state keeps open, and the seconds an
+    #: operation may wait for the database.
+    state_pool_size: int = 10
+    state_timeout: float = 30.0
 
 
 class Versions(BaseModel):
@@ -117,9 +121,14 @@ def create_app(settings: Settings) -> Any:
         state_dir.mkdir(parents=True, exist_ok=True)
         stores = Stores(root=state_dir, kept=("disk",))
     else:
-        stores = DatabaseStores(settings.state_url)
+        stores = DatabaseStores(
+            settings.state_url,
+            pool_size=settings.state_pool_size,
+            timeout=settings.state_timeout,
+        )
         replicas = Replicas(stores, settings.state_url, board)
         board.on_forget = replicas.release
+        board.on_end = replicas.ended
     runs = RunRoutes(
         board,
         stores,
@@ -197,10 +206,11 @@ def create_app(settings: Settings) -> Any:
             return Cancelled(cancelled=int(run.cancel()))
         if replicas is not None:
             try:
-                if await replicas.cancel_run(run_id):
-                    return Cancelled(cancelled=1)
+                elsewhere = await replicas.cancel_run(run_id)
             except Refused as refused:
                 return refusal(refused.status, str(refused))
+            if elsewhere is not None:
+                return Cancelled(cancelled=elsewhere)
         raise HTTPException(404, f"this server has no run {run_id}")
 
     @app.post("/v1/cancel", dependencies=secured, response_model=Cancelled)

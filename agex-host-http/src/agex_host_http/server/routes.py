@@ -16,17 +16,19 @@ holds is answered 421.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from agex import plugins
-from agex.errors import ProviderError, StatePathRefused
+from agex.errors import ProviderError, StatePathRefused, TaskCancelled
 from agex.isolation.settings import Isolation
 from agex.protocols import StateConfig
 from agex.remote.envelope import Envelope, Refused
 from agex.remote.execute import execute
+from agex.remote.outcome import failure
 from agex.stores import StorageRefused, Stores
 from agex_host_http import wire
 from agex_host_http.server.replicas import Replicas, misdirected
@@ -73,6 +75,7 @@ class RunRoutes:
         """Start a run and stream its messages. Sent again for a run that exists (its first
         answer was lost), it follows that run, as ``/events`` does, and its body is never
         read."""
+        arrived = time.monotonic()
         run = self.board.runs.get(run_id)
         if run is None:
             try:
@@ -80,7 +83,7 @@ class RunRoutes:
             except ClientDisconnect:
                 return Response(status_code=499)  # nobody is left to read it
             try:
-                run = await self._open(run_id, body)
+                run = await self._open(run_id, body, arrived)
             except Refused as refused:
                 return refusal(refused.status, str(refused))
             if run is not None:
@@ -118,9 +121,10 @@ class RunRoutes:
             )
         return EventStream(run, after, self.detach_grace)
 
-    async def _open(self, run_id: str, body: bytes) -> Run | None:
+    async def _open(self, run_id: str, body: bytes, arrived: float) -> Run | None:
         """The run this request starts, running; None when another request for the same id
-        started it meanwhile."""
+        started it meanwhile. A cancel of its session that came after the request arrived
+        (while its body was read, or its id claimed) ends it at once: TaskCancelled."""
         try:
             raw, payload = wire.split_request(body)
         except wire.BadRequest as exc:
@@ -158,7 +162,18 @@ class RunRoutes:
             key=self.key,
             isolation=self.isolation,
         )
-        self.board.watch(run, asyncio.create_task(work))
+        task = asyncio.create_task(work)
+        self.board.watch(run, task)
+        if self.board.cancelled_since(envelope.agent, envelope.session, arrived):
+            run.outbox.finish(
+                failure(
+                    TaskCancelled(
+                        f"the agent's runs in session {envelope.session!r} were cancelled "
+                        "while this run was starting"
+                    )
+                )
+            )
+            task.cancel()
         return run
 
     def _check_delegates(self, delegates: dict[str, Any]) -> None:

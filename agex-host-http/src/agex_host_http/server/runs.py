@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
@@ -20,6 +21,10 @@ from agex.remote.outcome import failure
 #: SSE comment sent when nothing else has been for this long, so proxies and the client
 #: know the connection is alive while the model thinks.
 KEEPALIVE = 10.0
+#: Seconds a session's cancel is remembered for runs still starting (a start waits on the
+#: database at most its timeout), and how many sessions' cancels are kept before pruning.
+_CANCEL_WINDOW = 600.0
+_CANCELS_KEPT = 1000
 
 
 class Run:
@@ -33,6 +38,8 @@ class Run:
         self.outbox = Outbox(limit)
         self.task: asyncio.Task[Any] | None = None
         self.followers = 0
+        #: When it started, by this machine's clock (seconds since the epoch).
+        self.started = time.time()
         self._orphan: asyncio.TimerHandle | None = None
 
     @property
@@ -106,8 +113,12 @@ class RunBoard:
         self.retention = retention
         self.keepalive = keepalive
         self.runs: dict[str, Run] = {}
-        #: Called with a run's id when the run is forgotten.
+        #: Called with a run's id when the run ends, and when it is forgotten.
+        self.on_end: Callable[[str], None] | None = None
         self.on_forget: Callable[[str], None] | None = None
+        # When each (agent, session) was last cancelled (time.monotonic()), so that a run
+        # whose request arrived before a cancel, and was still starting, stops too.
+        self._cancels: dict[tuple[str, str], float] = {}
 
     def open(self, run_id: str, agent_name: str, session: str) -> Run:
         run = self.runs[run_id] = Run(run_id, agent_name, session, self.limit, self.keepalive)
@@ -121,7 +132,13 @@ class RunBoard:
         task.add_done_callback(lambda _: self._ended(run))
 
     def cancel_session(self, agent_name: str, session: str) -> int:
-        """Stop every run of this agent in this session; how many there were."""
+        """Stop every run of this agent in this session; how many there were. Runs whose
+        requests arrived before now and are still starting stop once started
+        (:meth:`cancelled_since`)."""
+        now = time.monotonic()
+        if len(self._cancels) >= _CANCELS_KEPT:
+            self._cancels = {k: t for k, t in self._cancels.items() if now - t < _CANCEL_WINDOW}
+        self._cancels[(agent_name, session)] = now
         runs = [
             run
             for run in self.runs.values()
@@ -129,11 +146,19 @@ class RunBoard:
         ]
         return sum(run.cancel() for run in runs)
 
+    def cancelled_since(self, agent_name: str, session: str, since: float) -> bool:
+        """Whether the agent's runs in ``session`` were cancelled at ``since``
+        (time.monotonic()) or later: a run whose request arrived then must not start."""
+        at = self._cancels.get((agent_name, session))
+        return at is not None and at >= since
+
     def _ended(self, run: Run) -> None:
         if not run.done:
             from agex.errors import TaskCancelled
 
             run.outbox.finish(failure(TaskCancelled("the run stopped before it began")))
+        if self.on_end is not None:
+            self.on_end(run.id)
         asyncio.get_running_loop().call_later(self.retention, self._forget, run.id)
 
     def _forget(self, run_id: str) -> None:
