@@ -33,3 +33,16 @@ def ascii_database(postgres):
     )
     yield postgres.url.rpartition("/")[0] + "/" + name
     postgres.sql(f"DROP DATABASE {name} WITH (FORCE)", database="postgres")
+
+
+@pytest.fixture
+def own():
+    """A PostgreSQL server of this test's own, to stop, restart, kill or pause (the
+    session's server goes on answering the other tests); fsync off: a process, not a
+    machine, is what fails here."""
+    from agex_state_postgres.local import LocalServer
+
+    server = LocalServer(fsync=False)
+    server.start()
+    yield server
+    server.remove()

@@ -20,7 +20,6 @@ from agex import plugins
 from agex.errors import StateConflict, StateLoadError, StateWriteError
 from agex.serializers import CloudpickleSerializer
 from agex.state.versioned import VersionedState
-from agex_state_postgres.local import LocalServer
 from agex_state_postgres.storage import PostgresStorage
 
 
@@ -199,20 +198,10 @@ def test_a_writer_killed_mid_commit_fifty_times_leaves_a_whole_history(pg_env) -
 # -- the database goes away ----------------------------------------------------------------
 
 
-@pytest.fixture
-def own_server():
-    """A server of this test's own, to stop and restart (fsync off: a restart, not a
-    machine crash, is what is tested)."""
-    server = LocalServer(fsync=False)
-    server.start()
-    yield server
-    server.remove()
-
-
 def test_operations_across_a_restart_retry_or_fail_clearly_and_lose_nothing(
-    own_server,
+    own,
 ) -> None:
-    storage = PostgresStorage("restart", url=own_server.url, timeout=10, pool_size=4)
+    storage = PostgresStorage("restart", url=own.url, timeout=10, pool_size=4)
     state = versioned(storage)
     state.commit({"n": 0})
     landed: list[str] = []
@@ -239,9 +228,9 @@ def test_operations_across_a_restart_retry_or_fail_clearly_and_lose_nothing(
     try:
         for mode in ("fast", "immediate"):
             time.sleep(0.5)
-            own_server.stop(mode)  # immediate: as a crash, no goodbye to the clients
+            own.stop(mode)  # immediate: as a crash, no goodbye to the clients
             time.sleep(0.5)
-            own_server.start()
+            own.start()
         time.sleep(1.0)
     finally:
         stop.set()
@@ -251,7 +240,7 @@ def test_operations_across_a_restart_retry_or_fail_clearly_and_lose_nothing(
     assert not strange, strange
     for error in errors:
         assert "PostgreSQL database" in str(error)  # it says where
-        assert own_server.password not in str(error)
+        assert own.password not in str(error)
     before = len(landed)
     # After it is back, the same storage object goes on.
     for _ in range(3):
@@ -264,11 +253,11 @@ def test_operations_across_a_restart_retry_or_fail_clearly_and_lose_nothing(
     storage.close()
 
 
-def test_the_database_down_longer_than_the_timeout_is_a_clear_error(own_server) -> None:
-    storage = PostgresStorage("down", url=own_server.url, timeout=2)
+def test_the_database_down_longer_than_the_timeout_is_a_clear_error(own) -> None:
+    storage = PostgresStorage("down", url=own.url, timeout=2)
     state = versioned(storage)
     state.commit({"n": 1})
-    own_server.stop()
+    own.stop()
     try:
         began = time.monotonic()
         with pytest.raises(StateLoadError) as read:
@@ -277,7 +266,7 @@ def test_the_database_down_longer_than_the_timeout_is_a_clear_error(own_server) 
             storage.put_many({"x": b"1"})
         waited = time.monotonic() - began
     finally:
-        own_server.start()
+        own.start()
     # Not an exact time (the machine is shared): only that it gave up, rather than hang on
     # for the pool's default of minutes.
     assert waited < 60
@@ -285,19 +274,19 @@ def test_the_database_down_longer_than_the_timeout_is_a_clear_error(own_server) 
         text = str(error)
         assert "PostgreSQL database" in text
         assert "check that the server runs" in text
-        assert own_server.password not in text
+        assert own.password not in text
     assert "Nothing was written" in str(wrote.value)
     time.sleep(3)  # longer than the pool's own reconnect attempts
     assert state.values() == {"n": 1}  # back at once, on the same object
     storage.close()
 
 
-def test_a_storage_used_before_the_database_started_works_once_it_has(own_server) -> None:
-    own_server.stop()
-    storage = PostgresStorage("late", url=own_server.url, timeout=2)
+def test_a_storage_used_before_the_database_started_works_once_it_has(own) -> None:
+    own.stop()
+    storage = PostgresStorage("late", url=own.url, timeout=2)
     with pytest.raises(StateLoadError, match="check that the server runs"):
         storage.get("k")
-    own_server.start()
+    own.start()
     storage.put_many({"k": b"v"})
     assert storage.get("k") == b"v"
     storage.close()

@@ -2,19 +2,13 @@
 VM, a network path that drops packets without a reset): every operation of the storage ends
 within about its ``timeout`` per try, saying so, and the storage works again once the
 database answers. The database is frozen here by stopping its processes (SIGSTOP), on a
-server of this module's own so that the session's server goes on answering."""
+server of its own (the ``own`` fixture) so that the session's server goes on answering."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from agex.errors import StateLoadError, StateWriteError
 from agex_state_postgres import deadline
@@ -24,44 +18,6 @@ from agex_state_postgres.storage import PostgresStorage
 TIMEOUT = 2.0
 #: Generous (a shared machine): the promise is about ``timeout`` per try, and two tries.
 BOUND = 4 * TIMEOUT + 10
-
-
-@pytest.fixture(scope="module")
-def own() -> Iterator[Any]:
-    """A PostgreSQL server of this module's own, to freeze."""
-    local = pytest.importorskip("agex_state_postgres.local")
-    server = local.LocalServer(fsync=False)
-    server.start()
-    try:
-        yield server
-    finally:
-        _signal(server, signal.SIGCONT)
-        server.remove()
-
-
-def _signal(server: Any, sig: int) -> None:
-    """``sig`` to the server's postmaster and every process it started."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        postmaster = int((Path(server.data) / "postmaster.pid").read_text().split()[0])
-        found = [postmaster]
-        for entry in Path("/proc").iterdir():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = (entry / "stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == postmaster:
-                    found.append(int(entry.name))
-        for pid in found:
-            with contextlib.suppress(OSError):
-                os.kill(pid, sig)
-
-
-@contextlib.contextmanager
-def frozen(server: Any) -> Iterator[None]:
-    """The server stops answering; its sockets stay open, so nothing tells its clients."""
-    _signal(server, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        _signal(server, signal.SIGCONT)
 
 
 def in_thread(call: Callable[..., Any], *args: Any) -> tuple[threading.Thread, dict[str, Any]]:
@@ -87,7 +43,7 @@ def test_a_read_from_a_hung_database_ends_with_a_load_error_then_works_again(own
     storage = PostgresStorage("hung/read", url=own.url, timeout=TIMEOUT)
     storage.put_many({"k": b"v"})  # a pooled connection, open and idle
     try:
-        with frozen(own):
+        with own.paused():
             thread, box = in_thread(storage.get, "k")
             _ended(thread, "get()")
         error = box.get("error")
@@ -104,7 +60,7 @@ def test_a_write_to_a_hung_database_ends_with_a_write_error_then_works_again(own
     storage = PostgresStorage("hung/write", url=own.url, timeout=TIMEOUT)
     assert storage.compare_and_set("head", None, b"1")
     try:
-        with frozen(own):
+        with own.paused():
             thread, box = in_thread(storage.put_and_set, {"c/2": b"x"}, "head", b"1", b"2")
             _ended(thread, "put_and_set()")
         error = box.get("error")
@@ -129,7 +85,7 @@ def test_each_operation_on_a_hung_database_ends(own) -> None:
         ("delete()", lambda: storage.delete("a"), StateWriteError),
     ]
     try:
-        with frozen(own):
+        with own.paused():
             started = [(name, expected, *in_thread(call)) for name, call, expected in operations]
             for name, _, thread, _ in started:
                 _ended(thread, name)
@@ -147,7 +103,7 @@ def test_a_hung_database_does_not_hold_up_a_storage_of_another(own, database) ->
     hung = PostgresStorage("hung/first", url=own.url, timeout=TIMEOUT + 9)
     other = PostgresStorage("elsewhere", url=database, timeout=TIMEOUT)
     try:
-        with frozen(own):
+        with own.paused():
             thread, box = in_thread(hung.get, "k")
             other_thread, other_box = in_thread(
                 lambda: (other.put_many({"k": b"v"}), other.get("k"))[1]

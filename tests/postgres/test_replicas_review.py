@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import os
-import signal
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,46 +43,6 @@ BOUND = 4 * TIMEOUT + 5
 # -- a database of the test's own, to freeze ----------------------------------------------
 
 
-@pytest.fixture
-def own() -> Iterator[Any]:
-    """A PostgreSQL server of this test's own (freezing it leaves the session's alone)."""
-    local = pytest.importorskip("agex_state_postgres.local")
-    server = local.LocalServer(fsync=False)
-    server.start()
-    try:
-        yield server
-    finally:
-        _signal_all(server, signal.SIGCONT)
-        server.remove()
-
-
-def _signal_all(server: Any, number: int) -> None:
-    """Signal the postmaster and every process it started."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        postmaster = int((Path(server.data) / "postmaster.pid").read_text().split()[0])
-        found = [postmaster]
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError, IndexError, ValueError):
-                    stat = (entry / "stat").read_text()
-                    if int(stat.rsplit(")", 1)[1].split()[1]) == postmaster:
-                        found.append(int(entry.name))
-        for pid in found:
-            with contextlib.suppress(OSError):
-                os.kill(pid, number)
-
-
-@contextlib.contextmanager
-def frozen(server: Any) -> Iterator[None]:
-    """The database stops answering, as a hung host does: its processes are stopped, their
-    sockets stay open, so nothing tells the clients."""
-    _signal_all(server, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        _signal_all(server, signal.SIGCONT)
-
-
 # -- a database that stops answering ----------------------------------------------------
 
 
@@ -93,7 +50,7 @@ def test_a_signal_to_a_database_that_stopped_answering_fails_within_its_timeout(
     channel = Channel("agex_review", own.url, timeout=TIMEOUT)
     channel.send({"warm": 1})  # its sending connection, open
     try:
-        with frozen(own):
+        with own.paused():
             thread, box = in_thread(channel.send, {"kind": "cancel-session"})
             thread.join(BOUND)
             hung = thread.is_alive()
@@ -113,7 +70,7 @@ def test_a_cancel_through_a_replica_answers_while_the_database_hangs(make_replic
     cancel = {"agent": "a", "session": "s"}
     warm = httpx.post(f"{replica.url}/v1/cancel", json=cancel, headers=replica.headers, timeout=30)
     assert warm.status_code == 200, warm.text
-    with frozen(own):
+    with own.paused():
         try:
             answer = httpx.post(
                 f"{replica.url}/v1/cancel", json=cancel, headers=replica.headers, timeout=45

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -96,6 +97,33 @@ class LocalServer:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and self._running():
             time.sleep(0.05)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The server stops answering inside this block, as a hung host does (a stalled
+        disk, a paused VM): its processes are stopped, and their sockets stay open, so
+        nothing tells its clients."""
+        self._signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self._signal(signal.SIGCONT)
+
+    def _signal(self, number: int) -> None:
+        """``number`` to the postmaster and every process it started."""
+        try:
+            postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return
+        found = [postmaster]
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == postmaster:
+                    found.append(int(entry.name))
+        for pid in found:
+            with contextlib.suppress(OSError):
+                os.kill(pid, number)
 
     def remove(self) -> None:
         """Stop the server and delete its directory (if it made it)."""
