@@ -10,6 +10,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from agex.errors import StateLoadError, StateWriteError
 from agex_state_postgres import deadline
 from agex_state_postgres.place import Place
@@ -145,3 +147,25 @@ def test_a_partitioned_network_is_noticed_by_tcp() -> None:
     assert "keepalives" not in given
     assert "tcp_user_timeout" not in given
     assert given["keepalives_count"] == 3
+
+
+def test_a_write_cut_before_its_commit_says_nothing_was_written_and_nothing_is(own) -> None:
+    """A delete (or put_many) sent to a hung database and cut by the deadline: the server,
+    once it answers again, finds its client gone before the COMMIT and writes nothing, as
+    the error said."""
+    import time as clock
+
+    storage = PostgresStorage("hung/cut", url=own.url, timeout=TIMEOUT)
+    storage.put_many({"k": b"v"})
+    try:
+        with own.paused():
+            with pytest.raises(StateWriteError) as raised:
+                storage.delete("k")
+            with pytest.raises(StateWriteError) as raised_put:
+                storage.put_many({"k": b"changed"})
+        clock.sleep(1.0)  # the server reads what was sent to it before the cut
+        assert "Nothing was written" in raised.value.message
+        assert "Nothing was written" in raised_put.value.message
+        assert storage.get("k") == b"v"
+    finally:
+        storage.close()

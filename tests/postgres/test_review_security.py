@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import pickle
+import re
 import secrets
 import time
 from pathlib import Path
@@ -123,6 +124,11 @@ def test_a_notification_the_listener_cannot_read_does_not_end_its_listening(
         "postgresql://agex:Zm9v/YmFy+cXV4@db.internal:5432/agex",  # a base64 password
         "postgresql://agex:Qx7k/Wq9z@db.internal/agex",
         "postgres://agex:a/b@c@db.internal/agex",
+        # an unencoded '@': libpq splits at the first, and the rest reads as the host
+        "postgresql://agex:hunter@2024@db.internal/agex",
+        "postgresql://agex:s3cr@t-pw@[::1]:5432/agex",
+        # a '/' then an '@' after a '?': a host parameter holding a piece of the password
+        "postgresql://agex:pw/xy?host=zz@db.internal/agex",
     ],
 )
 def test_a_password_with_an_unencoded_slash_is_never_shown(url) -> None:
@@ -132,7 +138,7 @@ def test_a_password_with_an_unencoded_slash_is_never_shown(url) -> None:
     from agex_state_postgres.place import Place
 
     secret = url.split("://agex:", 1)[1].rsplit("@", 1)[0]
-    pieces = [p for p in secret.replace("+", "/").replace("@", "/").split("/") if len(p) >= 2]
+    pieces = [p for p in re.split(r"[+/@?=]", secret) if len(p) >= 2 and p not in ("host", "db")]
     with pytest.raises(AgexError) as refused:
         Place.find(url, "$AGEX_STATE_URL")
     assert "percent-encoded" in refused.value.message

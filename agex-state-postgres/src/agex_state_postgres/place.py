@@ -53,9 +53,12 @@ class Place:
             given = None if _misread(self.conninfo) else dict(conninfo_to_dict(self.conninfo))
         except ProgrammingError:
             given = None  # (psycopg's message may quote the URL, password and all)
+        if given is not None and _garbled(given):
+            given = None
         if given is None:
             raise StateLoadError(
-                f"{self.source} is not a PostgreSQL connection URL; give one like "
+                f"{self.source} is not a PostgreSQL connection URL that names its host and "
+                "its port (a number) as meant; give one like "
                 "postgresql://user@host:5432/database (the password in $PGPASSWORD or "
                 "~/.pgpass, or in the URL, where a '/', '@', ':' or '%' in it is "
                 "percent-encoded: '/' as %2F)"
@@ -68,7 +71,7 @@ class Place:
     def __str__(self) -> str:
         parts = self.parts()
         host = parts.get("host") or parts.get("hostaddr") or "the local socket"
-        port = f":{parts['port']}" if parts.get("port") else ""
+        port = f":{parts['port']}" if re.search(r"\d", str(parts.get("port") or "")) else ""
         database = parts.get("dbname") or parts.get("user")
         named = f"PostgreSQL database {database}" if database else "default PostgreSQL database"
         user = f" as {parts['user']}" if parts.get("user") else ""
@@ -165,11 +168,21 @@ class Place:
 
 
 def _misread(conninfo: str) -> bool:
-    """Whether libpq would misread this URL: an ``@`` after the first ``/`` of its address
-    means a password holding an unencoded ``/``, which libpq would take for host, port and
-    database (and messages would then show it)."""
+    """Whether libpq would misread this URL, so that messages naming its host would show a
+    piece of the password: an unencoded ``/`` in the password ends the address early (an
+    ``@`` then comes after it), and an unencoded ``@`` splits it at the wrong place (two in
+    the address)."""
     scheme, sep, rest = conninfo.partition("://")
     if not sep or scheme not in ("postgres", "postgresql"):
         return False
+    address = re.split(r"[/?]", rest, maxsplit=1)[0]
     _, slash, after = rest.partition("/")
-    return bool(slash) and "@" in after.split("?", 1)[0]
+    return address.count("@") > 1 or (bool(slash) and "@" in after.split("?", 1)[0])
+
+
+def _garbled(parts: dict[str, Any]) -> bool:
+    """Whether what libpq read holds what no host or port is: a sign that it took part of a
+    password for them."""
+    hosts = str(parts.get("host") or "")
+    port = str(parts.get("port") or "")
+    return "@" in hosts or not re.fullmatch(r"\d*(,\d*)*", port)

@@ -118,16 +118,35 @@ class PostgresStorage:
         for key in checked:
             self._key(key)
 
-        def put(db: psycopg.Connection[Any]) -> None:
-            # One transaction: a break under it writes none of them, and the retry all.
-            with db.transaction(), db.cursor() as cursor:
-                cursor.executemany(_PUT, [(self.store, k, v) for k, v in checked.items()])
-
-        self._run("write", put)
+        # One transaction: a break under it writes none of them, and the retry all.
+        self._write(
+            lambda cursor: cursor.executemany(
+                _PUT, [(self.store, k, v) for k, v in checked.items()]
+            )
+        )
 
     def delete(self, key: str) -> None:
         self._key(key)
-        self._run("write", lambda db: db.execute(_DELETE, (self.store, key)))
+        self._write(lambda cursor: cursor.execute(_DELETE, (self.store, key)))
+
+    def _write(self, statements: Callable[[psycopg.Cursor[Any]], object]) -> None:
+        """``statements`` in one transaction. Failing after its COMMIT went out, unanswered,
+        it says the write may have been done (the server may have taken the COMMIT)."""
+        committing: list[bool] = []
+
+        def work(db: psycopg.Connection[Any]) -> None:
+            with db.transaction(), db.cursor() as cursor:
+                statements(cursor)
+                committing.append(True)  # what follows is the COMMIT
+
+        try:
+            self._run("write", work)
+            return
+        except StateWriteError as exc:
+            if not committing:
+                raise
+            unsure = _unsure(exc)
+        raise unsure
 
     def compare_and_set(self, key: str, expected: bytes | None, new: bytes) -> bool:
         return self.put_and_set({}, key, expected, new)
@@ -173,7 +192,7 @@ class PostgresStorage:
             if not committing:
                 raise
             # A COMMIT was sent and no answer came, nor could PostgreSQL be asked since.
-            unsure = StateWriteError(str(exc).replace(_NOTHING, _UNSURE))
+            unsure = _unsure(exc)
             raise unsure from None
         raise StateWriteError(
             f"could not write to the state {self.store!r} in {self.place}: the database "
@@ -423,6 +442,13 @@ class _Pools:
             name="agex",
             open=True,
         )
+
+
+def _unsure(failure: Exception) -> Exception:
+    """``failure`` saying that its write may have been done, if it says nothing was."""
+    if isinstance(failure, StateWriteError) and _NOTHING in failure.message:
+        return StateWriteError(failure.message.replace(_NOTHING, _UNSURE))
+    return failure
 
 
 class _Unknown(Exception):
