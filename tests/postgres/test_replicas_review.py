@@ -22,7 +22,7 @@ import pytest
 from agex import TaskCancelled
 from agex.errors import StateWriteError
 from agex.testing.host import scripted
-from agex_state_postgres.signals import Channel
+from agex_state_postgres.signals import LISTENER, Channel
 
 _spec = importlib.util.spec_from_file_location(
     "agex_replicas_review", Path(__file__).parent / "test_replicas.py"
@@ -261,9 +261,13 @@ def test_a_cancel_accepted_while_a_replica_was_reconnecting_its_listener_reaches
     admin = psycopg.connect(own.url, autocommit=True)
     try:
         admin.execute("ALTER ROLE agex NOLOGIN")
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'"
-        )
+        ended = admin.execute(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = %s) AS cut",
+            (LISTENER,),
+        ).fetchone()
+        assert ended is not None
+        assert ended[0] > 0, "no listening connection was ended"
         answer = httpx.post(
             f"{b.url}/v1/cancel",
             json={"agent": "spin", "session": "z"},
