@@ -126,7 +126,7 @@ def create_app(settings: Settings) -> Any:
             pool_size=settings.state_pool_size,
             timeout=settings.state_timeout,
         )
-        replicas = Replicas(stores, settings.state_url, board)
+        replicas = Replicas(stores, settings.state_url, board, settings.state_timeout)
         board.on_forget = replicas.release
         board.on_end = replicas.ended
     runs = RunRoutes(
