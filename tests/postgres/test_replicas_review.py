@@ -22,7 +22,7 @@ import pytest
 from agex import TaskCancelled
 from agex.errors import StateWriteError
 from agex.testing.host import scripted
-from agex_state_postgres.signals import Channel
+from agex_state_postgres.signals import LISTENER, Channel
 
 _spec = importlib.util.spec_from_file_location(
     "agex_replicas_review", Path(__file__).parent / "test_replicas.py"
@@ -234,12 +234,15 @@ def test_a_cancel_sent_while_the_start_is_claimed_stops_the_run(
     assert "while this run was starting" in str(box["error"])
 
 
+@pytest.mark.parametrize("which", ["session", "run"])
 def test_a_cancel_accepted_while_a_replica_was_reconnecting_its_listener_reaches_it(
-    make_replica, own
+    make_replica, own, monkeypatch, which
 ) -> None:
     """The listening connections are ended while new logins are refused for a moment, so
-    B's open connections record and send the cancel while A is between listens."""
+    B's open connections record and send the cancel while A is between listens: a cancel
+    of the session's runs, or of A's run forwarded through B (which says it stopped it)."""
     a, b = make_replica(own.url), make_replica(own.url)
+    started = _replicas.sent_start(monkeypatch)
     spinner = remote(a, scripted(*["n = 1"] * 90, delay=0.2), state=shared(), name="spin")
     turning = threading.Event()
 
@@ -251,6 +254,7 @@ def test_a_cancel_accepted_while_a_replica_was_reconnecting_its_listener_reaches
         spin, session="z", on_event=lambda e: type(e).__name__ == "ActionEvent" and turning.set()
     )
     assert turning.wait(60)
+    assert started.event.wait(10)
     warm = httpx.post(
         f"{b.url}/v1/cancel",
         json={"agent": "other", "session": "z"},
@@ -261,23 +265,74 @@ def test_a_cancel_accepted_while_a_replica_was_reconnecting_its_listener_reaches
     admin = psycopg.connect(own.url, autocommit=True)
     try:
         admin.execute("ALTER ROLE agex NOLOGIN")
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'"
-        )
-        answer = httpx.post(
-            f"{b.url}/v1/cancel",
-            json={"agent": "spin", "session": "z"},
-            headers=b.headers,
-            timeout=30,
-        )
+        ended = admin.execute(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = %s) AS cut",
+            (LISTENER,),
+        ).fetchone()
+        assert ended is not None
+        assert ended[0] > 0, "no listening connection was ended"
+        if which == "run":
+            answer = httpx.post(
+                f"{b.url}/v1/runs/{started.run_id}/cancel", headers=b.headers, timeout=30
+            )
+        else:
+            answer = httpx.post(
+                f"{b.url}/v1/cancel",
+                json={"agent": "spin", "session": "z"},
+                headers=b.headers,
+                timeout=30,
+            )
         time.sleep(1)
     finally:
         admin.execute("ALTER ROLE agex LOGIN")
         admin.close()
     assert answer.status_code == 200, answer.text
+    if which == "run":
+        assert answer.json() == {"cancelled": 1}
     thread.join(40)
     assert not thread.is_alive()
     assert isinstance(box.get("error"), TaskCancelled), box
+
+
+def _replicas_on(database: str) -> Any:
+    """A replica's cancel handling, not listening: its catch-up is called by hand."""
+    from agex.stores import DatabaseStores
+    from agex_host_http.server.replicas import Replicas
+    from agex_host_http.server.runs import RunBoard
+
+    return Replicas(DatabaseStores(database, pool_size=1), database, RunBoard(100, 60))
+
+
+def test_a_cancel_read_when_listening_again_stops_a_run_still_being_claimed(database) -> None:
+    """A run whose request arrived before a cancel this replica did not hear (it was
+    between listens), and whose id is still being claimed when the recorded cancel is read,
+    must not start, as for a cancel heard at once; one whose request came after must."""
+    replicas = _replicas_on(database)
+    board = replicas.board
+    offset = time.time() - time.monotonic()  # the database's clock, taken as this one's
+    before = time.monotonic()  # a start request arrives; its claim is under way
+    time.sleep(0.01)
+    record = {"id": "0123456789abcdef", "agent": "analyst", "session": "s1", "at": time.time()}
+    time.sleep(0.01)
+    after = time.monotonic()
+    replicas._act_on_records([record], offset)  # listening again, it reads the record
+    # routes._open asks this once the claim is won:
+    assert board.cancelled_since("analyst", "s1", before)
+    assert not board.cancelled_since("analyst", "s1", after)
+    assert not board.cancelled_since("analyst", "s2", before)
+
+
+def test_a_run_cancel_read_or_heard_while_its_id_is_claimed_stops_it_once_started(
+    database,
+) -> None:
+    replicas = _replicas_on(database)
+    record = {"id": "0123456789abcdef", "run": "run-being-claimed", "at": time.time()}
+    replicas._act_on_records([record], time.time() - time.monotonic())
+    replicas.act({"v": 1, "from": "elsewhere", "kind": "cancel-run", "run": "run-two-claimed"})
+    assert replicas.cancelled_while_claimed("run-being-claimed")
+    assert replicas.cancelled_while_claimed("run-two-claimed")
+    assert not replicas.cancelled_while_claimed("run-not-cancelled")
 
 
 def test_cancelling_a_finished_run_through_another_replica_says_none_was_stopped(

@@ -103,3 +103,83 @@ def test_a_channel_name_is_an_identifier_and_a_signal_fits_a_notify(database) ->
             channel.send({"big": "x" * 10_000})
     finally:
         channel.close()
+
+
+def test_a_listening_connection_is_named_for_the_database(database) -> None:
+    """pg_stat_activity shows a listener by its application_name (its query column holds
+    only the last statement it ran), so an operator, or a test, can find and end it."""
+    from agex_state_postgres.signals import LISTENER
+
+    channel, _ = listening(database)
+    try:
+        with psycopg.connect(database, autocommit=True) as admin:
+            found = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (LISTENER,)
+            ).fetchone()
+        assert found is not None
+        assert found[0] >= 1
+    finally:
+        channel.close()
+
+
+def test_a_catch_up_that_failed_is_tried_again_on_a_new_connection(database) -> None:
+    """The cancels recorded while nobody listened are read when listening starts: a read
+    that fails (the database slow just then) must not leave them unread until the
+    connection happens to break."""
+    import threading
+
+    from agex.errors import StateLoadError
+
+    calls: list[float] = []
+    again = threading.Event()
+
+    def catch_up(now: float) -> None:
+        calls.append(now)
+        if len(calls) == 1:
+            raise StateLoadError("could not read the state '.agex/server': no answer")
+        again.set()
+
+    channel = Channel("agex_test", database, timeout=5.0)
+    channel.listen(lambda signal: None, catch_up)
+    try:
+        assert again.wait(30), "the failed catch-up was not tried again"
+        assert channel.wait_listening(30)
+    finally:
+        channel.close()
+
+
+def test_clock_reads_at_once_on_a_database_that_hangs_do_not_queue_behind_each_other(
+    own,
+) -> None:
+    """Each /v1/cancel on a replica reads the clock through the channel's one sending
+    connection: with the database not answering, the n-th must not wait out the n - 1
+    before it (n x timeout), only its own timeout."""
+    import threading
+    import time
+
+    timeout, count = 1.0, 8
+    channel = Channel("agex_test", own.url, timeout=timeout)
+    channel.clock()  # its sending connection, open
+    ended: list[float] = []
+    failed: list[BaseException] = []
+    try:
+        with own.paused():
+            began = time.monotonic()
+
+            def read() -> None:
+                try:
+                    channel.clock()
+                except Exception as exc:
+                    failed.append(exc)
+                ended.append(time.monotonic() - began)
+
+            threads = [threading.Thread(target=read) for _ in range(count)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+    finally:
+        channel.close()
+    assert len(failed) == count  # each said so: the database did not answer
+    # Queued, the last would end after count x timeout at the least.
+    assert max(ended) < count * timeout, sorted(ended)

@@ -12,7 +12,10 @@ not seen: what a signal asks must be harmless to miss, or be asked again, or be 
 where a listener that starts listening again reads it (``on_listening``).
 
 Every wait on the database is bounded by the channel's ``timeout``
-(:func:`~agex_state_postgres.deadline.deadline`), a database that stops answering included.
+(:func:`~agex_state_postgres.deadline.deadline`), a database that stops answering included;
+a send or a clock read that waits for another one to end waits at most what is left of its
+own timeout. A catch-up (``on_listening``) that fails is a lost listen: the channel
+connects again, a little later, and catches up again.
 
 What arrives is handed on only when it is a JSON object; what it says is the receiver's
 to check before acting on it (anyone who may connect to the database may send one).
@@ -42,11 +45,14 @@ RECONNECT = (0.1, 0.25, 0.5, 1.0, 2.0)
 QUIET = 5.0
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
+#: The ``application_name`` of a listening connection, as ``pg_stat_activity`` shows it.
+LISTENER = "agex-listen"
 
 #: Called with each signal that arrives, in the listening thread.
 OnSignal = Callable[[dict[str, Any]], None]
 #: Called, in the listening thread, each time a new connection listens, with the database's
-#: clock then (seconds since the epoch): signals sent before it may have been missed.
+#: clock then (seconds since the epoch): signals sent before it may have been missed. When
+#: it raises, the connection is dropped and, a little later, a new one listens and calls it.
 OnListening = Callable[[float], None]
 
 
@@ -81,14 +87,18 @@ class Channel:
         payload = json.dumps(signal, separators=(",", ":"))
         if len(payload.encode()) > LIMIT:
             raise ValueError(f"a signal is at most {LIMIT} bytes of JSON, got {len(payload)}")
-        with self._send_lock:
+        began = time.monotonic()
+        if not self._send_lock.acquire(timeout=self.timeout):
+            raise StateWriteError(self._busy("signal the other replicas"))
+        try:
             for attempt in (1, 2):
                 try:
                     if self._stop.is_set():
                         raise StateWriteError(f"{self!r} is closed")
                     if self._sender is None or self._sender.closed:
                         self._sender = self.place.connect(self.timeout)
-                    with deadline(self._sender, self.timeout):
+                    left = max(0.1, self.timeout - (time.monotonic() - began))
+                    with deadline(self._sender, left):
                         self._sender.execute("SELECT pg_notify(%s, %s)", (self.name, payload))
                     if self._stop.is_set():  # closed while it sent: close() left it open
                         self._drop_sender()
@@ -108,6 +118,8 @@ class Channel:
                         raise StateWriteError(
                             f"could not signal the other replicas: {exc}"
                         ) from None
+        finally:
+            self._send_lock.release()
         raise AssertionError("unreachable")
 
     def clock(self) -> float:
@@ -116,13 +128,17 @@ class Channel:
         database does not answer within the timeout."""
         import psycopg
 
-        with self._send_lock:
+        began = time.monotonic()
+        if not self._send_lock.acquire(timeout=self.timeout):
+            raise StateLoadError(self._busy("read the database's clock"))
+        try:
             try:
                 if self._stop.is_set():
                     raise StateLoadError(f"{self!r} is closed")
                 if self._sender is None or self._sender.closed:
                     self._sender = self.place.connect(self.timeout)
-                with deadline(self._sender, self.timeout):
+                left = max(0.1, self.timeout - (time.monotonic() - began))
+                with deadline(self._sender, left):
                     row = self._sender.execute(_NOW).fetchone()
             except psycopg.Error as exc:
                 self._drop_sender()
@@ -132,7 +148,15 @@ class Channel:
             else:
                 assert row is not None
                 return float(row[0])
+        finally:
+            self._send_lock.release()
         raise failure
+
+    def _busy(self, what: str) -> str:
+        return (
+            f"could not {what}: the {self.place} did not answer the requests before this one "
+            f"within {self.timeout:g} s; check that the database is up and reachable"
+        )
 
     def _drop_sender(self) -> None:
         sender, self._sender = self._sender, None
@@ -182,9 +206,8 @@ class Channel:
         delays = iter(RECONNECT)
         while not self._stop.is_set():
             try:
-                db = psycopg.connect(
-                    self.place.conninfo, autocommit=True, **self.place.options(self.timeout)
-                )
+                options = {**self.place.options(self.timeout), "application_name": LISTENER}
+                db = psycopg.connect(self.place.conninfo, autocommit=True, **options)
             except psycopg.Error as exc:
                 self._lost(f"could not listen on the {self.place}: {self.place.cause(exc)}")
                 self._stop.wait(next(delays, RECONNECT[-1]))
@@ -195,8 +218,8 @@ class Channel:
                         db.execute(f'LISTEN "{self.name}"')
                         row = db.execute(_NOW).fetchone()
                     assert row is not None
-                    if on_listening is not None:
-                        self._deliver(on_listening, float(row[0]))
+                    if on_listening is not None:  # failing, it is a lost listen: again
+                        on_listening(float(row[0]))
                     self._listening.set()
                     delays = iter(RECONNECT)
                     heard = time.monotonic()

@@ -41,7 +41,7 @@ __all__ = ["PUBLIC", "Settings", "create_app"]
 @dataclass(frozen=True)
 class Settings:
     state_dir: Path
-    token: str | None = None
+    token: str | None = dataclasses.field(default=None, repr=False)
     max_body: int = 32 * 1024 * 1024
     #: Seconds a client may take to send a request's body once its head has arrived.
     body_timeout: float = 30.0
@@ -126,7 +126,7 @@ def create_app(settings: Settings) -> Any:
             pool_size=settings.state_pool_size,
             timeout=settings.state_timeout,
         )
-        replicas = Replicas(stores, settings.state_url, board)
+        replicas = Replicas(stores, settings.state_url, board, settings.state_timeout)
         board.on_forget = replicas.release
         board.on_end = replicas.ended
     runs = RunRoutes(

@@ -12,10 +12,12 @@ requests on one replica (route by run id).
 
 Cancelling reaches every replica: the one asked stops its own runs, records the cancel in
 the database (with the database's clock: every replica's frame of reference) and signals
-the others (LISTEN/NOTIFY, :mod:`agex_state_postgres.signals`), which stop theirs. A
-replica that starts listening again (its connection broke) reads the cancels recorded in
-the last minutes and stops its runs that started before one it had not heard. A signal,
-and a record, is checked before anything acts on it.
+the others (LISTEN/NOTIFY, :mod:`agex_state_postgres.signals`), which stop theirs. A cancel
+of one run held by another replica is recorded and signalled the same way. A replica that
+starts listening again (its connection broke) reads the cancels recorded in the last
+minutes it had not heard, and acts on each as if heard when it was made: it stops the runs
+whose requests arrived before it, those still being claimed included. A signal, and a
+record, is checked before anything acts on it.
 """
 
 from __future__ import annotations
@@ -60,18 +62,24 @@ _LONGEST_NAME = 200
 class Replicas:
     """This replica's claims on run ids, and the signals it sends and acts on."""
 
-    def __init__(self, stores: DatabaseStores, url: str, board: RunBoard) -> None:
+    def __init__(
+        self, stores: DatabaseStores, url: str, board: RunBoard, timeout: float = 10.0
+    ) -> None:
         #: This process, as other replicas' messages name it.
         self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.records = stores.server()
         self.board = board
         self._url = url
+        self._timeout = timeout
         self._channel: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # The claims this replica holds, by run id, as written (marking one ended swaps it).
         self._claims: dict[str, bytes] = {}
         # Ids of the cancels acted on (time.monotonic() when), so none is acted on twice.
         self._heard: dict[str, float] = {}
+        # Runs cancelled while their ids were being claimed here (time.monotonic() when):
+        # they stop once started (:meth:`cancelled_while_claimed`).
+        self._cancelled_runs: dict[str, float] = {}
 
     # -- listening ---------------------------------------------------------------------
 
@@ -82,7 +90,7 @@ class Replicas:
 
         loop = self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self._drop_stale_claims)
-        self._channel = Channel(CHANNEL, self._url)
+        self._channel = Channel(CHANNEL, self._url, self._timeout)
         self._channel.listen(
             lambda signal: loop.call_soon_threadsafe(self.act, signal), self._catch_up
         )
@@ -117,33 +125,61 @@ class Replicas:
     def _catch_up(self, now: float) -> None:
         """A connection listens again (``now``: the database's clock): act on the cancels
         recorded meanwhile, which may not have been heard; drop those past keeping. Runs in
-        the listening thread."""
-        offset = now - time.time()  # this machine's clock to the database's
+        the listening thread; raising (the database did not answer), it is called again on
+        the next connection."""
+        offset = now - time.monotonic()  # this process's monotonic clock to the database's
         missed = []
-        for key in self.records.keys("cancel/"):
-            found = self.records.get(key)
-            at = _field(found, "at")
-            if not isinstance(at, (int, float)):
-                continue
-            if now - at > CANCEL_KEPT:
-                self.records.delete(key)
-                continue
-            missed.append(json.loads(found or b"{}"))
+        for prefix in ("cancel/", "cancel-run/"):
+            for key in self.records.keys(prefix):
+                found = self.records.get(key)
+                at = _field(found, "at")
+                if not isinstance(at, (int, float)):
+                    continue
+                if now - at > CANCEL_KEPT:
+                    self.records.delete(key)
+                    continue
+                missed.append(json.loads(found or b"{}"))
         if missed and self._loop is not None:
             self._loop.call_soon_threadsafe(self._act_on_records, missed, offset)
 
     def _act_on_records(self, records: list[dict[str, Any]], offset: float) -> None:
+        """Act on recorded cancels not heard yet, each as if heard when it was made: its
+        ``at`` (the database's clock) less ``offset`` is that moment by this process's
+        monotonic clock, the one a run's request arrival is measured by."""
         for record in records:
-            agent, session, cancel_id = record.get("agent"), record.get("session"), record.get("id")
             at = record.get("at")
-            if not (_session(agent, session) and isinstance(at, (int, float))):
+            if not isinstance(at, (int, float)) or isinstance(at, bool):
                 continue
-            if not self._first_time(cancel_id):
+            run_id = record.get("run")
+            if run_id is not None:
+                well_formed = isinstance(run_id, str) and _RUN_ID.match(run_id)
+                if well_formed and self._first_time(record.get("id")):
+                    self._cancel_run_here(str(run_id))
                 continue
-            for run in list(self.board.runs.values()):
-                mine = run.agent_name == agent and run.session == session
-                if mine and run.started + offset < at:
-                    run.cancel()
+            agent, session = record.get("agent"), record.get("session")
+            if not _session(agent, session):
+                continue
+            if not self._first_time(record.get("id")):
+                continue
+            self.board.cancel_session_at(str(agent), str(session), at - offset)
+
+    def _cancel_run_here(self, run_id: str) -> int:
+        """Stop run ``run_id`` here; one whose id is being claimed stops once started."""
+        run = self.board.runs.get(run_id)
+        if run is not None:
+            return int(run.cancel())
+        now = time.monotonic()
+        if len(self._cancelled_runs) > 1000:
+            self._cancelled_runs = {
+                k: t for k, t in self._cancelled_runs.items() if now - t < 2 * CANCEL_KEPT
+            }
+        self._cancelled_runs[run_id] = now
+        return 0
+
+    def cancelled_while_claimed(self, run_id: str) -> bool:
+        """Whether a cancel of ``run_id`` arrived while its id was being claimed here: the
+        run, just started, must stop."""
+        return self._cancelled_runs.pop(run_id, None) is not None
 
     def act(self, signal: dict[str, Any]) -> int:
         """Do what another replica's signal asks, once checked; how many runs it stopped."""
@@ -162,8 +198,8 @@ class Replicas:
             run_id = signal.get("run")
             if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
                 return 0
-            run = self.board.runs.get(run_id)
-            return 0 if run is None else int(run.cancel())
+            self._first_time(signal.get("id"))
+            return self._cancel_run_here(run_id)
         return 0
 
     # -- cancelling everywhere ---------------------------------------------------------
@@ -183,19 +219,19 @@ class Replicas:
     async def cancel_session(self, agent: str, session: str) -> None:
         """Ask the other replicas to stop the agent's runs in ``session``: recorded, for
         those not listening now, then signalled. Refused 503 when either fails."""
-        cancel = {"kind": "cancel-session", "agent": agent, "session": session}
-        cancel["id"] = secrets.token_hex(8)
-        self._first_time(cancel["id"])
-        await asyncio.to_thread(self._record, cancel)
-        await self._send(cancel)
+        cancel_id = secrets.token_hex(8)
+        self._first_time(cancel_id)
+        record = {"id": cancel_id, "agent": agent, "session": session}
+        await asyncio.to_thread(self._record, _cancel_key(agent, session), record)
+        await self._send({"kind": "cancel-session", **record})
 
-    def _record(self, cancel: dict[str, str]) -> None:
+    def _record(self, key: str, record: dict[str, str]) -> None:
+        """Record a cancel at ``key``, for replicas not listening now, with the database's
+        clock; Refused 503 when the database does not answer."""
         assert self._channel is not None, "start() first"
         try:
             at = self._channel.clock()
-            record = {"id": cancel["id"], "agent": cancel["agent"], "session": cancel["session"]}
-            value = json.dumps({**record, "at": at}).encode()
-            self.records.put_many({_cancel_key(cancel["agent"], cancel["session"]): value})
+            self.records.put_many({key: json.dumps({**record, "at": at}).encode()})
         except AgexError as exc:
             raise Refused(503, f"{exc.message}; the other replicas were not told") from None
 
@@ -208,7 +244,11 @@ class Replicas:
             return None
         if claim.get("ended"):
             return 0
-        await self._send({"kind": "cancel-run", "run": run_id})
+        cancel_id = secrets.token_hex(8)
+        self._first_time(cancel_id)
+        record = {"id": cancel_id, "run": run_id}
+        await asyncio.to_thread(self._record, _cancel_run_key(run_id), record)
+        await self._send({"kind": "cancel-run", **record})
         return 1
 
     def ended(self, run_id: str) -> None:
@@ -315,6 +355,11 @@ def _cancel_key(agent: str, session: str) -> str:
     names may hold any character."""
     digest = hashlib.sha256(json.dumps([agent, session]).encode()).hexdigest()[:32]
     return f"cancel/{digest}"
+
+
+def _cancel_run_key(run_id: str) -> str:
+    """Where a cancel of one run, asked of a replica that does not hold it, is recorded."""
+    return f"cancel-run/{run_id}"
 
 
 def _field(found: bytes | None, name: str) -> object:

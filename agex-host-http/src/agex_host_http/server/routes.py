@@ -153,7 +153,7 @@ class RunRoutes:
                 await self.replicas.claim(run_id)
             finally:
                 self._claiming.discard(run_id)
-        run = self.board.open(run_id, envelope.agent, envelope.session)
+        run = self.board.open(run_id, envelope.agent, envelope.session, arrived)
         work = execute(
             envelope,
             payload,
@@ -172,6 +172,11 @@ class RunRoutes:
                         "while this run was starting"
                     )
                 )
+            )
+            task.cancel()
+        elif self.replicas is not None and self.replicas.cancelled_while_claimed(run_id):
+            run.outbox.finish(
+                failure(TaskCancelled(f"run {run_id} was cancelled while it was starting"))
             )
             task.cancel()
         return run

@@ -29,7 +29,13 @@ _CANCELS_KEPT = 1000
 
 class Run:
     def __init__(
-        self, run_id: str, agent_name: str, session: str, limit: int, keepalive: float
+        self,
+        run_id: str,
+        agent_name: str,
+        session: str,
+        limit: int,
+        keepalive: float,
+        arrived: float | None = None,
     ) -> None:
         self.id = run_id
         self.agent_name = agent_name
@@ -38,8 +44,9 @@ class Run:
         self.outbox = Outbox(limit)
         self.task: asyncio.Task[Any] | None = None
         self.followers = 0
-        #: When it started, by this machine's clock (seconds since the epoch).
-        self.started = time.time()
+        #: When its request arrived (time.monotonic()): a cancel of its session after
+        #: that stops it, even one read from the database later.
+        self.arrived = time.monotonic() if arrived is None else arrived
         self._orphan: asyncio.TimerHandle | None = None
 
     @property
@@ -120,8 +127,10 @@ class RunBoard:
         # whose request arrived before a cancel, and was still starting, stops too.
         self._cancels: dict[tuple[str, str], float] = {}
 
-    def open(self, run_id: str, agent_name: str, session: str) -> Run:
-        run = self.runs[run_id] = Run(run_id, agent_name, session, self.limit, self.keepalive)
+    def open(self, run_id: str, agent_name: str, session: str, arrived: float | None = None) -> Run:
+        """A new run, its request arrived at ``arrived`` (time.monotonic(); default now)."""
+        run = Run(run_id, agent_name, session, self.limit, self.keepalive, arrived)
+        self.runs[run_id] = run
         return run
 
     def watch(self, run: Run, task: asyncio.Task[Any]) -> None:
@@ -135,14 +144,21 @@ class RunBoard:
         """Stop every run of this agent in this session; how many there were. Runs whose
         requests arrived before now and are still starting stop once started
         (:meth:`cancelled_since`)."""
+        return self.cancel_session_at(agent_name, session, time.monotonic())
+
+    def cancel_session_at(self, agent_name: str, session: str, at: float) -> int:
+        """Stop the agent's runs in ``session`` whose requests arrived before ``at``
+        (time.monotonic(): a cancel made then, heard only now); how many there were. Runs
+        still starting whose requests arrived before it stop once started."""
         now = time.monotonic()
         if len(self._cancels) >= _CANCELS_KEPT:
             self._cancels = {k: t for k, t in self._cancels.items() if now - t < _CANCEL_WINDOW}
-        self._cancels[(agent_name, session)] = now
+        key = (agent_name, session)
+        self._cancels[key] = max(at, self._cancels.get(key, at))
         runs = [
             run
             for run in self.runs.values()
-            if run.agent_name == agent_name and run.session == session
+            if run.agent_name == agent_name and run.session == session and run.arrived <= at
         ]
         return sum(run.cancel() for run in runs)
 
