@@ -95,12 +95,14 @@ class Place:
             given["connect_timeout"] = os.environ["PGCONNECT_TIMEOUT"]
         return {name: value for name, value in wanted.items() if given.get(name) is None}
 
-    def connect(self, timeout: float) -> Any:
-        """A new connection of its own (autocommit), or StateLoadError saying why not."""
+    def connect(self, timeout: float, **more: Any) -> Any:
+        """A new connection of its own (autocommit; ``more``: further libpq parameters), or
+        StateLoadError saying why not."""
         import psycopg
 
         try:
-            return psycopg.connect(self.conninfo, autocommit=True, **self.options(timeout))
+            options = {**self.options(timeout), **more}
+            return psycopg.connect(self.conninfo, autocommit=True, **options)
         except psycopg.Error as exc:
             failure = StateLoadError(f"could not connect to the {self}: {self.cause(exc)}")
         raise failure  # outside the handler: no psycopg error (nor connection) as its context

@@ -29,11 +29,13 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from agex.errors import StateLoadError, StateWriteError
 from agex_state_postgres.deadline import deadline
 from agex_state_postgres.place import Place
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -82,75 +84,68 @@ class Channel:
     def send(self, signal: dict[str, Any]) -> None:
         """Send ``signal`` (a JSON object) to every listener; StateWriteError when the
         database cannot be reached (tried twice: once more on a new connection)."""
-        import psycopg
-
         payload = json.dumps(signal, separators=(",", ":"))
         if len(payload.encode()) > LIMIT:
             raise ValueError(f"a signal is at most {LIMIT} bytes of JSON, got {len(payload)}")
-        began = time.monotonic()
-        if not self._send_lock.acquire(timeout=self.timeout):
-            raise StateWriteError(self._busy("signal the other replicas"))
-        try:
-            for attempt in (1, 2):
-                try:
-                    if self._stop.is_set():
-                        raise StateWriteError(f"{self!r} is closed")
-                    if self._sender is None or self._sender.closed:
-                        self._sender = self.place.connect(self.timeout)
-                    left = max(0.1, self.timeout - (time.monotonic() - began))
-                    with deadline(self._sender, left):
-                        self._sender.execute("SELECT pg_notify(%s, %s)", (self.name, payload))
-                    if self._stop.is_set():  # closed while it sent: close() left it open
-                        self._drop_sender()
-                    return
-                except StateWriteError:
-                    raise
-                except psycopg.Error as exc:
-                    self._drop_sender()
-                    if attempt == 2:
-                        raise StateWriteError(
-                            f"could not signal the other replicas through the "
-                            f"{self.place}: {self.place.cause(exc)}"
-                        ) from None
-                except Exception as exc:  # the connection could not be made
-                    self._drop_sender()
-                    if attempt == 2:
-                        raise StateWriteError(
-                            f"could not signal the other replicas: {exc}"
-                        ) from None
-        finally:
-            self._send_lock.release()
-        raise AssertionError("unreachable")
+        self._on_sender(
+            "signal the other replicas",
+            StateWriteError,
+            lambda db: db.execute("SELECT pg_notify(%s, %s)", (self.name, payload)),
+            attempts=2,
+        )
 
     def clock(self) -> float:
         """The database's clock (seconds since the epoch): the one frame of reference every
         replica shares, whatever their machines' clocks say. StateLoadError when the
         database does not answer within the timeout."""
+        row = self._on_sender(
+            "read the database's clock", StateLoadError, lambda db: db.execute(_NOW).fetchone()
+        )
+        assert row is not None
+        return float(row[0])
+
+    def _on_sender(
+        self,
+        what: str,
+        error: type[StateLoadError] | type[StateWriteError],
+        work: Callable[[Any], T],
+        attempts: int = 1,
+    ) -> T:
+        """``work`` on the sending connection (made if need be), one caller at a time, all
+        within the timeout: waiting for the caller before, connecting, and the statement.
+        A failure drops the connection; ``attempts`` > 1 tries again on a new one."""
         import psycopg
 
         began = time.monotonic()
         if not self._send_lock.acquire(timeout=self.timeout):
-            raise StateLoadError(self._busy("read the database's clock"))
+            raise error(self._busy(what))
         try:
-            try:
-                if self._stop.is_set():
-                    raise StateLoadError(f"{self!r} is closed")
-                if self._sender is None or self._sender.closed:
-                    self._sender = self.place.connect(self.timeout)
-                left = max(0.1, self.timeout - (time.monotonic() - began))
-                with deadline(self._sender, left):
-                    row = self._sender.execute(_NOW).fetchone()
-            except psycopg.Error as exc:
-                self._drop_sender()
-                failure = StateLoadError(
-                    f"could not read the clock of the {self.place}: {self.place.cause(exc)}"
-                )
-            else:
-                assert row is not None
-                return float(row[0])
+            for attempt in range(1, attempts + 1):
+                try:
+                    if self._stop.is_set():
+                        raise error(f"{self!r} is closed")
+                    if self._sender is None or self._sender.closed:
+                        self._sender = self.place.connect(self.timeout)
+                    left = max(0.1, self.timeout - (time.monotonic() - began))
+                    with deadline(self._sender, left):
+                        done = work(self._sender)
+                    if self._stop.is_set():  # closed while it ran: close() left it open
+                        self._drop_sender()
+                    return done
+                except error:
+                    raise
+                except psycopg.Error as exc:
+                    self._drop_sender()
+                    cause = f"through the {self.place}: {self.place.cause(exc)}"
+                except Exception as exc:  # the connection could not be made
+                    self._drop_sender()
+                    cause = f": {exc}"
+                if attempt == attempts:
+                    failure = error(f"could not {what} {cause}")
+                    break
         finally:
             self._send_lock.release()
-        raise failure
+        raise failure  # outside the handler: no psycopg error (nor connection) as context
 
     def _busy(self, what: str) -> str:
         return (
@@ -206,10 +201,9 @@ class Channel:
         delays = iter(RECONNECT)
         while not self._stop.is_set():
             try:
-                options = {**self.place.options(self.timeout), "application_name": LISTENER}
-                db = psycopg.connect(self.place.conninfo, autocommit=True, **options)
-            except psycopg.Error as exc:
-                self._lost(f"could not listen on the {self.place}: {self.place.cause(exc)}")
+                db = self.place.connect(self.timeout, application_name=LISTENER)
+            except StateLoadError as exc:
+                self._lost(f"could not listen: {exc.message}")
                 self._stop.wait(next(delays, RECONNECT[-1]))
                 continue
             try:
