@@ -32,8 +32,8 @@ from agex.remote.shipping import versions
 from agex.stores import DatabaseStores, Stores
 from agex_host_http.server.guard import PUBLIC, Guard
 from agex_host_http.server.replicas import Replicas
-from agex_host_http.server.routes import RUN_ID, RunRoutes, refusal
-from agex_host_http.server.runs import KEEPALIVE, RunBoard
+from agex_host_http.server.routes import RunRoutes, refusal
+from agex_host_http.server.runs import KEEPALIVE, RUN_ID, RunBoard
 
 __all__ = ["PUBLIC", "Settings", "create_app"]
 

@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING, Any
 from agex.errors import AgexError
 from agex.hosts import check_session
 from agex.remote.envelope import Refused
+from agex_host_http.server.runs import RUN_ID, RunBoard
 
 if TYPE_CHECKING:
     from agex.stores import DatabaseStores
-    from agex_host_http.server.runs import RunBoard
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ RULE = (
 CANCEL_KEPT = 300.0
 #: Seconds after which a claim is taken to be left by a replica that was killed.
 STALE_CLAIM = 86400.0
-_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+_RUN_ID = re.compile(RUN_ID)
 _CANCEL_ID = re.compile(r"^[0-9a-f]{16}$")
 _LONGEST_NAME = 200
 

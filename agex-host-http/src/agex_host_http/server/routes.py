@@ -34,9 +34,6 @@ from agex_host_http import wire
 from agex_host_http.server.replicas import Replicas, misdirected
 from agex_host_http.server.runs import Run, RunBoard
 
-#: Run ids are chosen by the client, so that it can reconnect even if the first response
-#: never reached it.
-RUN_ID = r"^[A-Za-z0-9_-]{8,64}$"
 _SSE_HEADERS = [
     (b"cache-control", b"no-store"),
     (b"x-accel-buffering", b"no"),

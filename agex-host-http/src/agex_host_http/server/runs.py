@@ -18,6 +18,10 @@ from typing import Any
 from agex.remote.messages import Lost, Message, Outbox
 from agex.remote.outcome import failure
 
+#: Run ids are chosen by the client, so that it can reconnect even if the first response
+#: never reached it.
+RUN_ID = r"^[A-Za-z0-9_-]{8,64}$"
+
 #: SSE comment sent when nothing else has been for this long, so proxies and the client
 #: know the connection is alive while the model thinks.
 KEEPALIVE = 10.0
