@@ -34,7 +34,9 @@ MATRIX: dict[str, tuple[list[str], list[str]]] = {
     # Its tests start a PostgreSQL server, and agex servers on it; the core's state tests
     # run on it too.
     "postgres": (["postgres", "server"], ["postgres"]),
-    "all": (["all"], ["http", "modal", "disk", "postgres", "e2e"]),
+    # Its tests start a Ray cluster (a head and a second node) and keep state in PostgreSQL.
+    "ray": (["ray", "postgres"], ["ray"]),
+    "all": (["all"], ["http", "modal", "ray", "disk", "postgres", "e2e"]),
     "thirdparty": (
         [str(EXAMPLES / f"agex-example-{d}") for d in ("shelf", "clash", "broken", "subprocess")],
         ["thirdparty"],
@@ -46,7 +48,14 @@ OURS = {
     "modal": ["agex-host-modal", "agex-state-disk"],  # modal names disk state too
     "disk": ["agex-state-disk"],
     "postgres": ["agex-state-postgres"],
-    "all": ["agex-host-http", "agex-host-modal", "agex-state-disk", "agex-state-postgres"],
+    "ray": ["agex-host-ray", "agex-state-disk"],  # ray names disk state too
+    "all": [
+        "agex-host-http",
+        "agex-host-modal",
+        "agex-host-ray",
+        "agex-state-disk",
+        "agex-state-postgres",
+    ],
 }
 
 
@@ -67,7 +76,7 @@ def tests(session: nox.Session, combo: str) -> None:
     """Run the tests against core plus one combination of plugins."""
     extras, folders = MATRIX[combo]
     installed = _install_agex(session, extras)
-    groups = ["test", "test-http"] if {"http", "postgres"} & set(folders) else ["test"]
+    groups = ["test", "test-http"] if {"http", "postgres", "ray"} & set(folders) else ["test"]
     session.install(*nox.project.dependency_groups(PYPROJECT, *groups))
     session.env["AGEX_EXPECT_DISTRIBUTIONS"] = ",".join(installed)
     # Which of core's extras, so that a test can tell the http client alone from the server.
@@ -78,7 +87,7 @@ def tests(session: nox.Session, combo: str) -> None:
     paths = ["tests/core", "tests/contracts"] + [
         f"tests/{f}" for f in folders if (ROOT / "tests" / f).is_dir()
     ]
-    if "postgres" in folders:
+    if {"postgres", "ray"} & set(folders):
         # Where PostgreSQL is missing, its tests fail here rather than skip.
         session.env["AGEX_REQUIRE_POSTGRES"] = "1"
     session.run("pytest", *paths, *session.posargs)
@@ -107,6 +116,7 @@ def typecheck(session: nox.Session) -> None:
         "agex-core/src/agex",
         "agex-host-http/src/agex_host_http",
         "agex-host-modal/src/agex_host_modal",
+        "agex-host-ray/src/agex_host_ray",
         "agex-state-disk/src/agex_state_disk",
         "agex-state-postgres/src/agex_state_postgres",
     )

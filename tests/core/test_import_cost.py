@@ -17,11 +17,13 @@ HEAVY = [
     "agex.plugins",
     "agex_host_http",
     "agex_host_modal",
+    "agex_host_ray",
     "agex_state_disk",
     "openai",
     "anthropic",
     "google.genai",
     "modal",
+    "ray",
     "fastapi",
 ]
 

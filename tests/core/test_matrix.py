@@ -24,6 +24,7 @@ CORE = {
 REGISTERS: dict[str, set[tuple[str, str]]] = {
     "agex-host-http": {("host", "http"), ("command", "serve")},
     "agex-host-modal": {("host", "modal"), ("storage", "modal-dict"), ("storage", "modal-volume")},
+    "agex-host-ray": {("host", "ray")},
     "agex-state-disk": {("storage", "disk")},
     "agex-state-postgres": {("storage", "postgres")},
     "agex-example-shelf": {("storage", "shelf")},

@@ -12,6 +12,7 @@ DISTRIBUTIONS = [
     "agex-core",
     "agex-host-http",
     "agex-host-modal",
+    "agex-host-ray",
     "agex-state-disk",
     "agex-state-postgres",
 ]
@@ -35,12 +36,13 @@ def test_extras_pin_the_siblings_to_the_same_version() -> None:
     for extra, dist in [
         ("http", "agex-host-http"),
         ("modal", "agex-host-modal"),
+        ("ray", "agex-host-ray"),
         ("disk", "agex-state-disk"),
         ("postgres", "agex-state-postgres"),
     ]:
         assert extras[extra] == [f"{dist}=={agex.__version__}"]
     assert extras["server"] == [f"agex-host-http[server]=={agex.__version__}"]
-    assert extras["all"] == ["agex-core[http,server,modal,disk,postgres,openai,anthropic,gemini]"]
+    assert extras["all"] == ["agex-core[http,server,modal,ray,disk,postgres,openai,anthropic,gemini]"]
 
 
 def test_plugins_pin_core_and_declare_their_entry_point() -> None:

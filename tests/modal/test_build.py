@@ -14,8 +14,8 @@ import pytest
 from modal._utils.async_utils import synchronizer
 
 from agex import Agent, connect_host, connect_llm, connect_state
+from agex.remote.dependencies import needs
 from agex_host_modal.app import app_name
-from agex_host_modal.dependencies import needs
 
 
 @pytest.fixture

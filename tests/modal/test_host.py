@@ -117,7 +117,8 @@ def test_first_task_deploys_then_reuses(fake):
 
 
 def test_the_app_is_named_once_per_definition_of_the_agent(fake, monkeypatch):
-    from agex_host_modal import app, dependencies
+    from agex.remote import dependencies
+    from agex_host_modal import app
 
     named = []
     monkeypatch.setattr(

@@ -13,9 +13,9 @@ from modal._utils.async_utils import synchronizer
 
 from agex import Agent, connect_host
 from agex.errors import RemoteExecutionError
+from agex.remote.dependencies import needs
 from agex.testing.host import scripted
 from agex_host_modal import app as app_module
-from agex_host_modal.dependencies import needs
 
 
 def modal_host(**options):

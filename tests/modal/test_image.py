@@ -13,8 +13,9 @@ import pytest
 
 from agex import Agent, connect_host, connect_state
 from agex.errors import RemoteExecutionError
+from agex.remote import dependencies
 from agex.testing.host import scripted
-from agex_host_modal import app, dependencies
+from agex_host_modal import app
 
 
 def memory_agent():

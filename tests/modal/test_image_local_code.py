@@ -11,8 +11,8 @@ import textwrap
 import pytest
 
 from agex import Agent, connect_host
+from agex.remote import dependencies
 from agex.testing.host import scripted
-from agex_host_modal import dependencies
 
 
 def _agent(fn):

@@ -23,6 +23,7 @@ HTTP = Supplier("agex-host-http", "http")
 #: extra alone is the client.
 SERVER = Supplier("agex-host-http", "server")
 MODAL = Supplier("agex-host-modal", "modal")
+RAY = Supplier("agex-host-ray", "ray")
 DISK = Supplier("agex-state-disk", "disk")
 POSTGRES = Supplier("agex-state-postgres", "postgres")
 
@@ -31,6 +32,7 @@ SUPPLIERS: dict[tuple[str, str], Supplier] = {
     ("host", "http"): HTTP,
     ("command", "serve"): SERVER,
     ("host", "modal"): MODAL,
+    ("host", "ray"): RAY,
     ("storage", "modal-dict"): MODAL,
     ("storage", "modal-volume"): MODAL,
     ("storage", "disk"): DISK,

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agex.errors import RemoteExecutionError
+from agex.remote.dependencies import SHIPPED_METADATA, Needs, needs
 from agex_host_modal import names, remote, sdk
-from agex_host_modal.dependencies import SHIPPED_METADATA, Needs, needs
 from agex_host_modal.storage.volumes import mount_point
 from agex_host_modal.storage.volumes import volume as state_volume
 

@@ -73,6 +73,7 @@ _T = TypeVar("_T")
 class ModalHost(Host):
     provider = "modal"
     ships_agent = True  # the loop runs in a Modal container
+    provides = ("modal",)  # Modal puts its own client in every container: never pinned
 
     def __init__(
         self,
@@ -289,8 +290,8 @@ class ModalHost(Host):
         return function
 
     def _app_name(self, agent: Agent, tasks: Sequence[Any]) -> str:
+        from agex.remote.dependencies import agents
         from agex_host_modal.app import app_name, volume_of
-        from agex_host_modal.dependencies import agents
 
         # Naming the app scans installed distributions and hashes local sources: once per
         # definition of the agent and its sub-agents (and task), not once per call.

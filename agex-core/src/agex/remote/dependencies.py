@@ -1,4 +1,5 @@
-"""What an agent's loop needs installed where it runs, read from this process.
+"""What an agent's loop needs installed where it runs, read from this process: the remote
+hosts that install it there (Modal's image, Ray's runtime environment) share this reading.
 
 The modules its registrations come from, its sub-agents' (recursively), the modules of the
 tasks it runs (their functions and the types they take and return), its model client's
@@ -21,22 +22,22 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from agex.agent import Agent
+#: An ``agex.agent.Agent`` (a layer above this one).
+Agent = Any
 
-#: Always there: agex's core and this provider (the container imports both), and the
-#: serializer tasks travel with, at exactly this process's version.
-ALWAYS = ("agex", "agex_host_modal", "cloudpickle")
-#: Modal puts its own client in every container.
-PROVIDED = {"modal"}
+#: Always there: agex's core and the serializer tasks travel with, at exactly this process's
+#: version. (The host's own distribution is there as the agent's host's module.)
+ALWAYS = ("agex", "cloudpickle")
 #: Our own distributions, which an editable install hides from the module -> distribution map.
 OURS = {
     "agex": "agex-core",
     "agex_host_http": "agex-host-http",
     "agex_host_modal": "agex-host-modal",
+    "agex_host_ray": "agex-host-ray",
     "agex_state_disk": "agex-state-disk",
+    "agex_state_postgres": "agex-state-postgres",
 }
 
 
@@ -66,7 +67,10 @@ SHIPPED_METADATA = ("METADATA", "entry_points.txt")
 
 
 def needs(agent: Agent, tasks: Iterable[Any] = ()) -> Needs:
-    """What ``agent`` (and the ``tasks`` of it that will run) needs in the image."""
+    """What ``agent`` (and the ``tasks`` of it that will run) needs where it runs. The
+    distributions its host's class names in ``provides`` are there already (Modal's client
+    in a Modal container, Ray on a Ray node): they are not pinned."""
+    provided = {_canonical(name) for name in getattr(type(agent.host), "provides", ())}
     referenced = set(ALWAYS)  # modules, by their full names
     distributions: set[str] = set()
     for one in agents(agent):
@@ -108,7 +112,7 @@ def needs(agent: Agent, tasks: Iterable[Any] = ()) -> Needs:
             raise ValueError(
                 f"the agent needs the distribution {name!r}, which is not installed here"
             ) from None
-        if name in PROVIDED:
+        if name in provided:
             continue
         if _from_an_index(dist):
             pins.add(f"{name}=={dist.version}")
@@ -210,8 +214,6 @@ _BUILT_IN = {*sys.stdlib_module_names, "__main__", "builtins", "__future__", ""}
 
 def agents(agent: Agent) -> Iterator[Agent]:
     """The agent and, recursively, the agents whose tasks it calls."""
-    from agex.task import Task
-
     seen: set[int] = set()
     todo = [agent]
     while todo:
@@ -221,10 +223,9 @@ def agents(agent: Agent) -> Iterator[Agent]:
         seen.add(id(one))
         yield one
         for value in one.policy.names.values():
-            for cell in getattr(value, "__closure__", None) or ():
-                contents = cell.cell_contents
-                if isinstance(contents, Task):
-                    todo.append(contents.agent)
+            task = getattr(value, "__agex_task__", None)
+            if task is not None:
+                todo.append(task.agent)
 
 
 def _module_of(value: Any) -> str:

@@ -1,0 +1,249 @@
+"""Host "ray": the whole loop runs on a Ray cluster, in a runner (a Ray actor) scheduled with
+the host's resources; events and model tokens stream back through a Ray streaming generator
+while it runs, and the outcome crosses as the remote-execution core writes it.
+
+Ray never runs a task of ours a second time (no retries, no actor restarts): a run whose
+node died ends with an error that says so, and its session's state is at its last commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from agex.errors import RemoteExecutionError, TaskTimeout
+from agex.hosts import Host
+from agex_host_ray import cluster
+from agex_host_ray.environment import Environment
+from agex_host_ray.errors import LOST, failure, lost
+from agex_host_ray.options import Options
+
+if TYPE_CHECKING:
+    from agex.agent import Agent
+    from agex.hosts import Invocation, Sink
+
+#: The caller waits this much past the host's timeout for the run's own TaskTimeout.
+GRACE = 30.0
+
+LIVE_REFUSED = (
+    "the ray host does not support live state (live objects cannot leave this process): use "
+    'connect_state(type="versioned", storage="postgres", path=...), storage="disk" with a '
+    'path every node of the cluster shares, or type="ephemeral"'
+)
+MEMORY_REFUSED = (
+    "the ray host runs tasks on the cluster's nodes, which share no memory: memory storage "
+    'would be lost between tasks. Use connect_state(type="versioned", storage="postgres", '
+    'path="my-agent") (every node reaches the database), storage="disk" with a path every '
+    'node mounts (a shared filesystem), or type="ephemeral"'
+)
+
+
+class RayHost(Host):
+    provider = "ray"
+    ships_agent = True  # the loop runs on the cluster
+    provides = ("ray",)  # every node has Ray: never pinned
+
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus: float | None = None,
+        num_gpus: float | None = None,
+        memory: int | None = None,
+        resources: dict[str, float] | None = None,
+        runtime_env: dict[str, Any] | None = None,
+        timeout: float = 300.0,
+        concurrency: int = 64,
+        scaledown_window: float = 300.0,
+    ) -> None:
+        self.options = Options.checked(
+            address,
+            num_cpus,
+            num_gpus,
+            memory,
+            resources,
+            runtime_env,
+            timeout,
+            concurrency,
+            scaledown_window,
+        )
+        self._envs: dict[tuple[Any, ...], Environment] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def timeout(self) -> float:
+        return self.options.timeout
+
+    # -- the Host protocol -------------------------------------------------------------
+
+    def validate(self, agent: Agent) -> None:
+        """State every node can reach: ephemeral, or versioned where the nodes share it."""
+        _check_state(agent.state_config, f"agent {agent.name!r}")
+
+    def validate_subagent(self, parent: Agent, sub: Agent) -> None:
+        """A sub-agent of an agent on Ray that runs in its worker keeps its state where the
+        cluster's nodes reach it, as its parent does."""
+        if isinstance(parent.host, RayHost) and not getattr(sub.host, "ships_agent", False):
+            _check_state(sub.state_config, f"sub-agent {sub.name!r}, which runs on the cluster,")
+
+    async def arun(self, invocation: Invocation, sink: Sink) -> Any:
+        from agex import plugins
+        from agex import remote as core
+        from agex.hosts.running import RUNS
+
+        agent = invocation.agent
+        serializer = plugins.create("serializer", "cloudpickle")
+        envelope = core.Envelope.of(invocation, timeout=self.options.timeout)
+        payload = core.ship(invocation, serializer)
+        ray, runner = await asyncio.to_thread(self._runner, agent, (invocation.task,))
+        try:
+            outcome = await RUNS.run(
+                agent.name, invocation.session, self._follow(ray, runner, envelope, payload, sink)
+            )
+        finally:
+            cluster.release(runner)
+        # Ray authenticates the cluster's members: no key of ours signs the value.
+        return core.settle(outcome, invocation, "")
+
+    def cancel(self, agent: Agent, session: str) -> int:
+        """Stop the agent's runs in ``session`` that this process started; returns how many."""
+        from agex.hosts.running import RUNS
+
+        return RUNS.cancel(agent.name, session)
+
+    def warmup(self, agent: Agent) -> None:
+        """Connect, and start a runner: Ray builds its runtime environment, and the runner
+        starts its confined workers' template."""
+        _, runner = self._runner(agent, ())
+        cluster.release(runner)
+
+    def dump_config(self) -> dict[str, Any]:
+        return {"provider": self.provider, **self.options.dump()}
+
+    # -- Ray ---------------------------------------------------------------------------
+
+    def runtime_env(self, agent: Agent, tasks: Sequence[Any] = ()) -> Environment:
+        """What a runner of ``agent`` gets: what it needs, inferred here, with the
+        ``runtime_env`` given to the host merged in. Inferred once per definition of the
+        agent and its sub-agents (and task)."""
+        from agex.remote.dependencies import agents
+        from agex_host_ray import environment
+
+        given = dict(self.options.runtime_env)
+        inside = _inherited()
+        if inside is not None:  # a Ray worker: the parent's environment already holds it
+            return environment.environment(inside, given)
+        shipped = tuple((task.func.__module__, task.func.__qualname__) for task in tasks)
+        defined = (*(one.fingerprint for one in agents(agent)), shipped)
+        with self._lock:
+            found = self._envs.get(defined)
+        if found is None:
+            found = environment.environment(environment.inferred(agent, tasks), given)
+            with self._lock:
+                self._envs[defined] = found
+        return found
+
+    def _runner(self, agent: Agent, tasks: Sequence[Any]) -> tuple[Any, cluster.Runner]:
+        ray = cluster.ray_module(self.options.address)
+        env = self.runtime_env(agent, tasks)
+        return ray, cluster.take(ray, self.options, env)
+
+    async def _follow(
+        self, ray: Any, runner: cluster.Runner, envelope: Any, payload: bytes, sink: Sink
+    ) -> dict[str, Any]:
+        """Follow the run's messages to its outcome; stop the run if the caller stops."""
+        from agex.remote import deliver
+        from agex.remote.messages import KINDS
+
+        messages = runner.actor.run.options(num_returns="streaming").remote(
+            envelope.to_json(), payload
+        )
+        ended = False
+        try:
+            async with asyncio.timeout(self.options.timeout + GRACE) as limit:
+                async for ref in messages:
+                    text = await ref
+                    kind, data = _message(text, KINDS)
+                    outcome = await deliver(kind, data, sink)
+                    if outcome is not None:
+                        ended = True
+                        return outcome
+        except TimeoutError:
+            if not limit.expired():
+                raise
+            raise TaskTimeout(
+                f"the run did not end within the host's {self.options.timeout:g}s timeout "
+                f"(and {GRACE:g}s more for it to say so): it was stopped"
+            ) from None
+        except Exception as exc:
+            translated = failure(ray, exc)
+            if translated is None:
+                raise
+            if lost(ray, exc):
+                cluster.drop(ray, runner)
+            raise translated from None
+        finally:
+            if not ended:
+                with contextlib.suppress(Exception):
+                    ray.cancel(messages)
+        ended = True
+        raise RemoteExecutionError(
+            "the Ray worker ended the run without the task's outcome (it stopped before the "
+            f"task ended): {LOST}"
+        )
+
+    # -- pickling: caches stay here -----------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"options": self.options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.options = state["options"]
+        self._envs, self._lock = {}, threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"RayHost(address={self.options.address!r})"
+
+
+def _check_state(config: Any, who: str) -> None:
+    if config.type == "live":
+        raise ValueError(LIVE_REFUSED)
+    if config.type != "versioned":
+        return
+    if config.storage == "memory":
+        raise ValueError(MEMORY_REFUSED)
+    if config.storage == "disk" and not (config.path and config.path.startswith("/")):
+        raise ValueError(
+            f"{who} keeps disk state on the ray host, which needs an absolute path that every "
+            "node of the cluster mounts (a shared filesystem; keeping it shared is yours to "
+            f'do), got path={config.path!r}: e.g. connect_state(type="versioned", '
+            'storage="disk", path="/mnt/shared/agex"), or storage="postgres"'
+        )
+
+
+def _inherited() -> dict[str, Any] | None:
+    """The runtime environment of the Ray worker this code runs in, if it runs in one."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    context = ray.get_runtime_context()
+    if context.worker.mode != ray.WORKER_MODE:
+        return None
+    env = context.runtime_env
+    return {k: v for k, v in dict(env).items() if k in ("pip", "py_modules", "uv", "conda")}
+
+
+def _message(text: object, kinds: Sequence[str]) -> tuple[str, Any]:
+    """A message as the runner writes it, checked: ``[kind, data]`` in JSON text."""
+    try:
+        kind, data = json.loads(text) if isinstance(text, str) else (None, None)
+    except (ValueError, TypeError):
+        kind = data = None
+    if not isinstance(kind, str) or kind not in kinds:
+        raise RemoteExecutionError(f"the Ray worker sent a message agex cannot read: {text!r:.200}")
+    return kind, data

@@ -1,0 +1,105 @@
+"""What runs on the cluster: a runner, a Ray actor that runs shipped tasks, many at once, each
+one's messages yielded while it runs (a Ray streaming generator).
+
+A run's loop (the model's calls, state, sub-agents) runs here on asyncio, as on an agex
+server; the agent's code runs in a confined worker process at the strongest isolation the
+node offers, so it reaches neither Ray (its sockets, its object store, the cluster's token)
+nor what this worker's environment holds.
+
+Messages travel as JSON text, ``[kind, data]``, as ``agex.remote.messages`` writes them:
+events, model output, and the outcome last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+
+class Runner:
+    """A runner exits when it has had no run for ``scaledown`` seconds, so that the
+    resources it holds (a GPU, say) go back to the cluster."""
+
+    def __init__(self, scaledown: float) -> None:
+        self.scaledown = scaledown
+        self.running = 0
+        self.idle_since = time.monotonic()
+        self._reaper = asyncio.get_event_loop().create_task(self._reap())
+
+    async def ready(self, pins: list[str]) -> dict[str, Any]:
+        """Where this runner is, how agent code is confined here, and which of ``pins``
+        (``name==version``) this node lacks; once confined workers are ready to start (the
+        template started, a warm worker forked)."""
+        import ray
+
+        isolation = _isolation()
+        layers: dict[str, str] = {}
+        if isolation.level != "none":
+            from agex.isolation.pool import pool
+
+            spec = isolation.spec(None, None, "this Ray worker")
+            layers = await asyncio.to_thread(pool().prepare, spec)
+        node = ray.get_runtime_context().get_node_id()
+        return {
+            "node": node,
+            "isolation": isolation.level,
+            "layers": layers,
+            "lacking": [pin for pin in pins if not _installed(pin)],
+        }
+
+    async def run(self, envelope: dict[str, Any], payload: bytes) -> AsyncIterator[str]:
+        """The shipped task, run by ``agex.remote``; its messages as they come."""
+        from agex.remote import Envelope, Refused, stream
+        from agex.remote.outcome import failure
+
+        self.running += 1
+        try:
+            try:
+                checked = Envelope.from_json(envelope)
+            except Refused as refused:
+                refusal = RuntimeError(f"the Ray worker refused the task: {refused}")
+                yield _text("error", failure(refusal))
+                return
+            messages = stream(checked, payload, isolation=_isolation())
+            try:
+                async for message in messages:
+                    yield _text(message.kind, message.data)
+            finally:
+                await messages.aclose()
+        finally:
+            self.running -= 1
+            self.idle_since = time.monotonic()
+
+    async def _reap(self) -> None:
+        import ray
+
+        while True:
+            await asyncio.sleep(min(self.scaledown / 4, 30.0))
+            if not self.running and time.monotonic() - self.idle_since > self.scaledown:
+                ray.actor.exit_actor()  # type: ignore[no-untyped-call]
+
+
+def _installed(pin: str) -> bool:
+    import importlib.metadata
+
+    name, _, version = pin.partition("==")
+    try:
+        return importlib.metadata.version(name) == version
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def _text(kind: str, data: Any) -> str:
+    return json.dumps([kind, data], separators=(",", ":"))
+
+
+def _isolation() -> Any:
+    """As on an agex server: agent code runs in a confined worker, at the strongest level
+    this node offers. This process can reach the whole cluster; agent code must not."""
+    from agex.isolation import strongest
+    from agex.isolation.settings import Isolation
+
+    return Isolation(level=strongest())
