@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Sequence
@@ -20,6 +21,12 @@ from typing import Any
 from agex.errors import RemoteExecutionError
 from agex_host_ray.environment import Environment
 from agex_host_ray.options import Options
+
+#: Where runners are named, and how their names start.
+NAMESPACE = "agex"
+PREFIX = "agex-runner-"
+#: Seconds a cancel waits for the runners to answer.
+CANCEL_WAIT = 10.0
 
 _lock = threading.Lock()
 #: The runners of each configuration: resources and runtime env, as JSON.
@@ -154,6 +161,9 @@ def _actor(ray: Any, options: Options, env: dict[str, Any]) -> Any:
 
     remote = ray.remote(Code).options(
         **options.actor(),
+        # Named, so that task.cancel(session) in any process finds it (see cancel).
+        name=f"{PREFIX}{secrets.token_hex(8)}",
+        namespace=NAMESPACE,
         runtime_env=_uploaded(env) or None,
         max_concurrency=options.concurrency,
         # A run is never started again by Ray: it would repeat model calls and side effects.
@@ -207,3 +217,24 @@ def _uploaded(env: dict[str, Any]) -> dict[str, Any]:
 def _kill(ray: Any, runner: Runner) -> None:
     with contextlib.suppress(Exception):
         ray.kill(runner.actor, no_restart=True)
+
+
+def cancel(ray: Any, agent: str, session: str) -> int:
+    """Stop the runs of ``agent`` in ``session`` in every runner of the cluster, whichever
+    process started them; how many there were. A runner that does not answer within
+    :data:`CANCEL_WAIT` seconds is not counted."""
+    asked = []
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if entry.get("namespace") != NAMESPACE or not entry.get("name", "").startswith(PREFIX):
+            continue
+        with contextlib.suppress(Exception):  # ended since it was listed
+            actor = ray.get_actor(entry["name"], namespace=NAMESPACE)
+            asked.append(actor.cancel.remote(agent, session))
+    answered, _ = (
+        ray.wait(asked, num_returns=len(asked), timeout=CANCEL_WAIT) if asked else ([], [])
+    )
+    stopped = 0
+    for ref in answered:
+        with contextlib.suppress(Exception):  # ended while it was asked
+            stopped += int(ray.get(ref))
+    return stopped

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 #: The caller waits this much past the host's timeout for the run's own TaskTimeout.
 GRACE = 30.0
+#: Seconds without any message (a runner beats every ``runner.BEAT``) after which the
+#: caller takes the runner's node for down or cut off.
+SILENT = 30.0
 
 LIVE_REFUSED = (
     "the ray host does not support live state (live objects cannot leave this process): use "
@@ -109,10 +112,14 @@ class RayHost(Host):
         return core.settle(outcome, invocation, "")
 
     def cancel(self, agent: Agent, session: str) -> int:
-        """Stop the agent's runs in ``session`` that this process started; returns how many."""
+        """Stop the agent's runs in ``session`` on the cluster, whichever process started
+        them; returns how many were stopped. This process's callers raise TaskCancelled at
+        once; the runs stop on their runners at their next step."""
         from agex.hosts.running import RUNS
 
-        return RUNS.cancel(agent.name, session)
+        here = RUNS.cancel(agent.name, session)
+        ray = cluster.ray_module(self.options.address)
+        return max(here, cluster.cancel(ray, agent.name, session))
 
     def warmup(self, agent: Agent) -> None:
         """Connect, and start a runner: Ray builds its runtime environment, and the runner
@@ -164,9 +171,24 @@ class RayHost(Host):
         ended = False
         try:
             async with asyncio.timeout(self.options.timeout + GRACE) as limit:
-                async for ref in messages:
-                    text = await ref
-                    kind, data = _message(text, KINDS)
+                while True:
+                    try:
+                        async with asyncio.timeout(SILENT) as quiet:
+                            text = await (await anext(messages))
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        if not quiet.expired():
+                            raise
+                        cluster.drop(ray, runner)
+                        raise RemoteExecutionError(
+                            f"the Ray worker running the task sent nothing for {SILENT:g}s, "
+                            "not even its heartbeat: its node is down, cut off or overloaded. "
+                            f"agex stopped it; {LOST}"
+                        ) from None
+                    kind, data = _message(text, (*KINDS, "beat"))
+                    if kind == "beat":
+                        continue
                     outcome = await deliver(kind, data, sink)
                     if outcome is not None:
                         ended = True

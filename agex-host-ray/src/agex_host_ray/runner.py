@@ -7,7 +7,9 @@ node offers, so it reaches neither Ray (its sockets, its object store, the clust
 nor what this worker's environment holds.
 
 Messages travel as JSON text, ``[kind, data]``, as ``agex.remote.messages`` writes them:
-events, model output, and the outcome last.
+events, model output, and the outcome last; and ``["beat", null]`` after :data:`BEAT`
+seconds without one, so that the caller can tell a quiet run from a node that stopped
+answering.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+#: Seconds without a message after which a run says it is alive.
+BEAT = 2.0
+
 
 class Runner:
     """A runner exits when it has had no run for ``scaledown`` seconds, so that the
@@ -27,6 +32,8 @@ class Runner:
         self.scaledown = scaledown
         self.running = 0
         self.idle_since = time.monotonic()
+        #: What stops each run, by agent and session: ``cancel`` sets them.
+        self.stops: dict[tuple[str, str], set[asyncio.Event]] = {}
         self._reaper = asyncio.get_event_loop().create_task(self._reap())
 
     async def ready(self, pins: list[str]) -> dict[str, Any]:
@@ -63,15 +70,30 @@ class Runner:
                 refusal = RuntimeError(f"the Ray worker refused the task: {refused}")
                 yield _text("error", failure(refusal))
                 return
-            messages = stream(checked, payload, isolation=_isolation())
+            stop = asyncio.Event()
+            key = (checked.agent, checked.session)
+            self.stops.setdefault(key, set()).add(stop)
+            messages = stream(checked, payload, isolation=_isolation(), stop=stop)
             try:
-                async for message in messages:
-                    yield _text(message.kind, message.data)
+                async for text in _beating(messages):
+                    yield text
             finally:
                 await messages.aclose()
+                runs = self.stops.get(key, set())
+                runs.discard(stop)
+                if not runs:
+                    self.stops.pop(key, None)
         finally:
             self.running -= 1
             self.idle_since = time.monotonic()
+
+    async def cancel(self, agent: str, session: str) -> int:
+        """Stop this runner's runs of ``agent`` in ``session``; how many there were. Each
+        ends with TaskCancelled, which its caller receives."""
+        found = self.stops.get((agent, session), set())
+        for stop in found:
+            stop.set()
+        return len(found)
 
     async def _reap(self) -> None:
         import ray
@@ -80,6 +102,25 @@ class Runner:
             await asyncio.sleep(min(self.scaledown / 4, 30.0))
             if not self.running and time.monotonic() - self.idle_since > self.scaledown:
                 ray.actor.exit_actor()  # type: ignore[no-untyped-call]
+
+
+async def _beating(messages: AsyncIterator[Any]) -> AsyncIterator[str]:
+    """The messages as text, with a beat after every :data:`BEAT` quiet seconds."""
+    following = asyncio.ensure_future(anext(messages))
+    try:
+        while True:
+            done, _ = await asyncio.wait({following}, timeout=BEAT)
+            if not done:
+                yield _text("beat", None)
+                continue
+            try:
+                message = following.result()
+            except StopAsyncIteration:
+                return
+            yield _text(message.kind, message.data)
+            following = asyncio.ensure_future(anext(messages))
+    finally:
+        following.cancel()
 
 
 def _installed(pin: str) -> bool:
