@@ -42,7 +42,9 @@ def test_extras_pin_the_siblings_to_the_same_version() -> None:
     ]:
         assert extras[extra] == [f"{dist}=={agex.__version__}"]
     assert extras["server"] == [f"agex-host-http[server]=={agex.__version__}"]
-    assert extras["all"] == ["agex-core[http,server,modal,ray,disk,postgres,openai,anthropic,gemini]"]
+    assert extras["all"] == [
+        "agex-core[http,server,modal,ray,disk,postgres,openai,anthropic,gemini]"
+    ]
 
 
 def test_plugins_pin_core_and_declare_their_entry_point() -> None:

@@ -87,9 +87,12 @@ class HttpHost(Host):
         outcome = await self._post(envelope, remote.ship(invocation, serializer), sink)
         return remote.settle(outcome, invocation, self._credential() or "")
 
-    async def arun_shipped(self, envelope: Any, payload: bytes, sink: Sink) -> dict[str, Any]:
+    async def arun_shipped(
+        self, envelope: Any, payload: bytes, sink: Sink, agent: Any = None
+    ) -> dict[str, Any]:
         """A task a worker process shipped (a sub-agent its agent code calls): run on the
-        server, its outcome's HMAC checked here and the value left for the worker to load."""
+        server, its outcome's HMAC checked here and the value left for the worker to load.
+        (``agent``, when the caller has it, is not needed: the server has what it runs.)"""
         from dataclasses import replace
 
         from agex.remote.outcome import verified

@@ -111,6 +111,24 @@ class RayHost(Host):
         # Ray authenticates the cluster's members: no key of ours signs the value.
         return core.settle(outcome, invocation, "")
 
+    async def arun_shipped(
+        self, envelope: Any, payload: bytes, sink: Sink, agent: Agent | None = None
+    ) -> dict[str, Any]:
+        """A task a confined worker shipped (a sub-agent its agent code calls), run as its
+        own runner's; its outcome left for that worker to load. Its runtime environment is
+        the one this code runs in (in a runner), or inferred from ``agent``."""
+        from dataclasses import replace
+
+        from agex.remote.outcome import verified
+
+        envelope = replace(envelope, timeout=self.options.timeout)
+        ray, runner = await asyncio.to_thread(self._runner, agent, ())
+        try:
+            outcome = await self._follow(ray, runner, envelope, payload, sink)
+        finally:
+            cluster.release(runner)
+        return verified(outcome, "")
+
     def cancel(self, agent: Agent, session: str) -> int:
         """Stop the agent's runs in ``session`` on the cluster, whichever process started
         them; returns how many were stopped. This process's callers raise TaskCancelled at
@@ -132,7 +150,7 @@ class RayHost(Host):
 
     # -- Ray ---------------------------------------------------------------------------
 
-    def runtime_env(self, agent: Agent, tasks: Sequence[Any] = ()) -> Environment:
+    def runtime_env(self, agent: Agent | None, tasks: Sequence[Any] = ()) -> Environment:
         """What a runner of ``agent`` gets: what it needs, inferred here, with the
         ``runtime_env`` given to the host merged in. Inferred once per definition of the
         agent and its sub-agents (and task)."""
@@ -143,6 +161,8 @@ class RayHost(Host):
         inside = _inherited()
         if inside is not None:  # a Ray worker: the parent's environment already holds it
             return environment.environment(inside, given)
+        if agent is None:
+            raise RemoteExecutionError("a ray host outside Ray needs the agent to run")
         shipped = tuple((task.func.__module__, task.func.__qualname__) for task in tasks)
         defined = (*(one.fingerprint for one in agents(agent)), shipped)
         with self._lock:
@@ -153,7 +173,7 @@ class RayHost(Host):
                 self._envs[defined] = found
         return found
 
-    def _runner(self, agent: Agent, tasks: Sequence[Any]) -> tuple[Any, cluster.Runner]:
+    def _runner(self, agent: Agent | None, tasks: Sequence[Any]) -> tuple[Any, cluster.Runner]:
         ray = cluster.ray_module(self.options.address)
         env = self.runtime_env(agent, tasks)
         return ray, cluster.take(ray, self.options, env)

@@ -139,8 +139,22 @@ def _text(kind: str, data: Any) -> str:
 
 def _isolation() -> Any:
     """As on an agex server: agent code runs in a confined worker, at the strongest level
-    this node offers. This process can reach the whole cluster; agent code must not."""
+    this node offers. This process can reach the whole cluster; agent code must not.
+
+    Ray puts its caller's working directory on a worker's ``sys.path`` (on the caller's
+    machine, the user's project, ``.env`` files and all), and agent code may read what is on
+    the path: that folder is hidden from it. The agent's own code does not need it: it
+    travels in the runtime environment.
+    """
+    import os
+    import sys
+
     from agex.isolation import strongest
     from agex.isolation.settings import Isolation
 
-    return Isolation(level=strongest())
+    here = os.getcwd()
+    python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    holds_python = any(path == here or path.startswith(here.rstrip("/") + "/") for path in python)
+    # Sub-agents with ray hosts of their own run on this cluster, as their own runners.
+    hidden = () if holds_python else (here,)
+    return Isolation(level=strongest(), hidden=hidden, hosts=("ray",))

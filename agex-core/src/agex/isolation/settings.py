@@ -108,6 +108,9 @@ class Isolation:
     #: Other agex servers (URLs) that sub-agents a client declared may be sent to; this
     #: place's own token for them, if any, goes nowhere else.
     remotes: tuple[str, ...] = ()
+    #: Host providers that sub-agents a client declared may be sent to, whatever their
+    #: options: the cluster this place runs on (a Ray runner sends them to its own cluster).
+    hosts: tuple[str, ...] = ()
     #: Endpoints beside the providers' defaults that models a client declared may be
     #: called at (None: not gated, as in this process or the caller's own container; a
     #: server running loops for clients sets a tuple).
@@ -201,6 +204,8 @@ class Isolation:
 
     def remote(self, host: dict[str, object], where: str = "this host") -> None:
         """Refuse a declared sub-agent host this place may not send runs to."""
+        if host.get("provider") in self.hosts:
+            return
         url = host.get("url")
         allowed = {remote.rstrip("/") for remote in self.remotes}
         if host.get("provider") == "http" and isinstance(url, str) and url.rstrip("/") in allowed:

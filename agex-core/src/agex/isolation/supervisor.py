@@ -332,7 +332,10 @@ class Run:
                 f"host {host.get('provider')!r} cannot run a sub-agent for an isolated run; "
                 "give the sub-agent a local or http host"
             )
-        outcome: dict[str, Any] = await shipped(envelope, payload, sink)
+        # The agent, where this side has it (its own, not a client's): what a host that
+        # installs the agent's needs where it runs reads them from.
+        agent = None if own is None else own.agent
+        outcome: dict[str, Any] = await shipped(envelope, payload, sink, agent=agent)
         return outcome
 
 

@@ -77,6 +77,7 @@ def needs(agent: Agent, tasks: Iterable[Any] = ()) -> Needs:
         referenced.update(one.policy.modules)
         referenced.update(_module_of(value) for value in one.policy.names.values())
         referenced.add(type(one.host).__module__)
+        referenced.update(_storage_modules(one))
         distributions.update(getattr(one.llm, "requires", ()))
     for task in tasks:
         referenced.update(_modules_of_task(task))
@@ -128,6 +129,21 @@ def needs(agent: Agent, tasks: Iterable[Any] = ()) -> Needs:
         sources=tuple(sorted(sources)),
         metadata=tuple(sorted(metadata)),
     )
+
+
+def _storage_modules(agent: Agent) -> set[str]:
+    """Where the storage of the agent's versioned state is made: its plugin's module (the
+    loop opens the storage where it runs)."""
+    config = agent.state_config
+    if config.type != "versioned" or not config.storage:
+        return set()
+    from agex import plugins
+    from agex.errors import ProviderError
+
+    try:
+        return {plugins.resolve("storage", config.storage).factory.__module__}
+    except ProviderError:  # not installed here: the agent could not have been made
+        return set()
 
 
 def _modules_of_task(task: Any) -> set[str]:
