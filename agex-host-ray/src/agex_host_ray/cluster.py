@@ -157,9 +157,10 @@ def _start(ray: Any, options: Options, env: Environment, runner: Runner) -> None
 
 
 def _actor(ray: Any, options: Options, env: dict[str, Any]) -> Any:
+    from agex_host_ray.runner import CONTROL, CONTROLS
     from agex_host_ray.runner import Runner as Code
 
-    remote = ray.remote(Code).options(
+    remote = ray.remote(concurrency_groups={CONTROL: CONTROLS})(Code).options(
         **options.actor(),
         # Named, so that task.cancel(session) in any process finds it (see cancel).
         name=f"{PREFIX}{secrets.token_hex(8)}",

@@ -153,16 +153,19 @@ class RayHost(Host):
     def runtime_env(self, agent: Agent | None, tasks: Sequence[Any] = ()) -> Environment:
         """What a runner of ``agent`` gets: what it needs, inferred here, with the
         ``runtime_env`` given to the host merged in. Inferred once per definition of the
-        agent and its sub-agents (and task)."""
+        agent and its sub-agents (and task). Without the agent (a sub-agent that a runner's
+        agent code called), the environment of the runner this code runs in."""
         from agex.remote.dependencies import agents
         from agex_host_ray import environment
 
         given = dict(self.options.runtime_env)
-        inside = _inherited()
-        if inside is not None:  # a Ray worker: the parent's environment already holds it
+        if agent is None:  # a sub-agent shipped from a runner: its environment holds it
+            inside = _inherited()
+            if inside is None:
+                raise RemoteExecutionError(
+                    "a ray host runs a task shipped without its agent only from a Ray worker"
+                )
             return environment.environment(inside, given)
-        if agent is None:
-            raise RemoteExecutionError("a ray host outside Ray needs the agent to run")
         shipped = tuple((task.func.__module__, task.func.__qualname__) for task in tasks)
         defined = (*(one.fingerprint for one in agents(agent)), shipped)
         with self._lock:

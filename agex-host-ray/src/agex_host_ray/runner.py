@@ -20,8 +20,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import ray
+
 #: Seconds without a message after which a run says it is alive.
 BEAT = 2.0
+#: Calls that must not wait behind a full runner's runs (``cancel``, ``ready``) have
+#: places of their own.
+CONTROL = "control"
+CONTROLS = 4
 
 
 class Runner:
@@ -34,14 +40,15 @@ class Runner:
         self.idle_since = time.monotonic()
         #: What stops each run, by agent and session: ``cancel`` sets them.
         self.stops: dict[tuple[str, str], set[asyncio.Event]] = {}
-        self._reaper = asyncio.get_event_loop().create_task(self._reap())
+        self._reaper: asyncio.Task[None] | None = None
 
+    @ray.method(concurrency_group=CONTROL)
     async def ready(self, pins: list[str]) -> dict[str, Any]:
         """Where this runner is, how agent code is confined here, and which of ``pins``
         (``name==version``) this node lacks; once confined workers are ready to start (the
-        template started, a warm worker forked)."""
-        import ray
-
+        template started, a warm worker forked). The caller asks it first."""
+        if self._reaper is None:  # on the actor's own event loop
+            self._reaper = asyncio.create_task(self._reap())
         isolation = _isolation()
         layers: dict[str, str] = {}
         if isolation.level != "none":
@@ -87,6 +94,7 @@ class Runner:
             self.running -= 1
             self.idle_since = time.monotonic()
 
+    @ray.method(concurrency_group=CONTROL)
     async def cancel(self, agent: str, session: str) -> int:
         """Stop this runner's runs of ``agent`` in ``session``; how many there were. Each
         ends with TaskCancelled, which its caller receives."""
@@ -96,12 +104,10 @@ class Runner:
         return len(found)
 
     async def _reap(self) -> None:
-        import ray
-
         while True:
             await asyncio.sleep(min(self.scaledown / 4, 30.0))
             if not self.running and time.monotonic() - self.idle_since > self.scaledown:
-                ray.actor.exit_actor()  # type: ignore[no-untyped-call]
+                ray.kill(ray.get_runtime_context().current_actor)
 
 
 async def _beating(messages: AsyncIterator[Any]) -> AsyncIterator[str]:
