@@ -20,6 +20,8 @@ def ray_cluster():
     import ray
     from ray.cluster_utils import Cluster
 
+    # Nothing leaves the machine: Ray would otherwise report usage to its makers.
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     cluster = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 2, "include_dashboard": False},
