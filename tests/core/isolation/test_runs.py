@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import signal
 import socket
 import threading
 import time
@@ -592,3 +593,53 @@ def test_what_a_worker_leaves_is_swept_after_its_run() -> None:
             break
         time.sleep(0.2)
     assert not left  # nothing of the run is left behind: neither in trash nor in scratch
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as f:
+            found.update(int(child) for child in f.read().split())
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc")
+def test_a_worker_dies_with_its_template_even_while_agent_code_spins() -> None:
+    """A template killed outright (as a host that ends its process's children does) takes
+    its workers with it: agent code spinning in one would otherwise run on, past every limit
+    its supervisor kept."""
+    from agex.isolation.pool import pool
+
+    agent = Agent(name="iso-orphan", isolation=LEVEL, llm=scripted("spin_in_c()"))
+    agent.fn(spin_in_c)
+    acting = threading.Event()
+
+    @agent.task
+    def spin() -> int:
+        """Spin."""
+
+    def work() -> None:
+        with contextlib.suppress(BaseException):
+            spin(on_event=lambda e: acting.set() if type(e).__name__ == "ActionEvent" else None)
+
+    template = pool().template.process.pid
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    assert acting.wait(30)
+    workers = _children(template)
+    assert workers
+    os.kill(template, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(_alive, workers))
+    spin.cancel()
+    thread.join(30)

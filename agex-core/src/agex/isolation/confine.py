@@ -24,6 +24,7 @@ them, so that a deployer sees it (``layers`` says so before any worker starts).
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import struct
 import sys
@@ -79,6 +80,7 @@ _KEPT_VARIABLES = ("LANG", "LANGUAGE", "TZ")
 
 _CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
 _PR_SET_DUMPABLE = 4
+_PR_SET_PDEATHSIG = 1
 
 
 class ConfinementError(RuntimeError):
@@ -124,6 +126,7 @@ def confine(spec: Confinement, scratch: str) -> dict[str, str]:
     and ``TMPDIR`` point at it.
     """
     report = dict.fromkeys(LAYERS, f"off: level {spec.level!r}")
+    parent = os.getppid()
     kernel = spec.level == "kernel"
     scratch = os.path.abspath(scratch)
     if any(_covers(scratch, path) for path in spec.exclude):
@@ -183,6 +186,7 @@ def confine(spec: Confinement, scratch: str) -> dict[str, str]:
     if linux:
         _must("no_new_privs", _no_new_privileges)
         report["no_new_privs"] = "on"
+        _die_with(parent)
     else:
         report["no_new_privs"] = "off: needs Linux"
     if not kernel:
@@ -377,6 +381,15 @@ def _no_new_privileges() -> None:
     the layers above it are missing) may debug this one or read its memory."""
     seccomp.set_no_new_privs()
     _prctl(_PR_SET_DUMPABLE, 0)
+
+
+def _die_with(parent: int) -> None:
+    """Be killed when the process that forked this one ends, however it ends (the kernel
+    sees to it): agent code outlives neither its template nor, through it, its supervisor,
+    whose limits it would escape. Set after the credentials changed, which clears it."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it ended before this was set
+        os._exit(70)
 
 
 def _prctl(option: int, value: int) -> None:
