@@ -27,6 +27,8 @@ NAMESPACE = "agex"
 PREFIX = "agex-runner-"
 #: Seconds a cancel waits for the runners to answer.
 CANCEL_WAIT = 10.0
+#: Seconds a starting runner may wait for room before idle runners give theirs back.
+PLACING = 2.0
 
 _lock = threading.Lock()
 #: The runners of each configuration: resources and runtime env, as JSON.
@@ -137,18 +139,23 @@ def _start(ray: Any, options: Options, env: Environment, runner: Runner) -> None
     """Start ``runner``'s actor and wait until it is ready. Ray installs the pins only
     where a node lacks one of them: a runner starts without them first and says which it
     lacks, and is then started again with them (and every later runner of its kind)."""
+    lacking: list[str] = []
     try:
         if env.pins and runner.key not in _installing:
             runner.actor = _actor(ray, options, env.base)
-            runner.where = _ready(ray, runner.actor, env.pins)
-            if not runner.where["lacking"]:
+            runner.where = _ready(ray, runner, env.pins, options)
+            lacking = runner.where["lacking"]
+            if not lacking:
                 return
             _installing.add(runner.key)
             _kill(ray, runner)
         runner.actor = _actor(ray, options, env.full)
-        runner.where = _ready(ray, runner.actor, ())
-        if runner.where["lacking"]:  # cannot be: Ray installed them
-            raise RemoteExecutionError(f"Ray did not install {runner.where['lacking']}")
+        try:
+            runner.where = _ready(ray, runner, (), options)
+        except RemoteExecutionError as exc:
+            if lacking:
+                exc.args = (f"a node lacked {', '.join(lacking)}, and {exc.args[0]}",)
+            raise
     except BaseException as exc:
         runner.error = exc
         raise
@@ -174,17 +181,56 @@ def _actor(ray: Any, options: Options, env: dict[str, Any]) -> Any:
     return remote.remote(options.scaledown_window)
 
 
-def _ready(ray: Any, actor: Any, pins: Sequence[str]) -> dict[str, Any]:
+def _ready(ray: Any, runner: Runner, pins: Sequence[str], options: Options) -> dict[str, Any]:
+    """The runner's answer to ``ready``, once Ray has placed it and set up its runtime
+    environment; within the host's timeout. While it waits for room, this process's idle
+    runners of other configurations give back what they hold."""
     from agex_host_ray.errors import failure
 
+    asked = runner.actor.ready.remote(list(pins))
+    deadline = time.monotonic() + options.timeout
+    freed = False
+    while not ray.wait([asked], timeout=PLACING)[0]:
+        if not freed:
+            freed = True
+            _free_idle(ray, runner.key)
+        if time.monotonic() > deadline:
+            _kill(ray, runner)
+            raise RemoteExecutionError(
+                f"the Ray worker for the task did not start within the host's "
+                f"{options.timeout:g}s timeout: no node had room for {options.actor()} (free "
+                "some, ask for less, or add nodes), or setting up its runtime environment "
+                "took longer"
+            )
     try:
-        found: dict[str, Any] = ray.get(actor.ready.remote(list(pins)))
+        found: dict[str, Any] = ray.get(asked)
     except Exception as exc:
         translated = failure(ray, exc)
         if translated is None:
             raise
-        raise RemoteExecutionError(f"starting a Ray worker for the agent: {translated}") from None
+        raise RemoteExecutionError(
+            f"Ray could not start a worker for the task: {translated.args[0]}",
+            remote_traceback=translated.remote_traceback or str(exc),
+            remote_type=translated.remote_type,
+        ) from None
     return found
+
+
+def _free_idle(ray: Any, keep: str) -> None:
+    """End this process's idle runners of other configurations: the resources they hold
+    until their scaledown window ends are wanted now."""
+    with _lock:
+        idle = [
+            runner
+            for key, runners in _runners.items()
+            if key != keep
+            for runner in runners
+            if not runner.running and runner.started.is_set()
+        ]
+        for runner in idle:
+            _runners[runner.key].remove(runner)
+    for runner in idle:
+        _kill(ray, runner)
 
 
 def _uploaded(env: dict[str, Any]) -> dict[str, Any]:

@@ -107,7 +107,9 @@ class Runner:
         while True:
             await asyncio.sleep(min(self.scaledown / 4, 30.0))
             if not self.running and time.monotonic() - self.idle_since > self.scaledown:
-                ray.kill(ray.get_runtime_context().current_actor)
+                # Ends it once this call returns: an exit Ray reports as intended.
+                ray.get_runtime_context().current_actor.__ray_terminate__.remote()
+                return
 
 
 async def _beating(messages: AsyncIterator[Any]) -> AsyncIterator[str]:
