@@ -21,6 +21,22 @@ class TestRayHost(HostContract):
         return connect_host(provider="ray", address=ray_cluster.address)
 
 
+@pytest.fixture(scope="class")
+def _postgres_runners_stop(ray_cluster):
+    """The class's runners (a runtime env of their own) hold CPUs later tests' runners need:
+    they stop when the class ends, not minutes later."""
+    import ray
+
+    from agex_host_ray import cluster
+
+    yield
+    for key, runners in list(cluster._runners.items()):
+        if "AGEX_POSTGRES_URL" in key:
+            for runner in [r for r in runners if not r.running]:
+                cluster.drop(ray, runner)
+
+
+@pytest.mark.usefixtures("_postgres_runners_stop")
 class TestRayHostWithPostgresState(TestRayHost):
     @pytest.fixture
     def host(self, ray_cluster, postgres, monkeypatch):
