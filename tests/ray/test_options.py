@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -265,3 +266,44 @@ def test_memory_reaches_ray_in_bytes(ray_cluster):
     during: list[float] = []
     assert one(on_event=lambda _: during.append(ray.available_resources()["memory"])) == 1
     assert before - during[0] == 77 * MiB
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a runner no node can hold waits without end: cluster._ready calls ray.get "
+    "with no timeout, and the caller's timeout guard covers the run only, not the start",
+)
+def test_resources_no_node_has_end_in_an_error_not_a_wait(ray_cluster):
+    import ray
+
+    from agex_host_ray import cluster
+
+    host = connect_host(
+        provider="ray", address=ray_cluster.address, resources={"agex-nowhere": 1}, timeout=5
+    )
+    agent = Agent(host=host, llm=scripted("task_success(1)"))
+
+    @agent.task
+    def one() -> int:
+        """One."""
+
+    box: dict[str, BaseException] = {}
+
+    def call():
+        try:
+            one()
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(30)  # generous: the host's timeout is 5 s
+    try:
+        assert not thread.is_alive(), "the task still waits for a node with agex-nowhere"
+        assert isinstance(box.get("error"), RemoteExecutionError)
+    finally:
+        for key, runners in list(cluster._runners.items()):
+            if "agex-nowhere" in key:
+                for runner in runners:
+                    cluster.drop(ray, runner)
+        thread.join(30)
