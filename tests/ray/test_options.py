@@ -268,11 +268,6 @@ def test_memory_reaches_ray_in_bytes(ray_cluster):
     assert before - during[0] == 77 * MiB
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a runner no node can hold waits without end: cluster._ready calls ray.get "
-    "with no timeout, and the caller's timeout guard covers the run only, not the start",
-)
 def test_resources_no_node_has_end_in_an_error_not_a_wait(ray_cluster):
     import ray
 
@@ -301,6 +296,7 @@ def test_resources_no_node_has_end_in_an_error_not_a_wait(ray_cluster):
     try:
         assert not thread.is_alive(), "the task still waits for a node with agex-nowhere"
         assert isinstance(box.get("error"), RemoteExecutionError)
+        assert "did not start within the host's 5s timeout" in str(box["error"])
     finally:
         for key, runners in list(cluster._runners.items()):
             if "agex-nowhere" in key:

@@ -98,10 +98,10 @@ class Runner:
     async def cancel(self, agent: str, session: str) -> int:
         """Stop this runner's runs of ``agent`` in ``session``; how many there were. Each
         ends with TaskCancelled, which its caller receives."""
-        found = self.stops.get((agent, session), set())
+        found = [stop for stop in self.stops.get((agent, session), ()) if not stop.is_set()]
         for stop in found:
             stop.set()
-        return len(found)
+        return len(found)  # runs already stopping are not counted again
 
     async def _reap(self) -> None:
         while True:
