@@ -64,7 +64,8 @@ def test_a_node_that_dies_mid_run_ends_it_with_a_clear_error(
     ray_cluster.add_node(num_cpus=1, resources={doomed: 1})
     agent.llm = scripted("n = 41", "task_success(n + 1)")
     assert Call(count, session="t").result(within=180) == 42
-    assert runners_of(host) and runner not in runners_of(host)
+    assert runners_of(host)
+    assert runner not in runners_of(host)
 
 
 def test_a_runner_killed_mid_run_ends_it_with_a_clear_error(ray_host):
