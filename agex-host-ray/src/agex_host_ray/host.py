@@ -98,15 +98,43 @@ class RayHost(Host):
         serializer = plugins.create("serializer", "cloudpickle")
         envelope = core.Envelope.of(invocation, timeout=self.options.timeout)
         payload = core.ship(invocation, serializer)
-        ray, runner = await asyncio.to_thread(self._runner, agent, (invocation.task,))
-        try:
-            outcome = await RUNS.run(
-                agent.name, invocation.session, self._follow(ray, runner, envelope, payload, sink)
-            )
-        finally:
-            cluster.release(runner)
+        outcome = await RUNS.run(
+            agent.name, invocation.session, self._run(agent, invocation, envelope, payload, sink)
+        )
         # Ray authenticates the cluster's members: no key of ours signs the value.
         return core.settle(outcome, invocation, "")
+
+    async def _run(
+        self, agent: Agent, invocation: Invocation, envelope: Any, payload: bytes, sink: Sink
+    ) -> dict[str, Any]:
+        """Take a runner and follow the run there: both are the run, which ``cancel`` stops
+        while its runner still starts, too. A runner taken after the run was cancelled is
+        handed back."""
+        lock = threading.Lock()
+        taken: list[tuple[Any, cluster.Runner]] = []
+        abandoned: list[bool] = []
+
+        def take() -> tuple[Any, cluster.Runner]:
+            found = self._runner(agent, (invocation.task,))
+            with lock:
+                if abandoned:  # its loop may have closed: handed back here
+                    cluster.release(found[1])
+                else:
+                    taken.append(found)
+            return found
+
+        try:
+            ray, runner = await asyncio.to_thread(take)
+        except asyncio.CancelledError:
+            with lock:
+                abandoned.append(True)
+                for _, runner in taken:
+                    cluster.release(runner)
+            raise
+        try:
+            return await self._follow(ray, runner, envelope, payload, sink)
+        finally:
+            cluster.release(runner)
 
     def cancel(self, agent: Agent, session: str) -> int:
         """Stop the agent's runs in ``session`` that this process started; returns how many."""
