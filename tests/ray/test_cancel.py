@@ -14,7 +14,16 @@ from agex import Agent
 from agex.errors import TaskCancelled
 from agex.testing.host import scripted
 
-from .helpers_b import Call, Watch, counting, pg_env, pg_state, runners_of, wait_until
+from .helpers_b import (
+    Call,
+    Watch,
+    _runners_let_go,  # noqa: F401 (a fixture)
+    counting,
+    pg_env,
+    pg_state,
+    runners_of,
+    wait_until,
+)
 
 DELAY = 1.0
 

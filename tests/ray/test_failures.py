@@ -13,7 +13,16 @@ from agex import Agent
 from agex.errors import RemoteExecutionError, TaskTimeout
 from agex.testing.host import scripted
 
-from .helpers_b import Call, Watch, counting, pg_env, pg_state, runners_of, unique
+from .helpers_b import (
+    Call,
+    Watch,
+    _runners_let_go,  # noqa: F401 (a fixture)
+    counting,
+    pg_env,
+    pg_state,
+    runners_of,
+    unique,
+)
 
 
 def _lost(error: RemoteExecutionError) -> None:

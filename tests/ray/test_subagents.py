@@ -13,7 +13,13 @@ from agex import Agent, connect_host
 from agex.testing.host import scripted
 
 from .conftest import OTHER
-from .helpers_b import Call, pg_env, pg_state, runners_of
+from .helpers_b import (
+    Call,
+    _runners_let_go,  # noqa: F401 (a fixture)
+    pg_env,
+    pg_state,
+    runners_of,
+)
 
 
 def _all_runners() -> int:
