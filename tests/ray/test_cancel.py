@@ -53,7 +53,9 @@ def _stopped_on_the_cluster(agent, count) -> None:
 
 
 def test_cancel_from_another_thread_stops_the_run_on_the_cluster(ray_host, postgres, state_path):
-    agent, count = _counter(ray_host(runtime_env=pg_env(postgres)), pg_state(state_path))
+    agent, count = _counter(
+        ray_host(num_cpus=0.1, runtime_env=pg_env(postgres)), pg_state(state_path)
+    )
     watch = Watch()
     call = Call(count, session="s", on_event=watch)
     watch.wait_actions(2)
@@ -68,7 +70,9 @@ def test_cancel_from_another_thread_stops_the_run_on_the_cluster(ray_host, postg
 def test_cancelling_the_asyncio_call_stops_the_run_on_the_cluster(
     ray_host, postgres, state_path, how
 ):
-    agent, count = _counter(ray_host(runtime_env=pg_env(postgres)), pg_state(state_path))
+    agent, count = _counter(
+        ray_host(num_cpus=0.1, runtime_env=pg_env(postgres)), pg_state(state_path)
+    )
 
     async def cancelled() -> None:
         watch = Watch()
@@ -88,7 +92,9 @@ def test_cancelling_the_asyncio_call_stops_the_run_on_the_cluster(
 
 def test_cancel_while_the_runner_starts(ray_host, postgres, state_path):
     """Cancelled before its runner answered, the run never starts there."""
-    agent, count = _counter(ray_host(runtime_env=pg_env(postgres)), pg_state(state_path))
+    agent, count = _counter(
+        ray_host(num_cpus=0.1, runtime_env=pg_env(postgres)), pg_state(state_path)
+    )
     agent.host = host = ray_host(num_cpus=0.3, runtime_env=pg_env(postgres))  # no runner yet
     call = Call(count, session="s")
     wait_until(

@@ -103,7 +103,7 @@ def test_a_runner_killed_mid_run_ends_it_with_a_clear_error(ray_host):
 
 
 def test_the_hosts_timeout_ends_a_long_run(ray_host):
-    host = ray_host(timeout=3)
+    host = ray_host(num_cpus=0.1, timeout=3)
     agent = Agent(name="slow", host=host, llm=counting(3, delay=20.0))
 
     @agent.task
@@ -121,7 +121,9 @@ def test_a_payload_the_cluster_cannot_load_says_what_to_install(ray_host, monkey
     exec("class Ghost:\n    size = 3\n", ghost.__dict__)
     ghost.Ghost.__module__ = ghost.__name__
     monkeypatch.setitem(sys.modules, ghost.__name__, ghost)
-    agent = Agent(name="ghostly", host=ray_host(), llm=scripted("task_success(thing.size)"))
+    agent = Agent(
+        name="ghostly", host=ray_host(num_cpus=0.1), llm=scripted("task_success(thing.size)")
+    )
     agent.cls(ghost.Ghost)
 
     @agent.task

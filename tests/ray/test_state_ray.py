@@ -17,26 +17,36 @@ from .helpers_b import (
     pg_env,
     pg_state,
     runners_of,
+    unique,
 )
 
 
-def _two_runners(ray_host, env):
-    """Two hosts of different resources, so different runners: one on the second node
-    (the only one with OTHER), one asking for more CPU than that node has left."""
-    there = ray_host(num_cpus=1, resources={OTHER: 1}, runtime_env=env)
-    here = ray_host(num_cpus=1.5, runtime_env=env)
+@pytest.fixture(scope="module")
+def third(ray_cluster):
+    """A node of this module's own, with a resource no other node has."""
+    name = unique("agex-third")
+    node = ray_cluster.add_node(num_cpus=1, resources={name: 1})
+    ray_cluster.wait_for_nodes()
+    yield name
+    ray_cluster.remove_node(node)
+
+
+def _two_runners(ray_host, third, env):
+    """Two hosts of different resources, so different runners, on different nodes."""
+    there = ray_host(num_cpus=0.1, resources={OTHER: 1}, runtime_env=env)
+    here = ray_host(num_cpus=0.1, resources={third: 1}, runtime_env=env)
     return there, here
 
 
 @pytest.mark.parametrize("storage", ["postgres", "disk"])
 def test_a_task_sees_the_variables_an_earlier_task_left_on_another_node(
-    ray_host, postgres, state_path, tmp_path, storage
+    ray_host, third, postgres, state_path, tmp_path, storage
 ):
     if storage == "postgres":
         state, env = pg_state(state_path), pg_env(postgres)
     else:
         state, env = connect_state(type="versioned", storage="disk", path=str(tmp_path)), {}
-    there, here = _two_runners(ray_host, env)
+    there, here = _two_runners(ray_host, third, env)
     agent = Agent(
         name="keeper",
         host=there,

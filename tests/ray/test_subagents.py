@@ -77,7 +77,7 @@ def test_a_sub_agent_with_its_own_ray_host_runs_as_its_own_actor_where_it_asks(
 
     parent = Agent(
         name="boss",
-        host=ray_host(runtime_env=pg_env(postgres)),
+        host=ray_host(num_cpus=0.1, runtime_env=pg_env(postgres)),
         state=pg_state(state_path),
         llm=scripted("mine = 'b'\ntask_success(crunch(3))"),
     )
