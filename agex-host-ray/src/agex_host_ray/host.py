@@ -101,13 +101,8 @@ class RayHost(Host):
         serializer = plugins.create("serializer", "cloudpickle")
         envelope = core.Envelope.of(invocation, timeout=self.options.timeout)
         payload = core.ship(invocation, serializer)
-        ray, runner = await asyncio.to_thread(self._runner, agent, (invocation.task,))
-        try:
-            outcome = await RUNS.run(
-                agent.name, invocation.session, self._follow(ray, runner, envelope, payload, sink)
-            )
-        finally:
-            cluster.release(runner)
+        work = self._run(agent, (invocation.task,), envelope, payload, sink)
+        outcome = await RUNS.run(agent.name, invocation.session, work)
         # Ray authenticates the cluster's members: no key of ours signs the value.
         return core.settle(outcome, invocation, "")
 
@@ -122,11 +117,7 @@ class RayHost(Host):
         from agex.remote.outcome import verified
 
         envelope = replace(envelope, timeout=self.options.timeout)
-        ray, runner = await asyncio.to_thread(self._runner, agent, ())
-        try:
-            outcome = await self._follow(ray, runner, envelope, payload, sink)
-        finally:
-            cluster.release(runner)
+        outcome = await self._run(agent, (), envelope, payload, sink)
         return verified(outcome, "")
 
     def cancel(self, agent: Agent, session: str) -> int:
@@ -180,6 +171,43 @@ class RayHost(Host):
         ray = cluster.ray_module(self.options.address)
         env = self.runtime_env(agent, tasks)
         return ray, cluster.take(ray, self.options, env)
+
+    async def _run(
+        self,
+        agent: Agent | None,
+        tasks: Sequence[Any],
+        envelope: Any,
+        payload: bytes,
+        sink: Sink,
+    ) -> dict[str, Any]:
+        """Take a runner, then follow the run there: both are the run, which a cancel stops
+        while its runner still starts too. A runner taken once nobody waits for it is handed
+        back by the thread that took it (the caller's event loop may be gone by then)."""
+        lock = threading.Lock()
+        wanted: dict[str, Any] = {"waiting": True}
+
+        def take() -> tuple[Any, cluster.Runner]:
+            found = self._runner(agent, tasks)
+            with lock:
+                if wanted["waiting"]:
+                    wanted["taken"] = found
+                    return found
+            cluster.release(found[1])
+            return found
+
+        try:
+            ray, runner = await asyncio.to_thread(take)
+        except BaseException:
+            with lock:
+                wanted["waiting"] = False
+                taken = wanted.pop("taken", None)
+            if taken is not None:
+                cluster.release(taken[1])
+            raise
+        try:
+            return await self._follow(ray, runner, envelope, payload, sink)
+        finally:
+            cluster.release(runner)
 
     async def _follow(
         self, ray: Any, runner: cluster.Runner, envelope: Any, payload: bytes, sink: Sink
