@@ -9,8 +9,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from agex import connect_state
 from agex.testing.host import scripted
 
@@ -106,24 +104,3 @@ def runners_of(host: Any) -> list[Any]:
     prefix = json.dumps([options.actor(), options.concurrency], sort_keys=True)[:-1] + ","
     with cluster._lock:
         return [r for key, rs in cluster._runners.items() if key.startswith(prefix) for r in rs]
-
-
-@pytest.fixture(autouse=True)
-def _runners_let_go():
-    """The runners a test started are stopped after it: each holds its resources on the
-    small test cluster until its scaledown, and later tests need them."""
-    from agex_host_ray import cluster
-
-    def current() -> set[int]:
-        with cluster._lock:
-            return {id(r) for rs in cluster._runners.values() for r in rs}
-
-    before = current()
-    yield
-    import ray
-
-    with cluster._lock:
-        made = [r for rs in cluster._runners.values() for r in rs if id(r) not in before]
-    for runner in made:
-        if runner.started.is_set() and not runner.running:
-            cluster.drop(ray, runner)

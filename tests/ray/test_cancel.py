@@ -17,7 +17,6 @@ from agex.testing.host import scripted
 from .helpers_b import (
     Call,
     Watch,
-    _runners_let_go,  # noqa: F401 (a fixture)
     counting,
     pg_env,
     pg_state,

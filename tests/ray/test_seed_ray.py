@@ -5,8 +5,6 @@ how a task's outcome and other failures reach the caller."""
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 import threading
 import time
 import uuid
@@ -27,27 +25,6 @@ from agex import (
 )
 from agex.errors import RemoteExecutionError
 from agex.testing.host import scripted
-
-
-@pytest.fixture(autouse=True)
-def _one_off_runners_stop():
-    """A runner holds its CPU until its scaledown window ends (minutes): one made with
-    options that only this test uses is stopped when the test ends, so that the small test
-    cluster keeps room for the next configuration."""
-    cluster = sys.modules.get("agex_host_ray.cluster")
-    before = set(cluster._runners) if cluster else set()
-    yield
-    cluster = sys.modules.get("agex_host_ray.cluster")
-    ray = sys.modules.get("ray")
-    if cluster is None or ray is None or not ray.is_initialized():
-        return
-    for key, runners in list(cluster._runners.items()):
-        resources, concurrency, env = json.loads(key)
-        plain = resources == {"num_cpus": 1.0, "num_gpus": 0.0} and concurrency == 64
-        if key in before or (plain and "'env_vars'" not in env and "'config'" not in env):
-            continue
-        for runner in [r for r in runners if not r.running]:
-            cluster.drop(ray, runner)
 
 
 @pytest.fixture

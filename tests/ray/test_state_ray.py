@@ -13,7 +13,6 @@ from agex.testing.host import scripted
 from .conftest import OTHER
 from .helpers_b import (
     Call,
-    _runners_let_go,  # noqa: F401 (a fixture)
     pg_env,
     pg_state,
     runners_of,

@@ -216,8 +216,10 @@ class RayHost(Host):
         from agex.remote import deliver
         from agex.remote.messages import KINDS
 
+        # What nobody listens to is not sent: a Ray item costs about the same, full or not.
+        wants = [k for k, f in (("event", sink.on_event), ("tokens", sink.on_token)) if f]
         messages = runner.actor.run.options(num_returns="streaming").remote(
-            envelope.to_json(), payload
+            envelope.to_json(), payload, wants
         )
         ended = False
         try:
@@ -237,13 +239,11 @@ class RayHost(Host):
                             "not even its heartbeat: its node is down, cut off or overloaded. "
                             f"agex stopped it; {LOST}"
                         ) from None
-                    kind, data = _message(text, (*KINDS, "beat"))
-                    if kind == "beat":
-                        continue
-                    outcome = await deliver(kind, data, sink)
-                    if outcome is not None:
-                        ended = True
-                        return outcome
+                    for kind, data in _messages(text, KINDS):  # none: a beat
+                        outcome = await deliver(kind, data, sink)
+                        if outcome is not None:
+                            ended = True
+                            return outcome
         except TimeoutError:
             if not limit.expired():
                 raise
@@ -311,12 +311,14 @@ def _inherited() -> dict[str, Any] | None:
     return {k: v for k, v in dict(env).items() if k in ("pip", "py_modules", "uv", "conda")}
 
 
-def _message(text: object, kinds: Sequence[str]) -> tuple[str, Any]:
-    """A message as the runner writes it, checked: ``[kind, data]`` in JSON text."""
+def _messages(text: object, kinds: Sequence[str]) -> list[tuple[str, Any]]:
+    """A batch as the runner writes it, checked: a list of ``[kind, data]``, JSON text."""
     try:
-        kind, data = json.loads(text) if isinstance(text, str) else (None, None)
-    except (ValueError, TypeError):
-        kind = data = None
-    if not isinstance(kind, str) or kind not in kinds:
-        raise RemoteExecutionError(f"the Ray worker sent a message agex cannot read: {text!r:.200}")
-    return kind, data
+        batch = json.loads(text) if isinstance(text, str) else None
+    except (ValueError, TypeError, RecursionError):
+        batch = None
+    if isinstance(batch, list) and all(
+        isinstance(m, list) and len(m) == 2 and m[0] in kinds for m in batch
+    ):
+        return [(kind, data) for kind, data in batch]
+    raise RemoteExecutionError(f"the Ray worker sent a message agex cannot read: {text!r:.200}")

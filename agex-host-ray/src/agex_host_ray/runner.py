@@ -6,10 +6,11 @@ server; the agent's code runs in a confined worker process at the strongest isol
 node offers, so it reaches neither Ray (its sockets, its object store, the cluster's token)
 nor what this worker's environment holds.
 
-Messages travel as JSON text, ``[kind, data]``, as ``agex.remote.messages`` writes them:
-events, model output, and the outcome last; and ``["beat", null]`` after :data:`BEAT`
-seconds without one, so that the caller can tell a quiet run from a node that stopped
-answering.
+Messages travel in batches, each one JSON text: a list of ``[kind, data]``, as
+``agex.remote.messages`` writes them (events, model output, and the outcome last), of the
+kinds the caller listens to; an empty list after :data:`BEAT` seconds without one, so that
+the caller can tell a quiet run from a node that stopped answering. One Ray item costs
+about the same whatever it carries: a batch takes what was written since the last.
 """
 
 from __future__ import annotations
@@ -64,9 +65,13 @@ class Runner:
             "lacking": [pin for pin in pins if not _installed(pin)],
         }
 
-    async def run(self, envelope: dict[str, Any], payload: bytes) -> AsyncIterator[str]:
-        """The shipped task, run by ``agex.remote``; its messages as they come."""
-        from agex.remote import Envelope, Refused, stream
+    async def run(
+        self, envelope: dict[str, Any], payload: bytes, wants: list[str]
+    ) -> AsyncIterator[str]:
+        """The shipped task, run by ``agex.remote``; its messages of the kinds in ``wants``
+        ("event", "tokens") and its outcome, as they come."""
+        from agex.remote import Envelope, Refused, batches
+        from agex.remote.messages import ENDS
         from agex.remote.outcome import failure
 
         self.running += 1
@@ -75,17 +80,20 @@ class Runner:
                 checked = Envelope.from_json(envelope)
             except Refused as refused:
                 refusal = RuntimeError(f"the Ray worker refused the task: {refused}")
-                yield _text("error", failure(refusal))
+                yield _text([("error", failure(refusal))])
                 return
             stop = asyncio.Event()
             key = (checked.agent, checked.session)
             self.stops.setdefault(key, set()).add(stop)
-            messages = stream(checked, payload, isolation=_isolation(), stop=stop)
+            kinds = {*wants, *ENDS}
+            found = batches(checked, payload, isolation=_isolation(), stop=stop, keepalive=BEAT)
             try:
-                async for text in _beating(messages):
-                    yield text
+                async for batch in found:
+                    sent = [(m.kind, m.data) for m in batch if m.kind in kinds]
+                    if sent or not batch:  # an empty batch: the beat
+                        yield _text(sent)
             finally:
-                await messages.aclose()
+                await found.aclose()
                 runs = self.stops.get(key, set())
                 runs.discard(stop)
                 if not runs:
@@ -112,25 +120,6 @@ class Runner:
                 return
 
 
-async def _beating(messages: AsyncIterator[Any]) -> AsyncIterator[str]:
-    """The messages as text, with a beat after every :data:`BEAT` quiet seconds."""
-    following = asyncio.ensure_future(anext(messages))
-    try:
-        while True:
-            done, _ = await asyncio.wait({following}, timeout=BEAT)
-            if not done:
-                yield _text("beat", None)
-                continue
-            try:
-                message = following.result()
-            except StopAsyncIteration:
-                return
-            yield _text(message.kind, message.data)
-            following = asyncio.ensure_future(anext(messages))
-    finally:
-        following.cancel()
-
-
 def _installed(pin: str) -> bool:
     import importlib.metadata
 
@@ -141,8 +130,8 @@ def _installed(pin: str) -> bool:
         return False
 
 
-def _text(kind: str, data: Any) -> str:
-    return json.dumps([kind, data], separators=(",", ":"))
+def _text(messages: list[tuple[str, Any]]) -> str:
+    return json.dumps(messages, separators=(",", ":"))
 
 
 def _isolation() -> Any:

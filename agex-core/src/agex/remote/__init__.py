@@ -20,6 +20,7 @@ _EXPORTS = {
     "Envelope": "agex.remote.envelope",
     "Refused": "agex.remote.envelope",
     "Shipped": "agex.remote.execute",
+    "batches": "agex.remote.execute",
     "execute": "agex.remote.execute",
     "stream": "agex.remote.execute",
     "unpack": "agex.remote.execute",
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from agex.remote.envelope import Envelope as Envelope
     from agex.remote.envelope import Refused as Refused
     from agex.remote.execute import Shipped as Shipped
+    from agex.remote.execute import batches as batches
     from agex.remote.execute import execute as execute
     from agex.remote.execute import stream as stream
     from agex.remote.execute import unpack as unpack

@@ -158,16 +158,37 @@ async def stream(
     """Run a shipped task here and yield its messages as they come, outcome last. A task that
     cannot be loaded yields only its error. Setting ``stop`` cancels the run, whose
     ``TaskCancelled`` outcome is still yielded; closing the iterator cancels it too."""
+    found = batches(envelope, payload, stores=stores, key=key, isolation=isolation, stop=stop)
+    try:
+        async for batch in found:
+            for message in batch:
+                yield message
+    finally:
+        await found.aclose()
+
+
+async def batches(
+    envelope: Envelope,
+    payload: bytes,
+    *,
+    stores: Stores = LOCAL,
+    key: str = "",
+    isolation: Isolation = LOCAL_ISOLATION,
+    stop: asyncio.Event | None = None,
+    keepalive: float | None = None,
+) -> AsyncGenerator[list[Message], None]:
+    """:func:`stream`, a batch at a time: the messages written since the last batch was
+    taken, for a host whose every send costs the same, whatever it carries; and an empty
+    batch after each ``keepalive`` seconds without one."""
     outbox = Outbox()
     running = asyncio.ensure_future(
         execute(envelope, payload, outbox, stores=stores, key=key, isolation=isolation)
     )
     stopping = asyncio.ensure_future(_stop(stop, running)) if stop is not None else None
     try:
-        async for batch in outbox.follow():
+        async for batch in outbox.follow(keepalive=keepalive):
             assert not isinstance(batch, Lost)  # an unbounded outbox drops nothing
-            for message in batch:
-                yield message
+            yield batch
     finally:
         running.cancel()
         if stopping is not None:
