@@ -9,6 +9,8 @@ import json
 import os
 import time
 
+import pytest
+
 from agex import Agent, TaskTimeout
 from agex.testing.host import scripted
 
