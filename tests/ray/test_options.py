@@ -115,15 +115,16 @@ def test_dump_config_is_plain_json_that_rebuilds_the_same_host(options):
     by_plugins = plugins.create("host", provider, **again)
     for rebuilt in (by_connect, by_plugins):
         assert type(rebuilt) is type(host)
-        assert rebuilt.options == host.options
         assert rebuilt.dump_config() == config
 
 
-def test_dump_config_says_what_was_given():
+def test_dump_config_says_what_was_given_but_the_variables():
     config = connect_host(provider="ray", **FULL).dump_config()
     assert config["memory"] == 4096  # MiB, as given: bytes only for Ray
     assert config["resources"] == {"agex-other": 0.5, "tpu": 2.0}
-    assert config["runtime_env"] == FULL["runtime_env"]
+    # The variables may hold keys, and the configuration travels with the agent to where
+    # agent code runs: they stay here.
+    assert config["runtime_env"] == {"pip": ["requests==2.32.3"]}
     assert (config["num_cpus"], config["num_gpus"]) == (0.5, 1.0)
 
 

@@ -69,6 +69,8 @@ def merged(inferred: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     """The user's ``given`` runtime_env with what agex inferred added: their fields stay,
     their pins of a distribution win over ours, their modules and variables come with ours."""
     env = dict(given)
+    if "env_vars" in inferred:  # a runner's own, passed on to the runners it starts
+        env["env_vars"] = {**inferred["env_vars"], **(given.get("env_vars") or {})}
     if "py_modules" in inferred:
         ours = [m for m in inferred["py_modules"] if m not in (given.get("py_modules") or ())]
         env["py_modules"] = [*ours, *(given.get("py_modules") or ())]

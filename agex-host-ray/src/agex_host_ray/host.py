@@ -137,7 +137,14 @@ class RayHost(Host):
         cluster.release(runner)
 
     def dump_config(self) -> dict[str, Any]:
-        return {"provider": self.provider, **self.options.dump()}
+        """No secrets: ``runtime_env``'s ``env_vars`` stay in this process (the agent, and
+        its hosts' configuration with it, is loaded where agent code runs). A runner
+        running a sub-agent's host gives it its own variables instead."""
+        dumped = self.options.dump()
+        if dumped["runtime_env"] and "env_vars" in dumped["runtime_env"]:
+            kept = {k: v for k, v in dumped["runtime_env"].items() if k != "env_vars"}
+            dumped["runtime_env"] = kept or None
+        return {"provider": self.provider, **dumped}
 
     # -- Ray ---------------------------------------------------------------------------
 
@@ -219,7 +226,7 @@ class RayHost(Host):
         # What nobody listens to is not sent: a Ray item costs about the same, full or not.
         wants = [k for k, f in (("event", sink.on_event), ("tokens", sink.on_token)) if f]
         messages = runner.actor.run.options(num_returns="streaming").remote(
-            envelope.to_json(), payload, wants
+            envelope.to_json(), payload, wants, runner.secret
         )
         ended = False
         try:
@@ -308,7 +315,8 @@ def _inherited() -> dict[str, Any] | None:
     if context.worker.mode != ray.WORKER_MODE:
         return None
     env = context.runtime_env
-    return {k: v for k, v in dict(env).items() if k in ("pip", "py_modules", "uv", "conda")}
+    kept = ("pip", "py_modules", "uv", "conda", "env_vars")
+    return {k: v for k, v in dict(env).items() if k in kept}
 
 
 def _messages(text: object, kinds: Sequence[str]) -> list[tuple[str, Any]]:

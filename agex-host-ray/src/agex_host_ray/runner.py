@@ -35,8 +35,11 @@ class Runner:
     """A runner exits when it has had no run for ``scaledown`` seconds, so that the
     resources it holds (a GPU, say) go back to the cluster."""
 
-    def __init__(self, scaledown: float) -> None:
+    def __init__(self, scaledown: float, secret: str) -> None:
         self.scaledown = scaledown
+        #: Given by the process that made this runner, and asked of every run: a runner is
+        #: a named actor any driver of the cluster can find, and runs with its owner's keys.
+        self.secret = secret
         self.running = 0
         self.idle_since = time.monotonic()
         #: What stops each run, by agent and session: ``cancel`` sets them.
@@ -66,10 +69,13 @@ class Runner:
         }
 
     async def run(
-        self, envelope: dict[str, Any], payload: bytes, wants: list[str]
+        self, envelope: dict[str, Any], payload: bytes, wants: list[str], secret: str
     ) -> AsyncIterator[str]:
         """The shipped task, run by ``agex.remote``; its messages of the kinds in ``wants``
-        ("event", "tokens") and its outcome, as they come."""
+        ("event", "tokens") and its outcome, as they come. Only for the process that made
+        this runner (``secret``)."""
+        import hmac
+
         from agex.remote import Envelope, Refused, batches
         from agex.remote.messages import ENDS
         from agex.remote.outcome import failure
@@ -77,6 +83,8 @@ class Runner:
         self.running += 1
         try:
             try:
+                if not hmac.compare_digest(str(secret).encode(), self.secret.encode()):
+                    raise Refused(403, "this runner runs tasks for the process that made it")
                 checked = Envelope.from_json(envelope)
             except Refused as refused:
                 refusal = RuntimeError(f"the Ray worker refused the task: {refused}")
@@ -151,7 +159,12 @@ def _isolation() -> Any:
 
     here = os.getcwd()
     python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    holds_python = any(path == here or path.startswith(here.rstrip("/") + "/") for path in python)
-    # Sub-agents with ray hosts of their own run on this cluster, as their own runners.
-    hidden = () if holds_python else (here,)
-    return Isolation(level=strongest(), hidden=hidden, hosts=("ray",))
+    # Hiding a folder hides the path entries at or above it; what lies below it (a
+    # virtualenv in the project) stays readable. Only a folder inside Python is kept.
+    in_python = any(here == path or here.startswith(path.rstrip("/") + "/") for path in python)
+    return Isolation(
+        level=strongest(),
+        hidden=() if in_python else (here,),
+        # Sub-agents with ray hosts of their own run on this cluster, as their own runners.
+        hosts=("ray",),
+    )

@@ -72,7 +72,7 @@ def _serve(control: socket.socket, root: str, warmup: bytes, children: Children)
             scratch = tempfile.mkdtemp(prefix="agex-worker-", dir=root)
             pid = os.fork()
             if pid == 0:
-                _child(control, fds[0], request["spec"], scratch, warmup)
+                _child(control, fds[0], request["spec"], scratch, warmup, children.trash)
             os.close(fds[0])
             children.running[pid] = scratch
             control.send(json.dumps({"pid": pid}).encode())
@@ -177,11 +177,17 @@ def _warmup(n: int) -> int:
 
 
 def _child(
-    control: socket.socket, fd: int, spec: dict[str, Any], scratch: str, warmup: bytes
+    control: socket.socket,
+    fd: int,
+    spec: dict[str, Any],
+    scratch: str,
+    warmup: bytes,
+    trash: int,
 ) -> None:
     code = 0
     try:
         control.close()
+        os.close(trash)  # a handle on every ended worker's scratch: not the agent's to list
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         null = os.open(os.devnull, os.O_RDWR)
