@@ -44,6 +44,7 @@ def per_task(ray_host: object, url: str, token: str, level: str) -> tuple[dict[s
     cases = {
         "local": timed_task(None, total, level),
         "ray": timed_task(ray_host, total),
+        "ray, following events and tokens": timed_task(ray_host, total, listen=True),
         "http": timed_task(http, total),
     }
     cold = cases["ray"]()
@@ -104,6 +105,10 @@ def main() -> None:
         (f"agex, local host (isolation {level})", f"{times['local'] * 1000:.2f} ms per task"),
         ("agex, ray host", f"{times['ray'] * 1000:.2f} ms per task"),
         ("agex, ray overhead", f"{overhead * 1000:.2f} ms per task"),
+        (
+            "agex, ray overhead, following events and tokens",
+            f"{(times['ray, following events and tokens'] - times['local']) * 1000:.2f} ms",
+        ),
         ("agex, http host on loopback (context)", f"{times['http'] * 1000:.2f} ms per task"),
         ("agex, ray host's first task (runner start)", f"{cold * 1000:.0f} ms, once"),
         ("goal", f"<= {GOAL_TASK * 1000:.0f} ms overhead per task: {met}"),

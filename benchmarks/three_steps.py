@@ -18,9 +18,10 @@ def replies(codes: list[str]) -> list[str]:
 
 
 def timed_task(
-    host: object | None, calls: int, isolation: str | None = None
+    host: object | None, calls: int, isolation: str | None = None, listen: bool = False
 ) -> Callable[[], float]:
-    """One call of the 3-step task per call of the result, timed; ``calls`` calls at most."""
+    """One call of the 3-step task per call of the result, timed; ``calls`` calls at most.
+    ``listen``: the call follows events and tokens (callbacks that do nothing)."""
     llm = connect_llm(provider="scripted", responses=replies(STEPS) * calls)
     agent = Agent(primer="You are helpful.", host=host, llm=llm, isolation=isolation)
 
@@ -30,11 +31,16 @@ def timed_task(
 
     def once() -> float:
         start = time.perf_counter()
-        if answer() != 42:
+        heard = {"on_event": _ignore, "on_token": _ignore} if listen else {}
+        if answer(**heard) != 42:
             raise SystemExit("wrong answer")
         return time.perf_counter() - start
 
     return once
+
+
+def _ignore(_: object) -> None:
+    return None
 
 
 def per_task(
