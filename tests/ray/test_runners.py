@@ -3,6 +3,7 @@ configuration's runs, ended when idle, and reachable by a cancel from any proces
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -122,3 +123,27 @@ def test_a_cancel_from_another_process_reaches_a_full_runner(ray_cluster, ray_ho
     assert "STOPPED 1" in done.stdout, done.stdout + done.stderr
     thread.join(60)
     assert isinstance(box.get("error"), TaskCancelled), box
+
+
+def test_a_cancel_where_no_cluster_is_known_starts_none(tmp_path):
+    """A process that never ran a task, with address None, no RAY_ADDRESS and no cluster
+    started on the machine, has no cluster to ask: cancel stops nothing and starts no Ray."""
+    code = (
+        "import sys\n"
+        "from agex import Agent, connect_host\n"
+        "from agex.testing.host import scripted\n"
+        "agent = Agent(host=connect_host(provider='ray'), llm=scripted('x'))\n"
+        "@agent.task\n"
+        "def spin() -> int:\n"
+        "    '''Spin.'''\n"
+        "print('STOPPED', spin.cancel('s'))\n"
+        "import ray\n"
+        "print('CONNECTED', ray.is_initialized())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = str(tmp_path)  # where `ray start` would have left its address
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert "STOPPED 0" in done.stdout, done.stdout + done.stderr
+    assert "CONNECTED False" in done.stdout, done.stdout + done.stderr

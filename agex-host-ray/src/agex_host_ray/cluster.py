@@ -57,6 +57,25 @@ def ray_module(address: str | None) -> Any:
     return ray
 
 
+def known(address: str | None) -> bool:
+    """Whether ``address`` names a cluster without starting one: ``address=None`` in a
+    process not yet connected, with no ``RAY_ADDRESS``, would start Ray here."""
+    import os
+    import sys
+
+    ray = sys.modules.get("ray")
+    if (ray is not None and ray.is_initialized()) or address is not None:
+        return True
+    if os.environ.get("RAY_ADDRESS"):
+        return True
+    try:  # the cluster `ray start` last started on this machine, which None joins
+        from ray._private.services import find_bootstrap_address
+
+        return find_bootstrap_address(None) is not None
+    except Exception:  # Ray's helper moved: ask Ray itself, which may start one
+        return True
+
+
 def _check_same(ray: Any, address: str | None) -> None:
     """A process connects to one cluster: a host that names another one is refused."""
     context = ray.get_runtime_context()

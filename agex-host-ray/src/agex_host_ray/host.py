@@ -127,6 +127,8 @@ class RayHost(Host):
         from agex.hosts.running import RUNS
 
         here = RUNS.cancel(agent.name, session)
+        if not cluster.known(self.options.address):
+            return here  # no cluster to ask: connecting would start one here
         ray = cluster.ray_module(self.options.address)
         return max(here, cluster.cancel(ray, agent.name, session))
 
