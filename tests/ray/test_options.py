@@ -58,6 +58,7 @@ MiB = 1024 * 1024
         ({"runtime_env": {"env_vars": {"A": 1}}}, 'runtime_env["env_vars"] must map'),
         ({"runtime_env": {"env_vars": ["A=1"]}}, 'runtime_env["env_vars"] must map'),
         ({"runtime_env": {"py_modules": "mod"}}, 'runtime_env["py_modules"] must be a list'),
+        ({"address": "ray://head:10001"}, "Ray Client does not stream from actors"),
         ({"timeout": 0}, "timeout must be a number of seconds above 0"),
         ({"timeout": -1.0}, "timeout must be"),
         ({"timeout": math.nan}, "timeout must be"),
@@ -85,7 +86,7 @@ def test_an_unknown_option_is_a_provider_option_error():
     assert "Did you mean 'num_cpus'?" in str(caught.value)
 
 
-@pytest.mark.parametrize("address", [None, "auto", "10.0.0.5:6379", "ray://head:10001"])
+@pytest.mark.parametrize("address", [None, "auto", "10.0.0.5:6379", "head:6379", "[::1]:6379"])
 def test_good_addresses_are_kept(address):
     assert connect_host(provider="ray", address=address).dump_config()["address"] == address
 

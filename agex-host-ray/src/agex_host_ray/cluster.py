@@ -31,6 +31,8 @@ CANCEL_WAIT = 10.0
 PLACING = 2.0
 
 _lock = threading.Lock()
+#: The addresses this process connected with (a host name, say, where Ray reports an IP).
+_named: set[str | None] = set()
 #: The runners of each configuration: resources and runtime env, as JSON.
 _runners: dict[str, list[Runner]] = {}
 #: The Ray job those runners belong to: after ``ray.shutdown()`` and a new ``ray.init()``
@@ -48,6 +50,7 @@ def ray_module(address: str | None) -> Any:
             return ray
         try:
             ray.init(address=address, logging_level=logging.WARNING)
+            _named.add(address)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise RemoteExecutionError(
                 f"could not connect to Ray at {address or 'this machine'}: {exc}. Start a "
@@ -82,8 +85,8 @@ def _check_same(ray: Any, address: str | None) -> None:
     if address in (None, "auto") or context.worker.mode == ray.WORKER_MODE:
         return  # the one it is in; a Ray worker always runs on its own cluster
     connected = context.gcs_address
-    if address.startswith("ray://") or address == connected:
-        return  # Ray Client hides where it is connected: Ray says so itself if it differs
+    if address == connected or address in _named:
+        return
     raise RemoteExecutionError(
         f"this process is connected to the Ray cluster at {connected}, and a process "
         f"connects to one cluster: a ray host at {address!r} cannot be used here. Use "

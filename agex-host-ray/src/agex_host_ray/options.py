@@ -14,8 +14,8 @@ LONGEST = 10**7
 NAMED = {"CPU": "num_cpus", "GPU": "num_gpus", "memory": "memory"}
 #: What Ray keeps for itself, or names nodes with.
 RESERVED = {"object_store_memory"}
-#: A Ray address: host:port of the cluster's GCS, or ray://host:port (Ray Client).
-_ADDRESS = re.compile(r"(ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
+#: A Ray address: host:port of the cluster's GCS.
+_ADDRESS = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
 #: The runtime_env fields agex merges with what it infers; others pass to Ray as given.
 MERGED = ("pip", "py_modules", "env_vars")
 
@@ -88,13 +88,21 @@ def _number(value: object) -> bool:
 def _address(address: object) -> str | None:
     if address is None or address == "auto":
         return address
+    if isinstance(address, str) and address.startswith("ray://"):
+        raise ValueError(
+            f"address={address!r} is a Ray Client address, and Ray Client does not stream "
+            'from actors (Ray refuses num_returns="streaming" through it), which the ray '
+            "host does to send events and tokens while a task runs. Give the head node's "
+            'address instead ("head:6379", from a machine in the cluster\'s network), or '
+            'run your program on the cluster (`ray job submit`), with address="auto"'
+        )
     match = _ADDRESS.fullmatch(address) if isinstance(address, str) else None
-    if match is not None and 0 < int(match.group(3)) < 65536:
+    if match is not None and 0 < int(match.group(2)) < 65536:
         return match.string
     raise ValueError(
         'address must be None (start or join a Ray instance on this machine), "auto" (the '
-        'cluster this machine belongs to), "host:port" of the cluster\'s head node, or '
-        f'"ray://host:10001" (Ray Client), got {address!r}'
+        'cluster this machine belongs to), or "host:port" of the cluster\'s head node, got '
+        f"{address!r}"
     )
 
 
