@@ -217,3 +217,31 @@ def test_a_cancel_from_another_process_stops_a_run_whose_runner_is_still_startin
     finally:
         ray_cluster.remove_node(node, allow_graceful=False)
     assert isinstance(call.error, TaskCancelled), (call.value, call.error, done.stdout)
+
+
+def test_a_runner_no_node_can_hold_ends_the_call_within_the_timeout(ray_cluster, ray_host):
+    """More of a resource than the cluster has: the call ends with an error that says so
+    within the host's timeout, not after Ray's own wait (which never ends)."""
+    sleepy = _napping_agent(
+        ray_host(num_cpus=0.1, resources={"agex-other": 40}, timeout=5), "a2-huge", 1.0
+    )
+    call = _Call(sleepy).done(within=60)
+    assert isinstance(call.error, RemoteExecutionError), (call.value, call.error)
+    assert "did not start within" in str(call.error)
+
+
+def test_cancel_counts_each_of_this_processes_runs_once(ray_cluster, ray_host):
+    """Two runs of one session on one runner: cancel says 2, and both end cancelled."""
+    sleepy = _napping_agent(ray_host(num_cpus=0.1, concurrency=4), "a2-count", 60.0)
+    calls = [_Call(sleepy, session="both") for _ in range(2)]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if sum(r.running for r in _ours()) >= 2:
+            break
+        time.sleep(0.5)
+    time.sleep(5.0)  # both nap in their workers
+    assert sleepy.cancel("both") == 2
+    for call in calls:
+        call.done(within=60)
+        assert isinstance(call.error, TaskCancelled), call.error
+    assert sleepy.cancel("both") == 0
