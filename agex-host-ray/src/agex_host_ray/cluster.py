@@ -105,8 +105,6 @@ class Runner:
     started: threading.Event = field(default_factory=threading.Event)
     where: dict[str, Any] | None = None
     error: BaseException | None = None
-    #: What its runs must show: runners are named actors any driver may find.
-    secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
 
 #: The configurations whose runners need the pins installed (a node lacked one of them).
@@ -166,14 +164,14 @@ def _start(ray: Any, options: Options, env: Environment, runner: Runner) -> None
     lacking: list[str] = []
     try:
         if env.pins and runner.key not in _installing:
-            runner.actor = _actor(ray, options, env.base, runner.secret)
+            runner.actor = _actor(ray, options, env.base)
             runner.where = _ready(ray, runner, env.pins, options)
             lacking = runner.where["lacking"]
             if not lacking:
                 return
             _installing.add(runner.key)
             _kill(ray, runner)
-        runner.actor = _actor(ray, options, env.full, runner.secret)
+        runner.actor = _actor(ray, options, env.full)
         try:
             runner.where = _ready(ray, runner, (), options)
         except RemoteExecutionError as exc:
@@ -187,7 +185,7 @@ def _start(ray: Any, options: Options, env: Environment, runner: Runner) -> None
         runner.started.set()
 
 
-def _actor(ray: Any, options: Options, env: dict[str, Any], secret: str) -> Any:
+def _actor(ray: Any, options: Options, env: dict[str, Any]) -> Any:
     from agex_host_ray.runner import CONTROL, CONTROLS
     from agex_host_ray.runner import Runner as Code
 
@@ -202,7 +200,7 @@ def _actor(ray: Any, options: Options, env: dict[str, Any], secret: str) -> Any:
         max_restarts=0,
         max_task_retries=0,
     )
-    return remote.remote(options.scaledown_window, secret)
+    return remote.remote(options.scaledown_window)
 
 
 def _ready(ray: Any, runner: Runner, pins: Sequence[str], options: Options) -> dict[str, Any]:

@@ -138,10 +138,14 @@ class RayHost(Host):
         _, runner = self._runner(agent, ())
         cluster.release(runner)
 
+    def delegate_config(self) -> dict[str, Any]:
+        """What the runner of a parent agent rebuilds this host from, to run a sub-agent on
+        it: the whole configuration, ``env_vars`` included (see ``dump_config``)."""
+        return {"provider": self.provider, **self.options.dump()}
+
     def dump_config(self) -> dict[str, Any]:
-        """No secrets: ``runtime_env``'s ``env_vars`` stay in this process (the agent, and
-        its hosts' configuration with it, is loaded where agent code runs). A runner
-        running a sub-agent's host gives it its own variables instead."""
+        """No secrets: ``runtime_env``'s ``env_vars`` stay out (the agent, and its hosts'
+        configuration with it, is loaded where agent code runs)."""
         dumped = self.options.dump()
         if dumped["runtime_env"] and "env_vars" in dumped["runtime_env"]:
             kept = {k: v for k, v in dumped["runtime_env"].items() if k != "env_vars"}
@@ -228,7 +232,7 @@ class RayHost(Host):
         # What nobody listens to is not sent: a Ray item costs about the same, full or not.
         wants = [k for k, f in (("event", sink.on_event), ("tokens", sink.on_token)) if f]
         messages = runner.actor.run.options(num_returns="streaming").remote(
-            envelope.to_json(), payload, wants, runner.secret
+            envelope.to_json(), payload, wants
         )
         ended = False
         try:
@@ -317,7 +321,8 @@ def _inherited() -> dict[str, Any] | None:
     if context.worker.mode != ray.WORKER_MODE:
         return None
     env = context.runtime_env
-    kept = ("pip", "py_modules", "uv", "conda", "env_vars")
+    # Not its env_vars: a sub-agent's runner gets its own host's, not its parent's.
+    kept = ("pip", "py_modules", "uv", "conda")
     return {k: v for k, v in dict(env).items() if k in kept}
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,21 +30,22 @@ BEAT = 2.0
 #: places of their own.
 CONTROL = "control"
 CONTROLS = 4
+#: Where Ray unpacks a runtime environment's code on a node.
+RUNTIME = "/runtime_resources/"
 
 
 class Runner:
     """A runner exits when it has had no run for ``scaledown`` seconds, so that the
     resources it holds (a GPU, say) go back to the cluster."""
 
-    def __init__(self, scaledown: float, secret: str) -> None:
+    def __init__(self, scaledown: float) -> None:
         self.scaledown = scaledown
-        #: Given by the process that made this runner, and asked of every run: a runner is
-        #: a named actor any driver of the cluster can find, and runs with its owner's keys.
-        self.secret = secret
         self.running = 0
         self.idle_since = time.monotonic()
-        #: What stops each run, by agent and session: ``cancel`` sets them.
-        self.stops: dict[tuple[str, str], set[asyncio.Event]] = {}
+        #: What stops each run (and the event loop it waits on), by agent and session:
+        #: ``cancel``, which Ray runs on another thread and loop, sets them.
+        self.stops: dict[tuple[str, str], set[tuple[asyncio.AbstractEventLoop, Any]]] = {}
+        self.lock = threading.Lock()
         self._reaper: asyncio.Task[None] | None = None
 
     @ray.method(concurrency_group=CONTROL)
@@ -69,13 +71,10 @@ class Runner:
         }
 
     async def run(
-        self, envelope: dict[str, Any], payload: bytes, wants: list[str], secret: str
+        self, envelope: dict[str, Any], payload: bytes, wants: list[str]
     ) -> AsyncIterator[str]:
         """The shipped task, run by ``agex.remote``; its messages of the kinds in ``wants``
-        ("event", "tokens") and its outcome, as they come. Only for the process that made
-        this runner (``secret``)."""
-        import hmac
-
+        ("event", "tokens") and its outcome, as they come."""
         from agex.remote import Envelope, Refused, batches
         from agex.remote.messages import ENDS
         from agex.remote.outcome import failure
@@ -83,8 +82,6 @@ class Runner:
         self.running += 1
         try:
             try:
-                if not hmac.compare_digest(str(secret).encode(), self.secret.encode()):
-                    raise Refused(403, "this runner runs tasks for the process that made it")
                 checked = Envelope.from_json(envelope)
             except Refused as refused:
                 refusal = RuntimeError(f"the Ray worker refused the task: {refused}")
@@ -92,7 +89,9 @@ class Runner:
                 return
             stop = asyncio.Event()
             key = (checked.agent, checked.session)
-            self.stops.setdefault(key, set()).add(stop)
+            mine = (asyncio.get_running_loop(), stop)
+            with self.lock:
+                self.stops.setdefault(key, set()).add(mine)
             kinds = {*wants, *ENDS}
             found = batches(checked, payload, isolation=_isolation(), stop=stop, keepalive=BEAT)
             try:
@@ -102,10 +101,11 @@ class Runner:
                         yield _text(sent)
             finally:
                 await found.aclose()
-                runs = self.stops.get(key, set())
-                runs.discard(stop)
-                if not runs:
-                    self.stops.pop(key, None)
+                with self.lock:
+                    runs = self.stops.get(key, set())
+                    runs.discard(mine)
+                    if not runs:
+                        self.stops.pop(key, None)
         finally:
             self.running -= 1
             self.idle_since = time.monotonic()
@@ -114,10 +114,11 @@ class Runner:
     async def cancel(self, agent: str, session: str) -> int:
         """Stop this runner's runs of ``agent`` in ``session``; how many there were. Each
         ends with TaskCancelled, which its caller receives."""
-        found = [stop for stop in self.stops.get((agent, session), ()) if not stop.is_set()]
-        for stop in found:
-            stop.set()
-        return len(found)  # runs already stopping are not counted again
+        with self.lock:
+            runs = [run for run in self.stops.get((agent, session), ()) if not run[1].is_set()]
+        for loop, stop in runs:
+            loop.call_soon_threadsafe(stop.set)
+        return len(runs)  # runs already stopping are not counted again
 
     async def _reap(self) -> None:
         while True:
@@ -146,25 +147,32 @@ def _isolation() -> Any:
     """As on an agex server: agent code runs in a confined worker, at the strongest level
     this node offers. This process can reach the whole cluster; agent code must not.
 
-    Ray puts its caller's working directory on a worker's ``sys.path`` (on the caller's
-    machine, the user's project, ``.env`` files and all), and agent code may read what is on
-    the path: that folder is hidden from it. The agent's own code does not need it: it
-    travels in the runtime environment.
+    Agent code may read what is on this process's ``sys.path``, and Ray puts its caller's
+    working directory and script folder there (on the caller's machine, the user's project,
+    ``.env`` files and all). Only Python's own folders, its site-packages and the code Ray
+    unpacked for this runner stay readable: every other entry, and the working directory,
+    is hidden. The agent's own code does not need them: it travels in the runtime
+    environment.
     """
     import os
+    import site
     import sys
 
     from agex.isolation import strongest
     from agex.isolation.settings import Isolation
 
-    here = os.getcwd()
-    python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    # Hiding a folder hides the path entries at or above it; what lies below it (a
-    # virtualenv in the project) stays readable. Only a folder inside Python is kept.
-    in_python = any(here == path or here.startswith(path.rstrip("/") + "/") for path in python)
+    safe = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    safe += site.getsitepackages()
+
+    def kept(path: str) -> bool:
+        path = os.path.abspath(path)
+        unpacked = RUNTIME in path  # py_modules and working_dir, as Ray unpacked them
+        return unpacked or any(path == s or path.startswith(s.rstrip("/") + "/") for s in safe)
+
+    hidden = [entry for entry in dict.fromkeys([*sys.path, os.getcwd()]) if entry]
     return Isolation(
         level=strongest(),
-        hidden=() if in_python else (here,),
+        hidden=tuple(os.path.abspath(entry) for entry in hidden if not kept(entry)),
         # Sub-agents with ray hosts of their own run on this cluster, as their own runners.
         hosts=("ray",),
     )

@@ -201,13 +201,22 @@ def delegates(agent: Any, depth: int = 0) -> dict[str, Delegate]:
         out[name] = Delegate(
             agent=sub.name,
             state=sub.state_config,
-            host=sub.host.dump_config(),
+            host=_host_config(sub.host),
             llm=_model_config(sub),
             isolation=getattr(sub, "isolation", None),
             memory_mb=getattr(sub, "max_memory_mb", None),
             delegates=delegates(sub, depth + 1),
         )
     return out
+
+
+def _host_config(host: Any) -> dict[str, Any]:
+    """How the side running the loop rebuilds a sub-agent's host: its ``dump_config()``, or
+    its ``delegate_config()`` where it has one, which may hold what ``dump_config`` keeps
+    from agent code (the agent, and the configuration with it, is loaded where agent code
+    runs; the envelope is read only by the side that runs the loop)."""
+    config = getattr(host, "delegate_config", None)
+    return dict(config() if callable(config) else host.dump_config())
 
 
 def _model_config(agent: Any) -> dict[str, Any] | None:
