@@ -104,6 +104,17 @@ def _runner_pid(runner) -> int:
     return ray.get(runner.actor.__ray_call__.remote(lambda _: os.getpid()), timeout=60)
 
 
+def _busy_runner(fragment: str, within: float = 120.0):
+    """This process's runner whose configuration holds ``fragment``, once it has a run."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        runner = next((r for r in _ours() if fragment in r.key and r.running), None)
+        if runner is not None:
+            return runner
+        time.sleep(0.5)
+    raise AssertionError(f"no runner of {fragment} took the run")
+
+
 def test_a_killed_runner_leaves_no_template_or_worker(ray_cluster, ray_host):
     """A runner that dies mid-run (ray.kill, an OOM kill) takes its template and confined
     workers with it: they hold memory and CPU that Ray no longer accounts for."""
@@ -111,12 +122,7 @@ def test_a_killed_runner_leaves_no_template_or_worker(ray_cluster, ray_host):
 
     sleepy = _napping_agent(ray_host(num_cpus=0.25, resources={"agex-other": 0.25}), "a2-kill")
     call = _Call(sleepy)
-    deadline = time.monotonic() + 120
-    runner = None
-    while runner is None and time.monotonic() < deadline:
-        runner = next((r for r in _ours() if '"agex-other": 0.25' in r.key and r.running), None)
-        time.sleep(0.5)
-    assert runner is not None
+    runner = _busy_runner('"agex-other": 0.25')
     pid = _runner_pid(runner)
     time.sleep(5.0)  # the worker naps
     left = _tree(pid)
@@ -136,12 +142,7 @@ def test_a_dead_nodes_templates_and_workers_do_not_outlive_it(ray_cluster, ray_h
             ray_host(num_cpus=0.25, resources={"attack2-doomed": 0.5}), "a2-doomed"
         )
         call = _Call(sleepy)
-        deadline = time.monotonic() + 120
-        runner = None
-        while runner is None and time.monotonic() < deadline:
-            runner = next((r for r in _ours() if "attack2-doomed" in r.key and r.running), None)
-            time.sleep(0.5)
-        assert runner is not None
+        runner = _busy_runner("attack2-doomed")
         pid = _runner_pid(runner)
         time.sleep(5.0)
         left = _tree(pid)
@@ -188,12 +189,7 @@ def test_a_runner_whose_loop_stops_ends_the_call_not_hangs_it(ray_cluster, ray_h
         ray_host(num_cpus=0.1, resources={"agex-other": 0.2}, timeout=200), "a2-stuck", 100.0
     )
     call = _Call(sleepy)
-    deadline = time.monotonic() + 120
-    runner = None
-    while runner is None and time.monotonic() < deadline:
-        runner = next((r for r in _ours() if '"agex-other": 0.2' in r.key and r.running), None)
-        time.sleep(0.5)
-    assert runner is not None
+    runner = _busy_runner('"agex-other": 0.2')
     time.sleep(3.0)
     # On the event loop of the runner's runs (its control calls have a loop of their own).
     runner.actor.__ray_call__.remote(
@@ -241,12 +237,7 @@ def test_cancel_sets_a_runs_stop_on_the_runs_own_loop(ray_cluster, ray_host):
     )
     sleepy = _napping_agent(host, "a2-loops", 60.0)
     call = _Call(sleepy, session="loops")
-    deadline = time.monotonic() + 120
-    runner = None
-    while runner is None and time.monotonic() < deadline:
-        runner = next((r for r in _ours() if '"agex-other": 0.3' in r.key and r.running), None)
-        time.sleep(0.5)
-    assert runner is not None
+    runner = _busy_runner('"agex-other": 0.3')
     time.sleep(5.0)
     # As another process's task.cancel(session) asks it (this process's own runs are
     # also stopped by the caller, which would hide the runner's part).
