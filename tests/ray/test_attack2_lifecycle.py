@@ -109,7 +109,7 @@ def _busy_runner(fragment: str, within: float = 120.0):
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         runner = next((r for r in _ours() if fragment in r.key and r.running), None)
-        if runner is not None:
+        if runner is not None and runner.started.is_set() and runner.where is not None:
             return runner
         time.sleep(0.5)
     raise AssertionError(f"no runner of {fragment} took the run")

@@ -275,6 +275,8 @@ class RayHost(Host):
             if not ended:
                 with contextlib.suppress(Exception):
                     ray.cancel(messages)
+                    # Should the call reach the runner after all, the run stops as it begins.
+                    runner.actor.stop.remote(envelope.run)
         ended = True
         raise RemoteExecutionError(
             "the Ray worker ended the run without the task's outcome (it stopped before the "

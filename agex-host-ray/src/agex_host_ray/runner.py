@@ -45,6 +45,10 @@ class Runner:
         #: What stops each run (and the event loop it waits on), by agent and session:
         #: ``cancel``, which Ray runs on another thread and loop, sets them.
         self.stops: dict[tuple[str, str], set[tuple[asyncio.AbstractEventLoop, Any]]] = {}
+        #: Runs whose caller stopped them before they began here (their call was on its
+        #: way): each stops as it begins. By run id, with when it was asked.
+        self.stopped: dict[str, float] = {}
+        self.runs: dict[str, tuple[asyncio.AbstractEventLoop, Any]] = {}
         self.lock = threading.Lock()
         self._reaper: asyncio.Task[None] | None = None
 
@@ -92,6 +96,9 @@ class Runner:
             mine = (asyncio.get_running_loop(), stop)
             with self.lock:
                 self.stops.setdefault(key, set()).add(mine)
+                if self.stopped.pop(checked.run, None) is not None:
+                    stop.set()
+                self.runs[checked.run] = mine
             kinds = {*wants, *ENDS}
             found = batches(checked, payload, isolation=_isolation(), stop=stop, keepalive=BEAT)
             try:
@@ -106,9 +113,23 @@ class Runner:
                     runs.discard(mine)
                     if not runs:
                         self.stops.pop(key, None)
+                    self.runs.pop(checked.run, None)
         finally:
             self.running -= 1
             self.idle_since = time.monotonic()
+
+    @ray.method(concurrency_group=CONTROL)
+    async def stop(self, run: str) -> None:
+        """Stop one run, which its caller no longer follows: now, or as it begins here."""
+        now = time.monotonic()
+        with self.lock:
+            found = self.runs.get(run)
+            if found is None:
+                for old in [r for r, when in self.stopped.items() if now - when > 3600]:
+                    del self.stopped[old]
+                self.stopped[run] = now
+        if found is not None:
+            found[0].call_soon_threadsafe(found[1].set)
 
     @ray.method(concurrency_group=CONTROL)
     async def cancel(self, agent: str, session: str) -> int:
