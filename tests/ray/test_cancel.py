@@ -14,7 +14,7 @@ from agex import Agent
 from agex.errors import TaskCancelled
 from agex.testing.host import scripted
 
-from .helpers_b import (
+from .calls import (
     Call,
     Watch,
     counting,

@@ -23,7 +23,7 @@ HERE = Path(__file__).parent
 def tools(monkeypatch):
     """The local helper module, imported as a project imports its own code."""
     monkeypatch.syspath_prepend(str(HERE))
-    return importlib.import_module("helpers_a_tools")
+    return importlib.import_module("local_tools")
 
 
 def _agent(host, tools, code="task_success(sections('[b]\\n[a]\\n'))"):

@@ -13,7 +13,7 @@ from agex import Agent
 from agex.errors import RemoteExecutionError, TaskTimeout
 from agex.testing.host import scripted
 
-from .helpers_b import (
+from .calls import (
     Call,
     Watch,
     counting,

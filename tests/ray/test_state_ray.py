@@ -10,14 +10,14 @@ import pytest
 from agex import Agent, connect_state
 from agex.testing.host import scripted
 
-from .conftest import OTHER
-from .helpers_b import (
+from .calls import (
     Call,
     pg_env,
     pg_state,
     runners_of,
     unique,
 )
+from .conftest import OTHER
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,13 @@ import time
 from agex import Agent, connect_host
 from agex.testing.host import scripted
 
-from .conftest import OTHER
-from .helpers_b import (
+from .calls import (
     Call,
     pg_env,
     pg_state,
     runners_of,
 )
+from .conftest import OTHER
 
 
 def _all_runners() -> int:
