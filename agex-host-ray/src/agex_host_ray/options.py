@@ -16,8 +16,6 @@ NAMED = {"CPU": "num_cpus", "GPU": "num_gpus", "memory": "memory"}
 RESERVED = {"object_store_memory"}
 #: A Ray address: host:port of the cluster's GCS.
 _ADDRESS = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
-#: The runtime_env fields agex merges with what it infers; others pass to Ray as given.
-MERGED = ("pip", "py_modules", "env_vars")
 
 
 @dataclass(frozen=True)
